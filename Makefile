@@ -1,0 +1,43 @@
+# Developer and CI entry points. `make test` is what CI runs (.ci/run).
+#   make setup   create $(VENV) and install the project with its dev extras
+#   make test    run the test suite (PYTEST_ARGS="tests/test_cli.py -x" to narrow it)
+#   make demo    render the synthetic demo (outputs/demo)
+#   make bench   run every benchmarks/*.py; each prints one JSON line
+#   make clean   remove caches and build outputs (keeps the venv and outputs/)
+
+VENV ?= .venv
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+# Written after a successful install; older than pyproject.toml or constraints.txt
+# means the install is stale. An existing venv without it gets the install once.
+STAMP := $(VENV)/.avatar-installed
+
+.PHONY: setup test demo bench clean distclean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/avatar demo
+
+bench: setup
+	@set -e; for script in $(wildcard benchmarks/*.py); do \
+		echo "== $$script"; \
+		$(PY) $$script; \
+	done
+
+clean:
+	rm -rf build dist .pytest_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Subcommand implementations called by the `avatar` CLI (each `main(cfg) -> exit code`)."""

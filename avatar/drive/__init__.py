@@ -1,0 +1,1 @@
+"""drive (see DESIGN.md)."""

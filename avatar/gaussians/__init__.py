@@ -1,0 +1,1 @@
+"""gaussians (see DESIGN.md)."""

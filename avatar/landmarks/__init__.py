@@ -1,0 +1,1 @@
+"""landmarks (see DESIGN.md)."""

@@ -1,0 +1,62 @@
+"""Parametric models: one linear-blendshape + skinning engine, asset loaders.
+
+Front door::
+
+    model = avatar.models.load("ict")                                  # ICT-FaceKit (default head)
+    model = avatar.models.load("flame", model_path=".../generic_model.pkl")
+    model = avatar.models.load("smplx", model_path=".../SMPLX_NEUTRAL.npz")
+    out = model(expression=psi, rotation=aa, translation=t)            # zeros by default
+    out.vertices  # (B, V, 3) metres; out.landmarks (B, L, 3); out.joints (B, J, 3) if skeleton
+
+Every model exposes ``faces``, ``uvs``/``uv_faces``, ``parts``, ``lmk_faces``/``lmk_bary``,
+``landmarks(vertices)``, ``triangle_frames(vertices)`` and ``expression_names`` /
+``joint_names`` where they exist. Options are the fields of each model's config class.
+"""
+
+from __future__ import annotations
+
+from avatar.models.assets import AssetNotFoundError
+from avatar.models.engine import (
+    BlendshapeModel,
+    ModelData,
+    ModelOutput,
+    ParametricModel,
+    Part,
+    Skeleton,
+    blend,
+    evaluate_landmarks,
+    rigid_transform,
+)
+from avatar.models.flame import FLAME, FLAMEConfig
+from avatar.models.ict import ICTConfig
+from avatar.models.restricted_pickle import RestrictedUnpicklingError, restricted_load
+from avatar.models.smpl import SMPLConfig, SMPLFamilyModel
+
+CONFIGS = {
+    "ict": ICTConfig,
+    "flame": FLAMEConfig,
+    "smpl": lambda **o: SMPLConfig(kind="smpl", **o),
+    "smplx": lambda **o: SMPLConfig(kind="smplx", **o),
+}
+
+
+def load(name: str, **options) -> ParametricModel:
+    """Build the parametric model ``name`` ("ict", "flame", "smpl", "smplx").
+
+    ``options`` are the fields of the model's config (:class:`ICTConfig`,
+    :class:`FLAMEConfig`, :class:`SMPLConfig`), e.g. ``model_path=...`` for the
+    licence-gated models or ``parts=(...)`` for ICT.
+    """
+    try:
+        config = CONFIGS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown model '{name}'; available: {', '.join(CONFIGS)}") from None
+    return config(**options).build()
+
+
+__all__ = [
+    "AssetNotFoundError", "BlendshapeModel", "CONFIGS", "FLAME", "FLAMEConfig", "ICTConfig",
+    "ModelData", "ModelOutput", "ParametricModel", "Part", "RestrictedUnpicklingError",
+    "SMPLConfig", "SMPLFamilyModel", "Skeleton", "blend", "evaluate_landmarks", "load",
+    "restricted_load", "rigid_transform",
+]

@@ -1,0 +1,70 @@
+"""Real spherical harmonics in the convention of the original 3D Gaussian Splatting code.
+
+Colours are evaluated as ``max(SH(dir) + 0.5, 0)`` by the rasterizer, as gsplat does.
+The basis constants are the standard real-SH normalisation factors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_C0 = 0.28209479177387814
+_C1 = 0.4886025119029199
+_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_C3 = (
+    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
+)
+
+
+def num_sh_bases(degree: int) -> int:
+    """Number of coefficients per channel for SH up to ``degree`` (inclusive)."""
+    return (degree + 1) ** 2
+
+
+def sh_basis(degree: int, dirs: Tensor) -> Tensor:
+    """SH basis values ``[..., (degree+1)^2]`` for directions ``[..., 3]`` (normalised here)."""
+    if not 0 <= degree <= 3:
+        raise ValueError(f"sh_degree must be in 0..3, got {degree}")
+    d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    x, y, z = d.unbind(-1)
+    out = [torch.full_like(x, _C0)]
+    if degree >= 1:
+        out += [-_C1 * y, _C1 * z, -_C1 * x]
+    if degree >= 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [
+            _C2[0] * x * y,
+            _C2[1] * y * z,
+            _C2[2] * (2 * zz - xx - yy),
+            _C2[3] * x * z,
+            _C2[4] * (xx - yy),
+        ]
+    if degree >= 3:
+        out += [
+            _C3[0] * y * (3 * xx - yy),
+            _C3[1] * x * y * z,
+            _C3[2] * y * (4 * zz - xx - yy),
+            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            _C3[4] * x * (4 * zz - xx - yy),
+            _C3[5] * z * (xx - yy),
+            _C3[6] * x * (xx - 3 * yy),
+        ]
+    return torch.stack(out, dim=-1)
+
+
+def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
+    """Evaluate SH colours.
+
+    Args:
+        degree: SH degree 0..3; only the first ``(degree+1)^2`` coefficients are used.
+        dirs: ``[..., 3]`` viewing directions (camera centre to Gaussian), any length.
+        coeffs: ``[..., K, D]`` coefficients with ``K >= (degree+1)^2``.
+
+    Returns:
+        ``[..., D]`` raw SH values (no +0.5 offset, no clamping).
+    """
+    k = num_sh_bases(degree)
+    basis = sh_basis(degree, dirs)  # [..., k]
+    return (basis[..., None] * coeffs[..., :k, :]).sum(-2)

@@ -1,0 +1,317 @@
+"""The `avatar` command: subcommands, Hydra configs, exit statuses, multirun, wheel."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avatar import cli
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Keys every primary config must have, and whether `renderer` is composed in.
+EXPECTED = {
+    "preprocess": ({"input": "???", "out": "???"}, False),
+    "track": ({"capture": "???", "model": "ict"}, False),
+    "train": ({"capture": "???", "out": "???", "resume": False}, True),
+    "render": ({"run": "???", "drive": "???", "out": "???", "camera": "tracked"}, True),
+    "live": ({"run": "???", "source": 0, "out": None, "display": True}, True),
+    "demo": ({"out": "outputs/demo"}, True),
+    "export": ({"run": "???"}, False),
+    "eval": ({"run": "???"}, True),
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`avatar ARGV...` in this process: (exit status, stdout, stderr)."""
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def run_module(*argv: str, cwd: Path, pythonpath: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """`python -m avatar ARGV...` in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=str(pythonpath), HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, "-m", "avatar", *argv],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Hydra points logging at the streams of the moment; in-process runs must undo that."""
+    loggers = [logging.getLogger(), logging.getLogger("hydra")]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder so that stray outputs would show."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def fake_demo(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Point `avatar demo` at a recording stand-in; returns the configs it was run with."""
+    from omegaconf import OmegaConf
+
+    calls: list[dict] = []
+
+    def main(cfg):
+        calls.append({"cfg": OmegaConf.to_container(cfg, resolve=True), "cwd": os.getcwd()})
+        return cfg.demo.get("status")
+
+    module = types.ModuleType("fake_avatar_demo")
+    module.main = main
+    monkeypatch.setitem(sys.modules, "fake_avatar_demo", module)
+    summary = cli.SUBCOMMANDS["demo"].summary
+    monkeypatch.setitem(cli.SUBCOMMANDS, "demo", cli.Subcommand(summary, "fake_avatar_demo:main"))
+    return calls
+
+
+def test_help_lists_every_subcommand(tmp_path: Path) -> None:
+    result = run_module("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert set(cli.SUBCOMMANDS) <= listed
+    assert set(cli.SUBCOMMANDS) == {
+        "preprocess", "track", "train", "render", "live", "demo", "export", "eval",
+    }
+
+
+def test_short_help_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "-h")
+    assert status == 0 and "demo" in out
+    status, out, err = run_cli(capsys)
+    assert status == 2 and out == "" and "subcommands:" in err
+
+
+def test_every_target_names_a_module_and_function() -> None:
+    for sub in cli.SUBCOMMANDS.values():
+        assert sub.summary and "\n" not in sub.summary
+        if sub.target is not None:
+            module, _, function = sub.target.partition(":")
+            assert module and function
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_cfg_job_prints_the_composed_config(
+    name: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(capsys, name, "--cfg", "job")
+    assert status == 0, err
+    cfg = yaml.safe_load(out)
+    keys, renders = EXPECTED[name]
+    assert {k: cfg[k] for k in keys} == keys
+    if renders:
+        assert cfg["renderer"] == {
+            "backend": "auto", "tile_size": 16, "eps2d": 0.3, "near_plane": 0.01, "sh_degree": 3,
+        }
+    else:
+        assert "renderer" not in cfg
+    assert list(in_tmp.iterdir()) == []  # --cfg writes nothing
+
+
+def test_config_values(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run_cli(capsys, "demo", "--cfg", "job")
+    assert yaml.safe_load(out)["demo"] == {
+        "width": 256, "height": 256, "n_frames": 48, "fps": 24, "n_gaussians": 20000, "seed": 0,
+    }
+    _, out, _ = run_cli(capsys, "preprocess", "--cfg", "job")
+    assert yaml.safe_load(out)["preprocess"] == {
+        "max_frames": None, "fps": None, "resolution": 512, "crop": "follow",
+    }
+
+
+def test_overrides_change_the_printed_config(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(
+        capsys, "demo", "--cfg", "job", "demo.n_frames=7", "renderer=torch", "+demo.extra=x"
+    )
+    assert status == 0, err
+    cfg = yaml.safe_load(out)
+    assert cfg["demo"]["n_frames"] == 7 and cfg["demo"]["extra"] == "x"
+    assert cfg["renderer"]["backend"] == "torch" and cfg["renderer"]["tile_size"] == 16
+
+
+def test_subprocess_cfg_job_with_override(tmp_path: Path) -> None:
+    result = run_module("eval", "--cfg", "job", "--resolve", "run=runs/a", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["run"] == "runs/a" and cfg["out"] == "runs/a/eval"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_subcommand_help_is_hydras(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "train", "--help")
+    assert status == 0
+    assert out.startswith(f"avatar train: {cli.SUBCOMMANDS['train'].summary}")
+    assert "renderer: auto, gsplat, torch" in out and "capture: ???" in out
+    status, out, _ = run_cli(capsys, "train", "--hydra-help")
+    assert status == 0 and "--multirun" in out
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_unknown_subcommand_suggests_the_closest(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run_cli(capsys, "trian")
+    assert status == 2 and out == ""
+    assert err.strip() == err.strip().splitlines()[0]
+    assert "unknown subcommand 'trian'" in err and "did you mean 'train'" in err
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    result = run_module("demo", "demo.nframes=3", cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert "unknown key 'demo.nframes'" in line and "+demo.nframes=" in line
+    assert "did you mean 'demo.n_frames'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override", ["demo.n_frames=[1", "demo.n_frames", "a b=c", "=3"])
+def test_unparsable_override_is_quoted(
+    override: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, "demo", override)
+    assert status == 2
+    assert f"cannot parse override '{override}'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_other_composition_errors_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run_cli(capsys, "demo", "renderer=vulkan")
+    assert status == 2 and "renderer/vulkan" in err and "auto, gsplat, torch" in err
+    status, _, err = run_cli(capsys, "demo", "demo.n_frames=2,3")
+    assert status == 2 and "-m" in err
+    status, _, err = run_cli(capsys, "demo", "--cfg", "job", "nokey=1")
+    assert status == 2 and "unknown key 'nokey'" in err
+
+
+def test_missing_required_key_is_named(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run_cli(capsys, "preprocess", "out=cap")
+    assert status == 2
+    assert "missing required key 'input': pass input=" in err
+    status, _, err = run_cli(capsys, "render", "run=r")
+    assert status == 2 and "missing required keys 'drive', 'out'" in err
+    status, _, err = run_cli(capsys, "export")  # out: ${run}/export must not break the check
+    assert status == 2 and "missing required key 'run'" in err
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_missing_keys_are_fine_for_show_only_options(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for option in (["--cfg", "job"], ["--help"], ["--info", "defaults"]):
+        status, _, err = run_cli(capsys, "train", *option)
+        assert status == 0, (option, err)
+
+
+def test_not_built_subcommand_exits_2_after_checking(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.SUBCOMMANDS["track"].target is None
+    status, _, err = run_cli(capsys, "track", "capture=cap")
+    assert status == 2
+    assert err.strip() == (
+        f"avatar track: not built yet (planned: {cli.SUBCOMMANDS['track'].summary}). "
+        "Nothing was run."
+    )
+    assert list(in_tmp.iterdir()) == []
+    status, _, err = run_cli(capsys, "track", "capture=cap", "modle=flame")  # checked first
+    assert status == 2 and "unknown key 'modle'" in err
+
+
+def test_job_runs_with_its_config_and_status(
+    fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, "demo", "demo.n_frames=5", "out=run1", "+demo.status=3")
+    assert status == 3, err
+    (call,) = fake_demo
+    assert call["cfg"]["demo"]["n_frames"] == 5 and call["cfg"]["out"] == "run1"
+    assert call["cwd"] == str(in_tmp)  # hydra.job.chdir is false
+    assert (in_tmp / "run1" / ".hydra" / "demo" / "config.yaml").is_file()
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["run1"]
+
+
+def test_multirun_runs_the_job_per_value(
+    fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, "demo", "-m", "demo.n_frames=2,3", "out=sweep")
+    assert status == 0, err
+    assert [c["cfg"]["demo"]["n_frames"] for c in fake_demo] == [2, 3]
+    assert [c["cfg"]["out"] for c in fake_demo] == [
+        str(in_tmp / "sweep" / "multirun" / str(i)) for i in (0, 1)
+    ]
+    assert (in_tmp / "sweep" / "multirun" / "multirun.yaml").is_file()
+
+
+def test_multirun_checks_its_first_job(
+    fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, "demo", "-m", "demo.n_frames=2,3", "demo.sed=1")
+    assert status == 2 and "unknown key 'demo.sed'" in err
+    status, _, err = run_cli(capsys, "train", "-m", "capture=a,b")
+    assert status == 2 and "missing required key 'out'" in err
+    status, _, err = run_cli(capsys, "eval", "-m", "run=a,b")
+    assert status == 2 and "hydra.sweep.dir" in err
+    assert fake_demo == [] and list(in_tmp.iterdir()) == []
+
+
+def test_config_dir_is_found() -> None:
+    conf = cli.find_conf_dir()
+    assert conf == REPO_ROOT / "conf"
+    for name in cli.SUBCOMMANDS:
+        assert (conf / f"{name}.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_configs_resolve_from_an_installed_wheel(tmp_path: Path) -> None:
+    # Build from a copy of what the wheel is made of, so that a half-edited tree
+    # elsewhere in the project cannot break this test.
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO_ROOT / "avatar", src / "avatar", ignore=ignore)
+    shutil.copytree(REPO_ROOT / "conf", src / "conf", ignore=ignore)
+    shutil.copy(REPO_ROOT / "pyproject.toml", src)
+    readme = REPO_ROOT / "README.md"
+    (src / "README.md").write_text(readme.read_text() if readme.is_file() else "avatar\n")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = (tmp_path / "dist").glob("avatar-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    assert (site / "avatar" / "conf" / "demo.yaml").is_file()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shown = run_module("--help", cwd=elsewhere, pythonpath=site)
+    assert shown.returncode == 0, shown.stderr
+    assert f"config folder: {site / 'avatar' / 'conf'}" in shown.stdout
+    result = run_module("demo", "--cfg", "job", "demo.seed=5", cwd=elsewhere, pythonpath=site)
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["demo"]["seed"] == 5 and cfg["demo"]["n_gaussians"] == 20000
+    assert cfg["renderer"]["backend"] == "auto"
+    assert list(elsewhere.iterdir()) == []
