@@ -121,7 +121,7 @@ def test_cfg_job_prints_the_composed_config(
     assert {k: cfg[k] for k in keys} == keys
     if renders:
         assert cfg["renderer"] == {
-            "backend": "auto", "tile_size": 16, "eps2d": 0.3, "near_plane": 0.01, "sh_degree": 3,
+            "backend": "auto", "tile_size": None, "eps2d": 0.3, "near_plane": 0.01, "sh_degree": 3,
         }
     else:
         assert "renderer" not in cfg
@@ -148,7 +148,7 @@ def test_overrides_change_the_printed_config(
     assert status == 0, err
     cfg = yaml.safe_load(out)
     assert cfg["demo"]["n_frames"] == 7 and cfg["demo"]["extra"] == "x"
-    assert cfg["renderer"]["backend"] == "torch" and cfg["renderer"]["tile_size"] == 16
+    assert cfg["renderer"]["backend"] == "torch" and cfg["renderer"]["tile_size"] is None
 
 
 def test_subprocess_cfg_job_with_override(tmp_path: Path) -> None:

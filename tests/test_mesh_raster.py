@@ -362,6 +362,9 @@ def test_texture_checkerboard_across_uv_seam():
     # Bilinear: halfway between texel centres the value is the average.
     uv = torch.tensor([[[[0.25, 1 - 0.125]]]])  # between texel columns 0 and 1, row 0
     assert torch.allclose(sample_texture(texture, uv), torch.tensor([0.5, 0.5, 0.0]))
+    shifted = uv + torch.tensor([2.0, -1.0])
+    assert torch.allclose(sample_texture(texture, shifted, wrap="repeat"), sample_texture(texture, uv))
+    assert torch.allclose(sample_texture(texture, shifted), texture[-1, -1])  # clamp: border texel
 
 
 def test_normals_and_shading():

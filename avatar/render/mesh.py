@@ -13,7 +13,8 @@ dropped whole.
 
 Coverage follows the top-left rule (see :mod:`avatar.render.mesh_raster`): meshes are
 watertight (no holes, no double coverage along shared edges), and the nearest triangle
-wins per pixel (exact depth ties: lowest face index).
+wins per pixel. The depth test compares float32 depths (also for float64 inputs); exact
+ties go to the lowest face index.
 
 Gradients: the choice of triangle per pixel is discrete; ``bary`` and ``depth`` of the
 chosen triangle are differentiable w.r.t. vertices, ``viewmats`` and ``K``.
@@ -100,8 +101,8 @@ def rasterize_mesh(
     z = verts_cam[..., 2]
     safe_z = torch.where(z > near_plane, z, torch.ones_like(z))  # dropped triangles only
     xy = torch.einsum("bij,bvj->bvi", Ks[:, :2, :], verts_cam) / safe_z[..., None]
-    tri_xy = xy[:, faces]  # [B, F, 3, 2]
-    tri_z = z[:, faces]  # [B, F, 3]
+    tri_xy = xy.index_select(1, faces.view(-1)).view(B, F, 3, 2)
+    tri_z = z.index_select(1, faces.view(-1)).view(B, F, 3)
 
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     with torch.no_grad():
@@ -116,7 +117,9 @@ def rasterize_mesh(
     row = torch.div(pixels, W, rounding_mode="floor") % H
     pixel_xy = torch.stack([col, row], dim=1).to(compute) + 0.5
     bary_p, depth_p = perspective_barycentrics(
-        tri_xy.reshape(B * F, 3, 2)[triangles].to(compute), tri_z.reshape(B * F, 3)[triangles].to(compute), pixel_xy
+        tri_xy.reshape(B * F, 3, 2).index_select(0, triangles).to(compute),
+        tri_z.reshape(B * F, 3).index_select(0, triangles).to(compute),
+        pixel_xy,
     )
     bary_p, depth_p = bary_p.to(dtype), depth_p.to(dtype)
 
@@ -148,21 +151,18 @@ def interpolate(
         raise ValueError(f"attr must be [V, C] or [B, V, C], got shape {tuple(attr.shape)}")
     tid = raster.triangle_id.reshape(-1)
     pixels = (tid >= 0).nonzero().squeeze(1)
-    corners = faces.long().to(tid.device)[tid[pixels]]  # [P, 3]
-    if attr.dim() == 2:
-        values = attr[corners]  # [P, 3, C]
-    else:
-        if attr.shape[0] not in (1, B):
-            raise ValueError(f"attr has batch {attr.shape[0]}, the raster has {B}")
-        if attr.shape[0] == B:
-            b = torch.div(pixels, H * W, rounding_mode="floor")
-        else:
-            b = torch.zeros_like(pixels)
-        values = attr[b[:, None], corners]  # [P, 3, C]
-    bary = raster.bary.reshape(B * H * W, 3)[pixels].to(values.dtype)
+    corners = faces.long().to(tid.device).index_select(0, tid.index_select(0, pixels))  # [P, 3]
+    if attr.dim() == 3 and attr.shape[0] not in (1, B):
+        raise ValueError(f"attr has batch {attr.shape[0]}, the raster has {B}")
+    if attr.dim() == 3 and attr.shape[0] == B > 1:
+        V = attr.shape[1]
+        corners = corners + (torch.div(pixels, H * W, rounding_mode="floor") * V)[:, None]
+    flat_attr = attr.reshape(-1, attr.shape[-1])  # [B * V or V, C]
+    v0, v1, v2 = (flat_attr.index_select(0, corners[:, k]) for k in range(3))  # [P, C] each
+    b0, b1, b2 = raster.bary.reshape(B * H * W, 3).index_select(0, pixels).to(flat_attr.dtype).unbind(1)
+    values = b0[:, None] * v0 + b1[:, None] * v1 + b2[:, None] * v2
     out = torch.zeros(B * H * W, attr.shape[-1], dtype=values.dtype, device=values.device)
-    out = out.index_put((pixels,), (bary[..., None] * values).sum(1))
-    return out.view(B, H, W, -1)
+    return out.index_put((pixels,), values).view(B, H, W, -1)
 
 
 def _camera_vertices(vertices: Tensor, K: Tensor, viewmats: Tensor | None) -> tuple[Tensor, int]:
@@ -184,7 +184,9 @@ def _batch(t: Tensor, B: int, shape: tuple[int, int], name: str) -> Tensor:
     if t.dim() == 2:
         t = t[None]
     if t.dim() != 3 or tuple(t.shape[1:]) != tuple(shape) or t.shape[0] not in (1, B):
-        raise ValueError(f"{name} must be {list(shape)} or [B, *{list(shape)}] with B={B}, got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be {list(shape)} or [B, *{list(shape)}] with B={B}, got {tuple(t.shape)}"
+        )
     return t.expand(B, *shape)
 
 

@@ -22,7 +22,7 @@ projected vertices, so they carry gradients to vertex positions and cameras.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -80,8 +80,8 @@ def setup_triangles(
     keep &= (size > 0).all(1)
 
     index = keep.nonzero().squeeze(1)
-    xy, z, area2 = xy[index], z[index], area2[index]
-    first, size = first[index], size[index]
+    xy, z, area2 = xy.index_select(0, index), z.index_select(0, index), area2.index_select(0, index)
+    first, size = first.index_select(0, index), size.index_select(0, index)
 
     # Edge i is opposite vertex i and runs from vertex i+1 to vertex i+2.
     a = xy.roll(-1, dims=1)  # [T, 3, 2]
@@ -129,84 +129,94 @@ def zbuffer(setup: TriangleSetup, num_pixels: int, width: int, height: int, max_
     keys = torch.full((num_pixels,), KEY_EMPTY, dtype=torch.int64, device=device)
     if setup.index.numel() == 0:
         return keys
-    tri, y0, bh = _row_bands(setup, max_candidates)
+    bands = _row_bands(setup, max_candidates)
     ladder = torch.tensor(_size_ladder(max(width, height)), device=device)
-    size_w = torch.searchsorted(ladder, setup.bw[tri].contiguous())
-    size_h = torch.searchsorted(ladder, bh.contiguous())
+    size_w = torch.searchsorted(ladder, bands.bw.contiguous())
+    size_h = torch.searchsorted(ladder, bands.bh.contiguous())
     bins = size_w * len(ladder) + size_h
     order = torch.argsort(bins, stable=True)
     labels, counts = torch.unique_consecutive(bins[order], return_counts=True)
+    bands = _take(bands, order)  # contiguous per bin
     first = 0
     for label, count in zip(labels.tolist(), counts.tolist()):
         box_w = min(int(ladder[label // len(ladder)]), width)
         box_h = min(int(ladder[label % len(ladder)]), height)
         step = max(1, max_candidates // (box_w * box_h))
         for t0 in range(first, first + count, step):
-            items = order[t0 : min(t0 + step, first + count)]
-            _zbuffer_boxes(setup, tri[items], y0[items], box_w, box_h, keys, width, height)
+            chunk = _take(bands, slice(t0, min(t0 + step, first + count)))
+            _zbuffer_boxes(chunk, box_w, box_h, keys, width, height)
         first += count
     return keys
 
 
-def _row_bands(setup: TriangleSetup, max_candidates: int) -> tuple[Tensor, Tensor, Tensor]:
+def _take(setup: TriangleSetup, index: Tensor | slice) -> TriangleSetup:
+    """The entries ``index`` (an index tensor or a slice) of every field."""
+    if isinstance(index, slice):
+        return TriangleSetup(**{f.name: getattr(setup, f.name)[index] for f in fields(TriangleSetup)})
+    return TriangleSetup(
+        **{f.name: getattr(setup, f.name).index_select(0, index) for f in fields(TriangleSetup)}
+    )
+
+
+def _row_bands(setup: TriangleSetup, max_candidates: int) -> TriangleSetup:
     """Cut bounding boxes into bands of at most ``max_candidates`` pixels (at least a row).
 
-    Returns, per band, the triangle (index into ``setup``), first row and row count.
+    Each band is an entry of the returned setup, a copy of its triangle's with its own
+    ``y0`` and ``bh``.
     """
     rows = torch.clamp_min(max_candidates // setup.bw, 1)
-    bands = torch.div(setup.bh + rows - 1, rows, rounding_mode="floor")
-    tri = torch.arange(setup.bw.numel(), device=rows.device)
-    if bool((bands == 1).all()):
-        return tri, setup.y0, setup.bh
-    tri = torch.repeat_interleave(tri, bands)
-    band = torch.arange(tri.numel(), device=tri.device) - (torch.cumsum(bands, 0) - bands)[tri]
+    count = torch.div(setup.bh + rows - 1, rows, rounding_mode="floor")
+    if bool((count == 1).all()):
+        return setup
+    tri = torch.repeat_interleave(torch.arange(count.numel(), device=count.device), count)
+    band = torch.arange(tri.numel(), device=tri.device) - (torch.cumsum(count, 0) - count)[tri]
     offset = band * rows[tri]
-    return tri, setup.y0[tri] + offset, torch.minimum(rows[tri], setup.bh[tri] - offset)
+    bands = _take(setup, tri)
+    bands.y0 = bands.y0 + offset
+    bands.bh = torch.minimum(rows[tri], bands.bh - offset)
+    return bands
 
 
 def _zbuffer_boxes(
-    setup: TriangleSetup,
-    tri: Tensor,  # [n] triangles (indices into setup)
-    first_row: Tensor,  # [n] first row of each box before padding
-    box_w: int,
-    box_h: int,
-    keys: Tensor,
-    width: int,
-    height: int,
+    setup: TriangleSetup, box_w: int, box_h: int, keys: Tensor, width: int, height: int
 ) -> None:
-    """Evaluate triangles ``tri`` on ``box_h x box_w`` pixel boxes and z-test into ``keys``."""
+    """Evaluate all of ``setup`` on ``box_h x box_w`` pixel boxes and z-test into ``keys``.
+
+    Triangles run along the last (contiguous) axis, so elementwise kernels get long
+    inner loops even for 1-pixel boxes.
+    """
     dtype, device = setup.start.dtype, keys.device
     # Shift each box to stay inside the image: padding then only adds image pixels
     # outside the triangle's bounding box (or band), which at worst are tested twice.
-    x0 = torch.clamp_max(setup.x0[tri], width - box_w)
-    y0 = torch.clamp_max(first_row, height - box_h)
-    px = x0.to(dtype)[:, None] + (torch.arange(box_w, device=device, dtype=dtype) + 0.5)  # [n, box_w]
-    py = y0.to(dtype)[:, None] + (torch.arange(box_h, device=device, dtype=dtype) + 0.5)  # [n, box_h]
-    start, gdelta = setup.start[tri], setup.gdelta[tri]  # [n, 3, 2]
-    rows = gdelta[..., 0, None] * (py[:, None, :] - start[..., 1, None])  # [n, 3, box_h]
-    cols = gdelta[..., 1, None] * (px[:, None, :] - start[..., 0, None])  # [n, 3, box_w]
-    E = rows[..., :, None] - cols[..., None, :]  # [n, 3, box_h, box_w]
-    emin = E.amin(1).view(-1)
+    x0 = torch.clamp_max(setup.x0, width - box_w)
+    y0 = torch.clamp_max(setup.y0, height - box_h)
+    px = x0.to(dtype) + (torch.arange(box_w, device=device, dtype=dtype) + 0.5)[:, None]  # [box_w, n]
+    py = y0.to(dtype) + (torch.arange(box_h, device=device, dtype=dtype) + 0.5)[:, None]  # [box_h, n]
+    ax, ay = setup.start.permute(2, 1, 0).contiguous()[:, :, None]  # [3, 1, n] each
+    gdx, gdy = setup.gdelta.permute(2, 1, 0).contiguous()[:, :, None]
+    rows = gdx * (py - ay)  # [3, box_h, n]
+    cols = gdy * (px - ax)  # [3, box_w, n]
+    E = rows[:, :, None] - cols[:, None]  # [3, box_h, box_w, n]
+    emin = torch.minimum(torch.minimum(E[0], E[1]), E[2]).view(-1)
     sel = (emin >= 0).nonzero().squeeze(1)
-    on_edge = (emin[sel] == 0).nonzero().squeeze(1)
+    n = setup.index.numel()
+    on_edge = (emin.index_select(0, sel) == 0).nonzero().squeeze(1)
     if on_edge.numel():  # rare: the top-left rule decides
         flat = sel[on_edge]
-        cell = flat % (box_w * box_h)
-        t = torch.div(flat, box_w * box_h, rounding_mode="floor")
-        E_at = E.flatten(2)[t, :, cell]  # [k, 3]
-        ok = ((E_at > 0) | ((E_at == 0) & setup.owns[tri[t]])).all(1)
+        E_at = E.view(3, -1)[:, flat].T  # [k, 3]
+        ok = ((E_at > 0) | ((E_at == 0) & setup.owns[flat % n])).all(1)
         keep = torch.ones_like(sel, dtype=torch.bool)
         keep[on_edge] = ok
         sel = sel[keep]
     # 1/z is affine on screen, sum_i E_i / (2 area z_i): separable like E.
-    wz = setup.inv_z[tri][..., None]  # [n, 3, 1]
-    inv_depth = (wz * rows).sum(1)[:, :, None] - (wz * cols).sum(1)[:, None, :]
-    depth = 1.0 / inv_depth.view(-1)[sel]
-    t = torch.div(sel, box_w * box_h, rounding_mode="floor")
-    cell = sel - t * (box_w * box_h)
-    row = torch.div(cell, box_w, rounding_mode="floor")
-    pixel = (setup.pix_offset[tri] + y0 * width + x0)[t] + row * width + (cell - row * box_w)
-    key = (depth.float().view(torch.int32).long() << _TRIANGLE_BITS) | setup.index[tri][t]
+    wz = setup.inv_z.T.contiguous()[:, None]  # [3, 1, n]
+    inv_depth = (wz * rows).sum(0)[:, None] - (wz * cols).sum(0)[None]  # [box_h, box_w, n]
+    depth = 1.0 / inv_depth.view(-1).index_select(0, sel)
+    cell = torch.div(sel, n, rounding_mode="floor")
+    t = sel - cell * n
+    grid = torch.arange(box_h, device=device)[:, None] * width + torch.arange(box_w, device=device)
+    pixel = (setup.pix_offset + y0 * width + x0).index_select(0, t) + grid.view(-1).index_select(0, cell)
+    key = (depth.float().view(torch.int32).long() << _TRIANGLE_BITS) | setup.index.index_select(0, t)
     keys.scatter_reduce_(0, pixel, key, reduce="amin")
 
 
@@ -222,7 +232,7 @@ def _size_ladder(limit: int) -> list[int]:
 def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
     """Covered flat pixel indices ``[P]`` and their flat triangle indices ``[P]``."""
     pixels = (keys != KEY_EMPTY).nonzero().squeeze(1)
-    triangles = keys[pixels] & ((1 << _TRIANGLE_BITS) - 1)
+    triangles = keys.index_select(0, pixels) & ((1 << _TRIANGLE_BITS) - 1)
     return pixels, triangles
 
 

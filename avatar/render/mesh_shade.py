@@ -66,7 +66,9 @@ def sample_texture(
     if texture.dim() == 3:
         texture = texture[None]
     if texture.dim() != 4 or texture.shape[0] not in (1, uv.shape[0]):
-        raise ValueError(f"texture must be [Ht, Wt, C] or [B, Ht, Wt, C] with B={uv.shape[0]}, got {tuple(texture.shape)}")
+        raise ValueError(
+            f"texture must be [Ht, Wt, C] or [B, Ht, Wt, C] with B={uv.shape[0]}, got {tuple(texture.shape)}"
+        )
     if not texture.is_floating_point():
         raise TypeError(f"texture must be floating point (0..1), got {texture.dtype}")
     if wrap == "repeat":
@@ -120,6 +122,7 @@ def render_mesh(
     texture: Tensor | None = None,  # [Ht, Wt, 3] or [B, Ht, Wt, 3], 0..1
     uvs: Tensor | None = None,  # [T, 2] OBJ texture coordinates
     uv_faces: Tensor | None = None,  # [F, 3] indices into uvs (default: faces)
+    texture_wrap: str = "clamp",  # "clamp" | "repeat" (e.g. multi-tile UVs beyond 0..1)
     shading: str = "smooth",  # "smooth" (vertex normals) | "flat" (face normals) | "none"
     light_dir: Tensor | tuple = HEADLIGHT,
     ambient: float = 0.3,
@@ -145,9 +148,11 @@ def render_mesh(
 
     if texture is not None:
         if uvs is None:
-            raise ValueError("render_mesh: a texture needs uvs [T, 2] (and uv_faces when they differ from faces)")
+            raise ValueError(
+                "render_mesh: a texture needs uvs [T, 2] (and uv_faces when they differ from faces)"
+            )
         uv = interpolate(uvs.to(dtype), faces if uv_faces is None else uv_faces, raster)
-        albedo = sample_texture(texture.to(dtype), uv)
+        albedo = sample_texture(texture.to(dtype), uv, wrap=texture_wrap)
     else:
         colors = torch.as_tensor((0.8, 0.8, 0.8) if colors is None else colors, dtype=dtype, device=device)
         if colors.dim() == 1:
@@ -172,5 +177,5 @@ def render_mesh(
 
 
 def _face_cross(vertices: Tensor, faces: Tensor) -> Tensor:
-    v0, v1, v2 = (vertices[..., faces[:, k], :] for k in range(3))
+    v0, v1, v2 = (vertices.index_select(-2, faces[:, k]) for k in range(3))
     return torch.cross(v1 - v0, v2 - v0, dim=-1)

@@ -158,7 +158,7 @@ def rasterization(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     sh_degree: int | None = None,
-    tile_size: int = 16,
+    tile_size: int | None = None,
     backgrounds: Tensor | None = None,  # [C, D]
     render_mode: RenderMode = "RGB",
     rasterize_mode: Literal["classic", "antialiased"] = "classic",
@@ -181,7 +181,8 @@ def rasterization(
         near_plane, far_plane: camera-z range kept, metres.
         radius_clip: Gaussians whose box half-sizes are both <= this (pixels) are skipped.
         eps2d: isotropic blur added to each 2D covariance (pixels^2).
-        tile_size: tile edge in pixels (speed only, not results).
+        tile_size: tile edge in pixels (speed only, not results); None: the backend's best
+            (16 for gsplat, 8 for torch).
         backgrounds: ``[C, D]`` colour behind the Gaussians per camera (default black).
         render_mode: "RGB"; "D" accumulated depth; "ED" expected depth (normalised by alpha);
             "RGB+D" / "RGB+ED" append the depth channel.
@@ -205,6 +206,8 @@ def rasterization(
     if rasterize_mode not in ("classic", "antialiased"):
         raise ValueError(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
     used = resolve_backend(backend, means.device)
+    if tile_size is None:
+        tile_size = 16 if used == "gsplat" else torch_backend.DEFAULT_TILE_SIZE
     if N == 0:  # the background, with the usual (empty) per-Gaussian meta
         out, alphas = _empty_render(C, D, width, height, backgrounds, render_mode, means)
         proj = torch_backend.project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height)

@@ -19,6 +19,7 @@ is below 1/255 and is skipped anyway, so ``tile_size`` changes speed, not result
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,6 +31,7 @@ ALPHA_THRESHOLD = 1.0 / 255.0  # alphas below this are skipped
 ALPHA_MAX = 0.999  # alphas are clamped here (gsplat's kernels)
 TRANSMITTANCE_MIN = 1e-4  # a pixel stops before its transmittance falls to this
 EXTEND_MAX = 3.33  # box half-size in standard deviations, before the opacity-aware bound
+DEFAULT_TILE_SIZE = 8  # fastest on CPU for avatar-sized splats (see benchmarks/rasterize.py)
 
 
 def covariances(quats: Tensor, scales: Tensor) -> Tensor:
@@ -120,8 +122,7 @@ def project_gaussians(
 # Exponent s = sigma - log(opacity) of a Gaussian at a pixel is a quadratic in the pixel's
 # tile-local coordinates (u, v): s = f(u, v) . g with features f = (u^2/2, uv, v^2/2, u, v, 1)
 # and per-Gaussian coefficients g. One matmul then evaluates every (pixel, Gaussian) pair.
-# alpha = exp(-s) >= 1/255  <=>  s <= ln(255);  alpha <= 0.999  <=>  s >= -ln(0.999).
-_S_SKIP = math.log(1.0 / ALPHA_THRESHOLD)
+# alpha = exp(-s) is clamped at 0.999 (s >= -ln(0.999)) and skipped below 1/255.
 _S_CLAMP = -math.log(ALPHA_MAX)
 _S_PAD = 1e4  # exponent of padding slots: never drawn
 
@@ -145,60 +146,122 @@ def exponent_coefficients(means2d: Tensor, conics: Tensor, opacities: Tensor, ce
     return torch.stack((a, b, c, -(a * mx + b * my), -(b * mx + c * my), const), -1)
 
 
-def _alphas(features: Tensor, coeffs: Tensor) -> tuple[Tensor, Tensor]:
-    """Alphas ``[T, P, L]`` (0 where skipped, at most 0.999) and the mask where they were clamped."""
+@functools.lru_cache(maxsize=None)
+def _below_threshold(dtype: torch.dtype) -> float:
+    """The largest ``dtype`` value below 1/255: ``threshold(x, it, 0)`` keeps exactly x >= 1/255."""
+    t = torch.tensor(ALPHA_THRESHOLD, dtype=dtype)
+    return float(torch.nextafter(t, torch.zeros_like(t)))
+
+
+def _alphas(features: Tensor, coeffs: Tensor, need_clamped: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Alphas ``[T, P, L]`` (0 below 1/255, at most 0.999), and optionally where they were clamped."""
     neg_s = torch.matmul(features, coeffs.neg().transpose(-1, -2))  # -s, [T, P, L]
-    # Skipped pairs get exp(-1000) = 0 exactly; clamping before exp also avoids denormals.
-    torch.nn.functional.threshold(neg_s, -_S_SKIP, -1000.0, inplace=True)
-    clamped = neg_s > -_S_CLAMP
-    return neg_s.clamp_(max=-_S_CLAMP).exp_(), clamped
+    clamped = neg_s > -_S_CLAMP if need_clamped else None
+    # exp() is slow for inputs far below -87 (underflow and denormals): stop at -80 and
+    # zero everything below 1/255 afterwards.
+    alpha = neg_s.clamp_(-80.0, -_S_CLAMP).exp_()
+    return torch.nn.functional.threshold(alpha, _below_threshold(alpha.dtype), 0.0, inplace=True), clamped
 
 
-def _blend(alpha: Tensor) -> tuple[Tensor, Tensor]:
-    """``(1 - alpha, kept transmittance T_i(1 - alpha_i))``; the latter is 0 once a pixel stopped.
+def _weights(features: Tensor, coeffs: Tensor, trans_in: Tensor, need_clamped: bool = False):
+    """Blend weights of one depth segment of each tile's list.
 
-    A pixel stops before the Gaussian that would take its transmittance to <= 1e-4
-    (exclusive); the transmittance only falls, so the kept Gaussians form a prefix.
+    Args:
+        features: ``[P, 6]``; coeffs: ``[T, S, 6]`` (segment of each tile's list, nearest first);
+        trans_in: ``[T, P]`` transmittance entering the segment (0 for pixels already stopped).
+
+    Returns ``(weights, alpha, one_minus, trans_after, clamped)``, all ``[T, P, S]``:
+    ``trans_after`` is the transmittance after each Gaussian, set to 0 from the Gaussian
+    at which the pixel stops on. A pixel stops before the Gaussian that would take its
+    transmittance to <= 1e-4 (exclusive); the transmittance only falls, so the kept
+    Gaussians form a prefix. Weights are w_i = T_i alpha_i = T_{i+1} alpha_i / (1 - alpha_i).
     """
+    alpha, clamped = _alphas(features, coeffs, need_clamped)
     one_minus = 1.0 - alpha
-    trans_after = torch.cumprod(one_minus, dim=-1)
-    return one_minus, torch.nn.functional.threshold(trans_after, TRANSMITTANCE_MIN, 0.0, inplace=True)
+    trans_after = torch.cumprod(one_minus, dim=-1).mul_(trans_in[..., None])
+    torch.nn.functional.threshold(trans_after, TRANSMITTANCE_MIN, 0.0, inplace=True)
+    weights = alpha / one_minus
+    weights.mul_(trans_after)
+    return weights, alpha, one_minus, trans_after, clamped
+
+
+def _segment_slots(offsets: Tensor, counts: Tensor, tiles: Tensor, start: int, segment: int):
+    """Pair indices ``[T, S]`` of slots ``start .. start+S-1`` of ``tiles``' lists, and the padding mask."""
+    slot = torch.arange(start, start + segment, device=offsets.device)
+    pad = slot >= counts[tiles, None]
+    idx = (offsets[tiles, None] + slot).masked_fill_(pad, 0)
+    return idx, pad
 
 
 class _CompositeTiles(torch.autograd.Function):
-    """Front-to-back compositing of padded, depth-sorted per-tile Gaussian lists.
+    """Front-to-back compositing of depth-sorted per-tile Gaussian lists, with early stop.
 
-    forward(features [P, 6], coeffs [T, L, 6], colors [T, L, D]) -> (colors [T, P, D],
-    alphas [T, P]), background not included. Blend weights are
-    w_i = T_i alpha_i = T_{i+1} alpha_i / (1 - alpha_i). The backward pass recomputes them
-    (nothing of size T x P x L is kept between passes) and uses the closed form of the
-    compositing gradient: with v_i = dL/dcolor . c_i + dL/dalpha and R_i the sum of
-    w_j v_j over the kept Gaussians behind i, dL/dalpha_i = T_i v_i - R_i / (1 - alpha_i).
+    forward(features [P, 6], pair_coeffs [M, 6], pair_colors [M, D], offsets [A], counts [A],
+    segment, max_elements) -> (colors [A, P, D], alphas [A, P]) for the A tiles whose lists
+    are ``pair_*[offsets[a] : offsets[a] + counts[a]]``; background not included.
+
+    Lists are walked in segments of ``segment`` Gaussians for all tiles at once (at most
+    ``max_elements`` pixel-Gaussian pairs per step); a tile leaves once its list ends or all
+    its pixels stopped, so work follows what is visible. The backward pass recomputes each
+    segment's weights (nothing of size pixels x Gaussians is kept) and walks the segments
+    in reverse with the closed form of the compositing gradient: with
+    v_i = dL/dcolor . c_i + dL/dalpha and R_i the sum of w_j v_j over the kept Gaussians
+    behind i, dL/dalpha_i = T_i v_i - R_i / (1 - alpha_i).
     """
 
     @staticmethod
-    def forward(ctx, features, coeffs, colors):
-        alpha, _ = _alphas(features, coeffs)
-        one_minus, trans_after = _blend(alpha)
-        weights = alpha.div_(one_minus).mul_(trans_after)
-        ctx.save_for_backward(features, coeffs, colors)
-        return torch.bmm(weights, colors), weights.sum(-1)
+    def forward(ctx, features, pair_coeffs, pair_colors, offsets, counts, segment, max_elements):
+        A, P, D = counts.numel(), features.shape[0], pair_colors.shape[-1]
+        colors = pair_colors.new_zeros(A, P, D)
+        alphas = pair_colors.new_zeros(A, P)
+        trans = pair_colors.new_ones(A, P)
+        pad_row = pair_coeffs.new_tensor([0, 0, 0, 0, 0, _S_PAD])
+        steps = []  # (tiles, start, trans_in) for the backward pass
+        alive, start = torch.arange(A, device=counts.device), 0
+        tiles_per_step = max(1, max_elements // (P * segment))
+        while alive.numel() > 0:
+            for tiles in alive.split(tiles_per_step):
+                idx, pad = _segment_slots(offsets, counts, tiles, start, segment)
+                coeffs = torch.where(pad[..., None], pad_row, pair_coeffs[idx])
+                trans_in = trans[tiles]
+                weights, _, _, trans_after, _ = _weights(features, coeffs, trans_in)
+                colors.index_add_(0, tiles, torch.bmm(weights, pair_colors[idx]))
+                alphas.index_add_(0, tiles, weights.sum(-1))
+                trans[tiles] = trans_after[..., -1]
+                steps.append((tiles, start, trans_in))
+            start += segment
+            alive = alive[(counts[alive] > start) & (trans[alive] > 0).any(-1)]
+        ctx.steps = steps
+        ctx.segment = segment
+        ctx.save_for_backward(features, pair_coeffs, pair_colors, offsets, counts)
+        return colors, alphas
 
     @staticmethod
     def backward(ctx, grad_colors_out, grad_alphas_out):
-        features, coeffs, colors = ctx.saved_tensors
-        alpha, clamped = _alphas(features, coeffs)
-        one_minus, trans_after = _blend(alpha)
-        trans = trans_after.div_(one_minus)  # T_i where kept, else 0
-        weights = trans * alpha
-        grad_colors = torch.bmm(weights.transpose(-1, -2), grad_colors_out)
-        v = torch.bmm(grad_colors_out, colors.transpose(-1, -2)).add_(grad_alphas_out[..., None])  # [T,P,L]
-        wv = weights.mul_(v)
-        behind = torch.cumsum(wv, dim=-1).neg_().add_(wv.sum(-1, keepdim=True))
-        grad_alpha = trans.mul_(v).sub_(behind.div_(one_minus))
-        grad_s = grad_alpha.mul_(alpha).neg_().masked_fill_(clamped, 0.0)  # d alpha / d s = -alpha
-        grad_coeffs = torch.matmul(grad_s.transpose(-1, -2), features)
-        return None, grad_coeffs, grad_colors
+        features, pair_coeffs, pair_colors, offsets, counts = ctx.saved_tensors
+        grad_coeffs = torch.zeros_like(pair_coeffs)
+        grad_colors = torch.zeros_like(pair_colors)
+        behind_carry = grad_alphas_out.new_zeros(grad_alphas_out.shape)  # sum of w v over later segments
+        pad_row = pair_coeffs.new_tensor([0, 0, 0, 0, 0, _S_PAD])
+        for tiles, start, trans_in in reversed(ctx.steps):
+            idx, pad = _segment_slots(offsets, counts, tiles, start, ctx.segment)
+            coeffs = torch.where(pad[..., None], pad_row, pair_coeffs[idx])
+            cols = pair_colors[idx]
+            weights, alpha, one_minus, trans_after, clamped = _weights(features, coeffs, trans_in, True)
+            g_col = grad_colors_out[tiles]
+            v = torch.bmm(g_col, cols.transpose(-1, -2)).add_(grad_alphas_out[tiles, :, None])  # [T, P, S]
+            grad_cols = torch.bmm(weights.transpose(-1, -2), g_col)  # [T, S, D]
+            wv = weights.mul_(v)
+            wv_sum = wv.sum(-1)
+            behind = torch.cumsum(wv, dim=-1).neg_().add_((wv_sum + behind_carry[tiles])[..., None])
+            trans_before = trans_after.div_(one_minus)  # T_i where kept, else 0
+            grad_alpha = trans_before.mul_(v).sub_(behind.div_(one_minus))
+            grad_s = grad_alpha.mul_(alpha).neg_().masked_fill_(clamped, 0.0)  # d alpha / d s = -alpha
+            keep = ~pad
+            grad_coeffs[idx[keep]] = torch.matmul(grad_s.transpose(-1, -2), features)[keep]
+            grad_colors[idx[keep]] = grad_cols[keep]
+            behind_carry.index_add_(0, tiles, wv_sum)
+        return None, grad_coeffs, grad_colors, None, None, None, None
 
 
 def _tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tiles_x: int, tiles_y: int):
@@ -234,17 +297,6 @@ def _tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, 
     return flat_ids, tile_counts, tile_offsets
 
 
-def _chunks(counts: list[int], pixels_per_tile: int, max_elements: int):
-    """Group tiles (sorted by list length) so that tiles * longest list * pixels <= budget."""
-    start = 0
-    while start < len(counts):
-        end = start + 1
-        while end < len(counts) and (end + 1 - start) * counts[end] * pixels_per_tile <= max_elements:
-            end += 1
-        yield start, end
-        start = end
-
-
 def rasterize_to_pixels(
     means2d: Tensor,  # [C, N, 2]
     conics: Tensor,  # [C, N, 3]
@@ -254,14 +306,17 @@ def rasterize_to_pixels(
     depths: Tensor,  # [C, N]
     width: int,
     height: int,
-    tile_size: int = 16,
+    tile_size: int = DEFAULT_TILE_SIZE,
     backgrounds: Tensor | None = None,  # [C, D]
-    max_chunk_elements: int = 1 << 21,
+    segment: int = 32,
+    max_chunk_elements: int = 1 << 19,
 ) -> tuple[Tensor, Tensor]:
     """Alpha-composite projected Gaussians into ``[C, H, W, D]`` colours and ``[C, H, W, 1]`` alphas.
 
-    ``max_chunk_elements`` bounds the (pixel, Gaussian) pairs evaluated at once, and with
-    it the memory of the forward and the backward pass (about 10 floats per pair).
+    Each tile's depth-sorted list is walked ``segment`` Gaussians at a time, and a tile stops
+    once all its pixels are saturated. ``max_chunk_elements`` bounds the (pixel, Gaussian)
+    pairs evaluated at once, and with it the working memory of the forward and backward
+    passes (about 8 floats per pair).
     """
     C, N, D = colors.shape
     device, dtype = means2d.device, means2d.dtype
@@ -272,36 +327,26 @@ def rasterize_to_pixels(
         backgrounds = torch.zeros(C, D, device=device, dtype=dtype)
 
     flat_ids, tile_counts, tile_offsets = _tile_lists(means2d, radii, depths, tile_size, tiles_x, tiles_y)
-    active = tile_counts.nonzero().squeeze(-1)
-    active = active[torch.argsort(tile_counts[active], stable=True)]
-    counts_sorted = tile_counts[active].tolist()
+    active = tile_counts.nonzero().squeeze(-1)  # [A] tiles with a non-empty list
 
-    flat_means, flat_conics = means2d.reshape(-1, 2), conics.reshape(-1, 3)
-    flat_colors, flat_opac = colors.reshape(-1, D), opacities.reshape(-1)
-    features = pixel_features(tile_size, device, dtype)
-
-    out_colors, out_alphas = [], []
-    for start, end in _chunks(counts_sorted, P, max_chunk_elements):
-        tiles = active[start:end]
-        length = counts_sorted[end - 1]
-        slot = torch.arange(length, device=device)
-        pad = slot >= tile_counts[tiles, None]
-        g = flat_ids[(tile_offsets[tiles, None] + slot).clamp_max(flat_ids.numel() - 1)]  # [T, L]
-        local = tiles % n_tiles
-        centres = torch.stack((local % tiles_x, torch.div(local, tiles_x, rounding_mode="floor")), -1)
-        centres = (centres.to(dtype) + 0.5) * tile_size  # [T, 2]
-        coeffs = exponent_coefficients(flat_means[g], flat_conics[g], flat_opac[g], centres[:, None, :])
-        coeffs = torch.where(pad[..., None], coeffs.new_tensor([0, 0, 0, 0, 0, _S_PAD]), coeffs)
-        rgb, alpha = _CompositeTiles.apply(features, coeffs, flat_colors[g])
-        out_colors.append(rgb)
-        out_alphas.append(alpha)
+    # Per (tile, Gaussian) pair: the exponent's coefficients in the tile's frame, and the colour.
+    pair_tile = torch.repeat_interleave(torch.arange(C * n_tiles, device=device), tile_counts)
+    local = pair_tile % n_tiles
+    centres = torch.stack((local % tiles_x, torch.div(local, tiles_x, rounding_mode="floor")), -1)
+    centres = (centres.to(dtype) + 0.5) * tile_size  # [M, 2]
+    pair_coeffs = exponent_coefficients(
+        means2d.reshape(-1, 2)[flat_ids], conics.reshape(-1, 3)[flat_ids], opacities.reshape(-1)[flat_ids], centres
+    )
+    pair_colors = colors.reshape(-1, D)[flat_ids]
+    rgb, alpha = _CompositeTiles.apply(
+        pixel_features(tile_size, device, dtype), pair_coeffs, pair_colors,
+        tile_offsets[active], tile_counts[active], segment, max_chunk_elements,
+    )
 
     bg = backgrounds.repeat_interleave(n_tiles, dim=0)  # [C*n_tiles, D]
     img = bg[:, None, :].expand(C * n_tiles, P, D)
     acc = torch.zeros(C * n_tiles, P, device=device, dtype=dtype)
-    if out_colors:
-        rgb = torch.cat(out_colors)
-        alpha = torch.cat(out_alphas)
+    if active.numel() > 0:
         rgb = rgb + (1.0 - alpha)[..., None] * bg[active][:, None, :]
         img = img.index_copy(0, active, rgb)
         acc = acc.index_copy(0, active, alpha)
