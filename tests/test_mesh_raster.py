@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatar.geometry.primitives import uv_ellipsoid
 from avatar.render.mesh import interpolate, rasterize_mesh
 from avatar.render.mesh_shade import (
     face_normals,
@@ -31,19 +32,7 @@ def pinhole(f: float, width: int, height: int) -> torch.Tensor:
 
 def uv_sphere(n_lat: int, n_lon: int, radius: float = 1.0):
     """Closed UV sphere (outward normals): vertices [V, 3], faces [F, 3]."""
-    theta = torch.arange(1, n_lat, dtype=torch.float64) * math.pi / n_lat
-    phi = torch.arange(n_lon, dtype=torch.float64) * 2 * math.pi / n_lon
-    t, p = torch.meshgrid(theta, phi, indexing="ij")
-    ring = torch.stack([t.sin() * p.cos(), t.cos(), t.sin() * p.sin()], -1).reshape(-1, 3)
-    verts = torch.cat([ring.new_tensor([[0, 1, 0]]), ring, ring.new_tensor([[0, -1, 0]])]) * radius
-    r, c = torch.meshgrid(torch.arange(n_lat - 2), torch.arange(n_lon), indexing="ij")
-    a, b = 1 + r * n_lon + c, 1 + r * n_lon + (c + 1) % n_lon
-    quads = torch.stack([torch.stack([a, b, b + n_lon], -1), torch.stack([a, b + n_lon, a + n_lon], -1)], -2)
-    c = torch.arange(n_lon)
-    top = torch.stack([torch.zeros_like(c), 1 + (c + 1) % n_lon, 1 + c], -1)
-    last = verts.shape[0] - 1
-    bottom = torch.stack([torch.full_like(c, last), last - n_lon + c, last - n_lon + (c + 1) % n_lon], -1)
-    return verts.float(), torch.cat([top, quads.reshape(-1, 3), bottom])
+    return uv_ellipsoid(n_lat, n_lon, (radius,) * 3)
 
 
 def reference_coverage(tri_xy: np.ndarray, width: int, height: int):
