@@ -1,5 +1,13 @@
 """Cameras (OpenCV convention), rotations and mesh operations."""
 
-from .rotations import axis_angle_to_matrix, normalize_quaternion, quaternion_to_matrix
+from .rotations import (
+    axis_angle_to_matrix,
+    matrix_to_quaternion,
+    normalize_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
 
-__all__ = ["axis_angle_to_matrix", "normalize_quaternion", "quaternion_to_matrix"]
+__all__ = [
+    "axis_angle_to_matrix", "matrix_to_quaternion", "normalize_quaternion", "quaternion_multiply", "quaternion_to_matrix",
+]

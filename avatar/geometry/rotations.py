@@ -52,3 +52,47 @@ def axis_angle_to_matrix(axis_angle: Tensor, eps: float = 1e-8) -> Tensor:
     skew = torch.stack((zero, -z, y, z, zero, -x, -y, x, zero), -1).reshape(axis_angle.shape[:-1] + (3, 3))
     eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(skew)
     return eye + a[..., None] * skew + b[..., None] * (skew @ skew)
+
+
+def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product ``a * b`` of quaternions ``(..., 4)`` (w, x, y, z): rotate by b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        (
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ),
+        dim=-1,
+    )
+
+
+def matrix_to_quaternion(matrix: Tensor) -> Tensor:
+    """Unit quaternions ``(..., 4)`` (w, x, y, z, with w >= 0) from rotation matrices ``(..., 3, 3)``.
+
+    Uses the largest of the four candidate denominators per matrix, so it is stable for
+    every rotation, and differentiable almost everywhere.
+    """
+    m = matrix
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # 4 q_i^2 for i = w, x, y, z
+    sq = torch.stack(
+        (1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22), dim=-1
+    ).clamp_min(1e-12)
+    root = sq.sqrt()  # 2 |q_i|
+    # Each row: the quaternion (times 2 |q_i|) computed from the i-th candidate.
+    cands = torch.stack(
+        (
+            torch.stack((sq[..., 0], m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]), -1),
+            torch.stack((m[..., 2, 1] - m[..., 1, 2], sq[..., 1], m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0]), -1),
+            torch.stack((m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1], sq[..., 2], m[..., 2, 1] + m[..., 1, 2]), -1),
+            torch.stack((m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2], sq[..., 3]), -1),
+        ),
+        dim=-2,
+    ) / (2 * root[..., None])
+    best = sq.argmax(dim=-1)
+    q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
+    q = normalize_quaternion(q)
+    return torch.where(q[..., :1] < 0, -q, q)

@@ -1,0 +1,198 @@
+"""Gaussians bound to the triangles of a parametric mesh, initialised on a UV grid.
+
+Each Gaussian stores its parent triangle (``binding``) and its position, rotation and
+log-scale in that triangle's local frame (origin at the centroid, axes from an edge and
+the normal, scaled by the triangle's mean edge length: :func:`avatar.geometry.mesh.triangle_frames`).
+World parameters are recomputed from the posed mesh every frame, so the Gaussians follow
+the mesh's expression and pose (GaussianAvatars / SplattingAvatar); the initial positions
+are a uniform grid in UV space (FlashAvatar's UV layout), so texture-rich regions are
+covered evenly regardless of triangle sizes.
+
+Parameters live in ``self.params`` (an ``nn.ParameterDict``, one tensor per kind, first
+dimension N) so that a densification strategy can grow and prune them together with the
+optimizer's state; ``binding`` is a buffer kept in step with them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..geometry.mesh import triangle_frames
+from ..geometry.rotations import matrix_to_quaternion, normalize_quaternion, quaternion_multiply
+from ..render.sh import num_sh_bases
+
+_SH_C0 = 0.28209479177387814
+
+
+@dataclass
+class MeshGaussiansConfig:
+    """How to initialise mesh-bound Gaussians (YAML in ``conf/avatar/`` picks and overrides)."""
+
+    uv_resolution: float = 128  # samples per unit of UV (FlashAvatar: a 128x128 grid on FLAME's UV square)
+    part_uv_resolution: dict = field(default_factory=dict)  # per-part overrides, e.g. {"eyeball_left": 24}
+    parts: tuple[str, ...] | None = None  # model parts to cover (None: all the model has)
+    sh_degree: int = 3
+    init_opacity: float = 0.1
+    init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
+    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class WorldGaussians:
+    """Gaussians in world space, ready for :func:`avatar.render.rasterization` (one frame each)."""
+
+    means: Tensor  # [B, N, 3]
+    quats: Tensor  # [B, N, 4] (w, x, y, z)
+    scales: Tensor  # [B, N, 3]
+    opacities: Tensor  # [N]
+    sh: Tensor  # [N, K, 3]
+
+
+def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:
+    """Points of a regular grid in UV space that fall inside the selected triangles.
+
+    Args:
+        uvs: ``[T, 2]`` UV coordinates; uv_faces: ``[F, 3]``; face_mask: ``[F]`` bool.
+        resolution: grid points per unit of UV (cell centres), over the selected faces' UV box.
+
+    Returns:
+        ``(face_index [S], barycentric [S, 3])`` of every grid point inside a selected triangle
+        (the first triangle in index order where selected UV triangles overlap).
+    """
+    face_ids = face_mask.nonzero().squeeze(-1)
+    faces = uv_faces[face_ids]
+    tri = uvs[faces].double()  # [F', 3, 2]
+    lo = torch.floor(tri.reshape(-1, 2).min(0).values * resolution)
+    hi = torch.ceil(tri.reshape(-1, 2).max(0).values * resolution)
+    # Per triangle: the grid cells of its bounding box, tested with edge functions.
+    tmin = torch.floor(tri.min(1).values * resolution - 0.5).clamp_min(lo)
+    tmax = torch.ceil(tri.max(1).values * resolution - 0.5).clamp_max(hi)
+    span = (tmax - tmin + 1).clamp_min(0).long()  # [F', 2]
+    count = span[:, 0] * span[:, 1]
+    owner = torch.repeat_interleave(torch.arange(len(faces)), count)
+    local = torch.arange(owner.numel()) - (torch.cumsum(count, 0) - count)[owner]
+    cell = tmin[owner] + torch.stack((local % span[owner, 0], local // span[owner, 0]), -1).double()
+    p = (cell + 0.5) / resolution  # [M, 2] UV of the cell centre
+    a, b, c = tri[owner, 0], tri[owner, 1], tri[owner, 2]
+    v0, v1, v2 = b - a, c - a, p - a
+    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    ok_den = den.abs() > 1e-18
+    den = torch.where(ok_den, den, torch.ones_like(den))
+    w1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+    w2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+    bary = torch.stack((1 - w1 - w2, w1, w2), -1)
+    inside = ok_den & (bary >= -1e-9).all(-1)
+    cell_key = ((cell[:, 1] - lo[1]) * (hi[0] - lo[0] + 1) + (cell[:, 0] - lo[0])).long()
+    owner, bary, cell_key = owner[inside], bary[inside], cell_key[inside]
+    # One sample per grid cell: keep the lowest face index where triangles touch or overlap.
+    order = torch.argsort(cell_key * (len(faces) + 1) + owner)
+    cell_key, owner, bary = cell_key[order], owner[order], bary[order]
+    first = torch.ones_like(cell_key, dtype=torch.bool)
+    first[1:] = cell_key[1:] != cell_key[:-1]
+    return face_ids[owner[first]], bary[first].clamp_min(0).float()
+
+
+class MeshGaussians(nn.Module):
+    """Gaussians bound to mesh triangles: ``binding [N]`` plus per-Gaussian local parameters.
+
+    ``params``: ``local_xyz [N,3]`` (triangle-frame coordinates in units of the triangle's
+    scale), ``local_quat [N,4]`` (w,x,y,z, relative to the frame), ``log_scale [N,3]``
+    (relative to the triangle's scale), ``opacity_logit [N]``, ``sh0 [N,1,3]``, ``shN [N,K-1,3]``.
+    """
+
+    def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int):
+        super().__init__()
+        n = binding.shape[0]
+        for name, value in params.items():
+            if value.shape[0] != n:
+                raise ValueError(f"parameter {name!r} has {value.shape[0]} rows, binding has {n}")
+        self.sh_degree = sh_degree
+        self.register_buffer("faces", faces.long().clone())
+        self.register_buffer("binding", binding.long().clone())
+        self.params = nn.ParameterDict({k: nn.Parameter(v.clone()) for k, v in params.items()})
+
+    @classmethod
+    def from_uv_grid(cls, model, cfg: MeshGaussiansConfig, vertices: Tensor | None = None) -> "MeshGaussians":
+        """Initialise one Gaussian per UV grid point on the chosen parts of ``model``.
+
+        ``model`` exposes ``faces``, ``uvs``, ``uv_faces`` and ``parts`` (``avatar.models``);
+        ``vertices [V,3]`` is the mesh the local frames are measured on (default: the
+        model's neutral output).
+        """
+        if getattr(model, "uvs", None) is None or getattr(model, "uv_faces", None) is None:
+            raise ValueError(f"{type(model).__name__} has no UV layout; UV-grid initialisation needs one")
+        faces = model.faces
+        if vertices is None:
+            with torch.no_grad():
+                vertices = model().vertices[0]
+        vertices = vertices.detach()
+        names = cfg.parts if cfg.parts is not None else tuple(model.parts)
+        taken = torch.zeros(faces.shape[0], dtype=torch.bool)
+        samples = []
+        for name in names:  # part by part: parts may share a UV chart (left and right eyeballs)
+            if name not in model.parts:
+                raise KeyError(f"model has no part {name!r}; it has {sorted(model.parts)}")
+            mask = model.parts[name].faces.cpu() & ~taken  # a face in two parts: the first listed
+            taken |= mask
+            res = float(cfg.part_uv_resolution.get(name, cfg.uv_resolution))
+            face, bary = uv_samples(model.uvs.cpu(), model.uv_faces.cpu(), mask, res)
+            samples.append((face, bary, torch.full((face.numel(),), res)))
+        face_idx, bary, resolution = (torch.cat(parts) for parts in zip(*samples))
+        face_idx, bary, resolution = face_idx.to(vertices.device), bary.to(vertices), resolution.to(vertices)
+        if face_idx.numel() == 0:
+            raise ValueError(f"no UV samples on parts {names} at uv_resolution={cfg.uv_resolution}")
+
+        origin, rot, scale = triangle_frames(vertices, faces)
+        points = (vertices[faces[face_idx]] * bary[..., None]).sum(-2)  # [N, 3]
+        k = scale[face_idx]
+        local_xyz = (rot[face_idx].transpose(-1, -2) @ (points - origin[face_idx])[..., None])[..., 0] / k[:, None]
+        # Surface spacing of the UV grid: sqrt(world area / UV area) / resolution, per triangle.
+        tri_w = vertices[faces[face_idx]]
+        tri_uv = model.uvs.to(vertices)[model.uv_faces[face_idx]]
+        area_w = torch.linalg.cross(tri_w[:, 1] - tri_w[:, 0], tri_w[:, 2] - tri_w[:, 0]).norm(dim=-1) / 2
+        e1, e2 = tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0]
+        area_uv = (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs() / 2
+        spacing = (area_w / area_uv.clamp_min(1e-12)).sqrt() / resolution
+        log_scale = torch.log(cfg.init_scale * spacing / k).clamp(-12, 2)[:, None].expand(-1, 3).clone()
+
+        n, kk = face_idx.shape[0], num_sh_bases(cfg.sh_degree)
+        quat = torch.zeros(n, 4, dtype=vertices.dtype, device=vertices.device)
+        quat[:, 0] = 1
+        color = torch.tensor(cfg.init_color, dtype=vertices.dtype, device=vertices.device)
+        params = {
+            "local_xyz": local_xyz,
+            "local_quat": quat,
+            "log_scale": log_scale,
+            "opacity_logit": torch.full((n,), math.log(cfg.init_opacity / (1 - cfg.init_opacity)), dtype=vertices.dtype,
+                                        device=vertices.device),
+            "sh0": ((color - 0.5) / _SH_C0).expand(n, 1, 3).clone(),
+            "shN": torch.zeros(n, kk - 1, 3, dtype=vertices.dtype, device=vertices.device),
+        }
+        return cls(faces, face_idx, params, cfg.sh_degree)
+
+    def __len__(self) -> int:
+        return self.binding.shape[0]
+
+    def forward(self, vertices: Tensor) -> WorldGaussians:
+        """World-space Gaussians on the posed mesh ``vertices [B, V, 3]`` (or ``[V, 3]``)."""
+        if vertices.dim() == 2:
+            vertices = vertices[None]
+        origin, rot, scale = triangle_frames(vertices, self.faces)
+        b = self.binding
+        o, r, k = origin[:, b], rot[:, b], scale[:, b]  # [B,N,3], [B,N,3,3], [B,N]
+        p = self.params
+        means = o + k[..., None] * (r @ p["local_xyz"][None, :, :, None])[..., 0]
+        frame_q = matrix_to_quaternion(r)
+        quats = quaternion_multiply(frame_q, normalize_quaternion(p["local_quat"])[None].expand_as(frame_q))
+        scales = torch.exp(p["log_scale"])[None] * k[..., None]
+        return WorldGaussians(
+            means=means,
+            quats=quats,
+            scales=scales,
+            opacities=torch.sigmoid(p["opacity_logit"]),
+            sh=torch.cat((p["sh0"], p["shN"]), dim=1),
+        )

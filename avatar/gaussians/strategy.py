@@ -1,0 +1,188 @@
+"""Densification and pruning of mesh-bound Gaussians, as a policy object (gsplat ``strategy/`` style).
+
+The trainer calls :meth:`DensifyStrategy.step_pre_backward` before ``loss.backward()``
+(it asks autograd to keep the gradient of the projected centres) and
+:meth:`DensifyStrategy.step_post_backward` after it. Every ``refine_every`` steps inside
+``[refine_start, refine_stop)`` Gaussians whose average screen-space gradient is high are
+cloned (small ones) or split in two (large ones), and nearly transparent or oversized ones
+are pruned; new Gaussians inherit their parent's ``binding``, so they stay on the same
+triangle. Parameters and the optimizer's per-parameter state (Adam moments) grow and
+shrink together. ``max_gaussians`` caps the count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..geometry.rotations import quaternion_to_matrix
+from .mesh_gaussians import MeshGaussians
+
+
+@dataclass
+class DensifyConfig:
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    grad_threshold: float = 2e-4  # mean |d loss / d means2d| in normalised image units (gsplat's)
+    split_scale: float = 0.5  # Gaussians larger than this (in units of their triangle's scale) split, smaller clone
+    split_factor: float = 1.6  # children of a split are this much smaller
+    prune_opacity: float = 0.005
+    prune_scale: float = 4.0  # Gaussians larger than this (triangle-scale units) are pruned
+    reset_opacity_every: int = 3000  # 0 disables; opacities are clamped down to 2 x prune_opacity
+    max_gaussians: int = 200_000
+
+
+class DensifyStrategy:
+    """Grows and prunes a :class:`MeshGaussians` together with its optimizer.
+
+    The optimizer must hold each parameter of ``gaussians.params`` in its own param group
+    (as the trainer builds it), so that per-parameter state can be resized.
+    """
+
+    def __init__(self, cfg: DensifyConfig):
+        self.cfg = cfg
+        self.grad_sum: Tensor | None = None  # [N]
+        self.count: Tensor | None = None  # [N]
+        self.last: dict[str, int] = {"cloned": 0, "split": 0, "pruned": 0}
+
+    def step_pre_backward(self, meta: dict) -> None:
+        """Keep the gradient of ``meta["means2d"]`` (call before ``backward``)."""
+        if meta["means2d"].requires_grad:
+            meta["means2d"].retain_grad()
+
+    @torch.no_grad()
+    def step_post_backward(self, gaussians: MeshGaussians, optimizer, meta: dict, step: int) -> dict[str, int]:
+        """Accumulate screen-space gradients; refine when due. Returns what changed."""
+        cfg = self.cfg
+        if step >= cfg.refine_stop:
+            return {}
+        self._accumulate(gaussians, meta)
+        changed: dict[str, int] = {}
+        if step >= cfg.refine_start and step % cfg.refine_every == 0:
+            changed = self.refine(gaussians, optimizer)
+        if cfg.reset_opacity_every and step > 0 and step % cfg.reset_opacity_every == 0:
+            self.reset_opacity(gaussians, optimizer)
+        return changed
+
+    def _accumulate(self, gaussians: MeshGaussians, meta: dict) -> None:
+        n = len(gaussians)
+        grad = meta["means2d"].grad
+        if self.grad_sum is None or self.grad_sum.shape[0] != n:
+            self.grad_sum = torch.zeros(n, device=gaussians.binding.device)
+            self.count = torch.zeros(n, device=gaussians.binding.device)
+        if grad is None:
+            return
+        # Normalise to image units as gsplat does: pixels * 2 / size.
+        g = grad.clone()
+        g[..., 0] *= meta["width"] / 2.0
+        g[..., 1] *= meta["height"] / 2.0
+        norm = g.norm(dim=-1)  # [C, N]
+        visible = (meta["radii"] > 0).all(-1)
+        self.grad_sum += (norm * visible).sum(0)
+        self.count += visible.sum(0)
+
+    def refine(self, gaussians: MeshGaussians, optimizer) -> dict[str, int]:
+        cfg, p = self.cfg, gaussians.params
+        mean_grad = self.grad_sum / self.count.clamp_min(1)
+        size = torch.exp(p["log_scale"]).max(-1).values  # triangle-scale units
+        high = mean_grad > cfg.grad_threshold
+        room = max(0, cfg.max_gaussians - len(gaussians))
+        clone = high & (size <= cfg.split_scale)
+        split = high & (size > cfg.split_scale)
+        clone, split = _limit(clone, split, room, mean_grad)
+        n_clone, n_split = int(clone.sum()), int(split.sum())
+        if n_clone:
+            _append(gaussians, optimizer, {k: v[clone] for k, v in p.items()}, gaussians.binding[clone])
+        if n_split:
+            idx = split.nonzero().squeeze(-1)
+            children = _split_children(p, idx, cfg.split_factor)
+            # The parent becomes the first child; the second is appended.
+            _overwrite(gaussians, optimizer, idx, {k: v[0] for k, v in children.items()})
+            _append(gaussians, optimizer, {k: v[1] for k, v in children.items()}, gaussians.binding[idx])
+        opacity = torch.sigmoid(p["opacity_logit"])
+        size = torch.exp(p["log_scale"]).max(-1).values
+        prune = (opacity < cfg.prune_opacity) | (size > cfg.prune_scale)
+        n_prune = int(prune.sum())
+        if n_prune and n_prune < len(gaussians):
+            _keep(gaussians, optimizer, ~prune)
+        else:
+            n_prune = 0
+        self.grad_sum = self.count = None  # statistics restart after every refinement
+        self.last = {"cloned": n_clone, "split": n_split, "pruned": n_prune}
+        return self.last
+
+    def reset_opacity(self, gaussians: MeshGaussians, optimizer) -> None:
+        p = gaussians.params["opacity_logit"]
+        cap = 2 * self.cfg.prune_opacity
+        p.data.clamp_(max=math.log(cap / (1 - cap)))
+        for value in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                value.zero_()
+
+
+def _limit(clone: Tensor, split: Tensor, room: int, score: Tensor) -> tuple[Tensor, Tensor]:
+    """Keep at most ``room`` new Gaussians, those with the highest scores."""
+    want = clone | split
+    if int(want.sum()) <= room:
+        return clone, split
+    keep = torch.zeros_like(want)
+    if room > 0:
+        top = torch.topk(torch.where(want, score, torch.full_like(score, -1.0)), room).indices
+        keep[top] = True
+    return clone & keep, split & keep
+
+
+def _split_children(p, idx: Tensor, factor: float) -> dict[str, Tensor]:
+    """Two children per parent, sampled from the parent Gaussian in its triangle's frame."""
+    scale = torch.exp(p["log_scale"][idx])  # [S, 3]
+    rot = quaternion_to_matrix(p["local_quat"][idx])  # [S, 3, 3]
+    offsets = (rot[None] @ (torch.randn(2, *scale.shape, device=scale.device, dtype=scale.dtype) * scale)[..., None])[..., 0]
+    out = {k: v[idx][None].expand(2, *v[idx].shape).clone() for k, v in p.items()}
+    out["local_xyz"] = p["local_xyz"][idx][None] + offsets
+    out["log_scale"] = out["log_scale"] - math.log(factor)
+    return out
+
+
+def _replace_param(gaussians: MeshGaussians, optimizer, name: str, new_value: Tensor, state_fn) -> None:
+    """Swap ``params[name]`` for ``new_value`` and map the optimizer's state with ``state_fn``."""
+    old = gaussians.params[name]
+    new = torch.nn.Parameter(new_value, requires_grad=old.requires_grad)
+    for group in optimizer.param_groups:
+        for i, q in enumerate(group["params"]):
+            if q is old:
+                group["params"][i] = new
+                state = optimizer.state.pop(old, None)
+                if state is not None:
+                    optimizer.state[new] = {
+                        k: (state_fn(v) if torch.is_tensor(v) and v.shape == old.shape else v) for k, v in state.items()
+                    }
+    gaussians.params[name] = new
+
+
+def _append(gaussians: MeshGaussians, optimizer, values: dict[str, Tensor], binding: Tensor) -> None:
+    for name, extra in values.items():
+        old = gaussians.params[name]
+        _replace_param(
+            gaussians, optimizer, name, torch.cat((old.data, extra)),
+            lambda s, n=extra.shape[0]: torch.cat((s, s.new_zeros((n,) + s.shape[1:]))),
+        )
+    gaussians.binding = torch.cat((gaussians.binding, binding))
+
+
+def _overwrite(gaussians: MeshGaussians, optimizer, idx: Tensor, values: dict[str, Tensor]) -> None:
+    for name, value in values.items():
+        p = gaussians.params[name]
+        p.data[idx] = value
+        for s in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(s) and s.shape == p.shape:
+                s[idx] = 0
+
+
+def _keep(gaussians: MeshGaussians, optimizer, mask: Tensor) -> None:
+    for name in list(gaussians.params.keys()):
+        _replace_param(gaussians, optimizer, name, gaussians.params[name].data[mask], lambda s: s[mask])
+    gaussians.binding = gaussians.binding[mask]

@@ -1,0 +1,169 @@
+"""Mesh-bound Gaussians: UV-grid initialisation, following the mesh, densification that keeps bindings, PLY."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig, uv_samples
+from avatar.gaussians.ply import load_ply, save_ply
+from avatar.gaussians.strategy import DensifyConfig, DensifyStrategy
+from avatar.geometry import axis_angle_to_matrix, quaternion_to_matrix
+from avatar.models.engine import Part
+from avatar.render import rasterization
+
+
+class PlaneModel(torch.nn.Module):
+    """A 10 cm square in the z = 0 plane (n x n quads), UVs = its xy normalised to 0..1."""
+
+    def __init__(self, n: int = 6):
+        super().__init__()
+        g = torch.linspace(0, 1, n + 1)
+        y, x = torch.meshgrid(g, g, indexing="ij")
+        self.register_buffer("verts", torch.stack((x, y, torch.zeros_like(x)), -1).reshape(-1, 3) * 0.1)
+        i = torch.arange(n)
+        a = (i[:, None] * (n + 1) + i[None, :]).reshape(-1)
+        quads = torch.stack((a, a + 1, a + n + 2, a + n + 1), -1)
+        self.faces = torch.cat((quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]))
+        self.uvs = torch.stack((x, y), -1).reshape(-1, 2)
+        self.uv_faces = self.faces.clone()
+        half = torch.zeros(len(self.faces), dtype=torch.bool)
+        half[: len(self.faces) // 2] = True
+        vmask = torch.ones(len(self.verts), dtype=torch.bool)
+        self.parts = {"lower": Part(vmask, half), "upper": Part(vmask, ~half)}
+
+    def forward(self):
+        return SimpleNamespace(vertices=self.verts[None])
+
+
+def test_uv_samples_cover_the_chart_once():
+    model = PlaneModel()
+    face, bary = uv_samples(model.uvs, model.uv_faces, torch.ones(len(model.faces), dtype=torch.bool), 20)
+    assert face.numel() == 400  # a 20 x 20 grid on the unit UV square, each cell once
+    uv = (model.uvs[model.uv_faces[face]] * bary[..., None]).sum(-2)
+    cells = torch.round(uv * 20 - 0.5)
+    assert torch.unique(cells[:, 1] * 20 + cells[:, 0]).numel() == 400
+    torch.testing.assert_close(bary.sum(-1), torch.ones(400))
+
+
+def test_init_puts_gaussians_on_the_surface_with_parts_and_resolutions():
+    model = PlaneModel()
+    cfg = MeshGaussiansConfig(uv_resolution=20, part_uv_resolution={"upper": 10}, sh_degree=1)
+    g = MeshGaussians.from_uv_grid(model, cfg)
+    lower = model.parts["lower"].faces[g.binding]
+    assert int(lower.sum()) in range(180, 221) and int((~lower).sum()) in range(45, 56)
+    w = g(model().vertices)
+    assert w.means.shape == (1, len(g), 3) and w.sh.shape == (len(g), 4, 3)
+    assert w.means[..., 2].abs().max() < 1e-7  # on the plane
+    assert (w.means[..., :2] >= 0).all() and (w.means[..., :2] <= 0.1 + 1e-6).all()
+    # Initial std ~ init_scale x UV spacing on the surface (0.1 m / 20 or / 10 per sample).
+    expected = torch.where(lower, 0.6 * 0.1 / 20, 0.6 * 0.1 / 10)
+    torch.testing.assert_close(w.scales[0, :, 0], expected, rtol=1e-4, atol=0)
+    torch.testing.assert_close(w.opacities, torch.full((len(g),), 0.1))
+    with pytest.raises(KeyError, match="no part 'hair'"):
+        MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(parts=("hair",)))
+
+
+def test_gaussians_follow_rigid_and_non_rigid_motion():
+    model = PlaneModel()
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=12))
+    with torch.no_grad():  # give them non-trivial local rotations, offsets and anisotropic scales
+        g.params["local_quat"].copy_(torch.randn(len(g), 4))
+        g.params["local_xyz"][:, 2] += 0.05
+        g.params["log_scale"][:, 0] += 0.3
+    v = model().vertices
+    base = g(v)
+    rot = axis_angle_to_matrix(torch.tensor([0.3, -0.5, 0.2]))
+    shift = torch.tensor([0.01, 0.02, 0.5])
+    moved = g(v @ rot.T + shift)
+    torch.testing.assert_close(moved.means, base.means @ rot.T + shift, atol=1e-6, rtol=0)
+    torch.testing.assert_close(moved.scales, base.scales, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(
+        quaternion_to_matrix(moved.quats), rot @ quaternion_to_matrix(base.quats), atol=1e-5, rtol=0
+    )
+    grown = g(v * 2.0)  # a uniformly scaled mesh scales positions and sizes
+    torch.testing.assert_close(grown.means, base.means * 2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(grown.scales, base.scales * 2, atol=1e-7, rtol=1e-5)
+
+
+def _optimizer(g: MeshGaussians) -> torch.optim.Adam:
+    return torch.optim.Adam([{"params": [p], "name": n} for n, p in g.params.items()], lr=1e-3)
+
+
+def _render_step(g, model, opt, strategy, step):
+    w = g(model().vertices)
+    K = torch.tensor([[200.0, 0, 32], [0, 200.0, 32], [0, 0, 1]])[None]
+    viewmat = torch.eye(4)[None]
+    viewmat[0, :3, 3] = torch.tensor([-0.05, -0.05, 0.4])
+    img, alpha, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmat, K, 64, 64,
+                                     sh_degree=g.sh_degree)
+    strategy.step_pre_backward(meta)
+    loss = (img - 0.8).abs().mean() + (1 - alpha).mean()
+    opt.zero_grad()
+    loss.backward()
+    changed = strategy.step_post_backward(g, opt, meta, step)
+    opt.step()
+    return changed, meta
+
+
+def test_densify_clone_split_prune_keep_bindings_and_optimizer_state():
+    torch.manual_seed(0)
+    model = PlaneModel()
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, sh_degree=1))
+    with torch.no_grad():
+        g.params["log_scale"][::2] += math.log(8.0)  # every other Gaussian is "large": splits
+        g.params["opacity_logit"][:5] = -10.0  # nearly transparent: pruned
+        g.params["sh0"][:, 0, 0] = torch.arange(len(g), dtype=torch.float32)  # an id that children inherit
+    opt = _optimizer(g)
+    strategy = DensifyStrategy(DensifyConfig(refine_start=2, refine_every=2, grad_threshold=0.0, split_scale=0.5,
+                                             prune_opacity=0.005, reset_opacity_every=0))
+    n0, binding0 = len(g), g.binding.clone()
+    w0 = g(model().vertices)
+    _render_step(g, model, opt, strategy, 1)
+    changed, _ = _render_step(g, model, opt, strategy, 2)
+    visible = changed["cloned"] + changed["split"]
+    assert changed["split"] > 0 and changed["cloned"] > 0 and changed["pruned"] >= 5
+    assert len(g) == n0 + visible - changed["pruned"]
+    for name, p in g.params.items():
+        assert p.shape[0] == len(g), name
+        state = opt.state[p]
+        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape, name
+    assert g.binding.shape == (len(g),)
+    # Every Gaussian, parent or child, is still bound to its original triangle.
+    ids = torch.round(g.params["sh0"][:, 0, 0].detach()).long()
+    assert torch.equal(g.binding, binding0[ids])
+    assert torch.bincount(ids, minlength=n0).max() == 2  # split and cloned parents have one child
+    assert not (ids < 5).any()  # the transparent ones were pruned
+    # The optimizer keeps working on the resized parameters.
+    _render_step(g, model, opt, strategy, 3)
+    assert w0.means.shape[1] == n0
+
+
+def test_densify_respects_the_cap():
+    model = PlaneModel()
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, sh_degree=0))
+    opt = _optimizer(g)
+    n0 = len(g)
+    strategy = DensifyStrategy(DensifyConfig(refine_start=1, refine_every=1, grad_threshold=0.0,
+                                             max_gaussians=n0 + 7, prune_opacity=0.0, reset_opacity_every=0))
+    _render_step(g, model, opt, strategy, 1)
+    assert len(g) == n0 + 7
+
+
+def test_ply_round_trip(tmp_path):
+    torch.manual_seed(1)
+    n = 50
+    means, quats = torch.randn(n, 3), torch.nn.functional.normalize(torch.randn(n, 4), dim=-1)
+    scales, opac, sh = torch.rand(n, 3) * 0.01 + 1e-4, torch.rand(n) * 0.9 + 0.05, torch.randn(n, 16, 3)
+    path = save_ply(tmp_path / "avatar.ply", means, quats, scales, opac, sh)
+    header = path.read_bytes().split(b"end_header")[0].decode()
+    assert "f_rest_44" in header and "property float opacity" in header
+    back = load_ply(path)
+    for key, ref in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opac), ("sh", sh)):
+        torch.testing.assert_close(back[key], ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not a PLY"):
+        (tmp_path / "bad.ply").write_text("hello")
+        load_ply(tmp_path / "bad.ply")
