@@ -1,1 +1,1 @@
-"""train (see DESIGN.md)."""
+"""Training Gaussian avatars: data, losses, metrics, the trainer loop."""

@@ -1,0 +1,105 @@
+"""Training data: a capture's frames and masks with the tracked mesh of every frame.
+
+Frames are held in memory at the training resolution (uint8), posed vertices are computed
+once for all frames (the tracking is fixed while training), and the last ``holdout``
+fraction of the usable frames is kept out of training for evaluation (INSTA's protocol:
+self-reenactment on the end of the video).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.capture import Capture
+from ..tracking.sequence import TrackedSequence
+
+
+class TrainDataError(ValueError):
+    """The capture and its tracking cannot be trained on as configured."""
+
+
+@dataclass
+class FrameSet:
+    """Everything the trainer reads, on one device."""
+
+    images: Tensor  # [F, H, W, 3] uint8
+    masks: Tensor  # [F, H, W] uint8
+    vertices: Tensor  # [F, V, 3] posed mesh, model world
+    frame_ids: np.ndarray  # [F] index of each frame in the capture
+    train: np.ndarray  # indices into the above
+    heldout: np.ndarray
+    K: Tensor  # [3, 3] at the training resolution
+    viewmat: Tensor  # [4, 4]
+    width: int
+    height: int
+
+    def image(self, i: int) -> Tensor:
+        return self.images[i].float() / 255.0
+
+    def mask(self, i: int) -> Tensor:
+        return self.masks[i].float() / 255.0
+
+
+def split_frames(usable: np.ndarray, holdout: float, min_train: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(train, heldout)`` into ``usable``: the last ``holdout`` fraction is held out."""
+    n = len(usable)
+    n_held = int(round(n * holdout))
+    if holdout > 0 and n_held == 0:
+        n_held = 1
+    if n - n_held < min_train:
+        raise TrainDataError(
+            f"{n} usable frames cannot hold out {holdout:.0%} and keep {min_train} for training; "
+            "use a longer capture or set train.holdout=0"
+        )
+    return np.arange(n - n_held), np.arange(n - n_held, n)
+
+
+def load_frames(
+    capture: Capture, tracking: TrackedSequence, model, resolution: int | None, holdout: float,
+    device: torch.device, dtype: torch.dtype = torch.float32,
+) -> FrameSet:
+    """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each."""
+    import cv2  # noqa: PLC0415
+
+    if tracking.n_frames != capture.n_frames:
+        raise TrainDataError(
+            f"tracking has {tracking.n_frames} frames, capture {capture.root} has {capture.n_frames}; "
+            f"re-run avatar track capture={capture.root}"
+        )
+    usable = np.array([i for i in capture.valid_frames() if tracking.valid[i]], dtype=np.int64)
+    train, heldout = split_frames(usable, holdout)
+    w0, h0 = capture.meta.width, capture.meta.height
+    width = resolution or w0
+    height = int(round(h0 * width / w0))
+    images, masks = [], []
+    for i in usable:
+        img, mask = capture.load_frame(int(i)), capture.load_mask(int(i))
+        if (img.shape[1], img.shape[0]) != (width, height):
+            img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)
+        images.append(img)
+        masks.append((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
+    sx, sy = width / tracking.width, height / tracking.height
+    K = torch.tensor(tracking.K, dtype=dtype) * torch.tensor([[sx], [sy], [1.0]], dtype=dtype)
+    with torch.no_grad():
+        model = model.to(device=device, dtype=dtype)
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+        shape = t(tracking.shape)[None].expand(len(usable), -1)
+        out = model(shape=shape, expression=t(tracking.expression[usable]), rotation=t(tracking.rotation[usable]),
+                    translation=t(tracking.translation[usable]))
+    return FrameSet(
+        images=torch.from_numpy(np.stack(images)).to(device),
+        masks=torch.from_numpy(np.stack(masks)).to(device),
+        vertices=out.vertices.detach(),
+        frame_ids=usable,
+        train=train,
+        heldout=heldout,
+        K=K.to(device),
+        viewmat=torch.as_tensor(tracking.viewmat, dtype=dtype, device=device),
+        width=width,
+        height=height,
+    )

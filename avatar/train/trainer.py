@@ -1,0 +1,278 @@
+"""Training mesh-bound Gaussians against a tracked capture.
+
+The loop: pick a training frame, place the Gaussians on that frame's tracked mesh, render
+with :func:`avatar.render.rasterization`, compare with the frame composited on the
+configured background (L1 + D-SSIM, plus opacity vs mask and regularisers on size and
+distance from the surface), step Adam with one param group per parameter kind, and let
+the densification strategy grow and prune. Checkpoints are written atomically and hold
+everything needed to continue bit-for-bit (parameters, bindings, optimizer, strategy
+statistics, random states). A non-finite loss or gradient skips the step, halves the
+learning rates and is counted in the report; it never reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+from ..gaussians.strategy import DensifyConfig, DensifyStrategy
+from ..render import rasterization
+from .data import FrameSet
+from .losses import alpha_mask, excess, photometric
+from .metrics import lpips, psnr, ssim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 3000
+    resolution: int | None = 256  # training width in pixels (None: the capture's)
+    holdout: float = 0.15  # last fraction of usable frames kept out for evaluation
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seed: int = 0
+    # Learning rates per parameter kind; positions decay exponentially to lr_xyz_final.
+    lr_xyz: float = 2e-3  # local units: the parent triangle's size
+    lr_xyz_final: float = 2e-5
+    lr_quat: float = 1e-3
+    lr_scale: float = 5e-3
+    lr_opacity: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 1.25e-4
+    sh_increase_every: int = 1000  # one more SH degree every this many steps
+    ssim_weight: float = 0.2
+    alpha_weight: float = 0.1
+    scale_weight: float = 1.0
+    scale_threshold: float = 0.6  # Gaussian std beyond this many triangle sizes is penalised
+    xyz_weight: float = 0.01
+    xyz_threshold: float = 1.0  # distance from the triangle centroid beyond this (triangle sizes) is penalised
+    preview_every: int = 500
+    checkpoint_every: int = 500
+    gaussians: MeshGaussiansConfig = field(default_factory=MeshGaussiansConfig)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+
+
+_LR_KEYS = {"local_xyz": "lr_xyz", "local_quat": "lr_quat", "log_scale": "lr_scale",
+            "opacity_logit": "lr_opacity", "sh0": "lr_sh0", "shN": "lr_shN"}
+
+
+def make_optimizer(gaussians: MeshGaussians, cfg: TrainConfig) -> torch.optim.Adam:
+    groups = [{"params": [p], "name": n, "lr": getattr(cfg, _LR_KEYS[n])} for n, p in gaussians.params.items()]
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+def atomic_torch_save(obj, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+class Trainer:
+    """Owns the Gaussians, the optimizer and the strategy for one run folder."""
+
+    def __init__(self, cfg: TrainConfig, frames: FrameSet, gaussians: MeshGaussians, out: str | os.PathLike,
+                 renderer: dict | None = None):
+        self.cfg = cfg
+        self.frames = frames
+        self.gaussians = gaussians
+        self.out = Path(out)
+        self.renderer = dict(renderer or {})
+        self.optimizer = make_optimizer(gaussians, cfg)
+        self.strategy = DensifyStrategy(cfg.densify)
+        self.step = 0
+        self.lr_factor = 1.0
+        self.skipped_steps: list[int] = []
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
+        self.train_seconds = 0.0
+        self.backend_used: str | None = None
+
+    # ---------------------------------------------------------------- rendering
+    def sh_degree(self) -> int:
+        return min(self.gaussians.sh_degree, self.step // max(1, self.cfg.sh_increase_every))
+
+    def render(self, index: int, sh_degree: int | None = None):
+        """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``."""
+        f = self.frames
+        w = self.gaussians(f.vertices[index])
+        img, alpha, meta = rasterization(
+            w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], f.K[None], f.width, f.height,
+            sh_degree=self.sh_degree() if sh_degree is None else sh_degree, backgrounds=self.background[None],
+            **self.renderer,
+        )
+        self.backend_used = meta["backend"]
+        return img[0], alpha[0], meta
+
+    def target(self, index: int) -> tuple[Tensor, Tensor]:
+        """The frame on the configured background, and its mask."""
+        mask = self.frames.mask(index)
+        return self.frames.image(index) * mask[..., None] + self.background * (1 - mask[..., None]), mask
+
+    # ---------------------------------------------------------------- training
+    def _set_lrs(self) -> None:
+        cfg = self.cfg
+        t = min(1.0, self.step / max(1, cfg.iterations))
+        xyz = cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** t
+        for group in self.optimizer.param_groups:
+            base = xyz if group["name"] == "local_xyz" else getattr(cfg, _LR_KEYS[group["name"]])
+            group["lr"] = base * self.lr_factor
+
+    def train_step(self) -> dict[str, float]:
+        cfg, p = self.cfg, self.gaussians.params
+        self.step += 1
+        self._set_lrs()
+        pick = int(torch.randint(len(self.frames.train), (1,), generator=self.generator))
+        index = int(self.frames.train[pick])
+        img, alpha, meta = self.render(index)
+        gt, mask = self.target(index)
+        loss = photometric(img, gt, cfg.ssim_weight)
+        if cfg.alpha_weight:
+            loss = loss + cfg.alpha_weight * alpha_mask(alpha, mask)
+        if cfg.scale_weight:
+            loss = loss + cfg.scale_weight * excess(torch.exp(p["log_scale"]), cfg.scale_threshold)
+        if cfg.xyz_weight:
+            loss = loss + cfg.xyz_weight * excess(p["local_xyz"].norm(dim=-1), cfg.xyz_threshold)
+        self.strategy.step_pre_backward(meta)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip(f"loss is {float(loss.detach())}")
+        loss.backward()
+        bad = [n for n, q in p.items() if q.grad is not None and not torch.isfinite(q.grad).all()]
+        if bad:
+            return self._skip(f"non-finite gradient in {bad}")
+        self.strategy.step_post_backward(self.gaussians, self.optimizer, meta, self.step)
+        self.optimizer.step()
+        with torch.no_grad():
+            return {"loss": float(loss), "psnr": float(psnr(img.detach(), gt))}
+
+    def _skip(self, why: str) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_factor *= 0.5
+        self.skipped_steps.append(self.step)
+        log.warning("step %d skipped: %s; learning rates halved (x%.3g)", self.step, why, self.lr_factor)
+        return {"loss": float("nan"), "psnr": float("nan")}
+
+    def run(self, until: int | None = None, progress: bool = True) -> None:
+        """Train up to step ``until`` (default: ``cfg.iterations``), checkpointing on the way."""
+        from tqdm import tqdm  # noqa: PLC0415
+
+        until = self.cfg.iterations if until is None else until
+        bar = tqdm(total=until, initial=self.step, desc="train", unit="it", disable=not progress)
+        ema = None
+        while self.step < until:
+            t0 = time.perf_counter()
+            stats = self.train_step()
+            self.train_seconds += time.perf_counter() - t0
+            if math.isfinite(stats["psnr"]):
+                ema = stats["psnr"] if ema is None else 0.9 * ema + 0.1 * stats["psnr"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{ema or 0:.2f}", n=len(self.gaussians))
+            if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
+                self.save_preview()
+            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, indices: np.ndarray | None = None) -> dict[str, float | None]:
+        """Mean PSNR / SSIM / LPIPS over ``indices`` (default: the held-out frames), full frame."""
+        indices = self.frames.heldout if indices is None else indices
+        if len(indices) == 0:
+            return {"psnr": None, "ssim": None, "lpips": None, "frames": 0}
+        scores = {"psnr": [], "ssim": [], "lpips": []}
+        for i in indices:
+            img, _, _ = self.render(int(i), sh_degree=self.gaussians.sh_degree)
+            gt, _ = self.target(int(i))
+            scores["psnr"].append(float(psnr(img.clamp(0, 1), gt)))
+            scores["ssim"].append(float(ssim(img.clamp(0, 1), gt)))
+            lp = lpips(img.clamp(0, 1)[None], gt[None])
+            scores["lpips"].append(None if lp is None else float(lp))
+        out = {k: (float(np.mean(v)) if v and v[0] is not None else None) for k, v in scores.items()}
+        out["frames"] = int(len(indices))
+        return out
+
+    @torch.no_grad()
+    def side_by_side(self, index: int) -> Tensor:
+        """``[H, 3W, 3]`` ground truth | render | absolute error (x4), in 0..1."""
+        img, _, _ = self.render(index, sh_degree=self.gaussians.sh_degree)
+        gt, _ = self.target(index)
+        img = img.clamp(0, 1)
+        return torch.cat((gt, img, ((img - gt).abs() * 4).clamp(0, 1)), dim=1)
+
+    def save_preview(self) -> Path:
+        from ..data.capture import encode_image  # noqa: PLC0415
+
+        f = self.frames
+        index = int(f.heldout[0]) if len(f.heldout) else int(f.train[0])
+        frame = (self.side_by_side(index).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        path = self.out / "progress" / f"step_{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_bytes(encode_image(frame, "png"))
+        os.replace(tmp, path)
+        return path
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        g = self.gaussians
+        return {
+            "step": self.step,
+            "params": {k: v.detach().clone() for k, v in g.params.items()},
+            "binding": g.binding.clone(),
+            "faces": g.faces.clone(),
+            "sh_degree": g.sh_degree,
+            "optimizer": self.optimizer.state_dict(),
+            "strategy": {"grad_sum": self.strategy.grad_sum, "count": self.strategy.count},
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "lr_factor": self.lr_factor,
+            "skipped_steps": list(self.skipped_steps),
+            "train_seconds": self.train_seconds,
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = atomic_torch_save(self.state(), self.out / "checkpoints" / f"step_{self.step:06d}.pt")
+        atomic_torch_save(self.state(), self.out / "checkpoints" / "last.pt")
+        return path
+
+    def load_state(self, state: dict) -> None:
+        device = self.frames.vertices.device
+        self.gaussians = MeshGaussians(state["faces"].to(device), state["binding"].to(device),
+                                       {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"])
+        self.optimizer = make_optimizer(self.gaussians, self.cfg)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.grad_sum = state["strategy"]["grad_sum"]
+        self.strategy.count = state["strategy"]["count"]
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.lr_factor = float(state["lr_factor"])
+        self.skipped_steps = list(state["skipped_steps"])
+        self.train_seconds = float(state["train_seconds"])
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoints/last.pt`` if there is one; returns whether it did."""
+        path = self.out / "checkpoints" / "last.pt"
+        if not path.is_file():
+            return False
+        self.load_state(torch.load(path, map_location="cpu", weights_only=True))
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+
+def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet) -> MeshGaussians:
+    """UV-grid Gaussians measured on the first training frame's mesh (frames share one identity)."""
+    return MeshGaussians.from_uv_grid(model, cfg, vertices=frames.vertices[int(frames.train[0])])

@@ -1,0 +1,169 @@
+"""Training on a small synthetic capture: a textured sheet that bends and turns, rendered by a teacher.
+
+The teacher is a set of mesh-bound Gaussians with a known colour pattern; the capture holds
+its renders (PNG, lossless) and silhouettes; the tracking is the true sequence. A student
+starts from the UV-grid initialisation and must reproduce held-out frames.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.data.capture import Capture, CaptureMeta, CaptureWriter, Landmarks
+from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+from avatar.gaussians.strategy import DensifyConfig
+from avatar.geometry import axis_angle_to_matrix
+from avatar.models.engine import Part
+from avatar.render import rasterization
+from avatar.tracking.sequence import TrackedSequence
+from avatar.train import trainer as trainer_mod
+from avatar.train.data import TrainDataError, load_frames, split_frames
+from avatar.train.trainer import TrainConfig, Trainer, init_gaussians
+
+SIZE = 48
+
+
+class SheetModel(torch.nn.Module):
+    """A 16 cm square sheet in the z = 0 plane; one expression raises a bump; rigid pose on top."""
+
+    def __init__(self, n: int = 8):
+        super().__init__()
+        g = torch.linspace(0, 1, n + 1)
+        y, x = torch.meshgrid(g, g, indexing="ij")
+        uv = torch.stack((x, y), -1).reshape(-1, 2)
+        self.register_buffer("template", torch.cat(((uv - 0.5) * 0.16, torch.zeros(len(uv), 1)), -1))
+        self.register_buffer("bump", torch.exp(-((uv - 0.5) ** 2).sum(-1) / 0.05)[:, None] * torch.tensor([0, 0, 0.03]))
+        i = torch.arange(n)
+        a = (i[:, None] * (n + 1) + i[None, :]).reshape(-1)
+        quads = torch.stack((a, a + 1, a + n + 2, a + n + 1), -1)
+        self.faces = torch.cat((quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]))
+        self.uvs, self.uv_faces = uv, self.faces.clone()
+        self.parts = {"sheet": Part(torch.ones(len(uv), dtype=torch.bool), torch.ones(len(self.faces), dtype=torch.bool))}
+
+    def forward(self, shape=None, expression=None, rotation=None, translation=None):
+        zeros = torch.zeros(1, 3)
+        expression = torch.zeros(1, 1) if expression is None else expression
+        rotation = zeros if rotation is None else rotation
+        translation = zeros if translation is None else translation
+        v = self.template + expression[:, :1, None] * self.bump
+        v = v @ axis_angle_to_matrix(rotation).transpose(-1, -2) + translation[:, None, :]
+        return SimpleNamespace(vertices=v)
+
+
+def _sequence(n_frames: int) -> TrackedSequence:
+    t = np.linspace(0, 1, n_frames)
+    f = 1.6 * SIZE
+    return TrackedSequence(
+        model="sheet", shape=np.zeros(1, np.float32), expression=(0.5 + 0.5 * np.sin(6 * t))[:, None].astype(np.float32),
+        expression_names=("bump",), rotation=np.stack((0.2 * np.sin(4 * t), 0.4 * np.sin(3 * t), 0 * t), -1).astype(np.float32),
+        translation=np.tile([0.0, 0.0, -0.35], (n_frames, 1)).astype(np.float32),
+        K=np.array([[f, 0, SIZE / 2], [0, f, SIZE / 2], [0, 0, 1]], np.float32),
+        viewmat=np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32), width=SIZE, height=SIZE,
+        valid=np.ones(n_frames, bool),
+    )
+
+
+@pytest.fixture(scope="module")
+def sheet_capture(tmp_path_factory):
+    """A capture of a teacher avatar (a colour pattern on the sheet) and its true tracking."""
+    root = tmp_path_factory.mktemp("sheet") / "capture"
+    model, seq = SheetModel(), _sequence(24)
+    teacher = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=40, sh_degree=0, init_opacity=0.9))
+    uv = (model.uvs[model.uv_faces[teacher.binding]].mean(1))  # roughly each Gaussian's UV
+    colour = torch.stack((0.5 + 0.4 * torch.sin(12 * uv[:, 0]), 0.5 + 0.4 * torch.cos(9 * uv[:, 1]),
+                          0.5 + 0.3 * torch.sin(7 * (uv[:, 0] + uv[:, 1]))), -1)
+    with torch.no_grad():
+        teacher.params["sh0"][:, 0] = (colour - 0.5) / 0.28209479177387814
+    writer = CaptureWriter(root, frame_format="png")
+    t = lambda a: torch.as_tensor(a)  # noqa: E731
+    verts = model(expression=t(seq.expression), rotation=t(seq.rotation), translation=t(seq.translation)).vertices
+    for i in range(seq.n_frames):
+        with torch.no_grad():
+            w = teacher(verts[i])
+            img, alpha, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, t(seq.viewmat)[None],
+                                          t(seq.K)[None], SIZE, SIZE, sh_degree=0, backgrounds=torch.ones(1, 3))
+        writer.write_frame(i, (img[0].numpy() * 255 + 0.5).astype(np.uint8))
+        writer.write_mask(i, alpha[0, ..., 0].numpy())
+    meta = CaptureMeta(source="synthetic:sheet", fps=25.0, width=SIZE, height=SIZE, n_frames=seq.n_frames)
+    writer.finish(meta, Landmarks(face=np.zeros((seq.n_frames, 478, 3), np.float32), face_present=np.ones(seq.n_frames, bool)))
+    return root, seq
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(iterations=300, resolution=None, holdout=0.2, preview_every=0, checkpoint_every=0, sh_increase_every=100,
+                gaussians=MeshGaussiansConfig(uv_resolution=24, sh_degree=1, init_opacity=0.3),
+                densify=DensifyConfig(refine_start=100, refine_every=50, refine_stop=250, grad_threshold=2e-4,
+                                      reset_opacity_every=0, max_gaussians=4000))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _trainer(sheet_capture, out, **kw) -> Trainer:
+    root, seq = sheet_capture
+    cfg = _config(**kw)
+    model = SheetModel()
+    frames = load_frames(Capture(root), seq, model, cfg.resolution, cfg.holdout, torch.device("cpu"))
+    return Trainer(cfg, frames, init_gaussians(model, cfg.gaussians, frames), out)
+
+
+def test_split_keeps_the_end_for_evaluation():
+    train, held = split_frames(np.arange(20), 0.15)
+    assert train.tolist() == list(range(17)) and held.tolist() == [17, 18, 19]
+    with pytest.raises(TrainDataError, match="cannot hold out"):
+        split_frames(np.arange(2), 0.5)
+
+
+def test_training_reproduces_heldout_frames(sheet_capture, tmp_path):
+    tr = _trainer(sheet_capture, tmp_path / "run")
+    before = tr.evaluate()
+    losses = []
+    for _ in range(tr.cfg.iterations):
+        losses.append(tr.train_step()["loss"])
+    after = tr.evaluate()
+    assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:30])
+    # Measured: 13.1 dB at initialisation (grey Gaussians), 29.0 dB (SSIM 0.93) after 300 steps.
+    # 24 dB means the pattern and the bending are reproduced on frames never trained on.
+    assert before["psnr"] < 18 and after["psnr"] > 24, (before, after)
+    assert after["ssim"] > 0.85
+    assert len(tr.gaussians) != 576  # densification ran
+
+
+def test_resume_matches_an_uninterrupted_run(sheet_capture, tmp_path):
+    kw = dict(iterations=40, checkpoint_every=20,
+              densify=DensifyConfig(refine_start=10, refine_every=10, grad_threshold=1e-5, reset_opacity_every=15))
+    full = _trainer(sheet_capture, tmp_path / "full", **kw)
+    full.run(progress=False)
+    first = _trainer(sheet_capture, tmp_path / "split", **kw)
+    first.run(until=20, progress=False)  # "interrupted" after the checkpoint at step 20
+    second = _trainer(sheet_capture, tmp_path / "split", **kw)
+    assert second.resume() and second.step == 20
+    second.run(progress=False)
+    assert torch.equal(full.gaussians.binding, second.gaussians.binding)
+    for name, p in full.gaussians.params.items():
+        assert torch.equal(p, second.gaussians.params[name]), name
+
+
+def test_non_finite_loss_skips_the_step_and_lowers_the_lr(sheet_capture, tmp_path, monkeypatch):
+    tr = _trainer(sheet_capture, tmp_path / "run", iterations=6)
+    real = trainer_mod.photometric
+    monkeypatch.setattr(trainer_mod, "photometric",
+                        lambda *a, **k: real(*a, **k) * (float("nan") if tr.step == 3 else 1.0))
+    for _ in range(6):
+        tr.train_step()
+    assert tr.skipped_steps == [3] and tr.lr_factor == 0.5
+    assert all(torch.isfinite(p).all() for p in tr.gaussians.params.values())
+    path = tr.save_checkpoint()
+    state = torch.load(path, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["params"].values())
+
+
+def test_frame_count_mismatch_is_a_clear_error(sheet_capture):
+    root, seq = sheet_capture
+    short = _sequence(10)
+    with pytest.raises(TrainDataError, match="re-run avatar track"):
+        load_frames(Capture(root), short, SheetModel(), None, 0.2, torch.device("cpu"))
