@@ -1,0 +1,604 @@
+"""Video (or image folder) -> capture folder: square face crops, masks, landmarks.
+
+Two streaming passes over the source (frames are decoded twice, never held in memory):
+
+1. **Find faces** (:func:`track_faces`): MediaPipe face mesh (tracking mode) on every full
+   frame, downscaled so its long side is at most ``detect_size``; where it finds nothing,
+   the full-range face detector looks for a small face (:class:`SmallFaceFinder`). Gives
+   the face box per frame in source pixels and the number of faces (several: the frame is
+   flagged and the largest face is kept, unless a smaller one continues the previous
+   frame's face, see :func:`choose_face`).
+2. **Crop track** (:func:`crop_boxes`): a square box per frame. ``follow``: centred on the
+   face box (raised by ``crop_lift``), ``crop_scale`` times its side, smoothed over time by
+   zero-phase local-linear Gaussian fits over the timestamps (:func:`smooth_track`; frames
+   without a face are bridged from their neighbours); ``fixed``: one box for all frames
+   around the median face, grown to cover every face box of the track; ``full``: the
+   whole frame, padded to a square.
+3. **Write** (:func:`write_crops`): each frame is cut to its box and resized to
+   ``resolution`` (:func:`crop_image`); the face mesh runs again on the crop (tracking
+   mode), so landmarks are *detected on the crop*, in its pixels. Where the crop detection
+   misses the face the first pass kept (finds none, or another one), the first pass's
+   landmarks are mapped into the crop instead (listed in
+   ``meta.extra["landmarks_from_full_frame"]``). MediaPipe selfie segmentation gives the
+   mask of the crop.
+
+Pixel coordinates are continuous, as MediaPipe's: pixel ``i`` covers ``[i, i + 1)``. Source
+pixels are those of the upright frame (rotation metadata applied). Crop boxes are
+``[x0, y0, x1, y1]`` in source pixels and may reach outside the frame (black padding,
+mask 0). Flagged frames (``meta.flagged``, index -> reason; later stages skip them):
+"no face", "N faces (kept the largest | the one continuing the track)", "face too small
+(S px < M px)", joined by "; ". A source in which no frame has a face is an error, raised
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..landmarks import FaceDetection, FaceMeshDetector
+from ..landmarks.segmentation import SelfieSegmenter
+from .capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
+from .reports import write_json
+from .video import VideoWriter
+from .video_reader import Frame, open_source
+
+log = logging.getLogger(__name__)
+
+CROP_MODES = ("follow", "fixed", "full")
+REPORT_NAME = "preprocess_report.json"
+PREVIEW_NAME = "preprocess_preview.mp4"
+
+
+class PreprocessError(ValueError):
+    """The input cannot be turned into a capture (e.g. no face in any frame)."""
+
+
+@dataclass
+class PreprocessConfig:
+    """Options of ``avatar preprocess`` (the ``preprocess:`` block of conf/preprocess.yaml)."""
+
+    max_frames: int | None = None  # keep at most this many frames (after fps subsampling)
+    fps: float | None = None  # subsample to at most this rate; None = the source's own
+    resolution: int = 512  # side of the square output frames, pixels
+    crop: str = "follow"  # follow | fixed | full
+    crop_scale: float = 2.0  # crop side / side of the face's landmark box
+    crop_lift: float = 0.1  # move the crop up by this fraction of the face size (more hair, less chest)
+    crop_smoothing: float = 0.3  # sigma of the temporal Gaussian (local-linear fits) over the crop track, seconds
+    detect_size: int = 640  # first pass: long side of the downscaled full frame, pixels
+    min_face_size: float = 64.0  # faces smaller than this (landmark box side, source pixels) are flagged
+    max_faces: int = 2  # faces looked for per frame (>= 2 to notice a second person)
+    small_faces: bool = True  # where the face mesh finds none, look with the full-range detector
+    mask_model: str = "general"  # MediaPipe selfie model: general (square) | landscape
+    frame_format: str = "jpg"  # jpg | png
+    jpeg_quality: int = 95
+    image_fps: float = 25.0  # frame rate assumed for an image-folder input
+    progress: bool = True  # tqdm progress bars
+    preview: bool = False  # also write preprocess_preview.mp4: crops, mask, landmarks
+
+    def __post_init__(self) -> None:
+        choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"preprocess.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        positive = {"resolution": 16, "crop_scale": 1e-6, "detect_size": 64, "max_faces": 1, "image_fps": 1e-6}
+        if self.max_frames is not None:
+            positive["max_frames"] = 1
+        if self.fps is not None:
+            positive["fps"] = 1e-6
+        for key, low in positive.items():
+            if getattr(self, key) < low:
+                raise ValueError(f"preprocess.{key} must be >= {low:g}, got {getattr(self, key)}")
+        if self.crop_smoothing < 0:
+            raise ValueError(f"preprocess.crop_smoothing must be >= 0 seconds, got {self.crop_smoothing}")
+
+
+@dataclass
+class FaceTrack:
+    """First-pass result, one row per kept frame; boxes and landmarks in source pixels."""
+
+    indices: np.ndarray  # [F] int, frame index in the source
+    times: np.ndarray  # [F] float, seconds
+    boxes: np.ndarray  # [F, 4] float, landmark box x0, y0, x1, y1 of the kept face (NaN: none)
+    landmarks: np.ndarray  # [F, 478, 3] float32 of the kept face (zeros: none)
+    n_faces: np.ndarray  # [F] int
+    frame_size: tuple[int, int]  # (width, height) of the upright source frames
+    chosen: np.ndarray  # [F] int, rank by size of the kept face (0 = largest, -1 = none)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.n_faces > 0
+
+    @property
+    def centers(self) -> np.ndarray:  # [F, 2]
+        return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
+
+    @property
+    def sizes(self) -> np.ndarray:  # [F], side of the box's bounding square
+        return np.max(self.boxes[:, 2:] - self.boxes[:, :2], axis=1)
+
+
+@dataclass
+class Timer:
+    """Accumulates seconds per stage."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+    def timed_frames(self, frames: Iterator[Frame], stage: str = "decode") -> Iterator[Frame]:
+        while True:
+            with self(stage):
+                frame = next(frames, None)
+            if frame is None:
+                return
+            yield frame
+
+
+def _progress(iterable, total: int | None, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(iterable, total=total, desc=desc, unit="frame")
+
+
+def _expected_frames(info, cfg: PreprocessConfig) -> int | None:
+    n = info.n_frames
+    if n and cfg.fps and info.fps and cfg.fps < info.fps:
+        n = int(np.ceil(n * cfg.fps / info.fps))
+    if cfg.max_frames is not None:
+        n = min(n, cfg.max_frames) if n else cfg.max_frames
+    return n
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
+    union = (a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def distinct_faces(faces: list, max_iou: float = 0.5) -> list:
+    """Drop faces overlapping a larger one by more than ``max_iou``: in tracking mode
+    MediaPipe sometimes reports a tracked face a second time, slightly shifted."""
+    kept = []
+    for face in faces:  # largest first
+        if all(_box_iou(face.box, k.box) <= max_iou for k in kept):
+            kept.append(face)
+    return kept
+
+
+def choose_face(faces: list, previous_box: np.ndarray | None) -> int:
+    """Index of the face to keep: the largest one that continues the previous frame's face
+    (box IoU > 0.3), else the largest. ``faces`` are sorted largest first; the previous box
+    is in the same pixels. Continuity keeps the crop on one person and off one-frame
+    false detections."""
+    if previous_box is not None and len(faces) > 1:
+        for k, face in enumerate(faces):
+            if _box_iou(face.box, previous_box) > 0.3:
+                return k
+    return 0
+
+
+class SmallFaceFinder:
+    """Fallback for faces too small for the face mesh's own detector (below ~15% of the frame).
+
+    MediaPipe's full-range face detector (faces up to ~5 m away) finds the face box; the
+    face mesh then runs (static mode) on a square crop of ``crop_scale`` times the box,
+    resized to ``resolution``. Landmarks come back in the pixels of the image given.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, crop_scale: float = 2.2, resolution: int = 256):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp  # noqa: PLC0415
+
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_confidence)
+        self._mesh = FaceMeshDetector(video=False, max_faces=1)
+        self.crop_scale, self.resolution = crop_scale, resolution
+
+    def find(self, rgb: np.ndarray, search: np.ndarray | None = None) -> list:
+        """Faces in ``rgb`` [H, W, 3] uint8; the detector looks at ``search`` (a downscaled
+        copy, same aspect) when given. Returns at most one face (highest score)."""
+        search = rgb if search is None else search
+        detections = self._detector.process(np.ascontiguousarray(search)).detections
+        if not detections:
+            return []
+        h, w = rgb.shape[:2]
+        rel = max(detections, key=lambda d: d.score[0]).location_data.relative_bounding_box
+        centre = np.array([(rel.xmin + rel.width / 2) * w, (rel.ymin + rel.height / 2) * h])
+        box = _square(centre, self.crop_scale * max(rel.width * w, rel.height * h))
+        crop, A = crop_image(rgb, box, self.resolution)
+        faces = self._mesh.detect(crop)
+        if not faces:
+            return []
+        s = A[0, 0]
+        lm = faces[0].landmarks.copy()
+        lm[:, :2] = (lm[:, :2] - A[:, 2]) / s
+        lm[:, 2] /= s
+        return [FaceDetection(lm, np.concatenate((lm[:, :2].min(0), lm[:, :2].max(0))))]
+
+    def close(self) -> None:
+        self._detector.close()
+        self._mesh.close()
+
+
+def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None, image: np.ndarray,
+                       detect_size: int) -> list:
+    """Faces of ``image`` in its pixels, searched at most ``detect_size`` px on the long side."""
+    import cv2  # noqa: PLC0415
+
+    h, w = image.shape[:2]
+    down = min(1.0, detect_size / max(w, h))
+    img = image if down == 1.0 else cv2.resize(image, (round(w * down), round(h * down)),
+                                                interpolation=cv2.INTER_AREA)
+    faces = distinct_faces(detector.detect(img))
+    if not faces and small is not None:
+        return small.find(image, img)
+    sx, sy = w / img.shape[1], h / img.shape[0]
+    return [FaceDetection(f.landmarks * np.array([sx, sy, sx], np.float32), f.box * np.array([sx, sy, sx, sy]))
+            for f in faces]
+
+
+def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
+    """First pass: the face of every kept frame (:func:`choose_face`), on the downscaled full frame."""
+    w, h = source.info.width, source.info.height
+    indices, times, boxes, landmarks, n_faces, chosen = [], [], [], [], [], []
+    previous = None  # box of the last kept face
+    frames = timer.timed_frames(source.frames(cfg.max_frames, cfg.fps))
+    small = SmallFaceFinder() if cfg.small_faces else None
+    try:
+        with FaceMeshDetector(video=True, max_faces=cfg.max_faces) as detector:
+            total = _expected_frames(source.info, cfg)
+            for frame in _progress(frames, total, "preprocess: find faces", cfg.progress):
+                with timer("detect"):
+                    faces = _detect_full_frame(detector, small, frame.image, cfg.detect_size)
+                indices.append(frame.index)
+                times.append(frame.time)
+                n_faces.append(len(faces))
+                chosen.append(choose_face(faces, previous) if faces else -1)
+                face = faces[chosen[-1]] if faces else None
+                previous = face.box if face is not None else previous
+                boxes.append(face.box if face is not None else np.full(4, np.nan))
+                landmarks.append(face.landmarks if face is not None else np.zeros((N_FACE_LANDMARKS, 3), np.float32))
+    finally:
+        if small is not None:
+            small.close()
+    if not indices:
+        raise PreprocessError(f"{source.path} yielded no frame to preprocess")
+    return FaceTrack(np.array(indices), np.array(times, float), np.array(boxes, float),
+                     np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen))
+
+
+def smooth_track(times: np.ndarray, values: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase smoothing of ``values`` [F, D] over ``times`` [F] (seconds): local linear fits.
+
+    Each row gets the value at its time of a line fitted by least squares to the ``valid``
+    [F] rows, weighted by a Gaussian of standard deviation ``sigma`` seconds (cut at 4
+    sigma). A local line rather than a local mean keeps steady motion unbiased, also at
+    the ends of the track. Rows before the first / after the last valid row hold that
+    row's smoothed value; a row with no valid row within reach (or ``sigma == 0``) takes
+    the nearest valid value. Weights follow timestamps: variable frame rates are handled.
+    """
+    assert times.ndim == 1 and values.shape[0] == times.shape[0] == valid.shape[0]
+    if not valid.any():
+        raise ValueError("smooth_track needs at least one valid row")
+    t_ok, v_ok = times[valid], values[valid].astype(float)
+    out = np.empty(values.shape, float)
+    for i, t in enumerate(np.clip(times, t_ok[0], t_ok[-1])):
+        lo, hi = np.searchsorted(t_ok, [t - 4 * sigma, t + 4 * sigma], side="left") if sigma > 0 else (0, 0)
+        if hi - lo < 1:
+            out[i] = v_ok[np.argmin(np.abs(t_ok - t))]
+            continue
+        dt = t_ok[lo:hi] - t
+        w = np.exp(-0.5 * (dt / sigma) ** 2)
+        sw, swt, swtt = w.sum(), w @ dt, w @ (dt * dt)
+        m0, m1 = w @ v_ok[lo:hi], (w * dt) @ v_ok[lo:hi]
+        det = sw * swtt - swt * swt
+        out[i] = (swtt * m0 - swt * m1) / det if det > 1e-6 * sw * sw * sigma * sigma else m0 / sw
+    return out
+
+
+def _square(centers: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    half = 0.5 * np.asarray(sides, float)[..., None]
+    return np.concatenate((centers - half, centers + half), axis=-1)
+
+
+def crop_boxes(track: FaceTrack, mode: str, scale: float, sigma: float, lift: float = 0.0) -> np.ndarray:
+    """Square crop box per frame, ``[F, 4]`` x0, y0, x1, y1 in source pixels (see module doc).
+
+    ``scale``: crop side / face size; ``sigma``: temporal smoothing (seconds, ``follow``);
+    ``lift``: upward shift of the crop centre, as a fraction of the face size.
+    """
+    F = len(track.times)
+    w, h = track.frame_size
+    if mode == "full":
+        return np.tile(_square(np.array([w / 2, h / 2]), max(w, h)), (F, 1))
+    present = track.present
+    centers, sizes = track.centers, track.sizes
+    centers[:, 1] -= lift * sizes
+    if mode == "fixed":
+        center = np.median(centers[present], axis=0)
+        reach = np.abs(track.boxes[present] - np.concatenate((center, center))).max()
+        side = max(scale * float(np.median(sizes[present])), 2.0 * reach * 1.1)
+        return np.tile(_square(center, side), (F, 1))
+    if mode != "follow":
+        raise ValueError(f"unknown crop mode {mode!r}: choose one of {CROP_MODES}")
+    track_cs = np.concatenate((centers, sizes[:, None]), axis=1)
+    smooth = smooth_track(track.times, np.where(present[:, None], track_cs, 0.0), present, sigma)
+    return _square(smooth[:, :2], scale * smooth[:, 2])
+
+
+def crop_transform(box: np.ndarray, resolution: int) -> np.ndarray:
+    """2x3 affine from source pixels to the pixels of the ``resolution``-sided crop of ``box``.
+
+    Both in continuous pixel coordinates, as MediaPipe's landmarks: pixel ``i`` covers
+    ``[i, i + 1)``, so the box edge ``x0`` maps to 0 and ``x1`` to ``resolution``.
+    """
+    s = resolution / (box[2] - box[0])
+    return np.array([[s, 0.0, -box[0] * s], [0.0, s, -box[1] * s]])
+
+
+def _index_affine(M: np.ndarray) -> np.ndarray:
+    """The affine ``M`` (continuous coordinates) for pixel indices (centres at integers), as OpenCV uses."""
+    out = M.copy()
+    out[:, 2] += M[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    return out
+
+
+def crop_image(image: np.ndarray, box: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the square ``box`` out of ``image`` [H, W, 3] and resize it to ``resolution``.
+
+    Returns the ``[resolution, resolution, 3]`` crop (black outside the image) and the 2x3
+    affine from source to crop pixels (:func:`crop_transform`). Strong downscaling is
+    anti-aliased by an area resize of the whole image first.
+    """
+    import cv2  # noqa: PLC0415
+
+    A = crop_transform(box, resolution)
+    src, M = image, A
+    if A[0, 0] < 0.5:  # shrink to about twice the output scale first, with area averaging
+        h, w = image.shape[:2]
+        nw, nh = max(1, round(w * 2 * A[0, 0])), max(1, round(h * 2 * A[0, 0]))
+        src = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        M = A @ np.diag([w / nw, h / nh, 1.0])  # small-image pixels -> crop pixels
+    crop = cv2.warpAffine(src, _index_affine(M), (resolution, resolution), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop, A
+
+
+def transform_landmarks(landmarks: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """Map ``[..., 478, 3]`` source-pixel landmarks into crop pixels (z scaled like x)."""
+    out = np.empty_like(landmarks)
+    out[..., :2] = landmarks[..., :2] @ A[:, :2].T + A[:, 2]
+    out[..., 2] = landmarks[..., 2] * A[0, 0]
+    return out
+
+
+def frame_ranges(indices) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    parts, run = [], []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+            run = []
+        run.append(i)
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+    return ", ".join(parts)
+
+
+def flag_frames(track: FaceTrack, found_on_crop: np.ndarray, sizes_src: np.ndarray,
+                min_face_size: float) -> dict[int, str]:
+    """Reason per flagged output frame: no face, several faces, face too small."""
+    flagged = {}
+    for i in range(len(track.times)):
+        reasons = []
+        if not (track.present[i] or found_on_crop[i]):
+            reasons.append("no face")
+        if track.n_faces[i] > 1:
+            kept = "the largest" if track.chosen[i] == 0 else "the one continuing the track"
+            reasons.append(f"{track.n_faces[i]} faces (kept {kept})")
+        if np.isfinite(sizes_src[i]) and sizes_src[i] < min_face_size:
+            reasons.append(f"face too small ({sizes_src[i]:.0f} px < {min_face_size:.0f} px)")
+        if reasons:
+            flagged[i] = "; ".join(reasons)
+    return flagged
+
+
+@dataclass
+class CropResult:
+    """Second-pass result per output frame, landmarks in crop pixels."""
+
+    face: np.ndarray  # [F, 478, 3] float32
+    found_on_crop: np.ndarray  # [F] bool: detected on the crop
+    from_full_frame: np.ndarray  # [F] bool: first-pass landmarks mapped into the crop
+    sizes_src: np.ndarray  # [F] face size in source pixels (NaN: no face)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.found_on_crop | self.from_full_frame
+
+
+def _same_face(face, track: FaceTrack, i: int, A: np.ndarray) -> bool:
+    """Whether the face found on crop ``i`` is the one the first pass kept (or it found none)."""
+    if not track.present[i]:
+        return True
+    expected = track.centers[i] @ A[:, :2].T + A[:, 2]
+    centre = 0.5 * (face.box[:2] + face.box[2:])
+    return bool(np.linalg.norm(centre - expected) < 0.5 * track.sizes[i] * A[0, 0])
+
+
+def preview_image(crop: np.ndarray, mask: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+    """The crop dimmed outside the mask, with the landmarks drawn as green dots."""
+    import cv2  # noqa: PLC0415
+
+    image = (crop * (0.35 + 0.65 * mask[..., None])).astype(np.uint8)
+    if landmarks is not None:
+        for x, y in landmarks[:, :2].astype(int):
+            cv2.circle(image, (int(x), int(y)), 1, (0, 255, 0), -1)
+    return image
+
+
+def write_crops(source, track: FaceTrack, boxes: np.ndarray, writer: CaptureWriter,
+                cfg: PreprocessConfig, timer: Timer, preview: VideoWriter | None = None) -> CropResult:
+    """Second pass: crop, re-detect the face on the crop, segment, write frame and mask
+    (and a preview frame when ``preview`` is given)."""
+    F = len(track.times)
+    res = CropResult(np.zeros((F, N_FACE_LANDMARKS, 3), np.float32), np.zeros(F, bool),
+                     np.zeros(F, bool), np.full(F, np.nan))
+    n = 0
+    frames = timer.timed_frames(source.frames(cfg.max_frames, cfg.fps))
+    # One face: the crop is centred on it (tracking then skips the per-frame face detector).
+    with FaceMeshDetector(video=True, max_faces=1) as detector, SelfieSegmenter(cfg.mask_model) as segmenter:
+        for i, frame in enumerate(_progress(frames, F, "preprocess: crop, mask, write", cfg.progress)):
+            if i >= F or frame.index != track.indices[i]:
+                raise PreprocessError(f"{source.path} decoded differently on the second pass (frame {frame.index}); "
+                                      "the file may be damaged: re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)")
+            with timer("crop"):
+                crop, A = crop_image(frame.image, boxes[i], cfg.resolution)
+            with timer("detect"):
+                faces = detector.detect(crop)
+            if faces and _same_face(faces[0], track, i, A):
+                face = faces[0]
+                res.face[i], res.found_on_crop[i], res.sizes_src[i] = face.landmarks, True, face.size / A[0, 0]
+            elif track.present[i]:
+                res.face[i] = transform_landmarks(track.landmarks[i], A)
+                res.from_full_frame[i], res.sizes_src[i] = True, track.sizes[i]
+            with timer("segment"):
+                mask = segmenter.segment(crop)
+            with timer("write"):
+                writer.write_frame(i, crop)
+                writer.write_mask(i, mask)
+                if preview is not None:
+                    preview.write(preview_image(crop, mask, res.face[i] if res.present[i] else None))
+            n += 1
+    if n != F:
+        raise PreprocessError(f"{source.path}: the second pass decoded {n} frames, the first {F}; "
+                              "the file may be damaged: re-encode it")
+    return res
+
+
+def _no_face_error(path, track: FaceTrack, cfg: PreprocessConfig) -> PreprocessError:
+    small = "" if cfg.small_faces else ", or set preprocess.small_faces=true"
+    return PreprocessError(
+        f"no face found in any of the {len(track.times)} frames of {path}: the input must show a person's face, "
+        f"roughly frontal, lit and at least ~30 px wide in frames searched at {cfg.detect_size} px on the long "
+        f"side (raise preprocess.detect_size for a small face in a large video{small})"
+    )
+
+
+def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: PreprocessConfig | None = None) -> dict:
+    """Turn a video or image folder into the capture folder ``out``; returns the report.
+
+    Writes ``out/frames``, ``out/masks``, ``out/landmarks.npz``, ``out/meta.json`` (last),
+    ``out/preprocess_report.json`` and, with ``cfg.preview``, ``out/preprocess_preview.mp4``. Raises :class:`~avatar.data.video_reader.VideoReadError`
+    for an unreadable input and :class:`PreprocessError` when no frame shows a face; in both
+    cases nothing is written.
+    """
+    cfg = cfg or PreprocessConfig()
+    timer, t_start = Timer(), time.perf_counter()
+    source = open_source(input_path, image_fps=cfg.image_fps)
+    track = track_faces(source, cfg, timer)
+    if not track.present.any():
+        raise _no_face_error(input_path, track, cfg)
+    boxes = crop_boxes(track, cfg.crop, cfg.crop_scale, cfg.crop_smoothing, cfg.crop_lift)
+    info = source.info
+    fps = min(cfg.fps, info.fps) if cfg.fps and info.fps else (cfg.fps or info.fps)
+    writer = CaptureWriter(out, frame_format=cfg.frame_format, jpeg_quality=cfg.jpeg_quality)
+    with VideoWriter(Path(out) / PREVIEW_NAME, fps=fps) if cfg.preview else nullcontext() as preview:
+        crops = write_crops(source, track, boxes, writer, cfg, timer, preview)
+    flagged = flag_frames(track, crops.found_on_crop, crops.sizes_src, cfg.min_face_size)
+    meta = CaptureMeta(
+        source=str(Path(input_path).resolve()), fps=float(fps), width=cfg.resolution, height=cfg.resolution,
+        n_frames=len(track.times), rotation=info.rotation, timestamps=[round(float(t), 6) for t in track.times],
+        flagged=flagged, crop_boxes=np.round(boxes, 3).tolist(), frame_format=cfg.frame_format,
+        extra={
+            "source_width": info.width, "source_height": info.height, "source_fps": info.fps,
+            "source_indices": track.indices.tolist(), "crop_mode": cfg.crop, "crop_scale": cfg.crop_scale,
+            "landmarks": "MediaPipe face mesh (refined, 478) detected on the crop; first-pass full-frame "
+                         "landmarks mapped into the crop where that missed (landmarks_from_full_frame)",
+            "landmarks_from_full_frame": np.flatnonzero(crops.from_full_frame).tolist(),
+            "mask_model": f"mediapipe selfie segmentation ({cfg.mask_model})",
+            "decode_error": source.decode_error,
+        },
+    )
+    with timer("write"):
+        writer.finish(meta, Landmarks(face=crops.face, face_present=crops.present))
+    remove_stale_files(Path(out), meta.n_frames, cfg.frame_format)
+    report = build_report(source, track, boxes, crops, flagged, cfg, timer, time.perf_counter() - t_start, out)
+    write_json(Path(out) / REPORT_NAME, report)
+    _warn_flags(input_path, flagged, len(track.times))
+    return report
+
+
+def remove_stale_files(root: Path, n_frames: int, frame_format: str) -> None:
+    """Delete frames/masks a previous, longer (or other-format) run left in ``root``."""
+    for folder, suffix in (("frames", f".{frame_format}"), ("masks", ".png")):
+        for path in (root / folder).iterdir():
+            if path.stem.isdigit() and (int(path.stem) >= n_frames or path.suffix != suffix):
+                path.unlink(missing_ok=True)
+
+
+def flags_by_kind(flagged: dict[int, str]) -> dict[str, list[int]]:
+    """Frames per kind of flag ("no face", "2 faces", "face too small"), details dropped."""
+    by_kind: dict[str, list[int]] = {}
+    for i, reason in sorted(flagged.items()):
+        for part in reason.split("; "):
+            by_kind.setdefault(part.split(" (")[0], []).append(i)
+    return by_kind
+
+
+def _warn_flags(path, flagged: dict[int, str], n: int) -> None:
+    for kind, frames in flags_by_kind(flagged).items():
+        log.warning("%s: %d of %d frames flagged '%s': %s", path, len(frames), n, kind, frame_ranges(frames))
+
+
+def build_report(source, track: FaceTrack, boxes: np.ndarray, crops: CropResult, flagged: dict[int, str],
+                 cfg: PreprocessConfig, timer: Timer, total_s: float, out) -> dict:
+    """The content of ``preprocess_report.json`` (see :func:`preprocess`)."""
+    F = len(track.times)
+    sampling = source.sampling
+    steps = np.linalg.norm(np.diff(0.5 * (boxes[:, :2] + boxes[:, 2:]), axis=0), axis=1) if F > 1 else np.zeros(1)
+    seconds = {k: round(v, 4) for k, v in timer.seconds.items()}
+    seconds["total"] = round(total_s, 4)
+    return {
+        "input": str(source.path), "out": str(out),
+        "source": source.info.to_json(),
+        "frames_in": sampling.kept + sampling.skipped, "frames_out": F,
+        "dropped": {"fps_subsampling": sampling.skipped,
+                    "stopped_at_max_frames": bool(cfg.max_frames is not None and sampling.full),
+                    "decode_error": source.decode_error},
+        "faces": {"found": int(crops.present.sum()), "fraction": round(float(crops.present.mean()), 4),
+                  "detected_on_crop": int(crops.found_on_crop.sum()),
+                  "from_full_frame": int(crops.from_full_frame.sum()),
+                  "median_size_src_px": _median(crops.sizes_src)},
+        "flagged": {str(i): r for i, r in sorted(flagged.items())},
+        "flagged_by_kind": {kind: {"count": len(ix), "frames": frame_ranges(ix)}
+                            for kind, ix in flags_by_kind(flagged).items()},
+        "crop": {"mode": cfg.crop, "scale": cfg.crop_scale, "smoothing_s": cfg.crop_smoothing,
+                 "median_side_src_px": _median(boxes[:, 2] - boxes[:, 0]),
+                 "center_step_src_px": {"median": round(float(np.median(steps)), 4),
+                                        "max": round(float(np.max(steps)), 4)}},
+        "seconds": seconds,
+        "seconds_per_frame": {k: round(v / F, 5) for k, v in seconds.items()},
+        "config": asdict(cfg),
+    }
+
+
+def _median(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return round(float(np.median(x)), 3) if x.size else None
