@@ -46,17 +46,17 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "preprocess": Subcommand("video -> capture folder: frames, masks, landmarks", None),
-    "track": Subcommand("fit FLAME/ICT to the capture's landmarks -> tracking.npz", None),
-    "train": Subcommand("train a Gaussian avatar on a tracked capture -> run folder", None),
+    "preprocess": Subcommand("video -> capture folder: frames, masks, landmarks", "avatar.apps.preprocess:main"),
+    "track": Subcommand("fit FLAME/ICT to the capture's landmarks -> tracking.npz", "avatar.apps.track:main"),
+    "train": Subcommand("train a Gaussian avatar on a tracked capture -> run folder", "avatar.apps.train:main"),
     "render": Subcommand("render a trained avatar driven by a video or parameter file", None),
     "live": Subcommand("drive a trained avatar in real time from a webcam or video", None),
     "demo": Subcommand(
         "render a synthetic Gaussian-splat animation (no inputs needed)",
         "avatar.apps.demo:main",
     ),
-    "export": Subcommand("export a trained avatar (3DGS .ply for splat viewers)", None),
-    "eval": Subcommand("measure a trained avatar on held-out frames -> metrics", None),
+    "export": Subcommand("export a trained avatar (3DGS .ply for splat viewers)", "avatar.apps.export:main"),
+    "eval": Subcommand("measure a trained avatar on held-out frames -> metrics", "avatar.apps.eval:main"),
 }
 
 # Hydra options that only show things: required keys may stay missing for them.

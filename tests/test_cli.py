@@ -121,7 +121,7 @@ def test_cfg_job_prints_the_composed_config(
     assert {k: cfg[k] for k in keys} == keys
     if renders:
         assert cfg["renderer"] == {
-            "backend": "auto", "tile_size": None, "eps2d": 0.3, "near_plane": 0.01, "sh_degree": 3,
+            "backend": "auto", "tile_size": None, "eps2d": 0.3, "near_plane": 0.01,
         }
     else:
         assert "renderer" not in cfg
@@ -131,10 +131,11 @@ def test_cfg_job_prints_the_composed_config(
 def test_config_values(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run_cli(capsys, "demo", "--cfg", "job")
     assert yaml.safe_load(out)["demo"] == {
-        "width": 256, "height": 256, "n_frames": 48, "fps": 24, "n_gaussians": 20000, "seed": 0,
+        "width": 256, "height": 256, "n_frames": 48, "fps": 24, "n_gaussians": 20000, "seed": 0, "sh_degree": 3,
     }
     _, out, _ = run_cli(capsys, "preprocess", "--cfg", "job")
-    assert yaml.safe_load(out)["preprocess"] == {
+    pre = yaml.safe_load(out)["preprocess"]
+    assert {k: pre[k] for k in ("max_frames", "fps", "resolution", "crop")} == {
         "max_frames": None, "fps": None, "resolution": 512, "crop": "follow",
     }
 
@@ -226,16 +227,16 @@ def test_missing_keys_are_fine_for_show_only_options(
 def test_not_built_subcommand_exits_2_after_checking(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.SUBCOMMANDS["track"].target is None
-    status, _, err = run_cli(capsys, "track", "capture=cap")
+    assert cli.SUBCOMMANDS["live"].target is None
+    status, _, err = run_cli(capsys, "live", "run=r")
     assert status == 2
     assert err.strip() == (
-        f"avatar track: not built yet (planned: {cli.SUBCOMMANDS['track'].summary}). "
+        f"avatar live: not built yet (planned: {cli.SUBCOMMANDS['live'].summary}). "
         "Nothing was run."
     )
     assert list(in_tmp.iterdir()) == []
-    status, _, err = run_cli(capsys, "track", "capture=cap", "modle=flame")  # checked first
-    assert status == 2 and "unknown key 'modle'" in err
+    status, _, err = run_cli(capsys, "live", "run=r", "sorce=1")  # checked first
+    assert status == 2 and "unknown key 'sorce'" in err
 
 
 def test_job_runs_with_its_config_and_status(

@@ -167,3 +167,20 @@ def test_ply_round_trip(tmp_path):
     with pytest.raises(ValueError, match="not a PLY"):
         (tmp_path / "bad.ply").write_text("hello")
         load_ply(tmp_path / "bad.ply")
+
+
+def test_deformer_starts_as_identity_and_follows_the_condition():
+    model = PlaneModel()
+    cfg = MeshGaussiansConfig(uv_resolution=10, sh_degree=0)
+    plain = MeshGaussians.from_uv_grid(model, cfg)
+    dyn = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, sh_degree=0, deform=True),
+                                     n_condition=5)
+    v = model().vertices
+    cond = torch.rand(1, 5)
+    torch.testing.assert_close(dyn(v, cond).means, plain(v).means)  # zero-initialised last layer
+    with torch.no_grad():
+        dyn.deformer.mlp[-1].weight.normal_(0, 0.05)
+    a, b = dyn(v, cond), dyn(v, torch.zeros(1, 5))
+    assert (a.means - b.means).abs().max() > 1e-5  # offsets depend on the expression
+    with pytest.raises(ValueError, match="n_condition"):
+        MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, deform=True))

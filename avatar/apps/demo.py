@@ -18,19 +18,13 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ..data.reports import write_json
+from ..device import pick_device
 from ..data.video import VideoWriter, to_uint8_rgb
 from ..gaussians.procedural import procedural_head
 from ..geometry.cameras import intrinsics_from_fov, orbit_viewmats
 from ..render import rasterization
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
@@ -47,7 +41,7 @@ def main(cfg: DictConfig) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.get("device", "auto"))
-    scene = procedural_head(d.n_gaussians, sh_degree=r.sh_degree, seed=d.seed, device=device)
+    scene = procedural_head(d.n_gaussians, sh_degree=d.sh_degree, seed=d.seed, device=device)
     viewmats = orbit_viewmats(d.n_frames, radius=0.62, height=0.06, target=(0.0, -0.02, 0.0), device=device)
     K = intrinsics_from_fov(d.width, d.height, 30.0, device=device)
     background = torch.ones(1, 3, device=device)
@@ -60,7 +54,7 @@ def main(cfg: DictConfig) -> int:
             img, _, meta = rasterization(
                 scene.means, scene.quats, scene.scales, scene.opacities, scene.sh,
                 viewmats[i : i + 1], K[None], d.width, d.height,
-                sh_degree=r.sh_degree, backgrounds=background, near_plane=r.near_plane,
+                sh_degree=d.sh_degree, backgrounds=background, near_plane=r.near_plane,
                 eps2d=r.eps2d, tile_size=r.tile_size, backend=r.backend,
             )
             if device.type == "cuda":

@@ -39,6 +39,12 @@ class MeshGaussiansConfig:
     init_opacity: float = 0.1
     init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
     init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Expression-conditioned offsets (avatar=mesh_gaussians_dynamic): an MLP of the canonical
+    # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer).
+    deform: bool = False
+    deform_hidden: int = 128
+    deform_layers: int = 3
+    deform_frequencies: int = 4
 
 
 @dataclass
@@ -104,24 +110,31 @@ class MeshGaussians(nn.Module):
     (relative to the triangle's scale), ``opacity_logit [N]``, ``sh0 [N,1,3]``, ``shN [N,K-1,3]``.
     """
 
-    def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int):
+    def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int,
+                 canonical_vertices: Tensor | None = None, deformer: nn.Module | None = None):
         super().__init__()
         n = binding.shape[0]
         for name, value in params.items():
             if value.shape[0] != n:
                 raise ValueError(f"parameter {name!r} has {value.shape[0]} rows, binding has {n}")
+        if deformer is not None and canonical_vertices is None:
+            raise ValueError("a deformer needs canonical_vertices (the mesh its positions are encoded on)")
         self.sh_degree = sh_degree
         self.register_buffer("faces", faces.long().clone())
         self.register_buffer("binding", binding.long().clone())
         self.params = nn.ParameterDict({k: nn.Parameter(v.clone()) for k, v in params.items()})
+        self.register_buffer("canonical_vertices", None if canonical_vertices is None else canonical_vertices.clone())
+        self.deformer = deformer
 
     @classmethod
-    def from_uv_grid(cls, model, cfg: MeshGaussiansConfig, vertices: Tensor | None = None) -> "MeshGaussians":
+    def from_uv_grid(cls, model, cfg: MeshGaussiansConfig, vertices: Tensor | None = None,
+                     n_condition: int | None = None) -> "MeshGaussians":
         """Initialise one Gaussian per UV grid point on the chosen parts of ``model``.
 
         ``model`` exposes ``faces``, ``uvs``, ``uv_faces`` and ``parts`` (``avatar.models``);
         ``vertices [V,3]`` is the mesh the local frames are measured on (default: the
-        model's neutral output).
+        model's neutral output). ``n_condition``: length of the per-frame condition
+        (expression coefficients) when ``cfg.deform`` is on.
         """
         if getattr(model, "uvs", None) is None or getattr(model, "uv_faces", None) is None:
             raise ValueError(f"{type(model).__name__} has no UV layout; UV-grid initialisation needs one")
@@ -172,23 +185,49 @@ class MeshGaussians(nn.Module):
             "sh0": ((color - 0.5) / _SH_C0).expand(n, 1, 3).clone(),
             "shN": torch.zeros(n, kk - 1, 3, dtype=vertices.dtype, device=vertices.device),
         }
-        return cls(faces, face_idx, params, cfg.sh_degree)
+        deformer = None
+        if cfg.deform:
+            if not n_condition:
+                raise ValueError("deform=true needs the number of expression coefficients (n_condition)")
+            from .deform import ExpressionDeformer  # noqa: PLC0415
+
+            deformer = ExpressionDeformer(n_condition, cfg.deform_hidden, cfg.deform_layers,
+                                          cfg.deform_frequencies).to(vertices)
+        return cls(faces, face_idx, params, cfg.sh_degree, canonical_vertices=vertices if deformer is not None else None,
+                   deformer=deformer)
+
+    def canonical_positions(self) -> Tensor:
+        """``[N, 3]`` positions on the canonical mesh (no gradient), what the deformer encodes."""
+        origin, rot, scale = triangle_frames(self.canonical_vertices, self.faces)
+        b = self.binding
+        local = self.params["local_xyz"].detach()
+        return origin[b] + scale[b, None] * (rot[b] @ local[..., None])[..., 0]
 
     def __len__(self) -> int:
         return self.binding.shape[0]
 
-    def forward(self, vertices: Tensor) -> WorldGaussians:
-        """World-space Gaussians on the posed mesh ``vertices [B, V, 3]`` (or ``[V, 3]``)."""
+    def forward(self, vertices: Tensor, condition: Tensor | None = None) -> WorldGaussians:
+        """World-space Gaussians on the posed mesh ``vertices [B, V, 3]`` (or ``[V, 3]``).
+
+        ``condition [B, E]`` (or ``[E]``): the frames' expression coefficients, used by the
+        deformer when there is one (zeros when not given).
+        """
         if vertices.dim() == 2:
             vertices = vertices[None]
         origin, rot, scale = triangle_frames(vertices, self.faces)
         b = self.binding
         o, r, k = origin[:, b], rot[:, b], scale[:, b]  # [B,N,3], [B,N,3,3], [B,N]
         p = self.params
-        means = o + k[..., None] * (r @ p["local_xyz"][None, :, :, None])[..., 0]
+        xyz, quat, log_scale = p["local_xyz"][None], p["local_quat"][None], p["log_scale"][None]
+        if self.deformer is not None:
+            if condition is None:
+                condition = vertices.new_zeros(vertices.shape[0], self.deformer.n_condition)
+            d_xyz, d_quat, d_scale = self.deformer(self.canonical_positions(), condition.reshape(-1, condition.shape[-1]))
+            xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
+        means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
         frame_q = matrix_to_quaternion(r)
-        quats = quaternion_multiply(frame_q, normalize_quaternion(p["local_quat"])[None].expand_as(frame_q))
-        scales = torch.exp(p["log_scale"])[None] * k[..., None]
+        quats = quaternion_multiply(frame_q, normalize_quaternion(quat).expand_as(frame_q))
+        scales = torch.exp(log_scale) * k[..., None]
         return WorldGaussians(
             means=means,
             quats=quats,

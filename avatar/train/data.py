@@ -29,6 +29,10 @@ class FrameSet:
     images: Tensor  # [F, H, W, 3] uint8
     masks: Tensor  # [F, H, W] uint8
     vertices: Tensor  # [F, V, 3] posed mesh, model world
+    conditions: Tensor  # [F, E] expression coefficients (what a deformer is conditioned on)
+    shape: Tensor  # [S] identity coefficients
+    rotation: Tensor  # [F, 3] tracked head rotation (axis-angle), for joint refinement
+    translation: Tensor  # [F, 3]
     frame_ids: np.ndarray  # [F] index of each frame in the capture
     train: np.ndarray  # indices into the above
     heldout: np.ndarray
@@ -95,6 +99,10 @@ def load_frames(
         images=torch.from_numpy(np.stack(images)).to(device),
         masks=torch.from_numpy(np.stack(masks)).to(device),
         vertices=out.vertices.detach(),
+        conditions=t(tracking.expression[usable]),
+        shape=t(tracking.shape),
+        rotation=t(tracking.rotation[usable]),
+        translation=t(tracking.translation[usable]),
         frame_ids=usable,
         train=train,
         heldout=heldout,

@@ -48,6 +48,13 @@ class TrainConfig:
     lr_opacity: float = 5e-2
     lr_sh0: float = 2.5e-3
     lr_shN: float = 1.25e-4
+    lr_deform: float = 1e-3  # the expression deformer's MLP (avatar=mesh_gaussians_dynamic)
+    # Joint refinement of the tracking: per-frame offsets of rotation, translation and
+    # expression trained with the Gaussians (held-out frames keep their tracking).
+    refine_tracking: bool = False
+    lr_rotation: float = 1e-4  # radians
+    lr_translation: float = 1e-5  # metres
+    lr_expression: float = 1e-3
     sh_increase_every: int = 1000  # one more SH degree every this many steps
     ssim_weight: float = 0.2
     alpha_weight: float = 0.1
@@ -62,11 +69,16 @@ class TrainConfig:
 
 
 _LR_KEYS = {"local_xyz": "lr_xyz", "local_quat": "lr_quat", "log_scale": "lr_scale",
-            "opacity_logit": "lr_opacity", "sh0": "lr_sh0", "shN": "lr_shN"}
+            "opacity_logit": "lr_opacity", "sh0": "lr_sh0", "shN": "lr_shN", "deformer": "lr_deform",
+            "rotation": "lr_rotation", "translation": "lr_translation", "expression": "lr_expression"}
 
 
-def make_optimizer(gaussians: MeshGaussians, cfg: TrainConfig) -> torch.optim.Adam:
+def make_optimizer(gaussians: MeshGaussians, cfg: TrainConfig, offsets: torch.nn.ParameterDict | None = None):
     groups = [{"params": [p], "name": n, "lr": getattr(cfg, _LR_KEYS[n])} for n, p in gaussians.params.items()]
+    if gaussians.deformer is not None:
+        groups.append({"params": list(gaussians.deformer.parameters()), "name": "deformer", "lr": cfg.lr_deform})
+    for name, p in (offsets or {}).items():
+        groups.append({"params": [p], "name": name, "lr": getattr(cfg, _LR_KEYS[name])})
     return torch.optim.Adam(groups, eps=1e-15)
 
 
@@ -82,13 +94,22 @@ class Trainer:
     """Owns the Gaussians, the optimizer and the strategy for one run folder."""
 
     def __init__(self, cfg: TrainConfig, frames: FrameSet, gaussians: MeshGaussians, out: str | os.PathLike,
-                 renderer: dict | None = None):
+                 renderer: dict | None = None, model=None):
         self.cfg = cfg
         self.frames = frames
         self.gaussians = gaussians
         self.out = Path(out)
         self.renderer = dict(renderer or {})
-        self.optimizer = make_optimizer(gaussians, cfg)
+        self.model = model
+        self.offsets = None
+        if cfg.refine_tracking:
+            if model is None:
+                raise ValueError("train.refine_tracking needs the parametric model")
+            n, e = frames.conditions.shape
+            zeros = lambda *size: torch.nn.Parameter(frames.vertices.new_zeros(*size))  # noqa: E731
+            self.offsets = torch.nn.ParameterDict(
+                {"rotation": zeros(n, 3), "translation": zeros(n, 3), "expression": zeros(n, e)})
+        self.optimizer = make_optimizer(gaussians, cfg, self.offsets)
         self.strategy = DensifyStrategy(cfg.densify)
         self.step = 0
         self.lr_factor = 1.0
@@ -103,10 +124,21 @@ class Trainer:
     def sh_degree(self) -> int:
         return min(self.gaussians.sh_degree, self.step // max(1, self.cfg.sh_increase_every))
 
+    def mesh(self, index: int) -> tuple[Tensor, Tensor]:
+        """Posed vertices ``[1, V, 3]`` and expression ``[1, E]`` of frame ``index`` (refined if enabled)."""
+        f = self.frames
+        if self.offsets is None:
+            return f.vertices[index][None], f.conditions[index][None]
+        o = self.offsets
+        expression = f.conditions[index][None] + o["expression"][index][None]
+        out = self.model(shape=f.shape[None], expression=expression, rotation=f.rotation[index][None] + o["rotation"][index][None],
+                         translation=f.translation[index][None] + o["translation"][index][None])
+        return out.vertices, expression
+
     def render(self, index: int, sh_degree: int | None = None):
         """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``."""
         f = self.frames
-        w = self.gaussians(f.vertices[index])
+        w = self.gaussians(*self.mesh(index))
         img, alpha, meta = rasterization(
             w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], f.K[None], f.width, f.height,
             sh_degree=self.sh_degree() if sh_degree is None else sh_degree, backgrounds=self.background[None],
@@ -234,7 +266,9 @@ class Trainer:
             "binding": g.binding.clone(),
             "faces": g.faces.clone(),
             "sh_degree": g.sh_degree,
+            **deformer_state(g),
             "optimizer": self.optimizer.state_dict(),
+            "offsets": None if self.offsets is None else {k: v.detach().clone() for k, v in self.offsets.items()},
             "strategy": {"grad_sum": self.strategy.grad_sum, "count": self.strategy.count},
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -250,9 +284,12 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         device = self.frames.vertices.device
-        self.gaussians = MeshGaussians(state["faces"].to(device), state["binding"].to(device),
-                                       {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"])
-        self.optimizer = make_optimizer(self.gaussians, self.cfg)
+        self.gaussians = gaussians_from_state(state, device)
+        if self.offsets is not None and state.get("offsets") is not None:
+            with torch.no_grad():
+                for k, v in state["offsets"].items():
+                    self.offsets[k].copy_(v)
+        self.optimizer = make_optimizer(self.gaussians, self.cfg, self.offsets)
         self.optimizer.load_state_dict(state["optimizer"])
         self.strategy.grad_sum = state["strategy"]["grad_sum"]
         self.strategy.count = state["strategy"]["count"]
@@ -275,4 +312,28 @@ class Trainer:
 
 def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet) -> MeshGaussians:
     """UV-grid Gaussians measured on the first training frame's mesh (frames share one identity)."""
-    return MeshGaussians.from_uv_grid(model, cfg, vertices=frames.vertices[int(frames.train[0])])
+    return MeshGaussians.from_uv_grid(model, cfg, vertices=frames.vertices[int(frames.train[0])],
+                                      n_condition=frames.conditions.shape[-1])
+
+
+def deformer_state(g: MeshGaussians) -> dict:
+    """The deformer's weights, configuration and canonical mesh (empty without a deformer)."""
+    if g.deformer is None:
+        return {}
+    return {"deformer": {k: v.detach().clone() for k, v in g.deformer.state_dict().items()},
+            "deformer_config": dict(g.deformer.config), "canonical_vertices": g.canonical_vertices.clone()}
+
+
+def gaussians_from_state(state: dict, device: torch.device) -> MeshGaussians:
+    """Rebuild :class:`MeshGaussians` (and its deformer) from a checkpoint or avatar package."""
+    deformer = None
+    if "deformer" in state:
+        from ..gaussians.deform import ExpressionDeformer  # noqa: PLC0415
+
+        deformer = ExpressionDeformer(**state["deformer_config"])
+        deformer.load_state_dict(state["deformer"])
+        deformer = deformer.to(device)
+    canonical = state.get("canonical_vertices")
+    return MeshGaussians(state["faces"].to(device), state["binding"].to(device),
+                         {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"],
+                         canonical_vertices=None if canonical is None else canonical.to(device), deformer=deformer)

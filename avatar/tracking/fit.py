@@ -1,0 +1,219 @@
+"""Batched fitting of the head model to a whole sequence of 2D landmarks.
+
+All frames are optimised together as batched tensors (no loop over frames): one identity
+``shape [S]`` per subject, per frame ``rotation [F, 3]`` (axis-angle), ``translation [F, 3]``
+(metres) and ``expression [F, E]`` kept in 0..1 by projection after each Adam step, one
+focal length (pixels; principal point at the image centre).
+
+Energy (pixels at the capture's resolution):
+- robust reprojection of the embedded landmarks, Geman-McClure with scale ``robust_px``;
+  face-oval (contour) landmarks are weighted by how frontally their surface is seen
+  (``cos^2`` of the normal to the viewing ray, not differentiated), so the jawline does
+  not pull the mesh when the head turns; iris ring points are not used, iris centres drive
+  the ``eyeLook*`` gaze (see :mod:`.landmark_model`);
+- priors: ``|shape|^2`` (PCA units), ``sum(expression)`` (sparse, non-negative), focal
+  length toward its initial value (log scale);
+- temporal smoothness: squared second differences of rotation, translation (in
+  pixel-equivalent units) and expression across consecutive frames.
+
+Stages: ``rigid`` (pose only, contour excluded, robust scale widened by
+``rigid_robust_factor`` so that frames starting far off are not ignored), then ``full``
+(everything). Frames without
+a face, or flagged, have no data term; after fitting, their pose and expression are
+replaced by linear interpolation of the nearest valid frames (held at the ends).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..landmarks.embedding import IRIS
+from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_camera
+
+
+@dataclass
+class FitConfig:
+    """Options of :func:`fit_sequence` (weights are relative to the data term in px^2)."""
+
+    rigid_iterations: int = 150
+    full_iterations: int = 400
+    lr_rigid: float = 0.02
+    lr_full: float = 0.01
+    robust_px: float = 4.0
+    rigid_robust_factor: float = 5.0  # the rigid stage uses a wider robust scale (poses start far off)
+    fov_deg: float = 40.0  # initial horizontal field of view when focal is None
+    focal: float | None = None  # pixels; fixed when given, else optimised
+    focal_prior: float = 1.0
+    w_shape: float = 1.0
+    w_expression: float = 2.0
+    w_smooth_pose: float = 50.0
+    w_smooth_expression: float = 20.0
+    w_iris: float = 1.0
+    head_width_m: float = 0.15  # for the initial distance
+    weights_every: int = 10  # refresh the contour (frontality) weights every n steps
+
+
+@dataclass
+class FitResult:
+    shape: Tensor  # [S]
+    expression: Tensor  # [F, E]
+    rotation: Tensor  # [F, 3]
+    translation: Tensor  # [F, 3]
+    focal: float
+    stats: dict = field(default_factory=dict)
+
+
+def geman_mcclure(sq: Tensor, scale: float) -> Tensor:
+    """Geman-McClure of squared residuals: ``s^2 * r^2 / (r^2 + s^2)`` (about r^2 near 0, saturates at s^2)."""
+    s2 = scale * scale
+    return s2 * sq / (sq + s2)
+
+
+def landmark_weights(lm: LandmarkModel, normals_cam: Tensor, points_cam: Tensor, contour: bool = True) -> Tensor:
+    """Per-frame landmark weights ``[B, L]``: 1, contour points ``cos^2`` of their frontality
+    (0 when ``contour`` is False), iris ring points 0."""
+    B, L = points_cam.shape[:2]
+    w = points_cam.new_ones(B, L)
+    ring = [i for i in IRIS if i not in (IRIS_RIGHT, IRIS_LEFT)]
+    w[:, ring] = 0.0
+    if contour:
+        cos = (normals_cam * torch.nn.functional.normalize(-points_cam, dim=-1)).sum(-1).clamp_min(0)
+        w = torch.where(lm.contour, cos.detach() ** 2, w)
+    else:
+        w = torch.where(lm.contour, torch.zeros_like(w), w)
+    return w
+
+
+def initial_pose(target: Tensor, valid: Tensor, focal: float, width: int, height: int, head_width_m: float):
+    """Rotation zeros and translation from the landmarks' centroid and spread ``[F, 3]`` each."""
+    F = target.shape[0]
+    centre = target.new_tensor([width / 2, height / 2])
+    c = target.mean(1)  # [F, 2]
+    spread = (target[..., 0].amax(1) - target[..., 0].amin(1)).clamp_min(1.0)
+    z = focal * head_width_m / spread  # camera depth (positive)
+    fill = valid if valid.any() else torch.ones_like(valid)
+    z = torch.where(valid, z, z[fill].median())
+    c = torch.where(valid[:, None], c, c[fill].mean(0))
+    xy = (c - centre) * z[:, None] / focal
+    translation = torch.stack((xy[:, 0], -xy[:, 1], -z), -1)  # world: camera flip of y and z
+    return target.new_zeros(F, 3), translation
+
+
+def second_difference(x: Tensor) -> Tensor:
+    return x[2:] - 2 * x[1:-1] + x[:-2] if x.shape[0] > 2 else x[:0]
+
+
+def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, height: int,
+                 cfg: FitConfig | None = None) -> FitResult:
+    """Fit ``lm`` to ``target [F, 478, 2]`` pixel landmarks; ``valid [F]`` bool marks frames with data.
+
+    Device and dtype follow ``target``; ``lm`` is moved to them.
+    """
+    cfg = cfg or FitConfig()
+    F, L = target.shape[:2]
+    assert target.shape == (F, lm.template.shape[0], 2), f"target must be [F, {lm.template.shape[0]}, 2], got {tuple(target.shape)}"
+    assert valid.shape == (F,), f"valid must be [F={F}], got {tuple(valid.shape)}"
+    if not bool(valid.any()):
+        raise ValueError("no frame has landmarks: nothing to fit")
+    dev, dt = target.device, target.dtype
+    lm = lm.to(dev, dt)
+    valid = valid.to(dev)
+    target = torch.where(valid[:, None, None], target, torch.zeros_like(target))
+    principal = target.new_tensor([width / 2, height / 2])
+    f0 = cfg.focal or 0.5 * width / math.tan(math.radians(cfg.fov_deg) / 2)
+    log_f = torch.tensor(math.log(f0), device=dev, dtype=dt, requires_grad=cfg.focal is None)
+    rot0, trans0 = initial_pose(target, valid, f0, width, height, cfg.head_width_m)
+    rotation = rot0.requires_grad_()
+    translation = trans0.requires_grad_()
+    shape = torch.zeros(lm.num_shape, device=dev, dtype=dt, requires_grad=True)
+    expression = torch.zeros(F, lm.num_expression, device=dev, dtype=dt, requires_grad=True)
+    n_valid = valid.sum()
+    depth0 = float(-trans0.detach()[valid, 2].mean())
+    m_to_px = f0 / depth0  # pixel-equivalent of a metre at the head's distance
+
+    cache: dict = {}
+
+    def energy(full: bool, step: int) -> tuple[Tensor, dict]:
+        expr = expression if full else expression.detach()
+        pts = lm.points(shape if full else shape.detach(), expr)
+        cam = to_camera(pts, rotation, translation)
+        px = project(cam, log_f.exp(), principal)
+        sq = ((px - target) ** 2).sum(-1)  # [F, L]
+        if step % cfg.weights_every == 0 or cache.get("full") != full:  # detached: refresh now and then
+            with torch.no_grad():
+                normals = to_camera(lm.normals(shape, expr), rotation, torch.zeros_like(translation))
+                w = landmark_weights(lm, normals, cam, contour=full)
+                w[:, [IRIS_RIGHT, IRIS_LEFT]] *= cfg.w_iris
+                cache.update(w=w * valid[:, None], full=full)
+        w = cache["w"]
+        scale = cfg.robust_px * (1.0 if full else cfg.rigid_robust_factor)
+        data = (w * geman_mcclure(sq, scale)).sum() / n_valid
+        smooth = cfg.w_smooth_pose * (
+            (second_difference(rotation) * m_to_px * depth0 * 0.1).pow(2).sum()
+            + (second_difference(translation) * m_to_px).pow(2).sum()
+        ) / F
+        terms = {"data": data, "smooth_pose": smooth}
+        if full:
+            terms["shape"] = cfg.w_shape * shape.pow(2).sum() / 1.0
+            terms["expression"] = cfg.w_expression * expression.sum() / F
+            terms["smooth_expression"] = cfg.w_smooth_expression * second_difference(expression).pow(2).sum() / F * 100
+            terms["focal"] = cfg.focal_prior * 100 * (log_f - math.log(f0)) ** 2
+        return sum(terms.values()), terms
+
+    stats = {"frames": F, "valid_frames": int(n_valid)}
+    stages = [("rigid", cfg.rigid_iterations, cfg.lr_rigid, [rotation, translation], False),
+              ("full", cfg.full_iterations, cfg.lr_full, [rotation, translation, shape, expression, log_f], True)]
+    for name, iters, lr, params, full in stages:
+        params = [p for p in params if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr)
+        t0 = time.perf_counter()
+        for step in range(iters):
+            opt.zero_grad(set_to_none=True)
+            loss, terms = energy(full, step)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                expression.clamp_(0.0, 1.0)
+        seconds = time.perf_counter() - t0
+        stats[name] = {
+            "iterations": iters, "seconds": round(seconds, 3),
+            "iterations_per_second": round(iters / max(seconds, 1e-9), 2),
+            "frames_per_second": round(F / max(seconds, 1e-9), 2),  # whole stage, all iterations
+            "frame_iterations_per_second": round(F * iters / max(seconds, 1e-9), 1),
+            "final_losses": {k: round(float(v.detach()), 4) for k, v in terms.items()},
+        }
+    with torch.no_grad():
+        rot, trans, expr = (interpolate_invalid(x.detach(), valid) for x in (rotation, translation, expression))
+    return FitResult(shape.detach(), expr, rot, trans, float(log_f.detach().exp()), stats)
+
+
+def interpolate_invalid(x: Tensor, valid: Tensor) -> Tensor:
+    """``x [F, ...]`` with the rows of invalid frames linearly interpolated from valid ones (held at the ends)."""
+    if bool(valid.all()):
+        return x
+    idx = np.flatnonzero(valid.cpu().numpy())
+    frames = np.arange(x.shape[0])
+    flat = x.reshape(x.shape[0], -1).cpu().numpy()
+    out = np.stack([np.interp(frames, idx, flat[idx, j]) for j in range(flat.shape[1])], 1)
+    return torch.as_tensor(out, dtype=x.dtype, device=x.device).reshape(x.shape)
+
+
+def reprojection_errors(lm: LandmarkModel, result: FitResult, target: Tensor, width: int, height: int,
+                        contour: bool = False) -> Tensor:
+    """Per-frame, per-landmark pixel errors ``[F, L']`` of a fit (without contour and iris ring points unless asked)."""
+    with torch.no_grad():
+        lm = lm.to(target.device, target.dtype)
+        px = project(to_camera(lm.points(result.shape, result.expression), result.rotation, result.translation),
+                     torch.tensor(result.focal, dtype=target.dtype), target.new_tensor([width / 2, height / 2]))
+        err = (px - target).norm(dim=-1)
+    keep = torch.ones(err.shape[1], dtype=torch.bool)
+    keep[[i for i in IRIS if i not in (IRIS_RIGHT, IRIS_LEFT)]] = False
+    if not contour:
+        keep &= ~lm.contour.cpu()
+    return err[:, keep.to(err.device)]

@@ -1,0 +1,101 @@
+"""Tracked sequences: ``tracking.npz`` beside a capture.
+
+Contents (numpy arrays, lengths in metres, angles in radians)::
+
+    model             str    parametric model name ("ict")
+    shape             [S]    identity coefficients
+    expression        [F, E] expression coefficients (0..1)
+    expression_names  [E]    str
+    rotation          [F, 3] head rotation, axis-angle about the model origin (model world)
+    translation       [F, 3] head translation (model world)
+    K                 [3, 3] camera intrinsics, pixels
+    viewmat           [4, 4] world-to-camera (OpenCV): the tracking camera, diag(1, -1, -1, 1)
+    width, height     int    image size, pixels
+    valid             [F]    bool: frame had landmarks (others are interpolated)
+
+Posed vertices of frame i: ``model(shape, expression[i], rotation[i], translation[i])``,
+seen by the camera ``(viewmat, K)``. Written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..models.assets import atomic_savez
+
+TRACKING_FILE = "tracking.npz"
+
+
+class TrackingError(ValueError):
+    """A tracking file is missing, malformed or belongs to another model."""
+
+
+@dataclass
+class TrackedSequence:
+    model: str
+    shape: np.ndarray
+    expression: np.ndarray
+    expression_names: tuple[str, ...]
+    rotation: np.ndarray
+    translation: np.ndarray
+    K: np.ndarray
+    viewmat: np.ndarray
+    width: int
+    height: int
+    valid: np.ndarray
+
+    def __post_init__(self) -> None:
+        F, E = self.expression.shape
+        for name, arr, shape in (("rotation", self.rotation, (F, 3)), ("translation", self.translation, (F, 3)),
+                                 ("K", self.K, (3, 3)), ("viewmat", self.viewmat, (4, 4)), ("valid", self.valid, (F,))):
+            if tuple(arr.shape) != shape:
+                raise TrackingError(f"tracking '{name}' must be {list(shape)}, got {list(arr.shape)}")
+        if len(self.expression_names) != E:
+            raise TrackingError(f"{len(self.expression_names)} expression names for {E} expression coefficients")
+
+    @property
+    def n_frames(self) -> int:
+        return self.expression.shape[0]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_savez(
+            Path(path), model=np.array(self.model), shape=self.shape.astype(np.float32),
+            expression=self.expression.astype(np.float32), expression_names=np.array(self.expression_names),
+            rotation=self.rotation.astype(np.float32), translation=self.translation.astype(np.float32),
+            K=self.K.astype(np.float32), viewmat=self.viewmat.astype(np.float32),
+            width=np.array(self.width), height=np.array(self.height), valid=self.valid.astype(bool),
+        )
+
+
+def load_tracking(path: str | os.PathLike, model: str | None = None) -> TrackedSequence:
+    """Read ``tracking.npz`` (a file, or a capture folder holding one).
+
+    ``model``: the model name the caller is configured with; a different tracked model is
+    an error (re-track, or configure the model that was tracked).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRACKING_FILE
+    if not path.is_file():
+        raise TrackingError(f"{path} does not exist; run `avatar track capture={path.parent}` first")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("model", "shape", "expression", "expression_names", "rotation", "translation",
+                               "K", "viewmat", "width", "height", "valid") if k not in z]
+        if missing:
+            raise TrackingError(f"{path} lacks {missing}; re-run avatar track")
+        seq = TrackedSequence(
+            model=str(z["model"]), shape=z["shape"], expression=z["expression"],
+            expression_names=tuple(str(n) for n in z["expression_names"]), rotation=z["rotation"],
+            translation=z["translation"], K=z["K"], viewmat=z["viewmat"], width=int(z["width"]),
+            height=int(z["height"]), valid=z["valid"],
+        )
+    if model is not None and seq.model != model:
+        raise TrackingError(
+            f"capture tracked with {seq.model}, config says {model}: set model={seq.model} "
+            f"or re-run `avatar track capture={path.parent} model={model}`"
+        )
+    return seq

@@ -1,0 +1,128 @@
+"""Track a capture folder: landmarks.npz -> tracking.npz, tracking_report.json, tracking_overlay.mp4."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.capture import Capture, CaptureError
+from ..data.reports import write_json
+from .fit import FitConfig, FitResult, fit_sequence, reprojection_errors
+from .landmark_model import LandmarkModel, project, to_camera, tracking_viewmat
+from .sequence import TRACKING_FILE, TrackedSequence
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "tracking_report.json"
+OVERLAY_FILE = "tracking_overlay.mp4"
+
+
+@dataclass
+class TrackConfig:
+    """Options of ``avatar track`` (the ``track:`` block of conf/track.yaml)."""
+
+    fit: FitConfig = field(default_factory=FitConfig)
+    overlay: bool = True
+    overlay_stride: int = 1  # draw every n-th frame in the overlay video
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+def capture_targets(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel landmarks ``[F, 478, 2]`` and the valid mask ``[F]`` (face present, not flagged, finite)."""
+    lmk = capture.landmarks  # raises CaptureError when landmarks.npz is missing or malformed
+    valid = np.zeros(capture.n_frames, dtype=bool)
+    valid[capture.valid_frames()] = True
+    xy = lmk.face[..., :2].astype(np.float32)
+    bad = valid & ~np.isfinite(xy).all(axis=(1, 2))
+    if bad.any():
+        log.warning("%d frame(s) marked present have non-finite landmarks; skipping them: %s",
+                    int(bad.sum()), np.flatnonzero(bad)[:10].tolist())
+        valid &= ~bad
+    if not valid.any():
+        raise CaptureError(
+            f"{capture.root}: no frame has face landmarks (all {capture.n_frames} missing or flagged); "
+            "check the video shows a face and re-run avatar preprocess"
+        )
+    return np.nan_to_num(xy), valid
+
+
+def error_summary(err: torch.Tensor) -> dict:
+    e = err.flatten().cpu().numpy()
+    return {"median_px": round(float(np.median(e)), 3), "p95_px": round(float(np.percentile(e, 95)), 3)}
+
+
+def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackConfig,
+                  out: str | os.PathLike | None = None, progress: bool = False) -> dict:
+    """Fit ``model`` to the capture's landmarks and write the tracking files into ``out``
+    (default: the capture folder). Returns the report."""
+    capture = Capture(capture_dir)
+    out = Path(out or capture.root)
+    out.mkdir(parents=True, exist_ok=True)
+    W, H = capture.meta.width, capture.meta.height
+    xy, valid = capture_targets(capture)
+    device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
+    lm = LandmarkModel.from_model(model, embedding).to(device, dtype)
+    target = torch.as_tensor(xy, device=device, dtype=dtype)
+    valid_t = torch.as_tensor(valid, device=device)
+    t0 = time.perf_counter()
+    result = fit_sequence(lm, target, valid_t, W, H, cfg.fit)
+    fit_seconds = time.perf_counter() - t0
+
+    seq = sequence_from_fit(result, lm, W, H, valid)
+    seq.save(out / TRACKING_FILE)
+    err = reprojection_errors(lm, result, target, W, H)[valid_t]
+    err_contour = reprojection_errors(lm, result, target, W, H, contour=True)[valid_t]
+    report = {
+        "command": "track",
+        "capture": str(capture.root),
+        "model": model.name,
+        "frames": capture.n_frames,
+        "valid_frames": int(valid.sum()),
+        "invalid_frames_interpolated": np.flatnonzero(~valid).tolist(),
+        "width": W, "height": H,
+        "focal_px": round(result.focal, 2),
+        "reprojection": error_summary(err),
+        "reprojection_with_contour": error_summary(err_contour),
+        "fit_seconds": round(fit_seconds, 3),
+        "stages": {k: v for k, v in result.stats.items() if isinstance(v, dict)},
+        "device": str(device),
+        "outputs": {"tracking": str(out / TRACKING_FILE)},
+    }
+    if cfg.overlay:
+        from .overlay import write_overlay  # noqa: PLC0415
+
+        t1 = time.perf_counter()
+        fitted = fitted_landmarks(lm, result, W, H).cpu().numpy()
+        model_cpu = model.to("cpu")
+        write_overlay(out / OVERLAY_FILE, model_cpu, seq, capture.load_frame, capture.meta.fps,
+                      detected=xy, fitted=fitted, stride=cfg.overlay_stride, progress=progress)
+        report["overlay_seconds"] = round(time.perf_counter() - t1, 3)
+        report["outputs"]["overlay"] = str(out / OVERLAY_FILE)
+    write_json(out / REPORT_FILE, report)
+    return report
+
+
+def fitted_landmarks(lm: LandmarkModel, result: FitResult, width: int, height: int) -> torch.Tensor:
+    """Projected model landmarks ``[F, 478, 2]`` of a fit, pixels."""
+    with torch.no_grad():
+        cam = to_camera(lm.points(result.shape, result.expression), result.rotation, result.translation)
+        return project(cam, torch.tensor(result.focal, dtype=cam.dtype, device=cam.device),
+                       cam.new_tensor([width / 2, height / 2]))
+
+
+def sequence_from_fit(result: FitResult, lm: LandmarkModel, width: int, height: int,
+                      valid: np.ndarray) -> TrackedSequence:
+    K = np.array([[result.focal, 0, width / 2], [0, result.focal, height / 2], [0, 0, 1]], dtype=np.float32)
+    return TrackedSequence(
+        model=lm.model_name, shape=result.shape.cpu().numpy(), expression=result.expression.cpu().numpy(),
+        expression_names=lm.expression_names, rotation=result.rotation.cpu().numpy(),
+        translation=result.translation.cpu().numpy(), K=K, viewmat=tracking_viewmat().numpy(),
+        width=width, height=height, valid=np.asarray(valid, bool),
+    )

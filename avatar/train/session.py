@@ -1,0 +1,180 @@
+"""A training run folder from start to finish: set-up, resume, results, export, evaluation.
+
+Run folder (DESIGN.md): ``config.yaml`` (resolved), ``checkpoints/`` (``last.pt`` + numbered),
+``progress/`` preview images, ``metrics.json``, ``heldout_side_by_side.mp4``,
+``avatar.ply`` (canonical pose, 3DGS attributes) and ``avatar.pt`` (what render/live load).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.capture import Capture
+from ..data.reports import write_json
+from ..data.video import VideoWriter
+from ..device import pick_device
+from ..gaussians.ply import save_ply
+from ..tracking.sequence import TrackedSequence, load_tracking
+from .data import load_frames
+from .trainer import TrainConfig, Trainer, atomic_torch_save, deformer_state, init_gaussians
+
+log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A run folder cannot be used as asked (exists, missing, incomplete)."""
+
+
+def train_config(node) -> TrainConfig:
+    """A :class:`TrainConfig` from a (partial) config node, validated against the schema."""
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), node or {})
+    return OmegaConf.to_object(merged)
+
+
+def _load_model(name: str, device: torch.device, model_options: dict | None = None):
+    from .. import models  # noqa: PLC0415
+
+    return models.load(name, **(model_options or {})).to(device)
+
+
+def setup(cfg: DictConfig) -> tuple[Trainer, TrackedSequence, object]:
+    """Build the trainer for ``cfg`` (capture, out, model, device, resume, train, renderer)."""
+    out = Path(cfg.out)
+    has_checkpoint = (out / "checkpoints" / "last.pt").is_file()
+    if has_checkpoint and not cfg.resume:
+        raise RunError(f"{out} already holds a trained run; pass resume=true to continue it, or choose another out=")
+    capture = Capture(cfg.capture)
+    tracking = load_tracking(capture.root, model=cfg.get("model"))
+    tcfg = train_config(cfg.get("train"))
+    device = pick_device(cfg.get("device", "auto"))
+    options = cfg.get("model_options")
+    model = _load_model(tracking.model, device, OmegaConf.to_container(options) if options is not None else {})
+    try:
+        frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device)
+        trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames), out,
+                          renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model)
+    except torch.OutOfMemoryError as exc:
+        raise RunError(
+            f"out of memory while loading {capture.root} on {device}: lower train.resolution, "
+            "train.gaussians.uv_resolution or train.densify.max_gaussians"
+        ) from exc
+    if cfg.resume and not trainer.resume():
+        log.info("resume=true but %s has no checkpoint: starting from scratch", out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return trainer, tracking, model
+
+
+def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
+    """Everything render/live need to drive the trained avatar."""
+    g = trainer.gaussians
+    return {
+        "format": 1,
+        "model": tracking.model,
+        "shape": torch.as_tensor(tracking.shape),
+        "faces": g.faces.cpu(),
+        "binding": g.binding.cpu(),
+        "params": {k: v.detach().cpu() for k, v in g.params.items()},
+        "sh_degree": g.sh_degree,
+        **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in deformer_state(g).items()},
+        "K": trainer.frames.K.cpu(),
+        "viewmat": trainer.frames.viewmat.cpu(),
+        "width": trainer.frames.width,
+        "height": trainer.frames.height,
+        "background": trainer.background.cpu(),
+    }
+
+
+def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -> Path:
+    """``avatar.ply`` in the canonical pose: the subject's identity, neutral expression, no rotation."""
+    device = trainer.frames.vertices.device
+    with torch.no_grad():
+        shape = torch.as_tensor(tracking.shape, dtype=trainer.frames.vertices.dtype, device=device)[None]
+        w = trainer.gaussians(model(shape=shape).vertices)
+    return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
+
+
+def refined_tracking(trainer: Trainer, tracking: TrackedSequence) -> TrackedSequence:
+    """The tracking with the jointly refined per-frame offsets added (usable frames only change)."""
+    ids = trainer.frames.frame_ids
+    o = {k: v.detach().cpu().numpy() for k, v in trainer.offsets.items()}
+    rotation, translation, expression = tracking.rotation.copy(), tracking.translation.copy(), tracking.expression.copy()
+    rotation[ids] += o["rotation"]
+    translation[ids] += o["translation"]
+    expression[ids] += o["expression"]
+    return dataclasses.replace(tracking, rotation=rotation, translation=translation, expression=expression)
+
+
+def heldout_video(trainer: Trainer, path: Path, fps: float) -> Path | None:
+    frames = trainer.frames.heldout
+    if len(frames) == 0:
+        return None
+    with VideoWriter(path, fps=fps) as writer:
+        for i in frames:
+            writer.write(trainer.side_by_side(int(i)))
+    return path
+
+
+def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> dict:
+    """Final checkpoint, metrics.json, held-out video, avatar.ply and avatar.pt."""
+    out = trainer.out
+    trainer.save_checkpoint()
+    metrics = trainer.evaluate()
+    iterations = trainer.step
+    metrics.update({
+        "n_gaussians": len(trainer.gaussians),
+        "iterations": iterations,
+        "train_seconds": round(trainer.train_seconds, 2),
+        "seconds_per_iteration": round(trainer.train_seconds / max(1, iterations), 4),
+        "skipped_steps": trainer.skipped_steps,
+        "backend": trainer.backend_used,
+        "device": str(trainer.frames.vertices.device),
+        "resolution": [trainer.frames.width, trainer.frames.height],
+        "train_frames": int(len(trainer.frames.train)),
+        "heldout_frames": int(len(trainer.frames.heldout)),
+    })
+    write_json(out / "metrics.json", metrics)
+    if trainer.offsets is not None:
+        refined_tracking(trainer, tracking).save(out / "tracking_refined.npz")
+    heldout_video(trainer, out / "heldout_side_by_side.mp4", fps)
+    export_ply(trainer, tracking, model, out / "avatar.ply")
+    atomic_torch_save(avatar_package(trainer, tracking), out / "avatar.pt")
+    return metrics
+
+
+def load_run(run: str | os.PathLike, overrides: DictConfig | None = None) -> tuple[Trainer, TrackedSequence, object, DictConfig]:
+    """Re-open a run folder at its last checkpoint (for eval and export)."""
+    run = Path(run)
+    cfg_path, ckpt = run / "config.yaml", run / "checkpoints" / "last.pt"
+    if not cfg_path.is_file() or not ckpt.is_file():
+        raise RunError(f"{run} is not a trained run (no config.yaml or checkpoints/last.pt); run avatar train out={run}")
+    cfg = OmegaConf.load(cfg_path)
+    if overrides is not None:
+        cfg = OmegaConf.merge(cfg, overrides)
+    cfg.resume = True
+    cfg.out = str(run)
+    trainer, tracking, model = setup(cfg)
+    return trainer, tracking, model, cfg
+
+
+def frame_rate(capture_dir) -> float:
+    try:
+        return float(Capture(capture_dir).meta.fps) or 25.0
+    except (ValueError, OSError):
+        return 25.0
+
+
+def summary(metrics: dict) -> str:
+    def f(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    return (f"held-out PSNR {f(metrics.get('psnr'), '.2f')} dB, SSIM {f(metrics.get('ssim'), '.4f')}, "
+            f"LPIPS {f(metrics.get('lpips'), '.4f')}; {metrics.get('n_gaussians')} Gaussians, "
+            f"{metrics.get('iterations')} iterations in {metrics.get('train_seconds')} s")
+

@@ -1,0 +1,239 @@
+"""Tracking: batched fitter, per-frame fitter, tracking.npz, the track app, on synthetic landmarks.
+
+Synthetic data: the ICT landmark model with known shape/pose/expression, projected with a
+known camera, plus 1 px Gaussian noise (the embedding's own accuracy is tested in
+test_embedding.py with MediaPipe on renders).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_ICT = Path(__file__).resolve().parents[2] / "shared" / "assets" / "ict-facekit"
+W = 512
+FOCAL = 620.0
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    root = Path(os.environ["AVATAR_ASSETS"]) if os.environ.get("AVATAR_ASSETS") else SHARED_ICT
+    if not root.is_dir():
+        pytest.skip(f"ICT-FaceKit assets not found in $AVATAR_ASSETS or {SHARED_ICT}")
+    import avatar.models
+    from avatar.landmarks.embedding import load_embedding
+    from avatar.tracking.landmark_model import LandmarkModel
+
+    model = avatar.models.load("ict", asset_path=str(root))
+    emb = load_embedding(model, cache_dir=tmp_path_factory.mktemp("emb"))
+    return LandmarkModel.from_model(model, emb), model, emb
+
+
+def synthetic(lm, F=48, noise=1.0, seed=0):
+    from avatar.tracking.landmark_model import project, to_camera
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, F)
+    rot = torch.stack((0.15 * torch.sin(2 * math.pi * t * 1.5), 0.45 * torch.sin(2 * math.pi * t),
+                       0.05 * torch.sin(2 * math.pi * t * 2)), -1)
+    trans = torch.stack((0.01 * torch.sin(6 * t), 0.01 * torch.cos(5 * t), -0.55 + 0.03 * torch.sin(4 * t)), -1)
+    expr = torch.zeros(F, lm.num_expression)
+    expr[:, lm.index("jawOpen")] = torch.sin(2 * math.pi * t * 3).clamp_min(0) * 0.7
+    smile = torch.cos(2 * math.pi * t * 2).clamp_min(0) * 0.6
+    expr[:, lm.index("mouthSmile_L")] = expr[:, lm.index("mouthSmile_R")] = smile
+    blink = torch.exp(-(((t - 0.5) / 0.05) ** 2))
+    expr[:, lm.index("eyeBlink_L")] = expr[:, lm.index("eyeBlink_R")] = blink
+    expr[:, lm.index("eyeLookOut_L")] = expr[:, lm.index("eyeLookIn_R")] = torch.sin(2 * math.pi * t * 2).clamp_min(0) * 0.8
+    shape = torch.randn(lm.num_shape, generator=g) * 0.5
+    with torch.no_grad():
+        clean = project(to_camera(lm.points(shape, expr), rot, trans), torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
+    noisy = clean + torch.randn(clean.shape, generator=g) * noise
+    return dict(rotation=rot, translation=trans, expression=expr, shape=shape, clean=clean, target=noisy)
+
+
+def rotation_error_deg(a, b):
+    from avatar.geometry.rotations import axis_angle_to_matrix
+
+    Ra, Rb = axis_angle_to_matrix(a), axis_angle_to_matrix(b)
+    cos = (((Ra.transpose(1, 2) @ Rb).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.arccos(cos))
+
+
+def correlations(lm, truth, fitted, names=("jawOpen", "mouthSmile_L", "eyeBlink_L")):
+    return {n: float(np.corrcoef(truth[:, lm.index(n)], fitted[:, lm.index(n)])[0, 1]) for n in names}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("known_focal", [True, False])
+def test_batched_fit_recovers_pose_and_expression(lm, known_focal):
+    from avatar.tracking.fit import FitConfig, fit_sequence, reprojection_errors
+
+    lm, _, _ = lm
+    s = synthetic(lm)
+    F = s["target"].shape[0]
+    valid = torch.ones(F, dtype=torch.bool)
+    valid[20:23] = False  # no data: interpolated
+    res = fit_sequence(lm, s["target"], valid, W, W, FitConfig(focal=FOCAL if known_focal else None))
+    err = rotation_error_deg(s["rotation"], res.rotation)
+    # Unknown focal: depth, focal and identity trade off a little (about 1.5 deg measured).
+    assert err[valid].max() <= (1.0 if known_focal else 2.0), err.max()
+    assert err[~valid].max() <= 3.0  # interpolated frames stay near the truth
+    for name, c in correlations(lm, s["expression"], res.expression).items():
+        assert c >= 0.8, (name, c)
+    assert res.expression.min() >= 0 and res.expression.max() <= 1
+    e = reprojection_errors(lm, res, s["clean"], W, W)[valid]
+    assert e.median() < 1.0, e.median()
+    assert res.stats["full"]["frames_per_second"] > 0
+
+
+def test_interpolate_invalid_holds_ends_and_fills_gaps():
+    from avatar.tracking.fit import interpolate_invalid
+
+    x = torch.tensor([[0.0], [9.0], [2.0], [9.0], [4.0], [9.0]])
+    valid = torch.tensor([False, False, True, False, True, False])
+    out = interpolate_invalid(x, valid)
+    assert out[:, 0].tolist() == [2.0, 2.0, 2.0, 3.0, 4.0, 4.0]
+
+
+@pytest.mark.slow
+def test_online_tracker_converges(lm):
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+    s = synthetic(lm)
+    tracker = FrameTracker(lm, s["shape"], FOCAL, W, W)
+    out = [tracker(s["target"][i]) for i in range(s["target"].shape[0])]
+    expr = torch.stack([o[0] for o in out])
+    rot = torch.stack([o[1] for o in out])
+    assert rotation_error_deg(s["rotation"], rot).max() < 1.5
+    names = ("jawOpen", "mouthSmile_L", "eyeBlink_L", "eyeLookOut_L", "eyeLookIn_R")
+    for name, c in correlations(lm, s["expression"], expr, names).items():
+        assert c >= 0.8, (name, c)
+
+
+def test_matrix_to_axis_angle_round_trip():
+    from avatar.geometry.rotations import axis_angle_to_matrix
+    from avatar.tracking.online import matrix_to_axis_angle
+
+    for aa in ([0.0, 0.0, 0.0], [0.3, -0.2, 0.1], [0.0, 1.2, 0.0], [1e-7, 0, 0]):
+        a = torch.tensor(aa, dtype=torch.float64)
+        assert torch.allclose(matrix_to_axis_angle(axis_angle_to_matrix(a[None])[0]), a, atol=1e-6)
+
+
+def make_sequence(F=5, model="ict"):
+    from avatar.tracking.sequence import TrackedSequence
+
+    rng = np.random.default_rng(0)
+    return TrackedSequence(
+        model=model, shape=rng.normal(size=100).astype(np.float32),
+        expression=rng.uniform(size=(F, 53)).astype(np.float32), expression_names=tuple(f"e{i}" for i in range(53)),
+        rotation=rng.normal(size=(F, 3)).astype(np.float32), translation=rng.normal(size=(F, 3)).astype(np.float32),
+        K=np.eye(3, dtype=np.float32), viewmat=np.diag([1, -1, -1, 1]).astype(np.float32), width=64, height=48,
+        valid=np.array([True, False, True, True, True]),
+    )
+
+
+def test_tracking_npz_round_trip_and_model_mismatch(tmp_path):
+    from avatar.tracking.sequence import TrackingError, load_tracking
+
+    seq = make_sequence()
+    seq.save(tmp_path / "tracking.npz")
+    back = load_tracking(tmp_path, model="ict")
+    for k in ("shape", "expression", "rotation", "translation", "K", "viewmat", "valid"):
+        assert np.array_equal(getattr(back, k), getattr(seq, k)), k
+    assert back.expression_names == seq.expression_names and (back.width, back.height) == (64, 48)
+    with pytest.raises(TrackingError, match="capture tracked with ict, config says flame"):
+        load_tracking(tmp_path / "tracking.npz", model="flame")
+    with pytest.raises(TrackingError, match="does not exist"):
+        load_tracking(tmp_path / "nowhere")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def write_capture(root, lm, F=12, res=128, drop_landmarks=False, present=None):
+    from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
+    from avatar.tracking.landmark_model import project, to_camera
+
+    t = torch.linspace(0, 1, F)
+    rot = torch.stack((0 * t, 0.3 * torch.sin(4 * t), 0 * t), -1)
+    trans = torch.stack((0 * t, 0 * t, -0.55 + 0 * t), -1)
+    expr = torch.zeros(F, lm.num_expression)
+    expr[:, lm.index("jawOpen")] = 0.6 * t
+    with torch.no_grad():
+        px = project(to_camera(lm.points(torch.zeros(lm.num_shape), expr), rot, trans),
+                     torch.tensor(FOCAL * res / W), torch.tensor([res / 2, res / 2]))
+    face = np.concatenate([px.numpy(), np.zeros((F, 478, 1))], -1).astype(np.float32)
+    present = np.ones(F, bool) if present is None else present
+    w = CaptureWriter(root)
+    for i in range(F):
+        w.write_frame(i, np.full((res, res, 3), 90, np.uint8))
+    w.finish(CaptureMeta(source="synthetic", fps=25, width=res, height=res, n_frames=F, flagged={3: "test"}),
+             Landmarks(face, present))
+    if drop_landmarks:
+        (Path(root) / "landmarks.npz").unlink()
+    return Path(root)
+
+
+def track_cfg(capture, **fit):
+    from omegaconf import OmegaConf
+
+    fit = {"rigid_iterations": 60, "full_iterations": 120, **fit}
+    return OmegaConf.create({"capture": str(capture), "out": str(capture), "model": "ict",
+                             "track": {"device": "cpu", "dtype": "float32", "overlay": True, "overlay_stride": 4,
+                                       "progress": False, "fit": fit}})
+
+
+@pytest.mark.slow
+def test_track_app_writes_tracking_report_and_overlay(lm, tmp_path, monkeypatch):
+    from avatar.apps import track as app
+    from avatar.data.reports import write_json  # noqa: F401  (the app writes through it)
+    from avatar.tracking.sequence import load_tracking
+
+    lm_, _, emb = lm
+    monkeypatch.setattr("avatar.landmarks.embedding.load_embedding", lambda model, **kw: emb)
+    cap = write_capture(tmp_path / "cap", lm_)
+    assert app.main(track_cfg(cap)) == 0
+    seq = load_tracking(cap, model="ict")
+    assert seq.n_frames == 12 and not seq.valid[3] and seq.valid.sum() == 11
+    import json
+
+    report = json.loads((cap / "tracking_report.json").read_text())
+    assert report["reprojection"]["median_px"] < 1.0
+    assert report["invalid_frames_interpolated"] == [3]
+    assert {"rigid", "full"} <= set(report["stages"])
+    assert (cap / "tracking_overlay.mp4").stat().st_size > 0
+
+
+def test_capture_without_landmarks_gives_a_clear_error(lm, tmp_path):
+    from avatar.data.capture import Capture, CaptureError
+    from avatar.tracking.track import capture_targets
+
+    lm_, _, _ = lm
+    cap = write_capture(tmp_path / "nolmk", lm_, F=4, drop_landmarks=True)
+    with pytest.raises(CaptureError, match="landmarks.npz"):
+        capture_targets(Capture(cap))
+    cap = write_capture(tmp_path / "noface", lm_, F=4, present=np.zeros(4, bool))
+    with pytest.raises(CaptureError, match="no frame has face landmarks"):
+        capture_targets(Capture(cap))
+
+
+def test_online_jacobian_matches_autograd(lm):
+    """The per-frame fitter's analytic Jacobian of the model points (blendshapes + gaze) vs autograd."""
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+    lm64 = lm.to(dtype=torch.float64)
+    shape = torch.randn(lm.num_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.5
+    psi = torch.rand(lm.num_expression, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.6
+    tracker = FrameTracker(lm64, shape, FOCAL, W, W)
+    p, J_iris = tracker._model_points(psi)
+    ref = torch.autograd.functional.jacobian(lambda e: lm64.points(shape, e[None])[0], psi)  # [L, 3, E]
+    assert torch.allclose(p, lm64.points(shape, psi[None])[0], atol=1e-12)
+    assert torch.allclose(J_iris, ref[tracker.iris], atol=1e-9)
+    others = torch.ones(p.shape[0], dtype=torch.bool)
+    others[tracker.iris] = False
+    assert torch.allclose(lm64.exprdirs[others], ref[others], atol=1e-12)
