@@ -237,3 +237,49 @@ def test_online_jacobian_matches_autograd(lm):
     others = torch.ones(p.shape[0], dtype=torch.bool)
     others[tracker.iris] = False
     assert torch.allclose(lm64.exprdirs[others], ref[others], atol=1e-12)
+
+
+@pytest.mark.slow
+def test_moving_crops_are_tracked_as_one_source_camera(lm, tmp_path, monkeypatch):
+    """A capture whose crop follows the head (preprocess crop=follow): per-frame intrinsics."""
+    from avatar.apps import track as app
+    from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
+    from avatar.tracking.landmark_model import project, to_camera
+    from avatar.tracking.sequence import load_tracking
+
+    lm_, model, emb = lm
+    monkeypatch.setattr("avatar.landmarks.embedding.load_embedding", lambda model, **kw: emb)
+    F, src, res = 12, 320, 128
+    t = torch.linspace(0, 1, F)
+    rot = torch.stack((0 * t, 0.3 * torch.sin(4 * t), 0 * t), -1)
+    trans = torch.stack((0.04 * torch.sin(5 * t), 0.02 * t, -0.55 + 0.05 * t), -1)  # the head moves in the source
+    with torch.no_grad():
+        px = project(to_camera(lm_.points(torch.zeros(lm_.num_shape), torch.zeros(F, lm_.num_expression)), rot, trans),
+                     torch.tensor(FOCAL * src / W), torch.tensor([src / 2, src / 2])).numpy()
+    centre = px.mean(1)
+    size = 1.8 * (px.max(1) - px.min(1)).max(-1) * (1 + 0.1 * np.sin(np.arange(F)))  # zooming crop
+    boxes = np.concatenate([centre - size[:, None] / 2, centre + size[:, None] / 2], -1)
+    scale = res / size
+    crop_px = (px - boxes[:, None, :2]) * scale[:, None, None]
+    w = CaptureWriter(tmp_path / "cap")
+    for i in range(F):
+        w.write_frame(i, np.full((res, res, 3), 90, np.uint8))
+    meta = CaptureMeta(source="synthetic", fps=25, width=res, height=res, n_frames=F, crop_boxes=boxes.tolist(),
+                       extra={"source_width": src, "source_height": src})
+    w.finish(meta, Landmarks(np.concatenate([crop_px, np.zeros((F, 478, 1))], -1).astype(np.float32), np.ones(F, bool)))
+    assert app.main(track_cfg(tmp_path / "cap", focal=FOCAL * src / W)) == 0  # focal known: pose well-posed
+    seq = load_tracking(tmp_path / "cap", model="ict")
+    assert seq.K.shape == (F, 3, 3) and (seq.width, seq.height) == (res, res)
+    # The fitted head seen through each frame's own camera lands on that frame's landmarks.
+    with torch.no_grad():
+        cam = to_camera(lm_.points(torch.as_tensor(seq.shape), torch.as_tensor(seq.expression)),
+                        torch.as_tensor(seq.rotation), torch.as_tensor(seq.translation))
+    K = torch.as_tensor(seq.intrinsics())
+    proj = (cam @ K.transpose(-1, -2))
+    proj = proj[..., :2] / proj[..., 2:]
+    err = np.linalg.norm(proj.numpy() - crop_px, axis=-1)
+    assert np.median(err) < 1.0, np.median(err)
+    # ... and every K is the same source camera (focal, principal point at the source centre) cut by its crop.
+    Kn = seq.intrinsics()
+    np.testing.assert_allclose(Kn[:, 0, 0] / scale, FOCAL * src / W, rtol=1e-4)
+    np.testing.assert_allclose(Kn[:, :2, 2] / scale[:, None] + boxes[:, :2], src / 2, atol=1e-3)

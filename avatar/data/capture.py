@@ -213,6 +213,20 @@ class Capture:
                 raise CaptureError(f"{path} has {self._landmarks.face.shape[0]} frames, meta.json says {self.n_frames}")
         return self._landmarks
 
+    def crop_transforms(self) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+        """How each frame was cut from the (upright) source video, or None if it was not recorded.
+
+        Returns ``(scale [F], origin [F, 2], (source_width, source_height))`` with
+        ``capture_px = (source_px - origin) * scale``. A fixed camera in the source becomes a
+        camera whose intrinsics change per frame when the crop follows the face.
+        """
+        boxes = np.asarray(self.meta.crop_boxes, dtype=np.float64)
+        extra = self.meta.extra
+        if boxes.shape != (self.n_frames, 4) or "source_width" not in extra or "source_height" not in extra:
+            return None
+        scale = self.meta.width / (boxes[:, 2] - boxes[:, 0])
+        return scale, boxes[:, :2], (int(extra["source_width"]), int(extra["source_height"]))
+
     def valid_frames(self) -> np.ndarray:
         """Indices of frames that are not flagged and have a face."""
         ok = self.landmarks.face_present.copy()

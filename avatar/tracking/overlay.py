@@ -24,11 +24,11 @@ OVERLAY_PARTS = ("face", "head_and_neck")
 
 def overlay_frame(image: np.ndarray, vertices: torch.Tensor, faces: torch.Tensor, seq: TrackedSequence,
                   detected: np.ndarray | None, fitted: np.ndarray | None, alpha: float = 0.5,
-                  valid: bool = True) -> np.ndarray:
-    """One overlay image ``[H, W, 3]`` uint8 from ``image`` and posed world ``vertices [V, 3]``."""
+                  valid: bool = True, index: int = 0) -> np.ndarray:
+    """One overlay image ``[H, W, 3]`` uint8 from ``image`` and posed world ``vertices [V, 3]`` of frame ``index``."""
     import cv2  # noqa: PLC0415
 
-    K = torch.as_tensor(seq.K, dtype=vertices.dtype)
+    K = torch.as_tensor(np.array(seq.intrinsics(index)), dtype=vertices.dtype)
     vm = torch.as_tensor(seq.viewmat, dtype=vertices.dtype)
     with torch.no_grad():
         out = render_mesh(vertices, faces, K, seq.width, seq.height, vm, shading="flat")
@@ -69,6 +69,6 @@ def write_overlay(path: str | os.PathLike, model, seq: TrackedSequence, load_fra
             writer.write(overlay_frame(
                 load_frame(i).astype(np.float32), verts, faces, seq,
                 None if detected is None or not seq.valid[i] else detected[i],
-                None if fitted is None else fitted[i], valid=bool(seq.valid[i]),
+                None if fitted is None else fitted[i], valid=bool(seq.valid[i]), index=i,
             ))
     return Path(path)

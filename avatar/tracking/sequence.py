@@ -8,7 +8,8 @@ Contents (numpy arrays, lengths in metres, angles in radians)::
     expression_names  [E]    str
     rotation          [F, 3] head rotation, axis-angle about the model origin (model world)
     translation       [F, 3] head translation (model world)
-    K                 [3, 3] camera intrinsics, pixels
+    K                 [3, 3] camera intrinsics, pixels, or [F, 3, 3] one per frame (a capture
+                             whose crop follows the head: one source camera seen through moving crops)
     viewmat           [4, 4] world-to-camera (OpenCV): the tracking camera, diag(1, -1, -1, 1)
     width, height     int    image size, pixels
     valid             [F]    bool: frame had landmarks (others are interpolated)
@@ -50,8 +51,10 @@ class TrackedSequence:
 
     def __post_init__(self) -> None:
         F, E = self.expression.shape
+        if tuple(self.K.shape) not in ((3, 3), (F, 3, 3)):
+            raise TrackingError(f"tracking 'K' must be [3, 3] or [{F}, 3, 3], got {list(self.K.shape)}")
         for name, arr, shape in (("rotation", self.rotation, (F, 3)), ("translation", self.translation, (F, 3)),
-                                 ("K", self.K, (3, 3)), ("viewmat", self.viewmat, (4, 4)), ("valid", self.valid, (F,))):
+                                 ("viewmat", self.viewmat, (4, 4)), ("valid", self.valid, (F,))):
             if tuple(arr.shape) != shape:
                 raise TrackingError(f"tracking '{name}' must be {list(shape)}, got {list(arr.shape)}")
         if len(self.expression_names) != E:
@@ -60,6 +63,11 @@ class TrackedSequence:
     @property
     def n_frames(self) -> int:
         return self.expression.shape[0]
+
+    def intrinsics(self, index: int | np.ndarray | None = None) -> np.ndarray:
+        """``K`` of frame ``index`` ([3, 3]), of several frames ([n, 3, 3]) or of all ([F, 3, 3])."""
+        K = self.K if self.K.ndim == 3 else np.broadcast_to(self.K, (self.n_frames, 3, 3))
+        return K if index is None else K[index]
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_savez(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import time
@@ -67,6 +69,12 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     out.mkdir(parents=True, exist_ok=True)
     W, H = capture.meta.width, capture.meta.height
     xy, valid = capture_targets(capture)
+    # Crops that follow the head are one source camera seen through a moving window: fit in
+    # the upright source's pixels, then give every frame its own intrinsics for its crop.
+    crops = capture.crop_transforms()
+    if crops is not None:
+        scale, origin, (W, H) = crops
+        xy = (xy / scale[:, None, None] + origin[:, None, :]).astype(np.float32)
     device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     lm = LandmarkModel.from_model(model, embedding).to(device, dtype)
     target = torch.as_tensor(xy, device=device, dtype=dtype)
@@ -76,9 +84,13 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     fit_seconds = time.perf_counter() - t0
 
     seq = sequence_from_fit(result, lm, W, H, valid)
+    to_capture_px = torch.ones(capture.n_frames, 1, device=device, dtype=dtype)
+    if crops is not None:
+        seq = crop_sequence(seq, *crops[:2], capture.meta.width, capture.meta.height)
+        to_capture_px = torch.as_tensor(scale, device=device, dtype=dtype)[:, None]
     seq.save(out / TRACKING_FILE)
-    err = reprojection_errors(lm, result, target, W, H)[valid_t]
-    err_contour = reprojection_errors(lm, result, target, W, H, contour=True)[valid_t]
+    err = (reprojection_errors(lm, result, target, W, H) * to_capture_px)[valid_t]
+    err_contour = (reprojection_errors(lm, result, target, W, H, contour=True) * to_capture_px)[valid_t]
     report = {
         "command": "track",
         "capture": str(capture.root),
@@ -86,7 +98,8 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         "frames": capture.n_frames,
         "valid_frames": int(valid.sum()),
         "invalid_frames_interpolated": np.flatnonzero(~valid).tolist(),
-        "width": W, "height": H,
+        "width": capture.meta.width, "height": capture.meta.height,
+        "fitted_in": "source pixels through per-frame crops" if crops is not None else "capture pixels",
         "focal_px": round(result.focal, 2),
         "reprojection": error_summary(err),
         "reprojection_with_contour": error_summary(err_contour),
@@ -100,6 +113,9 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
 
         t1 = time.perf_counter()
         fitted = fitted_landmarks(lm, result, W, H).cpu().numpy()
+        if crops is not None:  # back into the crops' pixels
+            xy = (xy - origin[:, None, :]) * scale[:, None, None]
+            fitted = (fitted - origin[:, None, :]) * scale[:, None, None]
         model_cpu = model.to("cpu")
         write_overlay(out / OVERLAY_FILE, model_cpu, seq, capture.load_frame, capture.meta.fps,
                       detected=xy, fitted=fitted, stride=cfg.overlay_stride, progress=progress)
@@ -115,6 +131,17 @@ def fitted_landmarks(lm: LandmarkModel, result: FitResult, width: int, height: i
         cam = to_camera(lm.points(result.shape, result.expression), result.rotation, result.translation)
         return project(cam, torch.tensor(result.focal, dtype=cam.dtype, device=cam.device),
                        cam.new_tensor([width / 2, height / 2]))
+
+
+def crop_sequence(seq: TrackedSequence, scale: np.ndarray, origin: np.ndarray, width: int,
+                  height: int) -> TrackedSequence:
+    """The same fit seen through per-frame crops: ``K_i = A_i K`` with ``A_i`` the crop's scale and shift."""
+    A = np.zeros((len(scale), 3, 3))
+    A[:, 0, 0] = A[:, 1, 1] = scale
+    A[:, :2, 2] = -origin * scale[:, None]
+    A[:, 2, 2] = 1.0
+    K = (A @ seq.K.astype(np.float64)).astype(np.float32)
+    return dataclasses.replace(seq, K=K, width=width, height=height)
 
 
 def sequence_from_fit(result: FitResult, lm: LandmarkModel, width: int, height: int,

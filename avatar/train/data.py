@@ -36,7 +36,7 @@ class FrameSet:
     frame_ids: np.ndarray  # [F] index of each frame in the capture
     train: np.ndarray  # indices into the above
     heldout: np.ndarray
-    K: Tensor  # [3, 3] at the training resolution
+    K: Tensor  # [F, 3, 3] per frame, at the training resolution
     viewmat: Tensor  # [4, 4]
     width: int
     height: int
@@ -88,7 +88,7 @@ def load_frames(
         images.append(img)
         masks.append((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
     sx, sy = width / tracking.width, height / tracking.height
-    K = torch.tensor(tracking.K, dtype=dtype) * torch.tensor([[sx], [sy], [1.0]], dtype=dtype)
+    K = torch.as_tensor(np.array(tracking.intrinsics(usable)), dtype=dtype) * torch.tensor([[sx], [sy], [1.0]], dtype=dtype)
     with torch.no_grad():
         model = model.to(device=device, dtype=dtype)
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731

@@ -83,7 +83,7 @@ def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
         "params": {k: v.detach().cpu() for k, v in g.params.items()},
         "sh_degree": g.sh_degree,
         **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in deformer_state(g).items()},
-        "K": trainer.frames.K.cpu(),
+        "K": trainer.frames.K[int(trainer.frames.train[0])].cpu(),  # a reference camera for driving
         "viewmat": trainer.frames.viewmat.cpu(),
         "width": trainer.frames.width,
         "height": trainer.frames.height,

@@ -140,7 +140,7 @@ class Trainer:
         f = self.frames
         w = self.gaussians(*self.mesh(index))
         img, alpha, meta = rasterization(
-            w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], f.K[None], f.width, f.height,
+            w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], f.K[index][None], f.width, f.height,
             sh_degree=self.sh_degree() if sh_degree is None else sh_degree, backgrounds=self.background[None],
             **self.renderer,
         )
