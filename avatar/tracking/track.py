@@ -31,7 +31,7 @@ class TrackConfig:
 
     fit: FitConfig = field(default_factory=FitConfig)
     overlay: bool = True
-    overlay_stride: int = 1  # draw every n-th frame in the overlay video
+    overlay_stride: int = 2  # draw every n-th frame in the overlay video
     device: str = "cpu"
     dtype: str = "float32"
 
