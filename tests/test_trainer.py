@@ -259,3 +259,16 @@ def test_joint_tracking_refinement_removes_pose_jitter(sheet_capture, tmp_path):
     # Measured (300 steps): 0.021 rad before, 0.005 rad after.
     assert jitter(refined) < 0.5 * jitter(bad.rotation[ids]), (jitter(bad.rotation[ids]), jitter(refined))
     assert tr.offsets["rotation"][frames.heldout].abs().max() == 0  # held-out frames keep their tracking
+
+
+def test_head_mask_cuts_the_person_mask_to_the_tracked_mesh(sheet_capture):
+    root, seq = sheet_capture
+    person = load_frames(Capture(root), seq, SheetModel(), None, 0.2, torch.device("cpu"), mask="person")
+    head = load_frames(Capture(root), seq, SheetModel(), None, 0.2, torch.device("cpu"), mask="head", head_dilate=0.0)
+    assert (head.masks <= person.masks).all()
+    # The teacher's Gaussians spill a little past the sheet's edges; with no margin that spill is cut.
+    assert head.masks.float().sum() < person.masks.float().sum()
+    grown = load_frames(Capture(root), seq, SheetModel(), None, 0.2, torch.device("cpu"), mask="head", head_dilate=0.2)
+    assert torch.equal(grown.masks, person.masks)  # a wide margin keeps everything the sheet shows
+    with pytest.raises(TrainDataError, match="train.mask"):
+        load_frames(Capture(root), seq, SheetModel(), None, 0.2, torch.device("cpu"), mask="torso")

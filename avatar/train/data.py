@@ -62,11 +62,38 @@ def split_frames(usable: np.ndarray, holdout: float, min_train: int = 2) -> tupl
     return np.arange(n - n_held), np.arange(n - n_held, n)
 
 
+def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, width: int, height: int,
+               dilate: float, batch: int = 8) -> Tensor:
+    """``[F, H, W]`` silhouettes of the tracked head mesh, grown by ``dilate`` x width pixels.
+
+    The person mask times this keeps the head, hair and neck and cuts the torso, which a
+    head model cannot represent (the INSTA / FlashAvatar ground truth is cut the same way).
+    """
+    from ..render import rasterize_mesh  # noqa: PLC0415
+
+    radius = max(1, int(round(dilate * width)))
+    out = []
+    with torch.no_grad():
+        for i in range(0, vertices.shape[0], batch):
+            v = vertices[i : i + batch]
+            sil = rasterize_mesh(v, faces, K[i : i + batch], width, height, viewmat.expand(v.shape[0], 4, 4)).mask
+            grown = torch.nn.functional.max_pool2d(sil.float()[:, None], 2 * radius + 1, stride=1, padding=radius)
+            out.append(grown[:, 0])
+    return torch.cat(out)
+
+
 def load_frames(
     capture: Capture, tracking: TrackedSequence, model, resolution: int | None, holdout: float,
-    device: torch.device, dtype: torch.dtype = torch.float32,
+    device: torch.device, dtype: torch.dtype = torch.float32, mask: str = "head", head_dilate: float = 0.04,
 ) -> FrameSet:
-    """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each."""
+    """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each.
+
+    ``mask``: "person" uses the capture's masks as they are; "head" cuts them to the tracked
+    head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso.
+    """
+    if mask not in ("person", "head"):
+        raise TrainDataError(f"train.mask must be 'person' or 'head', got {mask!r}")
+    mask_mode = mask
     import cv2  # noqa: PLC0415
 
     if tracking.n_frames != capture.n_frames:
@@ -95,9 +122,15 @@ def load_frames(
         shape = t(tracking.shape)[None].expand(len(usable), -1)
         out = model(shape=shape, expression=t(tracking.expression[usable]), rotation=t(tracking.rotation[usable]),
                     translation=t(tracking.translation[usable]))
+    masks = torch.from_numpy(np.stack(masks)).to(device)
+    K = K.to(device)
+    viewmat = torch.as_tensor(tracking.viewmat, dtype=dtype, device=device)
+    if mask_mode == "head":
+        keep = head_masks(out.vertices, model.faces.to(device), K, viewmat, width, height, head_dilate)
+        masks = (masks.float() * keep).round().to(torch.uint8)
     return FrameSet(
         images=torch.from_numpy(np.stack(images)).to(device),
-        masks=torch.from_numpy(np.stack(masks)).to(device),
+        masks=masks,
         vertices=out.vertices.detach(),
         conditions=t(tracking.expression[usable]),
         shape=t(tracking.shape),
@@ -106,8 +139,8 @@ def load_frames(
         frame_ids=usable,
         train=train,
         heldout=heldout,
-        K=K.to(device),
-        viewmat=torch.as_tensor(tracking.viewmat, dtype=dtype, device=device),
+        K=K,
+        viewmat=viewmat,
         width=width,
         height=height,
     )
