@@ -10,7 +10,7 @@ Two streaming passes over the source (frames are decoded twice, never held in me
    frame's face, see :func:`choose_face`).
 2. **Crop track** (:func:`crop_boxes`): a square box per frame. ``follow``: centred on the
    face box (raised by ``crop_lift``), ``crop_scale`` times its side, smoothed over time by
-   zero-phase local-linear Gaussian fits over the timestamps (:func:`smooth_track`; frames
+   zero-phase local-linear Gaussian fits over the timestamps (:func:`avatar.geometry.crop.smooth_track`; frames
    without a face are bridged from their neighbours); ``fixed``: one box for all frames
    around the median face, grown to cover every face box of the track; ``full``: the
    whole frame, padded to a square.
@@ -43,7 +43,9 @@ from typing import Iterator
 
 import numpy as np
 
+from ..geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
 from ..landmarks import FaceDetection, FaceMeshDetector
+from ..landmarks.face_finder import SmallFaceFinder, choose_face, distinct_faces
 from ..landmarks.segmentation import SelfieSegmenter
 from .capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
 from .reports import write_json
@@ -52,7 +54,6 @@ from .video_reader import Frame, open_source
 
 log = logging.getLogger(__name__)
 
-CROP_MODES = ("follow", "fixed", "full")
 REPORT_NAME = "preprocess_report.json"
 PREVIEW_NAME = "preprocess_preview.mp4"
 
@@ -165,77 +166,6 @@ def _expected_frames(info, cfg: PreprocessConfig) -> int | None:
     return n
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
-    union = (a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def distinct_faces(faces: list, max_iou: float = 0.5) -> list:
-    """Drop faces overlapping a larger one by more than ``max_iou``: in tracking mode
-    MediaPipe sometimes reports a tracked face a second time, slightly shifted."""
-    kept = []
-    for face in faces:  # largest first
-        if all(_box_iou(face.box, k.box) <= max_iou for k in kept):
-            kept.append(face)
-    return kept
-
-
-def choose_face(faces: list, previous_box: np.ndarray | None) -> int:
-    """Index of the face to keep: the largest one that continues the previous frame's face
-    (box IoU > 0.3), else the largest. ``faces`` are sorted largest first; the previous box
-    is in the same pixels. Continuity keeps the crop on one person and off one-frame
-    false detections."""
-    if previous_box is not None and len(faces) > 1:
-        for k, face in enumerate(faces):
-            if _box_iou(face.box, previous_box) > 0.3:
-                return k
-    return 0
-
-
-class SmallFaceFinder:
-    """Fallback for faces too small for the face mesh's own detector (below ~15% of the frame).
-
-    MediaPipe's full-range face detector (faces up to ~5 m away) finds the face box; the
-    face mesh then runs (static mode) on a square crop of ``crop_scale`` times the box,
-    resized to ``resolution``. Landmarks come back in the pixels of the image given.
-    """
-
-    def __init__(self, min_confidence: float = 0.5, crop_scale: float = 2.2, resolution: int = 256):
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        import mediapipe as mp  # noqa: PLC0415
-
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_confidence)
-        self._mesh = FaceMeshDetector(video=False, max_faces=1)
-        self.crop_scale, self.resolution = crop_scale, resolution
-
-    def find(self, rgb: np.ndarray, search: np.ndarray | None = None) -> list:
-        """Faces in ``rgb`` [H, W, 3] uint8; the detector looks at ``search`` (a downscaled
-        copy, same aspect) when given. Returns at most one face (highest score)."""
-        search = rgb if search is None else search
-        detections = self._detector.process(np.ascontiguousarray(search)).detections
-        if not detections:
-            return []
-        h, w = rgb.shape[:2]
-        rel = max(detections, key=lambda d: d.score[0]).location_data.relative_bounding_box
-        centre = np.array([(rel.xmin + rel.width / 2) * w, (rel.ymin + rel.height / 2) * h])
-        box = _square(centre, self.crop_scale * max(rel.width * w, rel.height * h))
-        crop, A = crop_image(rgb, box, self.resolution)
-        faces = self._mesh.detect(crop)
-        if not faces:
-            return []
-        s = A[0, 0]
-        lm = faces[0].landmarks.copy()
-        lm[:, :2] = (lm[:, :2] - A[:, 2]) / s
-        lm[:, 2] /= s
-        return [FaceDetection(lm, np.concatenate((lm[:, :2].min(0), lm[:, :2].max(0))))]
-
-    def close(self) -> None:
-        self._detector.close()
-        self._mesh.close()
-
-
 def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None, image: np.ndarray,
                        detect_size: int) -> list:
     """Faces of ``image`` in its pixels, searched at most ``detect_size`` px on the long side."""
@@ -281,111 +211,6 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
         raise PreprocessError(f"{source.path} yielded no frame to preprocess")
     return FaceTrack(np.array(indices), np.array(times, float), np.array(boxes, float),
                      np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen))
-
-
-def smooth_track(times: np.ndarray, values: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Zero-phase smoothing of ``values`` [F, D] over ``times`` [F] (seconds): local linear fits.
-
-    Each row gets the value at its time of a line fitted by least squares to the ``valid``
-    [F] rows, weighted by a Gaussian of standard deviation ``sigma`` seconds (cut at 4
-    sigma). A local line rather than a local mean keeps steady motion unbiased, also at
-    the ends of the track. Rows before the first / after the last valid row hold that
-    row's smoothed value; a row with no valid row within reach (or ``sigma == 0``) takes
-    the nearest valid value. Weights follow timestamps: variable frame rates are handled.
-    """
-    assert times.ndim == 1 and values.shape[0] == times.shape[0] == valid.shape[0]
-    if not valid.any():
-        raise ValueError("smooth_track needs at least one valid row")
-    t_ok, v_ok = times[valid], values[valid].astype(float)
-    out = np.empty(values.shape, float)
-    for i, t in enumerate(np.clip(times, t_ok[0], t_ok[-1])):
-        lo, hi = np.searchsorted(t_ok, [t - 4 * sigma, t + 4 * sigma], side="left") if sigma > 0 else (0, 0)
-        if hi - lo < 1:
-            out[i] = v_ok[np.argmin(np.abs(t_ok - t))]
-            continue
-        dt = t_ok[lo:hi] - t
-        w = np.exp(-0.5 * (dt / sigma) ** 2)
-        sw, swt, swtt = w.sum(), w @ dt, w @ (dt * dt)
-        m0, m1 = w @ v_ok[lo:hi], (w * dt) @ v_ok[lo:hi]
-        det = sw * swtt - swt * swt
-        out[i] = (swtt * m0 - swt * m1) / det if det > 1e-6 * sw * sw * sigma * sigma else m0 / sw
-    return out
-
-
-def _square(centers: np.ndarray, sides: np.ndarray) -> np.ndarray:
-    half = 0.5 * np.asarray(sides, float)[..., None]
-    return np.concatenate((centers - half, centers + half), axis=-1)
-
-
-def crop_boxes(track: FaceTrack, mode: str, scale: float, sigma: float, lift: float = 0.0) -> np.ndarray:
-    """Square crop box per frame, ``[F, 4]`` x0, y0, x1, y1 in source pixels (see module doc).
-
-    ``scale``: crop side / face size; ``sigma``: temporal smoothing (seconds, ``follow``);
-    ``lift``: upward shift of the crop centre, as a fraction of the face size.
-    """
-    F = len(track.times)
-    w, h = track.frame_size
-    if mode == "full":
-        return np.tile(_square(np.array([w / 2, h / 2]), max(w, h)), (F, 1))
-    present = track.present
-    centers, sizes = track.centers, track.sizes
-    centers[:, 1] -= lift * sizes
-    if mode == "fixed":
-        center = np.median(centers[present], axis=0)
-        reach = np.abs(track.boxes[present] - np.concatenate((center, center))).max()
-        side = max(scale * float(np.median(sizes[present])), 2.0 * reach * 1.1)
-        return np.tile(_square(center, side), (F, 1))
-    if mode != "follow":
-        raise ValueError(f"unknown crop mode {mode!r}: choose one of {CROP_MODES}")
-    track_cs = np.concatenate((centers, sizes[:, None]), axis=1)
-    smooth = smooth_track(track.times, np.where(present[:, None], track_cs, 0.0), present, sigma)
-    return _square(smooth[:, :2], scale * smooth[:, 2])
-
-
-def crop_transform(box: np.ndarray, resolution: int) -> np.ndarray:
-    """2x3 affine from source pixels to the pixels of the ``resolution``-sided crop of ``box``.
-
-    Both in continuous pixel coordinates, as MediaPipe's landmarks: pixel ``i`` covers
-    ``[i, i + 1)``, so the box edge ``x0`` maps to 0 and ``x1`` to ``resolution``.
-    """
-    s = resolution / (box[2] - box[0])
-    return np.array([[s, 0.0, -box[0] * s], [0.0, s, -box[1] * s]])
-
-
-def _index_affine(M: np.ndarray) -> np.ndarray:
-    """The affine ``M`` (continuous coordinates) for pixel indices (centres at integers), as OpenCV uses."""
-    out = M.copy()
-    out[:, 2] += M[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    return out
-
-
-def crop_image(image: np.ndarray, box: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the square ``box`` out of ``image`` [H, W, 3] and resize it to ``resolution``.
-
-    Returns the ``[resolution, resolution, 3]`` crop (black outside the image) and the 2x3
-    affine from source to crop pixels (:func:`crop_transform`). Strong downscaling is
-    anti-aliased by an area resize of the whole image first.
-    """
-    import cv2  # noqa: PLC0415
-
-    A = crop_transform(box, resolution)
-    src, M = image, A
-    if A[0, 0] < 0.5:  # shrink to about twice the output scale first, with area averaging
-        h, w = image.shape[:2]
-        nw, nh = max(1, round(w * 2 * A[0, 0])), max(1, round(h * 2 * A[0, 0]))
-        src = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-        M = A @ np.diag([w / nw, h / nh, 1.0])  # small-image pixels -> crop pixels
-    crop = cv2.warpAffine(src, _index_affine(M), (resolution, resolution), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return crop, A
-
-
-def transform_landmarks(landmarks: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """Map ``[..., 478, 3]`` source-pixel landmarks into crop pixels (z scaled like x)."""
-    out = np.empty_like(landmarks)
-    out[..., :2] = landmarks[..., :2] @ A[:, :2].T + A[:, 2]
-    out[..., 2] = landmarks[..., 2] * A[0, 0]
-    return out
 
 
 def frame_ranges(indices) -> str:

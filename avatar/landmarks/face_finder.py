@@ -1,0 +1,81 @@
+"""Choosing the face to follow, and finding faces too small for the face mesh's own detector."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..geometry.crop import crop_image, square
+from .face_mesh import FaceDetection, FaceMeshDetector
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
+    union = (a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def distinct_faces(faces: list, max_iou: float = 0.5) -> list:
+    """Drop faces overlapping a larger one by more than ``max_iou``: in tracking mode
+    MediaPipe sometimes reports a tracked face a second time, slightly shifted."""
+    kept = []
+    for face in faces:  # largest first
+        if all(box_iou(face.box, k.box) <= max_iou for k in kept):
+            kept.append(face)
+    return kept
+
+
+def choose_face(faces: list, previous_box: np.ndarray | None) -> int:
+    """Index of the face to keep: the largest one that continues the previous frame's face
+    (box IoU > 0.3), else the largest. ``faces`` are sorted largest first; the previous box
+    is in the same pixels. Continuity keeps the crop on one person and off one-frame
+    false detections."""
+    if previous_box is not None and len(faces) > 1:
+        for k, face in enumerate(faces):
+            if box_iou(face.box, previous_box) > 0.3:
+                return k
+    return 0
+
+
+class SmallFaceFinder:
+    """Fallback for faces too small for the face mesh's own detector (below ~15% of the frame).
+
+    MediaPipe's full-range face detector (faces up to ~5 m away) finds the face box; the
+    face mesh then runs (static mode) on a square crop of ``crop_scale`` times the box,
+    resized to ``resolution``. Landmarks come back in the pixels of the image given.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, crop_scale: float = 2.2, resolution: int = 256):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp  # noqa: PLC0415
+
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_confidence)
+        self._mesh = FaceMeshDetector(video=False, max_faces=1)
+        self.crop_scale, self.resolution = crop_scale, resolution
+
+    def find(self, rgb: np.ndarray, search: np.ndarray | None = None) -> list:
+        """Faces in ``rgb`` [H, W, 3] uint8; the detector looks at ``search`` (a downscaled
+        copy, same aspect) when given. Returns at most one face (highest score)."""
+        search = rgb if search is None else search
+        detections = self._detector.process(np.ascontiguousarray(search)).detections
+        if not detections:
+            return []
+        h, w = rgb.shape[:2]
+        rel = max(detections, key=lambda d: d.score[0]).location_data.relative_bounding_box
+        centre = np.array([(rel.xmin + rel.width / 2) * w, (rel.ymin + rel.height / 2) * h])
+        box = square(centre, self.crop_scale * max(rel.width * w, rel.height * h))
+        crop, A = crop_image(rgb, box, self.resolution)
+        faces = self._mesh.detect(crop)
+        if not faces:
+            return []
+        s = A[0, 0]
+        lm = faces[0].landmarks.copy()
+        lm[:, :2] = (lm[:, :2] - A[:, 2]) / s
+        lm[:, 2] /= s
+        return [FaceDetection(lm, np.concatenate((lm[:, :2].min(0), lm[:, :2].max(0))))]
+
+    def close(self) -> None:
+        self._detector.close()
+        self._mesh.close()
