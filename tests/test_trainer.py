@@ -211,7 +211,9 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     capsys.readouterr()
     assert cli.main(["train", *args]) == 2  # never overwrites a trained run
     assert "already holds a trained run" in capsys.readouterr().out
-    assert cli.main(["eval", f"run={out}"]) == 0
+    recorded = (out / "config.yaml").read_text()
+    assert cli.main(["eval", f"run={out}", "renderer.eps2d=0.3"]) == 0
+    assert (out / "config.yaml").read_text() == recorded  # eval never rewrites the run's record
     again = json.loads((out / "eval" / "metrics.json").read_text())
     assert abs(again["psnr"] - metrics["psnr"]) < 1e-4
     assert cli.main(["export", f"run={out}"]) == 0

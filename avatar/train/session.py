@@ -43,8 +43,12 @@ def _load_model(name: str, device: torch.device, model_options: dict | None = No
     return models.load(name, **(model_options or {})).to(device)
 
 
-def setup(cfg: DictConfig) -> tuple[Trainer, TrackedSequence, object]:
-    """Build the trainer for ``cfg`` (capture, out, model, device, resume, train, renderer)."""
+def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedSequence, object]:
+    """Build the trainer for ``cfg`` (capture, out, model, device, resume, train, renderer).
+
+    ``write_config``: record the resolved config as ``out/config.yaml`` (training does;
+    re-opening a finished run for eval or export does not touch it).
+    """
     out = Path(cfg.out)
     has_checkpoint = (out / "checkpoints" / "last.pt").is_file()
     if has_checkpoint and not cfg.resume:
@@ -67,8 +71,11 @@ def setup(cfg: DictConfig) -> tuple[Trainer, TrackedSequence, object]:
         ) from exc
     if cfg.resume and not trainer.resume():
         log.info("resume=true but %s has no checkpoint: starting from scratch", out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if write_config:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".config.yaml.partial"
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        os.replace(tmp, out / "config.yaml")
     return trainer, tracking, model
 
 
@@ -160,7 +167,7 @@ def load_run(run: str | os.PathLike, overrides: DictConfig | None = None) -> tup
         cfg = OmegaConf.merge(cfg, overrides)
     cfg.resume = True
     cfg.out = str(run)
-    trainer, tracking, model = setup(cfg)
+    trainer, tracking, model = setup(cfg, write_config=False)
     return trainer, tracking, model, cfg
 
 
