@@ -49,7 +49,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "preprocess": Subcommand("video -> capture folder: frames, masks, landmarks", "avatar.apps.preprocess:main"),
     "track": Subcommand("fit FLAME/ICT to the capture's landmarks -> tracking.npz", "avatar.apps.track:main"),
     "train": Subcommand("train a Gaussian avatar on a tracked capture -> run folder", "avatar.apps.train:main"),
-    "render": Subcommand("render a trained avatar driven by a video or parameter file", None),
+    "render": Subcommand("render a trained avatar driven by a video or parameter file", "avatar.apps.render:main"),
     "live": Subcommand("drive a trained avatar in real time from a webcam or video", None),
     "demo": Subcommand(
         "render a synthetic Gaussian-splat animation (no inputs needed)",
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name == "--version":
         print(f"{PROG} {__version__}")
         return 0
+    _register_resolvers()
     try:
         if name not in SUBCOMMANDS:
             raise UsageError(_unknown_subcommand(name))
@@ -116,6 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `avatar demo --help | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet exit flush
         return 141
+
+
+def _register_resolvers() -> None:
+    """Config helpers: ``${dirname:PATH}`` (the folder of a file path, e.g. render's out=OUT.mp4)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("dirname"):
+        OmegaConf.register_new_resolver("dirname", lambda path: str(Path(str(path)).parent))
 
 
 def usage() -> str:

@@ -92,6 +92,8 @@ def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
         "sh_degree": g.sh_degree,
         **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in deformer_state(g).items()},
         "K": trainer.frames.K[int(trainer.frames.train[0])].cpu(),  # a reference camera for driving
+        "reference_rotation": trainer.frames.rotation[int(trainer.frames.train[0])].cpu(),  # head pose there
+        "reference_translation": trainer.frames.translation[int(trainer.frames.train[0])].cpu(),
         "viewmat": trainer.frames.viewmat.cpu(),
         "width": trainer.frames.width,
         "height": trainer.frames.height,

@@ -1,0 +1,185 @@
+"""Driving sources: what moves an avatar, as per-frame expression and head pose.
+
+Every source becomes a :class:`DriveSequence` in the avatar model's expression order:
+- a parameter file (``.npz`` with ``expression``, ``expression_names``, ``rotation``,
+  ``translation``, optional ``fps``; ``tracking.npz`` is one) or a tracked capture folder;
+- an ARKit blendshape CSV in the Live Link Face layout (``Timecode``, ``BlendShapeCount``,
+  52 blendshape columns such as ``EyeBlinkLeft``, ``HeadYaw/HeadPitch/HeadRoll`` in radians,
+  eye yaw/pitch/roll columns);
+- a video, tracked on the fly with the per-frame fitter (see :func:`from_video`).
+
+ARKit -> ICT: ICT's expressions are the ARKit shapes with ``_L``/``_R`` suffixes; an ARKit
+shape without a side (``browInnerUp``, ``cheekPuff``) drives both ICT sides; ``tongueOut``
+has no ICT shape and is dropped (reported).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
+
+ARKIT_BLENDSHAPES = (
+    "EyeBlinkLeft", "EyeLookDownLeft", "EyeLookInLeft", "EyeLookOutLeft", "EyeLookUpLeft", "EyeSquintLeft",
+    "EyeWideLeft", "EyeBlinkRight", "EyeLookDownRight", "EyeLookInRight", "EyeLookOutRight", "EyeLookUpRight",
+    "EyeSquintRight", "EyeWideRight", "JawForward", "JawRight", "JawLeft", "JawOpen", "MouthClose",
+    "MouthFunnel", "MouthPucker", "MouthRight", "MouthLeft", "MouthSmileLeft", "MouthSmileRight",
+    "MouthFrownLeft", "MouthFrownRight", "MouthDimpleLeft", "MouthDimpleRight", "MouthStretchLeft",
+    "MouthStretchRight", "MouthRollLower", "MouthRollUpper", "MouthShrugLower", "MouthShrugUpper",
+    "MouthPressLeft", "MouthPressRight", "MouthLowerDownLeft", "MouthLowerDownRight", "MouthUpperUpLeft",
+    "MouthUpperUpRight", "BrowDownLeft", "BrowDownRight", "BrowInnerUp", "BrowOuterUpLeft", "BrowOuterUpRight",
+    "CheekPuff", "CheekSquintLeft", "CheekSquintRight", "NoseSneerLeft", "NoseSneerRight", "TongueOut",
+)
+ARKIT_OTHER = ("Timecode", "BlendShapeCount", "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch",
+               "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
+
+
+class DriveError(ValueError):
+    """A driving source is missing, malformed or does not fit the avatar."""
+
+
+@dataclass
+class DriveSequence:
+    expression: np.ndarray  # [F, E] in the avatar model's expression order, 0..1
+    rotation: np.ndarray  # [F, 3] head rotation, axis-angle (model world)
+    translation: np.ndarray  # [F, 3] head translation, metres (model world)
+    fps: float
+    source: str
+    valid: np.ndarray | None = None  # [F] frames where the driver's face was found
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return self.expression.shape[0]
+
+
+def arkit_to_model(name: str, model_names) -> list[str]:
+    """The model expressions an ARKit blendshape (``EyeBlinkLeft`` or ``eyeBlinkLeft``) drives."""
+    base = name[0].lower() + name[1:]
+    if base in model_names:  # e.g. jawLeft, mouthRight: directions, not sides
+        return [base]
+    for side, suffix in (("Left", "_L"), ("Right", "_R")):
+        if base.endswith(side):
+            base = base[: -len(side)] + suffix
+    if base in model_names:
+        return [base]
+    if base + "_L" in model_names and base + "_R" in model_names:
+        return [base + "_L", base + "_R"]
+    return []
+
+
+def _euler_to_axis_angle(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """Axis-angle of R = Ry(yaw) Rx(pitch) Rz(roll) (model world: +y up, +z toward the viewer)."""
+    import torch  # noqa: PLC0415
+
+    from ..geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion  # noqa: PLC0415
+
+    def axis(a, k):
+        v = np.zeros((len(a), 3))
+        v[:, k] = a
+        return axis_angle_to_matrix(torch.as_tensor(v))
+
+    R = axis(yaw, 1) @ axis(pitch, 0) @ axis(roll, 2)
+    q = matrix_to_quaternion(R).numpy()
+    angle = 2 * np.arctan2(np.linalg.norm(q[:, 1:], axis=-1), q[:, 0])
+    scale = np.where(angle > 1e-9, angle / np.maximum(np.sin(angle / 2), 1e-12), 2.0)
+    return q[:, 1:] * scale[:, None]
+
+
+def from_arkit_csv(path: str | os.PathLike, model_names, fps: float = 60.0) -> DriveSequence:
+    """Read a Live Link Face CSV; missing or unknown columns are an error that names them."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise DriveError(f"cannot read {path}: {exc}") from exc
+    if len(rows) < 2:
+        raise DriveError(f"{path} has no data rows (expected a header and one row per frame)")
+    header = [h.strip() for h in rows[0]]
+    unknown = [h for h in header if h and h not in ARKIT_BLENDSHAPES and h not in ARKIT_OTHER]
+    missing = [h for h in ARKIT_BLENDSHAPES if h not in header]
+    if unknown or missing:
+        raise DriveError(
+            f"{path} is not a Live Link Face ARKit CSV: "
+            + (f"unknown column(s) {unknown}; " if unknown else "")
+            + (f"missing blendshape column(s) {missing}" if missing else "")
+        )
+    col = {h: i for i, h in enumerate(header)}
+    try:
+        data = np.array([[float(r[col[h]]) for h in ARKIT_BLENDSHAPES] for r in rows[1:] if r], dtype=np.float64)
+        pose = {h: np.array([float(r[col[h]]) if h in col else 0.0 for r in rows[1:] if r])
+                for h in ("HeadYaw", "HeadPitch", "HeadRoll")}
+    except (ValueError, IndexError) as exc:
+        raise DriveError(f"{path}: a row has a missing or non-numeric value ({exc})") from exc
+    names = list(model_names)
+    expression = np.zeros((len(data), len(names)))
+    dropped = []
+    for j, shape in enumerate(ARKIT_BLENDSHAPES):
+        targets = arkit_to_model(shape, names)
+        if not targets:
+            dropped.append(shape)
+        for t in targets:
+            expression[:, names.index(t)] = data[:, j]
+    rotation = _euler_to_axis_angle(pose["HeadYaw"], pose["HeadPitch"], pose["HeadRoll"])
+    notes = [f"ARKit shapes without a model expression, ignored: {dropped}"] if dropped else []
+    return DriveSequence(np.clip(expression, 0, 1).astype(np.float32), rotation.astype(np.float32),
+                         np.zeros((len(data), 3), np.float32), fps, str(path), notes=notes)
+
+
+def from_params(path: str | os.PathLike, model_names) -> DriveSequence:
+    """A parameter ``.npz`` (or a capture folder with ``tracking.npz``), reordered to ``model_names``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tracking.npz"
+        if not path.is_file():
+            raise DriveError(f"{path.parent} has no tracking.npz; run avatar track capture={path.parent} first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("expression", "expression_names", "rotation") if k not in z]
+            if missing:
+                raise DriveError(f"{path} lacks {missing}; a parameter file needs expression, expression_names, "
+                                 "rotation (and optionally translation, fps)")
+            expr, names = z["expression"], [str(n) for n in z["expression_names"]]
+            rotation = z["rotation"]
+            translation = z["translation"] if "translation" in z else np.zeros_like(rotation)
+            fps = float(z["fps"]) if "fps" in z else 25.0
+            valid = z["valid"] if "valid" in z else None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DriveError):
+            raise
+        raise DriveError(f"cannot read parameter file {path}: {exc}") from exc
+    out = np.zeros((expr.shape[0], len(model_names)), np.float32)
+    unknown = [n for n in names if n not in model_names]
+    for j, n in enumerate(names):
+        if n in model_names:
+            out[:, list(model_names).index(n)] = expr[:, j]
+    notes = [f"expressions the avatar's model lacks, ignored: {unknown}"] if unknown else []
+    if path.parent.joinpath("meta.json").is_file():
+        import json  # noqa: PLC0415
+
+        fps = float(json.loads(path.parent.joinpath("meta.json").read_text()).get("fps", fps))
+    return DriveSequence(out, rotation.astype(np.float32), translation.astype(np.float32), fps, str(path),
+                         valid=valid, notes=notes)
+
+
+def load_drive(path: str | os.PathLike, model_names, **video_options) -> DriveSequence:
+    """Dispatch on the source's kind (see the module doc)."""
+    path = Path(path)
+    if not path.exists():
+        raise DriveError(f"driving source {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        return from_arkit_csv(path, model_names)
+    if path.is_dir() or path.suffix.lower() == ".npz":
+        return from_params(path, model_names)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        from .video_driver import from_video  # noqa: PLC0415
+
+        return from_video(path, **video_options)
+    raise DriveError(f"cannot drive from {path}: use a video ({', '.join(VIDEO_SUFFIXES)}), a capture folder, "
+                     "a parameter .npz or an ARKit .csv")

@@ -1,0 +1,171 @@
+"""Driving: ARKit CSV / parameter sources, One Euro filter, retargeting, and `avatar render` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.drive.animate import retarget
+from avatar.drive.sources import (
+    ARKIT_BLENDSHAPES,
+    ARKIT_OTHER,
+    DriveError,
+    DriveSequence,
+    arkit_to_model,
+    from_arkit_csv,
+    load_drive,
+)
+from avatar.landmarks.filters import OneEuroFilter
+from avatar.models.ict import EXPRESSION_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ICT = REPO.parent / "shared" / "assets" / "ict-facekit"
+
+
+def _write_csv(path: Path, n: int = 10, drop: str | None = None, extra: str | None = None) -> Path:
+    header = [h for h in ("Timecode", "BlendShapeCount", *ARKIT_BLENDSHAPES, *ARKIT_OTHER[2:]) if h != drop]
+    header += [extra] if extra else []
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for i in range(n):
+            row = {h: 0.0 for h in header}
+            row["Timecode"], row["BlendShapeCount"] = f"00:00:00:{i:02d}.000", 52
+            row["JawOpen"] = i / (n - 1)
+            row["EyeBlinkLeft"] = 1.0
+            row["BrowInnerUp"] = 0.5
+            row["HeadYaw"] = 0.3 * i / (n - 1)
+            w.writerow([row[h] for h in header])
+    return path
+
+
+def test_arkit_names_map_onto_ict():
+    assert arkit_to_model("EyeBlinkLeft", EXPRESSION_NAMES) == ["eyeBlink_L"]
+    assert arkit_to_model("JawOpen", EXPRESSION_NAMES) == ["jawOpen"]
+    assert arkit_to_model("BrowInnerUp", EXPRESSION_NAMES) == ["browInnerUp_L", "browInnerUp_R"]
+    assert arkit_to_model("TongueOut", EXPRESSION_NAMES) == []
+    covered = {t for s in ARKIT_BLENDSHAPES for t in arkit_to_model(s, EXPRESSION_NAMES)}
+    assert covered == set(EXPRESSION_NAMES)  # every ICT expression is driven by some ARKit shape
+
+
+def test_arkit_csv_reads_expressions_and_head_pose(tmp_path):
+    seq = from_arkit_csv(_write_csv(tmp_path / "take.csv"), EXPRESSION_NAMES)
+    names = list(EXPRESSION_NAMES)
+    assert seq.n_frames == 10 and seq.expression.shape == (10, 53)
+    np.testing.assert_allclose(seq.expression[:, names.index("jawOpen")], np.linspace(0, 1, 10), atol=1e-6)
+    assert (seq.expression[:, names.index("eyeBlink_L")] == 1).all() and (seq.expression[:, names.index("eyeBlink_R")] == 0).all()
+    assert (seq.expression[:, names.index("browInnerUp_R")] == 0.5).all()
+    np.testing.assert_allclose(seq.rotation[:, 1], np.linspace(0, 0.3, 10), atol=1e-6)  # yaw about +y
+    assert any("TongueOut" in n for n in seq.notes)
+
+
+def test_arkit_csv_missing_or_unknown_columns_are_named(tmp_path):
+    with pytest.raises(DriveError, match=r"missing blendshape column\(s\) \['JawOpen'\]"):
+        from_arkit_csv(_write_csv(tmp_path / "a.csv", drop="JawOpen"), EXPRESSION_NAMES)
+    with pytest.raises(DriveError, match=r"unknown column\(s\) \['Smirk'\]"):
+        from_arkit_csv(_write_csv(tmp_path / "b.csv", extra="Smirk"), EXPRESSION_NAMES)
+    with pytest.raises(DriveError, match="does not exist"):
+        load_drive(tmp_path / "nope.csv", EXPRESSION_NAMES)
+    with pytest.raises(DriveError, match="cannot drive from"):
+        (tmp_path / "x.txt").write_text("hi")
+        load_drive(tmp_path / "x.txt", EXPRESSION_NAMES)
+
+
+def test_one_euro_filter_smooths_jitter_and_follows_motion():
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / 30.0
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    noisy = 0.5 + rng.normal(0, 0.05, 200)
+    out = np.array([f(x, ti) for x, ti in zip(noisy, t)])
+    assert out[50:].std() < 0.4 * noisy[50:].std()
+    g = OneEuroFilter(min_cutoff=1.0, beta=5.0)
+    ramp = np.array([g(x, ti) for x, ti in zip(2 * t, t)])
+    assert abs(ramp[-1] - 2 * t[-1]) < 0.2  # fast motion passes with little lag
+
+
+def test_retarget_is_relative_to_the_drivers_neutral_and_first_pose():
+    from avatar.geometry import axis_angle_to_matrix
+
+    F, E = 5, 53
+    expr = np.full((F, E), 0.2, np.float32)
+    expr[:, 26] = np.linspace(0.2, 0.9, F)
+    rot = np.zeros((F, 3), np.float32)
+    rot[:, 1] = np.linspace(0.5, 0.8, F)  # the driver starts turned
+    drive = DriveSequence(expr, rot, np.zeros((F, 3), np.float32), 25.0, "test")
+    ref_r, ref_t = np.array([0.1, 0, 0], np.float32), np.array([0, 0, -0.5], np.float32)
+    e, r, t = retarget(drive, ref_r, ref_t, relative=True, min_cutoff=None)
+    np.testing.assert_allclose(e[:, 26], np.linspace(0, 0.7, F), atol=1e-6)
+    assert e[:, :26].max() == 0  # the driver's resting 0.2 is its neutral
+    np.testing.assert_allclose(r[0], ref_r, atol=1e-6)  # first frame: the avatar's reference pose
+    delta = axis_angle_to_matrix(torch.as_tensor(r[-1], dtype=torch.float64)) @ axis_angle_to_matrix(torch.as_tensor(ref_r, dtype=torch.float64)).T
+    assert abs(float(torch.arccos((delta.trace() - 1) / 2)) - 0.3) < 1e-5  # then the driver's 0.3 rad turn
+    np.testing.assert_allclose(t, np.tile(ref_t, (F, 1)), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    root = Path(os.environ["AVATAR_ASSETS"]) if os.environ.get("AVATAR_ASSETS") else SHARED_ICT
+    if not root.is_dir():
+        pytest.skip(f"ICT-FaceKit assets not found in $AVATAR_ASSETS or {SHARED_ICT}")
+    import avatar.models
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+
+    model = avatar.models.load("ict", asset_path=str(root))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=16, sh_degree=0, init_opacity=0.9))
+    f = 1.4 * 64
+    pkg = {"model": "ict", "shape": torch.zeros(100), "faces": g.faces, "binding": g.binding,
+           "params": {k: v.detach() for k, v in g.params.items()}, "sh_degree": 0, "background": torch.ones(3),
+           "K": torch.tensor([[f, 0, 32.0], [0, f, 32.0], [0, 0, 1]]), "viewmat": torch.diag(torch.tensor([1.0, -1, -1, 1])),
+           "width": 64, "height": 64, "reference_rotation": torch.zeros(3), "reference_translation": torch.tensor([0, 0, -0.6])}
+    path = tmp_path_factory.mktemp("avatar") / "avatar.pt"
+    torch.save(pkg, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("camera", ["tracked", "fixed", "orbit"])
+def test_render_command_from_an_arkit_csv(package, tmp_path, camera):
+    from avatar import cli
+    from avatar.data.video_reader import open_source
+
+    take = _write_csv(tmp_path / "take.csv", n=6)
+    out = tmp_path / "out" / "anim.mp4"
+    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={out}", f"camera={camera}", "renderer=torch"]) == 0
+    frames = [f.image for f in open_source(out).frames()]
+    assert len(frames) == 6 and frames[0].shape == (64, 64, 3)
+    assert (frames[0] < 200).mean() > 0.05  # the head is in view
+    report = json.loads((out.parent / "render_report.json").read_text())
+    assert report["frames"] == 6 and report["render_fps"] > 0 and report["end_to_end_fps"] > 0
+    assert report["camera"] == camera
+
+
+@pytest.mark.slow
+def test_render_errors_name_the_problem(package, tmp_path, capsys):
+    from avatar import cli
+
+    take = _write_csv(tmp_path / "take.csv", n=3)
+    assert cli.main(["render", f"run={tmp_path / 'nothing'}", f"drive={take}", f"out={tmp_path / 'a.mp4'}"]) == 2
+    assert "train an avatar first" in capsys.readouterr().out
+    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={tmp_path / 'a.mp4'}", "layout=side_by_side"]) == 2
+    assert "needs driver frames" in capsys.readouterr().out
+    import av
+
+    noise = tmp_path / "noise.mp4"
+    with av.open(str(noise), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert cli.main(["render", f"run={package}", f"drive={noise}", f"out={tmp_path / 'b.mp4'}"]) == 2
+    assert "no face found in any frame" in capsys.readouterr().out
