@@ -50,7 +50,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "track": Subcommand("fit FLAME/ICT to the capture's landmarks -> tracking.npz", "avatar.apps.track:main"),
     "train": Subcommand("train a Gaussian avatar on a tracked capture -> run folder", "avatar.apps.train:main"),
     "render": Subcommand("render a trained avatar driven by a video or parameter file", "avatar.apps.render:main"),
-    "live": Subcommand("drive a trained avatar in real time from a webcam or video", None),
+    "live": Subcommand("drive a trained avatar in real time from a webcam or video", "avatar.apps.live:main"),
     "demo": Subcommand(
         "render a synthetic Gaussian-splat animation (no inputs needed)",
         "avatar.apps.demo:main",

@@ -169,3 +169,40 @@ def test_render_errors_name_the_problem(package, tmp_path, capsys):
             c.mux(p)
     assert cli.main(["render", f"run={package}", f"drive={noise}", f"out={tmp_path / 'b.mp4'}"]) == 2
     assert "no face found in any frame" in capsys.readouterr().out
+
+
+def _real_video(name: str) -> Path:
+    root = Path(os.environ.get("AVATAR_TEST_DATA", REPO.parent / "shared" / "data" / "real"))
+    path = root / name
+    if not path.is_file():
+        pytest.skip(f"real test video {path} not found (set AVATAR_TEST_DATA)")
+    return path
+
+
+@pytest.mark.slow
+def test_live_from_a_video_standing_in_for_a_webcam(package, tmp_path, monkeypatch):
+    from avatar import cli
+    from avatar.data.video_reader import open_source
+
+    video = _real_video("drive_expressive_512.mp4")
+    monkeypatch.chdir(tmp_path)  # live's Hydra folder goes under ./outputs
+    rec, report_path = tmp_path / "rec.mp4", tmp_path / "live_report.json"
+    assert cli.main(["live", f"run={package}", f"source={video}", "display=false", f"out={rec}", "max_frames=15",
+                     f"report={report_path}", "renderer=torch"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["frames_captured"] == 15 and report["stop_reason"] == "max_frames reached"
+    assert 1 <= report["frames_shown"] <= 15 and report["frames_without_face"] == 0
+    assert report["latency_ms"]["p95"] >= report["latency_ms"]["mean"] > 0
+    assert set(report["stage_ms"]) == {"capture", "track", "render"}
+    assert len(list(open_source(rec).frames())) == report["frames_shown"]
+
+
+@pytest.mark.slow
+def test_live_errors(package, tmp_path, capsys, monkeypatch):
+    from avatar import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["live", f"run={package}", "source=7", "display=false", f"report={tmp_path / 'r.json'}"]) == 2
+    assert "cannot open webcam index 7" in capsys.readouterr().out
+    assert cli.main(["live", f"run={tmp_path}", "source=0", "display=false", f"report={tmp_path / 'r.json'}"]) == 2
+    assert "train an avatar first" in capsys.readouterr().out

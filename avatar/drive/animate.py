@@ -53,9 +53,13 @@ class AvatarPackage:
     def reference_pose(self, drive: DriveSequence) -> tuple[np.ndarray, np.ndarray]:
         """The avatar's head pose the driver's motion is applied to: its first training frame
         (packages written before that was recorded: the driver's own first frame)."""
+        return self.reference_pose_or(drive.rotation[0].astype(np.float32), drive.translation[0].astype(np.float32))
+
+    def reference_pose_or(self, rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded reference pose, or the given one when the package has none."""
         r, t = self.state.get("reference_rotation"), self.state.get("reference_translation")
         if r is None or t is None:
-            return drive.rotation[0].astype(np.float32), drive.translation[0].astype(np.float32)
+            return rotation, translation
         return np.asarray(r, np.float32), np.asarray(t, np.float32)
 
 

@@ -1,0 +1,35 @@
+"""``avatar live run=RUN source=0``: the avatar mimics the face in front of the camera."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.reports import write_json
+from ..device import pick_device
+from ..drive.animate import AvatarPackage
+from ..drive.live import run_live
+from ..drive.sources import DriveError
+
+
+def main(cfg: DictConfig) -> int:
+    try:
+        package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")))
+        report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
+                          max_frames=cfg.max_frames, min_cutoff=cfg.smoothing.min_cutoff, beta=cfg.smoothing.beta,
+                          renderer=OmegaConf.to_container(cfg.renderer))
+    except DriveError as exc:
+        print(f"avatar live: {exc}")
+        return 2
+    report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
+                   "n_gaussians": len(package.gaussians), "device": str(package.device)})
+    path = Path(cfg.report)
+    if not path.is_absolute() and HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.output_dir) / path
+    write_json(path, report)
+    print(f"avatar live: {report['frames_shown']} frames at {report['fps']} FPS, latency mean "
+          f"{report['latency_ms']['mean']} ms / p95 {report['latency_ms']['p95']} ms ({report['stop_reason']})\n"
+          f"  report: {path}")
+    return 0

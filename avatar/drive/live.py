@@ -1,0 +1,234 @@
+"""The live loop: webcam (or a video standing in for one) -> landmarks + fit -> rendered avatar.
+
+Three stages run concurrently and hand over only their newest result, so the slowest stage
+sets the frame rate and stale frames are dropped instead of queued:
+
+1. capture: reads the camera (a video file is paced at its own frame rate, like a camera);
+2. track: MediaPipe face mesh + the per-frame fitter (expression and head pose);
+3. render (the calling thread): retarget onto the avatar, rasterize, display and/or record.
+
+Latency is measured from the moment a frame was captured to the moment its avatar frame was
+shown or written. Keys (with a window): q quits, r takes the current face as neutral, s saves
+a snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..geometry.rotations import axis_angle_to_matrix
+from ..landmarks.filters import OneEuroFilter
+from ..render import rasterization
+from .animate import AvatarPackage, _axis_angle
+from .sources import DriveError
+
+
+class Latest:
+    """A one-slot mailbox: ``put`` overwrites, ``get`` waits for something newer than last time."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item, self._serial, self.closed = None, 0, False
+
+    def put(self, item) -> None:
+        with self._cond:
+            self._item, self._serial = item, self._serial + 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def get(self, seen: int, timeout: float = 0.5):
+        """``(item, serial)`` newer than ``seen``, or ``(None, seen)`` when closed or timed out."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._serial > seen or self.closed, timeout)
+            if self._serial > seen:
+                return self._item, self._serial
+            return None, seen
+
+
+@dataclass
+class LiveStats:
+    stage_ms: dict = field(default_factory=lambda: {"capture": [], "track": [], "render": []})
+    latency_ms: list = field(default_factory=list)
+    captured: int = 0
+    shown: int = 0
+    no_face: int = 0
+    stop_reason: str = ""
+
+    def report(self, seconds: float) -> dict:
+        lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+        return {
+            "frames_captured": self.captured, "frames_shown": self.shown,
+            "frames_dropped": max(0, self.captured - self.shown), "frames_without_face": self.no_face,
+            "fps": round(self.shown / max(seconds, 1e-9), 2), "seconds": round(seconds, 2),
+            "latency_ms": {"mean": round(float(lat.mean()), 1), "p95": round(float(np.percentile(lat, 95)), 1)},
+            "stage_ms": {k: round(float(np.median(v)), 2) if v else None for k, v in self.stage_ms.items()},
+            "stop_reason": self.stop_reason,
+        }
+
+
+def open_camera(source):
+    """``cv2.VideoCapture`` for a webcam index (int or digit string) or a video file; clear error if it fails."""
+    import cv2  # noqa: PLC0415
+
+    is_index = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
+    cap = cv2.VideoCapture(int(source) if is_index else str(source))
+    if not cap.isOpened():
+        what = f"webcam index {source}" if is_index else f"video {source}"
+        raise DriveError(f"cannot open {what}: " + ("is a camera connected and free?" if is_index else
+                                                     "does the file exist and is it a video?"))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    return cap, (not is_index), fps if fps > 0 else 30.0
+
+
+def run_live(package: AvatarPackage, source, display: bool = True, out: str | None = None, size: int | None = None,
+             max_frames: int | None = None, min_cutoff: float = 1.5, beta: float = 0.5, snapshot_dir: str = ".",
+             renderer: dict | None = None) -> dict:
+    """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report."""
+    import cv2  # noqa: PLC0415
+
+    from ..data.video import VideoWriter  # noqa: PLC0415
+    from ..landmarks import FaceMeshDetector  # noqa: PLC0415
+    from ..landmarks.embedding import load_embedding  # noqa: PLC0415
+    from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
+    from ..tracking.online import FrameTracker  # noqa: PLC0415
+
+    cap, is_file, fps = open_camera(source)
+    stats, stop = LiveStats(), threading.Event()
+    frames_box, tracked_box = Latest(), Latest()
+    model_cpu = package.model.to("cpu")
+    lm = LandmarkModel.from_model(model_cpu, load_embedding(model_cpu)).to(torch.device("cpu"), torch.float64)
+    package.model.to(package.device)
+
+    def capture() -> None:
+        t_next = time.perf_counter()
+        while not stop.is_set() and (max_frames is None or stats.captured < max_frames):
+            t0 = time.perf_counter()
+            ok, bgr = cap.read()
+            if not ok:
+                stats.stop_reason = "the video ended" if is_file else "the camera stopped delivering frames (unplugged?)"
+                break
+            stats.stage_ms["capture"].append((time.perf_counter() - t0) * 1e3)
+            stats.captured += 1
+            frames_box.put((time.perf_counter(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            if is_file:  # a file stands in for a camera: deliver at its frame rate
+                t_next += 1.0 / fps
+                time.sleep(max(0.0, t_next - time.perf_counter()))
+        else:
+            stats.stop_reason = stats.stop_reason or ("max_frames reached" if not stop.is_set() else "quit")
+        frames_box.close()
+
+    def track() -> None:
+        seen, tracker = 0, None
+        with FaceMeshDetector(video=True, max_faces=1) as detector:
+            while not stop.is_set():
+                item, seen = frames_box.get(seen)
+                if item is None:
+                    if frames_box.closed:
+                        break
+                    continue
+                t_cap, rgb = item
+                t0 = time.perf_counter()
+                if tracker is None:
+                    h, w = rgb.shape[:2]
+                    tracker = FrameTracker(lm, torch.zeros(lm.num_shape, dtype=torch.float64),
+                                           0.5 * w / math.tan(math.radians(20.0)), w, h)
+                faces = detector.detect(rgb)
+                result = None
+                if faces:
+                    e, r, t = tracker(torch.as_tensor(faces[0].landmarks[:, :2], dtype=torch.float64))
+                    result = (e.numpy(), r.numpy(), t.numpy())
+                else:
+                    stats.no_face += 1
+                stats.stage_ms["track"].append((time.perf_counter() - t0) * 1e3)
+                tracked_box.put((t_cap, rgb, result))
+        tracked_box.close()
+
+    threads = [threading.Thread(target=capture, daemon=True), threading.Thread(target=track, daemon=True)]
+    for th in threads:
+        th.start()
+
+    st, dev = package.state, package.device
+    ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
+    R_ref = axis_angle_to_matrix(torch.as_tensor(ref_r, dtype=torch.float64)).numpy()
+    height0, width0 = int(st["height"]), int(st["width"])
+    height = size or height0
+    width = int(round(width0 * height / height0))
+    K = st["K"].to(dev, torch.float32).clone()
+    K[:2] *= height / height0
+    viewmat = st["viewmat"].to(dev, torch.float32)[None]
+    background = st["background"].to(dev, torch.float32)[None]
+    shape = st["shape"].to(dev, torch.float32)[None]
+    filt = OneEuroFilter(min_cutoff, beta)
+    neutral = first = last = None
+    t_start, seen = time.perf_counter(), 0
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(out, fps=fps)) if out else None
+        stack.callback(_shutdown, stop, threads, cap, display)
+        while True:
+            item, seen = tracked_box.get(seen)
+            if item is None:
+                if tracked_box.closed:
+                    break
+                continue
+            t_cap, rgb, result = item
+            t0 = time.perf_counter()
+            if result is None and last is None:
+                continue  # no face yet: nothing to hold
+            e, r, t = result if result is not None else last  # no face: hold the last pose
+            last = (e, r, t)
+            if neutral is None:
+                neutral, first = e.copy(), (axis_angle_to_matrix(torch.as_tensor(r)).numpy(), t.copy())
+            R = R_ref @ first[0].T @ axis_angle_to_matrix(torch.as_tensor(r)).numpy()
+            signal = filt(np.concatenate((np.clip(e - neutral, 0, 1), R.reshape(9), ref_t + (t - first[1]))),
+                          t_cap - t_start)
+            u, _, vt = np.linalg.svd(signal[-12:-3].reshape(3, 3))
+            expr = torch.as_tensor(np.clip(signal[: len(e)], 0, 1)[None], dtype=torch.float32, device=dev)
+            with torch.no_grad():
+                verts = package.model(shape=shape, expression=expr,
+                                      rotation=torch.as_tensor(_axis_angle(u @ vt)[None], device=dev),
+                                      translation=torch.as_tensor(signal[-3:][None], dtype=torch.float32, device=dev)).vertices
+                w = package.gaussians(verts, expr)
+                img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmat, K[None],
+                                          width, height, sh_degree=package.gaussians.sh_degree, backgrounds=background,
+                                          **(renderer or {}))
+            frame = (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            if writer is not None:
+                writer.write(frame)
+            stats.stage_ms["render"].append((time.perf_counter() - t0) * 1e3)
+            if display:
+                cv2.imshow("avatar live (q quit, r neutral, s snapshot)", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                key = cv2.waitKey(1) & 0xFF
+                if key == ord("q"):
+                    stats.stop_reason = "quit"
+                    break
+                if key == ord("r"):
+                    neutral, first = e.copy(), (axis_angle_to_matrix(torch.as_tensor(r)).numpy(), t.copy())
+                if key == ord("s"):
+                    snap = Path(snapshot_dir) / f"snapshot_{int(time.time())}.png"
+                    cv2.imwrite(str(snap), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            stats.shown += 1
+            stats.latency_ms.append((time.perf_counter() - t_cap) * 1e3)
+    return stats.report(time.perf_counter() - t_start)
+
+
+def _shutdown(stop: threading.Event, threads, cap, display: bool) -> None:
+    import cv2  # noqa: PLC0415
+
+    stop.set()
+    for th in threads:
+        th.join(timeout=5)
+    cap.release()
+    if display:
+        cv2.destroyAllWindows()
