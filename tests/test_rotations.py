@@ -51,3 +51,17 @@ def test_axis_angle_matches_smplx_and_is_smooth_at_zero():
     zero = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
     axis_angle_to_matrix(zero).sum().backward()
     assert torch.isfinite(zero.grad).all()
+
+
+def test_matrix_to_axis_angle_inverts_and_euler_composes_yxz():
+    from avatar.geometry import euler_to_axis_angle, matrix_to_axis_angle
+
+    aa = torch.randn(64, 3, dtype=torch.float64)
+    aa = aa / aa.norm(dim=-1, keepdim=True) * torch.rand(64, 1, dtype=torch.float64) * 3.0  # angles below pi
+    torch.testing.assert_close(matrix_to_axis_angle(axis_angle_to_matrix(aa)), aa)
+    torch.testing.assert_close(matrix_to_axis_angle(torch.eye(3, dtype=torch.float64)), torch.zeros(3, dtype=torch.float64))
+    yaw, pitch, roll = (torch.rand(8, dtype=torch.float64) - 0.5 for _ in range(3))
+    z = torch.zeros_like(yaw)
+    expected = (axis_angle_to_matrix(torch.stack((z, yaw, z), -1)) @ axis_angle_to_matrix(torch.stack((pitch, z, z), -1))
+                @ axis_angle_to_matrix(torch.stack((z, z, roll), -1)))
+    torch.testing.assert_close(axis_angle_to_matrix(euler_to_axis_angle(yaw, pitch, roll)), expected)

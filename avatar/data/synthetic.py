@@ -154,11 +154,10 @@ def scripted_sequence(n_frames: int, expression_names: tuple[str, ...]) -> Perfo
 
 def euler_to_axis_angle(euler_deg: np.ndarray) -> np.ndarray:
     """Axis-angle ``[..., 3]`` (radians) of ``R = Ry(yaw) Rx(pitch) Rz(roll)``, angles in degrees."""
-    from scipy.spatial.transform import Rotation  # noqa: PLC0415
+    from avatar.geometry.rotations import euler_to_axis_angle as euler_rad_to_axis_angle  # noqa: PLC0415
 
-    flat = np.asarray(euler_deg, np.float64).reshape(-1, 3)
-    rotvec = Rotation.from_euler("YXZ", flat, degrees=True).as_rotvec()
-    return rotvec.reshape(np.shape(euler_deg)).astype(np.float32)
+    e = torch.as_tensor(np.radians(np.asarray(euler_deg, np.float64)))
+    return euler_rad_to_axis_angle(e[..., 0], e[..., 1], e[..., 2]).numpy().astype(np.float32)
 
 
 def camera(config: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..geometry.cameras import orbit_viewmats
-from ..geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion
+from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.filters import OneEuroFilter
 from ..render import rasterization
 from .sources import DriveError, DriveSequence
@@ -64,10 +64,7 @@ class AvatarPackage:
 
 
 def _axis_angle(matrix: np.ndarray) -> np.ndarray:
-    q = matrix_to_quaternion(torch.as_tensor(matrix, dtype=torch.float64)).numpy()
-    angle = 2 * np.arctan2(np.linalg.norm(q[..., 1:], axis=-1), q[..., 0])
-    scale = np.where(angle > 1e-9, angle / np.maximum(np.sin(angle / 2), 1e-12), 2.0)
-    return (q[..., 1:] * scale[..., None]).astype(np.float32)
+    return matrix_to_axis_angle(torch.as_tensor(matrix, dtype=torch.float64)).numpy().astype(np.float32)
 
 
 def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, relative: bool = True,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 
@@ -73,24 +74,6 @@ def arkit_to_model(name: str, model_names) -> list[str]:
     return []
 
 
-def _euler_to_axis_angle(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
-    """Axis-angle of R = Ry(yaw) Rx(pitch) Rz(roll) (model world: +y up, +z toward the viewer)."""
-    import torch  # noqa: PLC0415
-
-    from ..geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion  # noqa: PLC0415
-
-    def axis(a, k):
-        v = np.zeros((len(a), 3))
-        v[:, k] = a
-        return axis_angle_to_matrix(torch.as_tensor(v))
-
-    R = axis(yaw, 1) @ axis(pitch, 0) @ axis(roll, 2)
-    q = matrix_to_quaternion(R).numpy()
-    angle = 2 * np.arctan2(np.linalg.norm(q[:, 1:], axis=-1), q[:, 0])
-    scale = np.where(angle > 1e-9, angle / np.maximum(np.sin(angle / 2), 1e-12), 2.0)
-    return q[:, 1:] * scale[:, None]
-
-
 def from_arkit_csv(path: str | os.PathLike, model_names, fps: float = 60.0) -> DriveSequence:
     """Read a Live Link Face CSV; missing or unknown columns are an error that names them."""
     path = Path(path)
@@ -126,7 +109,9 @@ def from_arkit_csv(path: str | os.PathLike, model_names, fps: float = 60.0) -> D
             dropped.append(shape)
         for t in targets:
             expression[:, names.index(t)] = data[:, j]
-    rotation = _euler_to_axis_angle(pose["HeadYaw"], pose["HeadPitch"], pose["HeadRoll"])
+    from ..geometry.rotations import euler_to_axis_angle  # noqa: PLC0415
+
+    rotation = euler_to_axis_angle(*(torch.as_tensor(pose[k], dtype=torch.float64) for k in ("HeadYaw", "HeadPitch", "HeadRoll"))).numpy()
     notes = [f"ARKit shapes without a model expression, ignored: {dropped}"] if dropped else []
     return DriveSequence(np.clip(expression, 0, 1).astype(np.float32), rotation.astype(np.float32),
                          np.zeros((len(data), 3), np.float32), fps, str(path), notes=notes)

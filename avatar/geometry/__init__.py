@@ -2,6 +2,8 @@
 
 from .rotations import (
     axis_angle_to_matrix,
+    euler_to_axis_angle,
+    matrix_to_axis_angle,
     matrix_to_quaternion,
     normalize_quaternion,
     quaternion_multiply,
@@ -9,5 +11,5 @@ from .rotations import (
 )
 
 __all__ = [
-    "axis_angle_to_matrix", "matrix_to_quaternion", "normalize_quaternion", "quaternion_multiply", "quaternion_to_matrix",
+    "axis_angle_to_matrix", "euler_to_axis_angle", "matrix_to_axis_angle", "matrix_to_quaternion", "normalize_quaternion", "quaternion_multiply", "quaternion_to_matrix",
 ]

@@ -96,3 +96,25 @@ def matrix_to_quaternion(matrix: Tensor) -> Tensor:
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
     q = normalize_quaternion(q)
     return torch.where(q[..., :1] < 0, -q, q)
+
+
+def matrix_to_axis_angle(matrix: Tensor) -> Tensor:
+    """Axis-angle vectors ``(..., 3)`` (angle in [0, pi]) from rotation matrices ``(..., 3, 3)``."""
+    q = matrix_to_quaternion(matrix)  # w >= 0
+    sin_half = q[..., 1:].norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(sin_half, q[..., :1])
+    # angle / sin(angle / 2), with its limit 2 at zero.
+    scale = torch.where(sin_half > 1e-8, angle / sin_half.clamp_min(1e-12), torch.full_like(angle, 2.0))
+    return q[..., 1:] * scale
+
+
+def euler_to_axis_angle(yaw: Tensor, pitch: Tensor, roll: Tensor) -> Tensor:
+    """Axis-angle ``(..., 3)`` of ``R = Ry(yaw) Rx(pitch) Rz(roll)`` (radians; +y up, +z toward the viewer).
+
+    The head-pose convention of ARKit / Live Link Face exports and of the synthetic captures.
+    """
+    zero = torch.zeros_like(yaw)
+    ry = axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1))
+    rx = axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1))
+    rz = axis_angle_to_matrix(torch.stack((zero, zero, roll), -1))
+    return matrix_to_axis_angle(ry @ rx @ rz)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..geometry.rotations import axis_angle_to_matrix
+from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.embedding import IRIS
 from .fit import initial_pose
 from .landmark_model import (
@@ -38,16 +38,6 @@ class OnlineConfig:
     w_temporal_translation: float = 1e4  # px^2 per m^2 ... scaled by (focal/depth)^2 inside
     damping: float = 1e-2
     head_width_m: float = 0.15
-
-
-def matrix_to_axis_angle(R: Tensor) -> Tensor:
-    """Axis-angle ``[3]`` of a rotation matrix ``[3, 3]`` with angle < pi."""
-    skew = torch.stack((R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]))
-    cos = ((R.diagonal().sum() - 1) / 2).clamp(-1.0, 1.0)
-    angle = torch.acos(cos)
-    sin = torch.sin(angle)
-    scale = torch.where(sin > 1e-6, angle / (2 * sin.clamp_min(1e-12)), torch.full_like(sin, 0.5))
-    return skew * scale
 
 
 class FrameTracker:
