@@ -184,3 +184,15 @@ def test_deformer_starts_as_identity_and_follows_the_condition():
     assert (a.means - b.means).abs().max() > 1e-5  # offsets depend on the expression
     with pytest.raises(ValueError, match="n_condition"):
         MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, deform=True))
+
+
+def test_no_opacity_reset_near_the_end_of_training():
+    model = PlaneModel()
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, init_opacity=0.9))
+    opt = _optimizer(g)
+    strategy = DensifyStrategy(DensifyConfig(refine_start=10_000, reset_opacity_every=100, reset_steps_left=50))
+    meta = {"means2d": torch.zeros(1, len(g), 2), "radii": torch.ones(1, len(g), 2), "width": 8, "height": 8}
+    strategy.step_post_backward(g, opt, meta, step=100, total_steps=120)  # 20 steps left: no reset
+    assert torch.sigmoid(g.params["opacity_logit"]).min() > 0.89
+    strategy.step_post_backward(g, opt, meta, step=100, total_steps=1000)
+    assert torch.sigmoid(g.params["opacity_logit"]).max() < 0.011

@@ -33,6 +33,7 @@ class DensifyConfig:
     prune_opacity: float = 0.005
     prune_scale: float = 4.0  # Gaussians larger than this (triangle-scale units) are pruned
     reset_opacity_every: int = 3000  # 0 disables; opacities are clamped down to 2 x prune_opacity
+    reset_steps_left: int = 1000  # no reset this close to the end of training (opacities need time to recover)
     max_gaussians: int = 200_000
 
 
@@ -55,8 +56,13 @@ class DensifyStrategy:
             meta["means2d"].retain_grad()
 
     @torch.no_grad()
-    def step_post_backward(self, gaussians: MeshGaussians, optimizer, meta: dict, step: int) -> dict[str, int]:
-        """Accumulate screen-space gradients; refine when due. Returns what changed."""
+    def step_post_backward(self, gaussians: MeshGaussians, optimizer, meta: dict, step: int,
+                           total_steps: int | None = None) -> dict[str, int]:
+        """Accumulate screen-space gradients; refine when due. Returns what changed.
+
+        ``total_steps``: the length of training, so that no opacity reset falls in its last
+        ``reset_steps_left`` steps.
+        """
         cfg = self.cfg
         if step >= cfg.refine_stop:
             return {}
@@ -64,7 +70,8 @@ class DensifyStrategy:
         changed: dict[str, int] = {}
         if step >= cfg.refine_start and step % cfg.refine_every == 0:
             changed = self.refine(gaussians, optimizer)
-        if cfg.reset_opacity_every and step > 0 and step % cfg.reset_opacity_every == 0:
+        late = total_steps is not None and step > total_steps - cfg.reset_steps_left
+        if cfg.reset_opacity_every and step > 0 and step % cfg.reset_opacity_every == 0 and not late:
             self.reset_opacity(gaussians, optimizer)
         return changed
 

@@ -186,7 +186,7 @@ class Trainer:
         bad = [n for n, q in p.items() if q.grad is not None and not torch.isfinite(q.grad).all()]
         if bad:
             return self._skip(f"non-finite gradient in {bad}")
-        self.strategy.step_post_backward(self.gaussians, self.optimizer, meta, self.step)
+        self.strategy.step_post_backward(self.gaussians, self.optimizer, meta, self.step, cfg.iterations)
         self.optimizer.step()
         with torch.no_grad():
             return {"loss": float(loss), "psnr": float(psnr(img.detach(), gt))}
