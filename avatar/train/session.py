@@ -184,7 +184,9 @@ def summary(metrics: dict) -> str:
     def f(v, spec):
         return "n/a" if v is None else format(v, spec)
 
+    seconds = metrics.get("train_seconds")
+    timing = f" in {seconds} s" if seconds is not None else ""
     return (f"held-out PSNR {f(metrics.get('psnr'), '.2f')} dB, SSIM {f(metrics.get('ssim'), '.4f')}, "
             f"LPIPS {f(metrics.get('lpips'), '.4f')}; {metrics.get('n_gaussians')} Gaussians, "
-            f"{metrics.get('iterations')} iterations in {metrics.get('train_seconds')} s")
+            f"{metrics.get('iterations')} iterations{timing}")
 
