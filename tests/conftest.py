@@ -1,7 +1,8 @@
-"""Shared pytest setup: the repository root and the `cuda` marker's skip rule."""
+"""Shared pytest setup: the repository root, the ICT assets, and the `cuda` marker's skip rule."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def repo_root() -> Path:
     """The source checkout these tests run from."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ict_assets() -> Path:
+    """The ICT-FaceKit folder: $AVATAR_ASSETS, else ../shared/assets/ict-facekit; skips when absent."""
+    shared = REPO_ROOT.parent / "shared" / "assets" / "ict-facekit"
+    root = Path(os.environ["AVATAR_ASSETS"]) if os.environ.get("AVATAR_ASSETS") else shared
+    if not root.is_dir():
+        pytest.skip(f"ICT-FaceKit assets not found in $AVATAR_ASSETS or {shared}")
+    return root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

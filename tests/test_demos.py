@@ -11,15 +11,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_ICT = REPO.parent / "shared" / "assets" / "ict-facekit"
-
-
-@pytest.fixture(scope="module")
-def ict_assets() -> Path:
-    root = Path(os.environ["AVATAR_ASSETS"]) if os.environ.get("AVATAR_ASSETS") else SHARED_ICT
-    if not root.is_dir():
-        pytest.skip(f"ICT-FaceKit assets not found in $AVATAR_ASSETS or {SHARED_ICT}")
-    return root
 
 
 @pytest.mark.slow

@@ -25,7 +25,6 @@ from avatar.landmarks.filters import OneEuroFilter
 from avatar.models.ict import EXPRESSION_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_ICT = REPO.parent / "shared" / "assets" / "ict-facekit"
 
 
 def _write_csv(path: Path, n: int = 10, drop: str | None = None, extra: str | None = None) -> Path:
@@ -109,10 +108,8 @@ def test_retarget_is_relative_to_the_drivers_neutral_and_first_pose():
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    root = Path(os.environ["AVATAR_ASSETS"]) if os.environ.get("AVATAR_ASSETS") else SHARED_ICT
-    if not root.is_dir():
-        pytest.skip(f"ICT-FaceKit assets not found in $AVATAR_ASSETS or {SHARED_ICT}")
+def package(tmp_path_factory, ict_assets):
+    root = ict_assets
     import avatar.models
     from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
 
