@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The ICT head model ships beside the project in ../shared on the team's machines; elsewhere
+# `python data_tools/fetch_ict.py` gets it, and without it the demo renders a procedural head.
+ICT_SHARED := $(wildcard ../shared/assets/ict-facekit)
+
 demo: setup
-	$(VENV)/bin/avatar demo
+	$(if $(ICT_SHARED),AVATAR_ASSETS=$${AVATAR_ASSETS:-$(abspath $(ICT_SHARED))}) $(VENV)/bin/avatar demo
 
 bench: setup
 	@set -e; for script in $(wildcard benchmarks/*.py); do \

@@ -34,3 +34,35 @@ def test_orbit_avatar_renders_a_package(ict_assets, tmp_path):
     frames = [f.image for f in open_source(out).frames()]
     assert len(frames) == 3 and frames[0].shape == (64, 64, 3)
     assert (frames[0] < 200).mean() > 0.05  # the (grey) head is in view, not only the white background
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end(ict_assets, tmp_path, monkeypatch):
+    """`avatar demo` with tiny sizes: synthetic capture -> track -> train -> driven video and orbit."""
+    import json
+
+    from avatar import cli
+
+    monkeypatch.setenv("AVATAR_ASSETS", str(ict_assets))
+    out = tmp_path / "demo"
+    assert cli.main(["demo", f"out={out}", "mode=pipeline", "renderer=torch", "pipeline.frames=12",
+                     "pipeline.resolution=64", "pipeline.track_iterations=60", "pipeline.train_iterations=40",
+                     "pipeline.uv_resolution=24", "pipeline.drive_frames=6", "pipeline.render_size=64"]) == 0
+    report = json.loads((out / "demo_report.json").read_text())
+    assert report["mode"] == "pipeline" and report["render"]["frames"] == 6
+    assert report["training"]["iterations"] == 40 and report["training"]["psnr"] > 8
+    for name in ("driven.mp4", "orbit.mp4", "run/avatar.pt", "capture/tracking.npz", "capture/tracking_overlay.mp4"):
+        assert (out / name).is_file(), name
+
+
+def test_demo_falls_back_to_the_procedural_orbit_without_ict(tmp_path, monkeypatch, capsys):
+    from avatar import cli
+    from avatar.apps import demo_pipeline
+
+    monkeypatch.setattr(demo_pipeline, "ict_available", lambda: None)
+    out = tmp_path / "demo"
+    args = [f"out={out}", "demo.n_frames=2", "demo.width=32", "demo.height=32", "demo.n_gaussians=500"]
+    assert cli.main(["demo", *args]) == 0
+    assert "procedural head instead" in capsys.readouterr().out and (out / "orbit.mp4").is_file()
+    assert cli.main(["demo", *args, "mode=pipeline"]) == 2
+    assert "needs the ICT-FaceKit head model" in capsys.readouterr().out

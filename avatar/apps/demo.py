@@ -37,6 +37,26 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 
 
 def main(cfg: DictConfig) -> int:
+    """The full pipeline when the ICT head model is available (``mode=auto|pipeline``), else the orbit."""
+    mode = cfg.get("mode", "orbit")
+    if mode in ("auto", "pipeline"):
+        from .demo_pipeline import ict_available, run_pipeline, summary  # noqa: PLC0415
+
+        model = ict_available()
+        if model is not None:
+            print(summary(run_pipeline(cfg, model)))
+            return 0
+        if mode == "pipeline":
+            print("avatar demo: mode=pipeline needs the ICT-FaceKit head model: set AVATAR_ASSETS or run "
+                  "python data_tools/fetch_ict.py")
+            return 2
+        print("avatar demo: the ICT-FaceKit head model is not on this machine (AVATAR_ASSETS, user cache), so the "
+              "demo renders the procedural head instead; python data_tools/fetch_ict.py gets the model")
+    return render_orbit(cfg)
+
+
+def render_orbit(cfg: DictConfig) -> int:
+    """Render an orbit around the procedural Gaussian head (no assets needed)."""
     d, r = cfg.demo, cfg.renderer
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
