@@ -203,3 +203,23 @@ def test_live_errors(package, tmp_path, capsys, monkeypatch):
     assert "cannot open webcam index 7" in capsys.readouterr().out
     assert cli.main(["live", f"run={tmp_path}", "source=0", "display=false", f"report={tmp_path / 'r.json'}"]) == 2
     assert "train an avatar first" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_scripts_drive_from_csv_and_video(package, tmp_path, ict_assets):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AVATAR_ASSETS": str(ict_assets), "PYTHONPATH": str(REPO)}
+    take = _write_csv(tmp_path / "take.csv", n=4)
+    proc = subprocess.run([sys.executable, str(REPO / "demos" / "drive_from_arkit_csv.py"), str(package), str(take),
+                           str(tmp_path / "csv.mp4"), "--camera", "fixed"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["frames"] == 4
+    video = _real_video("drive_expressive_512.mp4")
+    proc = subprocess.run([sys.executable, str(REPO / "demos" / "drive_from_video.py"), str(package), str(video),
+                           str(tmp_path / "vid.mp4"), "--side-by-side", "--max-frames", "5"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout[proc.stdout.index("{"):])["frames"] == 5
