@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.drive.animate import retarget
+from avatar.drive.retarget import retarget
 from avatar.drive.sources import (
     ARKIT_BLENDSHAPES,
     ARKIT_OTHER,

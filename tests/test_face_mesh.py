@@ -23,3 +23,14 @@ def test_finds_the_astronaut_face_in_pixels():
         assert det.detect(np.zeros((64, 64, 3), np.uint8)) == []
         with pytest.raises(ValueError, match="uint8"):
             det.detect(img.astype(np.float32))
+
+
+def test_duplicate_reports_of_one_face_are_dropped():
+    from avatar.landmarks import FaceDetection
+    from avatar.landmarks.face_mesh import distinct_faces
+
+    pts = np.zeros((478, 3), np.float32)
+    big = FaceDetection(pts, np.array([0.0, 0.0, 100.0, 100.0]))
+    shifted = FaceDetection(pts, np.array([5.0, 3.0, 103.0, 101.0]))  # the same face again
+    other = FaceDetection(pts, np.array([200.0, 0.0, 260.0, 60.0]))
+    assert distinct_faces([big, shifted, other]) == [big, other]

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
 from ..landmarks import FaceDetection, FaceMeshDetector
-from ..landmarks.face_finder import SmallFaceFinder, choose_face, distinct_faces
+from ..landmarks.face_finder import SmallFaceFinder, choose_face
 from ..landmarks.segmentation import SelfieSegmenter
 from .capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
 from .reports import write_json
@@ -175,7 +175,7 @@ def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None
     down = min(1.0, detect_size / max(w, h))
     img = image if down == 1.0 else cv2.resize(image, (round(w * down), round(h * down)),
                                                 interpolation=cv2.INTER_AREA)
-    faces = distinct_faces(detector.detect(img))
+    faces = detector.detect(img)
     if not faces and small is not None:
         return small.find(image, img)
     sx, sy = w / img.shape[1], h / img.shape[0]

@@ -1,10 +1,8 @@
-"""Driving a trained avatar: retarget a driving sequence and render it to video.
+"""Driving a trained avatar: load its package, retarget a driving sequence and render it to video.
 
-Retargeting (cross-identity): expressions are taken relative to the driver's neutral frame
-(ICT coefficients are semantic, ARKit-named, so they transfer coefficient by coefficient and
-are clamped to 0..1); the head pose is taken relative to the driver's first frame and applied
-on top of the avatar's reference pose (its first training frame). A One Euro filter smooths
-the driving signal.
+Retargeting (cross-identity, :mod:`avatar.drive.retarget`) applies the driver's expressions
+relative to its neutral frame and its head motion relative to its first pose on top of the
+avatar's reference pose (its first training frame).
 """
 
 from __future__ import annotations
@@ -18,9 +16,8 @@ import numpy as np
 import torch
 
 from ..geometry.cameras import orbit_viewmats
-from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from ..landmarks.filters import OneEuroFilter
 from ..render import rasterization
+from .retarget import retarget
 from .sources import DriveError, DriveSequence
 
 
@@ -62,34 +59,34 @@ class AvatarPackage:
             return rotation, translation
         return np.asarray(r, np.float32), np.asarray(t, np.float32)
 
+    def camera(self, size: int | None = None) -> tuple[torch.Tensor, int, int]:
+        """The training camera's ``K [3, 3]`` scaled to ``size`` pixels high (None: as trained), and width, height."""
+        height0, width0 = int(self.state["height"]), int(self.state["width"])
+        height = size or height0
+        K = self.state["K"].to(self.device, torch.float32).clone()
+        K[:2] *= height / height0
+        return K, int(round(width0 * height / height0)), height
 
-def _axis_angle(matrix: np.ndarray) -> np.ndarray:
-    return matrix_to_axis_angle(torch.as_tensor(matrix, dtype=torch.float64)).numpy().astype(np.float32)
-
-
-def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, relative: bool = True,
-             neutral_frame: int = 0, min_cutoff: float | None = 1.5, beta: float = 0.5):
-    """``(expression [F,E], rotation [F,3], translation [F,3])`` for the avatar."""
-    if not 0 <= neutral_frame < drive.n_frames:
-        raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
-    expr = drive.expression.astype(np.float64)
-    R = axis_angle_to_matrix(torch.as_tensor(drive.rotation, dtype=torch.float64)).numpy()
-    R_ref = axis_angle_to_matrix(torch.as_tensor(ref_rotation, dtype=torch.float64)).numpy()
-    t = drive.translation.astype(np.float64)
-    if relative:
-        expr = np.clip(expr - expr[neutral_frame], 0.0, 1.0)
-        R = R_ref @ R[0].T @ R  # the driver's motion since its first frame, on the avatar's reference
-        t = ref_translation + (t - t[0])
-    if min_cutoff is not None:
-        filt = OneEuroFilter(min_cutoff, beta)
-        signal = np.concatenate((expr, R.reshape(len(R), 9), t), axis=1)
-        signal = np.stack([filt(x, i / drive.fps) for i, x in enumerate(signal)])
-        expr = np.clip(signal[:, : expr.shape[1]], 0, 1)
-        R = signal[:, expr.shape[1] : expr.shape[1] + 9].reshape(-1, 3, 3)
-        u, _, vt = np.linalg.svd(R)  # back onto rotations after averaging
-        R = u @ vt
-        t = signal[:, -3:]
-    return expr.astype(np.float32), _axis_angle(R), t.astype(np.float32)
+    @torch.no_grad()
+    def render_frame(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
+                     viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                     renderer: dict | None = None) -> tuple[np.ndarray, str, float]:
+        """The avatar posed with ``expression [E]``, ``rotation [3]``, ``translation [3]`` (model world),
+        seen by ``viewmat [4, 4]`` / ``K [3, 3]``: ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
+        dev, st = self.device, self.state
+        t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
+        e = t(expression)
+        verts = self.model(shape=st["shape"].to(dev, torch.float32)[None], expression=e, rotation=t(rotation),
+                           translation=t(translation)).vertices
+        w = self.gaussians(verts, e)
+        t0 = time.perf_counter()
+        img, _, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmat[None], K[None],
+                                     width, height, sh_degree=self.gaussians.sh_degree,
+                                     backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8), meta["backend"], seconds
 
 
 def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",
@@ -107,42 +104,27 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
     if layout == "side_by_side" and driver_frames is None:
         raise DriveError("layout=side_by_side needs driver frames: drive from a video or a capture folder")
     t_start = time.perf_counter()
-    dev, st = package.device, package.state
+    dev = package.device
     ref_r, ref_t = package.reference_pose(drive)
     expr, rot, trans = retarget(drive, ref_r, ref_t, relative, neutral_frame, min_cutoff, beta)
     if camera == "fixed":
         rot[:], trans[:] = ref_r, ref_t
-    height0, width0 = int(st["height"]), int(st["width"])
-    height = size or height0
-    width = int(round(width0 * height / height0))
-    K = st["K"].to(dev, torch.float32).clone()
-    K[:2] *= height / height0
-    viewmats = st["viewmat"].to(dev, torch.float32)[None].expand(drive.n_frames, 4, 4)
+    K, width, height = package.camera(size)
+    viewmats = package.state["viewmat"].to(dev, torch.float32)[None].expand(drive.n_frames, 4, 4)
     if camera == "orbit":
         centre = tuple(float(x) for x in ref_t)
         viewmats = orbit_viewmats(drive.n_frames, radius=float(np.linalg.norm(ref_t)), target=centre, device=dev)
-    background = st["background"].to(dev, torch.float32)[None]
-    shape = st["shape"].to(dev, torch.float32)[None]
-    render_s = 0.0
+    render_s, backend = 0.0, None
     frames = range(drive.n_frames)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
 
         frames = tqdm(frames, desc="render", unit="frame")
-    with VideoWriter(out, fps=drive.fps) as video, torch.no_grad():
+    with VideoWriter(out, fps=drive.fps) as video:
         for i in frames:
-            e = torch.as_tensor(expr[i : i + 1], device=dev)
-            verts = package.model(shape=shape, expression=e, rotation=torch.as_tensor(rot[i : i + 1], device=dev),
-                                  translation=torch.as_tensor(trans[i : i + 1], device=dev)).vertices
-            w = package.gaussians(verts, e)
-            t0 = time.perf_counter()
-            img, _, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmats[i : i + 1],
-                                         K[None], width, height, sh_degree=package.gaussians.sh_degree,
-                                         backgrounds=background, **(renderer or {}))
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            render_s += time.perf_counter() - t0
-            frame = (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            frame, backend, seconds = package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height,
+                                                          renderer)
+            render_s += seconds
             if layout == "side_by_side":
                 import cv2  # noqa: PLC0415
 
@@ -160,7 +142,7 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
         "layout": layout,
         "size": [width, height],
         "n_gaussians": len(package.gaussians),
-        "backend": meta["backend"],
+        "backend": backend,
         "device": str(dev),
         "render_fps": round(drive.n_frames / max(render_s, 1e-9), 2),
         "end_to_end_fps": round(drive.n_frames / max(total, 1e-9), 2),

@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry.rotations import axis_angle_to_matrix
-from ..landmarks.filters import OneEuroFilter
-from ..render import rasterization
-from .animate import AvatarPackage, _axis_angle
+from .animate import AvatarPackage
+from .retarget import Retargeter
 from .sources import DriveError
 
 
@@ -159,19 +157,11 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     for th in threads:
         th.start()
 
-    st, dev = package.state, package.device
     ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
-    R_ref = axis_angle_to_matrix(torch.as_tensor(ref_r, dtype=torch.float64)).numpy()
-    height0, width0 = int(st["height"]), int(st["width"])
-    height = size or height0
-    width = int(round(width0 * height / height0))
-    K = st["K"].to(dev, torch.float32).clone()
-    K[:2] *= height / height0
-    viewmat = st["viewmat"].to(dev, torch.float32)[None]
-    background = st["background"].to(dev, torch.float32)[None]
-    shape = st["shape"].to(dev, torch.float32)[None]
-    filt = OneEuroFilter(min_cutoff, beta)
-    neutral = first = last = None
+    retargeter = Retargeter(ref_r, ref_t, relative=True, min_cutoff=min_cutoff, beta=beta)
+    K, width, height = package.camera(size)
+    viewmat = package.state["viewmat"].to(package.device, torch.float32)
+    last = None
     t_start, seen = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(VideoWriter(out, fps=fps)) if out else None
@@ -186,24 +176,9 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             t0 = time.perf_counter()
             if result is None and last is None:
                 continue  # no face yet: nothing to hold
-            e, r, t = result if result is not None else last  # no face: hold the last pose
-            last = (e, r, t)
-            if neutral is None:
-                neutral, first = e.copy(), (axis_angle_to_matrix(torch.as_tensor(r)).numpy(), t.copy())
-            R = R_ref @ first[0].T @ axis_angle_to_matrix(torch.as_tensor(r)).numpy()
-            signal = filt(np.concatenate((np.clip(e - neutral, 0, 1), R.reshape(9), ref_t + (t - first[1]))),
-                          t_cap - t_start)
-            u, _, vt = np.linalg.svd(signal[-12:-3].reshape(3, 3))
-            expr = torch.as_tensor(np.clip(signal[: len(e)], 0, 1)[None], dtype=torch.float32, device=dev)
-            with torch.no_grad():
-                verts = package.model(shape=shape, expression=expr,
-                                      rotation=torch.as_tensor(_axis_angle(u @ vt)[None], device=dev),
-                                      translation=torch.as_tensor(signal[-3:][None], dtype=torch.float32, device=dev)).vertices
-                w = package.gaussians(verts, expr)
-                img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmat, K[None],
-                                          width, height, sh_degree=package.gaussians.sh_degree, backgrounds=background,
-                                          **(renderer or {}))
-            frame = (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            e, r, t = last = result if result is not None else last  # no face: hold the last pose
+            expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
+            frame, _, _ = package.render_frame(expression, rotation, translation, viewmat, K, width, height, renderer)
             if writer is not None:
                 writer.write(frame)
             stats.stage_ms["render"].append((time.perf_counter() - t0) * 1e3)
@@ -214,7 +189,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     stats.stop_reason = "quit"
                     break
                 if key == ord("r"):
-                    neutral, first = e.copy(), (axis_angle_to_matrix(torch.as_tensor(r)).numpy(), t.copy())
+                    retargeter.set_neutral(e, r, t)
                 if key == ord("s"):
                     snap = Path(snapshot_dir) / f"snapshot_{int(time.time())}.png"
                     cv2.imwrite(str(snap), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

@@ -145,10 +145,10 @@ def from_params(path: str | os.PathLike, model_names) -> DriveSequence:
         if n in model_names:
             out[:, list(model_names).index(n)] = expr[:, j]
     notes = [f"expressions the avatar's model lacks, ignored: {unknown}"] if unknown else []
-    if path.parent.joinpath("meta.json").is_file():
-        import json  # noqa: PLC0415
+    if path.parent.joinpath("meta.json").is_file():  # a capture folder: its frame rate
+        from ..data.capture import Capture  # noqa: PLC0415
 
-        fps = float(json.loads(path.parent.joinpath("meta.json").read_text()).get("fps", fps))
+        fps = float(Capture(path.parent).meta.fps) or fps
     return DriveSequence(out, rotation.astype(np.float32), translation.astype(np.float32), fps, str(path),
                          valid=valid, notes=notes)
 

@@ -124,6 +124,10 @@ class MeshGaussians(nn.Module):
         self.register_buffer("binding", binding.long().clone())
         self.params = nn.ParameterDict({k: nn.Parameter(v.clone()) for k, v in params.items()})
         self.register_buffer("canonical_vertices", None if canonical_vertices is None else canonical_vertices.clone())
+        # The canonical mesh never changes: its triangle frames are computed once (not saved; derived).
+        frames = (None, None, None) if canonical_vertices is None else triangle_frames(canonical_vertices, self.faces)
+        for name, value in zip(("canonical_origin", "canonical_rotation", "canonical_scale"), frames):
+            self.register_buffer(name, None if value is None else value.detach().clone(), persistent=False)
         self.deformer = deformer
 
     @classmethod
@@ -198,10 +202,9 @@ class MeshGaussians(nn.Module):
 
     def canonical_positions(self) -> Tensor:
         """``[N, 3]`` positions on the canonical mesh (no gradient), what the deformer encodes."""
-        origin, rot, scale = triangle_frames(self.canonical_vertices, self.faces)
         b = self.binding
         local = self.params["local_xyz"].detach()
-        return origin[b] + scale[b, None] * (rot[b] @ local[..., None])[..., 0]
+        return self.canonical_origin[b] + self.canonical_scale[b, None] * (self.canonical_rotation[b] @ local[..., None])[..., 0]
 
     def __len__(self) -> int:
         return self.binding.shape[0]

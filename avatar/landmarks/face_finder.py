@@ -7,23 +7,7 @@ import os
 import numpy as np
 
 from ..geometry.crop import crop_image, square
-from .face_mesh import FaceDetection, FaceMeshDetector
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
-    union = (a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def distinct_faces(faces: list, max_iou: float = 0.5) -> list:
-    """Drop faces overlapping a larger one by more than ``max_iou``: in tracking mode
-    MediaPipe sometimes reports a tracked face a second time, slightly shifted."""
-    kept = []
-    for face in faces:  # largest first
-        if all(box_iou(face.box, k.box) <= max_iou for k in kept):
-            kept.append(face)
-    return kept
+from .face_mesh import FaceDetection, FaceMeshDetector, box_iou
 
 
 def choose_face(faces: list, previous_box: np.ndarray | None) -> int:

@@ -26,6 +26,23 @@ class FaceDetection:
         return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x0, y0, x1, y1]`` boxes."""
+    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
+    union = (a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def distinct_faces(faces: list, max_iou: float = 0.5) -> list:
+    """Drop faces overlapping a larger one by more than ``max_iou``: in tracking mode
+    MediaPipe sometimes reports a tracked face a second time, slightly shifted."""
+    kept = []
+    for face in faces:  # largest first
+        if all(box_iou(face.box, k.box) <= max_iou for k in kept):
+            kept.append(face)
+    return kept
+
+
 class FaceMeshDetector:
     """Thin wrapper over ``mediapipe.solutions.face_mesh.FaceMesh`` with refined landmarks.
 
@@ -48,7 +65,7 @@ class FaceMeshDetector:
         )
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
-        """All faces found in ``rgb``, largest first (empty list when none)."""
+        """All distinct faces found in ``rgb``, largest first (empty list when none)."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {rgb.dtype} {rgb.shape}")
         h, w = rgb.shape[:2]
@@ -59,7 +76,7 @@ class FaceMeshDetector:
             box = np.concatenate((pts[:, :2].min(0), pts[:, :2].max(0)))
             faces.append(FaceDetection(pts, box))
         faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        return faces
+        return distinct_faces(faces)
 
     def close(self) -> None:
         self._mesh.close()
