@@ -35,7 +35,7 @@ def lm(tmp_path_factory):
 
 
 def synthetic(lm, F=48, noise=1.0, seed=0):
-    from avatar.tracking.landmark_model import project, to_camera
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
 
     g = torch.Generator().manual_seed(seed)
     t = torch.linspace(0, 1, F)
@@ -51,7 +51,7 @@ def synthetic(lm, F=48, noise=1.0, seed=0):
     expr[:, lm.index("eyeLookOut_L")] = expr[:, lm.index("eyeLookIn_R")] = torch.sin(2 * math.pi * t * 2).clamp_min(0) * 0.8
     shape = torch.randn(lm.num_shape, generator=g) * 0.5
     with torch.no_grad():
-        clean = project(to_camera(lm.points(shape, expr), rot, trans), torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
+        clean = project(to_camera(lm.points(shape, expr, view_directions(rot, trans)), rot, trans), torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
     noisy = clean + torch.randn(clean.shape, generator=g) * noise
     return dict(rotation=rot, translation=trans, expression=expr, shape=shape, clean=clean, target=noisy)
 
@@ -156,7 +156,7 @@ def test_tracking_npz_round_trip_and_model_mismatch(tmp_path):
 
 def write_capture(root, lm, F=12, res=128, drop_landmarks=False, present=None):
     from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
-    from avatar.tracking.landmark_model import project, to_camera
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
 
     t = torch.linspace(0, 1, F)
     rot = torch.stack((0 * t, 0.3 * torch.sin(4 * t), 0 * t), -1)
@@ -164,7 +164,7 @@ def write_capture(root, lm, F=12, res=128, drop_landmarks=False, present=None):
     expr = torch.zeros(F, lm.num_expression)
     expr[:, lm.index("jawOpen")] = 0.6 * t
     with torch.no_grad():
-        px = project(to_camera(lm.points(torch.zeros(lm.num_shape), expr), rot, trans),
+        px = project(to_camera(lm.points(torch.zeros(lm.num_shape), expr, view_directions(rot, trans)), rot, trans),
                      torch.tensor(FOCAL * res / W), torch.tensor([res / 2, res / 2]))
     face = np.concatenate([px.numpy(), np.zeros((F, 478, 1))], -1).astype(np.float32)
     present = np.ones(F, bool) if present is None else present
@@ -229,10 +229,17 @@ def test_online_jacobian_matches_autograd(lm):
     lm64 = lm.to(dtype=torch.float64)
     shape = torch.randn(lm.num_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.5
     psi = torch.rand(lm.num_expression, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.6
+    from avatar.geometry.rotations import axis_angle_to_matrix
+    from avatar.tracking.landmark_model import view_directions
+
     tracker = FrameTracker(lm64, shape, FOCAL, W, W)
+    rot, trans = torch.tensor([[0.1, 0.4, 0.05]], dtype=torch.float64), torch.tensor([[0.02, -0.01, -0.5]], dtype=torch.float64)
+    tracker.R, tracker.t = axis_angle_to_matrix(rot)[0], trans[0]  # a turned head: the points slide with the view
+    view = view_directions(rot, trans)
     p, J_iris = tracker._model_points(psi)
-    ref = torch.autograd.functional.jacobian(lambda e: lm64.points(shape, e[None])[0], psi)  # [L, 3, E]
-    assert torch.allclose(p, lm64.points(shape, psi[None])[0], atol=1e-12)
+    ref = torch.autograd.functional.jacobian(lambda e: lm64.points(shape, e[None], view)[0], psi)  # [L, 3, E]
+    assert torch.allclose(p, lm64.points(shape, psi[None], view)[0], atol=1e-12)
+    assert not torch.allclose(p, lm64.points(shape, psi[None])[0], atol=1e-5)
     assert torch.allclose(J_iris, ref[tracker.iris], atol=1e-9)
     others = torch.ones(p.shape[0], dtype=torch.bool)
     others[tracker.iris] = False
@@ -244,7 +251,7 @@ def test_moving_crops_are_tracked_as_one_source_camera(lm, tmp_path, monkeypatch
     """A capture whose crop follows the head (preprocess crop=follow): per-frame intrinsics."""
     from avatar.apps import track as app
     from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
-    from avatar.tracking.landmark_model import project, to_camera
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
     from avatar.tracking.sequence import load_tracking
 
     lm_, model, emb = lm
@@ -254,7 +261,7 @@ def test_moving_crops_are_tracked_as_one_source_camera(lm, tmp_path, monkeypatch
     rot = torch.stack((0 * t, 0.3 * torch.sin(4 * t), 0 * t), -1)
     trans = torch.stack((0.04 * torch.sin(5 * t), 0.02 * t, -0.55 + 0.05 * t), -1)  # the head moves in the source
     with torch.no_grad():
-        px = project(to_camera(lm_.points(torch.zeros(lm_.num_shape), torch.zeros(F, lm_.num_expression)), rot, trans),
+        px = project(to_camera(lm_.points(torch.zeros(lm_.num_shape), torch.zeros(F, lm_.num_expression), view_directions(rot, trans)), rot, trans),
                      torch.tensor(FOCAL * src / W), torch.tensor([src / 2, src / 2])).numpy()
     centre = px.mean(1)
     size = 1.8 * (px.max(1) - px.min(1)).max(-1) * (1 + 0.1 * np.sin(np.arange(F)))  # zooming crop
@@ -272,8 +279,9 @@ def test_moving_crops_are_tracked_as_one_source_camera(lm, tmp_path, monkeypatch
     assert seq.K.shape == (F, 3, 3) and (seq.width, seq.height) == (res, res)
     # The fitted head seen through each frame's own camera lands on that frame's landmarks.
     with torch.no_grad():
-        cam = to_camera(lm_.points(torch.as_tensor(seq.shape), torch.as_tensor(seq.expression)),
-                        torch.as_tensor(seq.rotation), torch.as_tensor(seq.translation))
+        r_, t_ = torch.as_tensor(seq.rotation), torch.as_tensor(seq.translation)
+        cam = to_camera(lm_.points(torch.as_tensor(seq.shape), torch.as_tensor(seq.expression), view_directions(r_, t_)),
+                        r_, t_)
     K = torch.as_tensor(seq.intrinsics())
     proj = (cam @ K.transpose(-1, -2))
     proj = proj[..., :2] / proj[..., 2:]

@@ -274,3 +274,22 @@ def test_head_mask_cuts_the_person_mask_to_the_tracked_mesh(sheet_capture):
     assert torch.equal(grown.masks, person.masks)  # a wide margin keeps everything the sheet shows
     with pytest.raises(TrainDataError, match="train.mask"):
         load_frames(Capture(root), seq, SheetModel(), None, 0.2, torch.device("cpu"), mask="torso")
+
+
+def test_head_mask_neck_cut_follows_the_mesh_not_the_margin():
+    from avatar.train.data import head_masks
+
+    model = SheetModel()
+    v = model(translation=torch.tensor([[0.0, 0.0, -0.35]])).vertices  # facing the camera, y up in the image
+    f = 1.6 * SIZE
+    K = torch.tensor([[[f, 0, SIZE / 2], [0, f, SIZE / 2], [0, 0, 1]]])
+    vm = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    plain = head_masks(v, model.faces, K, vm, SIZE, SIZE, dilate=0.05)[0]
+    cut = head_masks(v, model.faces, K, vm, SIZE, SIZE, dilate=0.05, neck=(model.template[:, 1], 0.0))[0]
+    rows = plain.any(1).nonzero().squeeze(1)
+    top, bottom, middle, margin = int(rows.min()), int(rows.max()), SIZE // 2, round(0.05 * SIZE)
+    above = slice(top, middle - 1 - margin)  # the margin's reach above the cut line
+    assert cut[top, SIZE // 2] == 1 and cut[above].sum() == plain[above].sum() > 0  # above: as before
+    assert cut[middle + 1:].sum() == 0  # below the cut nothing, not even the margin
+    assert cut[middle - 2, SIZE // 2] == 1  # the sheet itself is kept right down to the cut
+    assert plain[bottom, SIZE // 2] == 1

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.reports import write_json
 from ..device import pick_device
-from ..drive.animate import AvatarPackage
+from ..drive.animate import AvatarPackage, limit_gaussians
 from ..drive.live import run_live
 from ..drive.sources import DriveError
 
@@ -17,6 +17,7 @@ from ..drive.sources import DriveError
 def main(cfg: DictConfig) -> int:
     try:
         package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")))
+        limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
         report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
                           max_frames=cfg.max_frames, min_cutoff=cfg.smoothing.min_cutoff, beta=cfg.smoothing.beta,
                           renderer=OmegaConf.to_container(cfg.renderer))

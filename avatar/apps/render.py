@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.capture import Capture, CaptureError
 from ..data.reports import write_json
 from ..device import pick_device
-from ..drive.animate import AvatarPackage, render_driven
+from ..drive.animate import AvatarPackage, limit_gaussians, render_driven
 from ..drive.sources import VIDEO_SUFFIXES, DriveError, load_drive
 
 
@@ -20,6 +20,7 @@ def main(cfg: DictConfig) -> int:
     side_by_side = cfg.layout == "side_by_side"
     try:
         package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")))
+        limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
         video_options = {}
         if drive_path.suffix.lower() in VIDEO_SUFFIXES:
             video_options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames, "keep_frames": side_by_side}

@@ -7,6 +7,8 @@ avatar's reference pose (its first training frame).
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from ..geometry.cameras import orbit_viewmats
 from ..render import rasterization
 from .retarget import retarget
 from .sources import DriveError, DriveSequence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +71,60 @@ class AvatarPackage:
         K[:2] *= height / height0
         return K, int(round(width0 * height / height0)), height
 
+    def budget_views(self, yaw_deg: float = 40.0, pitch_deg: float = 20.0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(expression, rotation, translation)`` poses a driven avatar typically shows: the
+        reference pose turned by up to ``yaw_deg`` / ``pitch_deg``, neutral and with the mouth
+        open, eyes closed and a smile (for the models that name those expressions)."""
+        from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle  # noqa: PLC0415
+
+        names = self.expression_names
+        ref_r, ref_t = self.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
+        R_ref = axis_angle_to_matrix(torch.as_tensor(ref_r, dtype=torch.float64))
+        expressions = [np.zeros(len(names), np.float32)]
+        for group in (("jawOpen",), ("eyeBlink_L", "eyeBlink_R"), ("mouthSmile_L", "mouthSmile_R")):
+            e = np.zeros(len(names), np.float32)
+            for n in group:
+                if n in names:
+                    e[names.index(n)] = 0.8
+            if e.any():
+                expressions.append(e)
+        views = []
+        for k, (yaw, pitch) in enumerate([(0, 0), (-yaw_deg, 0), (yaw_deg, 0), (0, -pitch_deg), (0, pitch_deg),
+                                          (-yaw_deg / 2, pitch_deg / 2), (yaw_deg / 2, -pitch_deg / 2)]):
+            delta = torch.tensor([math.radians(pitch), math.radians(yaw), 0.0], dtype=torch.float64)
+            R = R_ref @ axis_angle_to_matrix(delta)
+            r = matrix_to_axis_angle(R).numpy().astype(np.float32)
+            for e in expressions if k == 0 else expressions[:2]:
+                views.append((e, r, np.asarray(ref_t, np.float32)))
+        return views
+
+    def limit_gaussians(self, max_gaussians: int, size: int = 128, renderer: dict | None = None) -> int:
+        """Keep the ``max_gaussians`` Gaussians that show most in :meth:`budget_views` (blending
+        weight summed over their pixels, :func:`avatar.gaussians.importance.visibility`), seen by
+        the reference camera at ``size`` pixels high. A lighter avatar for live driving; returns
+        how many Gaussians there were. No-op when the avatar has no more than that."""
+        from ..gaussians.importance import top_k, visibility  # noqa: PLC0415
+
+        n = len(self.gaussians)
+        if max_gaussians is None or max_gaussians <= 0 or n <= max_gaussians:
+            return n
+        dev, st = self.device, self.state
+        K, width, height = self.camera(size)
+        viewmat = st["viewmat"].to(dev, torch.float32)
+        shape = st["shape"].to(dev, torch.float32)[None]
+
+        def worlds():
+            for e, r, t in self.budget_views():
+                tt = lambda a: torch.as_tensor(a[None], dtype=torch.float32, device=dev)  # noqa: E731
+                with torch.no_grad():
+                    verts = self.model(shape=shape, expression=tt(e), rotation=tt(r), translation=tt(t)).vertices
+                    w = self.gaussians(verts, tt(e))
+                yield w.means[0], w.quats[0], w.scales[0], w.opacities, viewmat, K
+
+        score = visibility(worlds(), width, height, renderer)
+        self.gaussians = self.gaussians.subset(top_k(score, max_gaussians))
+        return n
+
     @torch.no_grad()
     def render_frame(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
                      viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
@@ -87,6 +145,15 @@ class AvatarPackage:
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
         return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8), meta["backend"], seconds
+
+
+def limit_gaussians(package: AvatarPackage, max_gaussians: int | None, renderer: dict | None = None) -> None:
+    """:meth:`AvatarPackage.limit_gaussians` with a log line saying what it kept and how long it took."""
+    if not max_gaussians or len(package.gaussians) <= max_gaussians:
+        return
+    t0 = time.perf_counter()
+    n = package.limit_gaussians(int(max_gaussians), renderer=renderer)
+    log.info("kept the %d of %d Gaussians that show most (%.1f s)", len(package.gaussians), n, time.perf_counter() - t0)
 
 
 def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",

@@ -209,6 +209,12 @@ class MeshGaussians(nn.Module):
     def __len__(self) -> int:
         return self.binding.shape[0]
 
+    def subset(self, index: Tensor) -> "MeshGaussians":
+        """A new :class:`MeshGaussians` with the Gaussians ``index`` (indices or a bool mask),
+        the same mesh and the same deformer (shared, not copied)."""
+        return MeshGaussians(self.faces, self.binding[index], {k: v.detach()[index] for k, v in self.params.items()},
+                             self.sh_degree, canonical_vertices=self.canonical_vertices, deformer=self.deformer)
+
     def forward(self, vertices: Tensor, condition: Tensor | None = None) -> WorldGaussians:
         """World-space Gaussians on the posed mesh ``vertices [B, V, 3]`` (or ``[V, 3]``).
 

@@ -11,6 +11,15 @@ the silhouette as the head turns), and the average is snapped back to the closes
 of the rendered surface. The result is ``faces [478]`` + ``bary [478, 3]``. Exception: the
 two iris centres go to the front poles of the eyeballs (see :data:`IRIS_CENTRE_PARTS`).
 
+MediaPipe's points also slide over the surface as the head turns (its mesh regresses
+toward a frontal face), which biases a fit with fixed surface points: turns and nods come
+out smaller than they are, and depth drifts with them. The calibration therefore fits,
+per landmark and by weighted least squares over the views, a first-order model of that
+sliding: the point at view direction ``d`` (unit vector from the head to the camera, in
+the head's frame; ``(0, 0, 1)`` is frontal) is ``p0 + B (d_x, d_y)``, with ``p0`` the
+snapped surface point and ``B [3, 2]`` the ``view_offsets`` (a ridge term keeps ``B`` small
+where the views do not determine it). Fitters add ``B (d_x, d_y)`` at the current pose.
+
 Cameras are OpenCV (x right, y down, z forward); the model world is +y up, +z toward the
 viewer, so the frontal camera sits on +z with a 180-degree turn about x.
 
@@ -44,29 +53,44 @@ FACE_OVAL = (
 )
 CALIBRATION_PARTS = ("face", "head_and_neck", "eyeballs")
 # (yaw, pitch) in radians of the calibration renders.
-CALIBRATION_VIEWS = ((0.0, 0.0), (0.25, 0.0), (-0.25, 0.0), (0.45, 0.0), (-0.45, 0.0), (0.0, 0.2), (0.0, -0.2))
+CALIBRATION_VIEWS = ((0.0, 0.0), (0.25, 0.0), (-0.25, 0.0), (0.45, 0.0), (-0.45, 0.0), (0.0, 0.2), (0.0, -0.2),
+                     (0.25, 0.2), (-0.25, 0.2), (0.25, -0.2), (-0.25, -0.2), (0.0, 0.35), (0.0, -0.35))
+VIEW_RIDGE = 0.05  # ridge weight on the view offsets (in units of summed view weights x direction^2)
 # The iris centres are not calibrated with MediaPipe (the renders show no iris: its guess
 # lands a few mm toward the nose, which would bias the gaze by ~10-20 degrees) but placed
 # at the front pole of each eyeball at the neutral pose (looking straight ahead, +z).
 IRIS_CENTRE_PARTS = {468: "eyeball_right", 473: "eyeball_left"}
-EMBEDDING_FORMAT = 2
+EMBEDDING_FORMAT = 3
 
 
 @dataclass
 class LandmarkEmbedding:
     """478 surface points: ``faces [478]`` triangle ids into the model's faces,
-    ``bary [478, 3]`` barycentrics, ``contour [478]`` bool (face-oval points)."""
+    ``bary [478, 3]`` barycentrics, ``contour [478]`` bool (face-oval points), and
+    ``view_offsets [478, 3, 2]`` (metres, model space): how each point slides with the view
+    direction (see the module doc; None: no sliding)."""
 
     faces: Tensor
     bary: Tensor
     contour: Tensor
+    view_offsets: Tensor | None = None
 
     def points(self, vertices: Tensor, faces: Tensor) -> Tensor:
         """Landmark positions ``[..., 478, 3]`` on ``vertices [..., V, 3]``."""
         return interpolate_barycentric(vertices, faces, self.faces, self.bary)
 
     def to(self, device=None, dtype=None) -> "LandmarkEmbedding":
-        return LandmarkEmbedding(self.faces.to(device), self.bary.to(device=device, dtype=dtype), self.contour.to(device))
+        offsets = None if self.view_offsets is None else self.view_offsets.to(device=device, dtype=dtype)
+        return LandmarkEmbedding(self.faces.to(device), self.bary.to(device=device, dtype=dtype), self.contour.to(device),
+                                 offsets)
+
+
+def view_directions(rotation: Tensor, camera_from_head: Tensor) -> Tensor:
+    """``[..., 2]``: (x, y) of the unit direction from the head to the camera in the head's
+    frame, for head rotations ``[..., 3, 3]`` and ``camera_from_head [..., 3]`` (camera centre
+    minus head origin, world). ``(0, 0)`` is a frontal view."""
+    d = torch.nn.functional.normalize(camera_from_head, dim=-1)
+    return (rotation.transpose(-1, -2) @ d[..., None])[..., :2, 0]
 
 
 @dataclass
@@ -207,7 +231,7 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     contour = torch.zeros(N_LANDMARKS, dtype=torch.bool)
     contour[list(FACE_OVAL)] = True
 
-    pts, wts, found = [], [], []
+    pts, wts, found, dirs = [], [], [], []
     with FaceMeshDetector(video=False, max_faces=1) as det:
         for yaw, pitch in views:
             rot = yaw_pitch_to_axis_angle(yaw, pitch)
@@ -235,13 +259,14 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
                 w = torch.where(contour, torch.zeros_like(w), w)
             pts.append(canon)
             wts.append(w)
+            dirs.append(view_directions(R, cam_pos))
     if not pts:
         raise RuntimeError("MediaPipe found no face on any calibration render of the model")
     P, Wt = torch.stack(pts), torch.stack(wts)  # [views, L, 3], [views, L]
     if (Wt.sum(0) <= 0).any():
         missing = (Wt.sum(0) <= 0).nonzero().squeeze(1).tolist()
         raise RuntimeError(f"landmarks {missing[:10]}... were not seen on any calibration render")
-    mean = (Wt[..., None] * P).sum(0) / Wt.sum(0)[:, None]
+    mean, offsets = fit_view_model(P, Wt, torch.stack(dirs))
     spread = (((P - mean) ** 2).sum(-1).sqrt() * (Wt > 0)).sum(0) / (Wt > 0).sum(0)
     tri, bary = closest_surface_points(mean, template, faces)
     tri = sub[tri]
@@ -251,14 +276,36 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
             eye = template[model.parts[part].vertices]
             t1, b1 = closest_surface_points(eye[eye[:, 2].argmax()][None], template, model.faces[on_part])
             tri[idx], bary[idx] = on_part[t1[0]], b1[0]
-    emb = LandmarkEmbedding(faces=tri, bary=bary, contour=contour)
+            offsets[idx] = 0.0
+    emb = LandmarkEmbedding(faces=tri, bary=bary, contour=contour, view_offsets=offsets)
+    P0 = emb.points(template, model.faces)
+    resid = P - (P0 + torch.einsum("lkd,vd->vlk", offsets, torch.stack(dirs)))
+    fitted = ((resid.norm(dim=-1) * (Wt > 0)).sum(0) / (Wt > 0).sum(0))
     report = {
         "views": [list(v) for v in views],
         "detected": found,
         "spread_mm_median": round(float(spread.median()) * 1e3, 3),
         "spread_mm_p95": round(float(spread.quantile(0.95)) * 1e3, 3),
+        "residual_with_view_model_mm_median": round(float(fitted.median()) * 1e3, 3),
+        "view_offset_mm_median": round(float(offsets.norm(dim=1).amax(-1).median()) * 1e3, 3),
     }
     return emb, report
+
+
+def fit_view_model(P: Tensor, W: Tensor, dirs: Tensor, ridge: float = VIEW_RIDGE) -> tuple[Tensor, Tensor]:
+    """Per landmark, weighted least squares ``P[v] ~ p0 + B dirs[v]`` over the views.
+
+    ``P [V, L, 3]`` surface points per view, ``W [V, L]`` weights, ``dirs [V, 2]``.
+    Returns ``p0 [L, 3]`` and ``B [L, 3, 2]``; the ridge ``ridge * sum(W)`` on ``B`` keeps it
+    near 0 where the weighted views do not spread in direction.
+    """
+    X = torch.cat((torch.ones_like(dirs[:, :1]), dirs), -1).to(P)  # [V, 3]
+    A = torch.einsum("vl,vi,vj->lij", W, X, X)  # [L, 3, 3]
+    reg = torch.diag(X.new_tensor([0.0, 1.0, 1.0]))
+    A = A + ridge * W.sum(0)[:, None, None] * reg + 1e-9 * torch.eye(3, dtype=P.dtype)
+    rhs = torch.einsum("vl,vi,vlk->lik", W, X, P)  # [L, 3, 3]
+    beta = torch.linalg.solve(A, rhs)  # [L, 3 (1, dx, dy), 3 (xyz)]
+    return beta[:, 0], beta[:, 1:].transpose(-1, -2)
 
 
 def _rotation_matrix(axis_angle: Tensor) -> Tensor:
@@ -291,11 +338,12 @@ def load_embedding(model, cache_dir: str | Path | None = None, recalibrate: bool
     path = embedding_path(model, cache_dir)
     if recalibrate or not path.exists():
         emb, report = calibrate(model)
-        atomic_savez(path, faces=emb.faces.numpy(), bary=emb.bary.numpy(), contour=emb.contour.numpy())
+        atomic_savez(path, faces=emb.faces.numpy(), bary=emb.bary.numpy(), contour=emb.contour.numpy(),
+                     view_offsets=emb.view_offsets.numpy())
         log.info("calibrated the MediaPipe landmark embedding of %s -> %s (%s)", model.name, path, report)
     with np.load(path, allow_pickle=False) as z:
         emb = LandmarkEmbedding(torch.from_numpy(z["faces"]).long(), torch.from_numpy(z["bary"]).float(),
-                                torch.from_numpy(z["contour"]).bool())
+                                torch.from_numpy(z["contour"]).bool(), torch.from_numpy(z["view_offsets"]).float())
     device = model.faces.device
     return emb.to(device, model.template.dtype if hasattr(model, "template") else None)
 
@@ -322,7 +370,13 @@ def reprojection_errors(model, emb: LandmarkEmbedding, cases, camera: Calibratio
             if not dets:
                 errors.append(np.full(N_LANDMARKS, np.nan))
                 continue
-            p = emb.points(verts[0], model.faces) @ vm[:3, :3].T + vm[:3, 3]
+            p = emb.points(verts[0], model.faces)
+            if emb.view_offsets is not None and "rotation" in case:
+                R = _rotation_matrix(torch.as_tensor(case["rotation"]).reshape(3).float())
+                centre = -(vm[:3, :3].T @ vm[:3, 3])  # camera centre, world
+                d = view_directions(R, centre - torch.as_tensor(case.get("translation", torch.zeros(1, 3))).reshape(3).float())
+                p = p + torch.einsum("lkd,d->lk", emb.view_offsets.float(), d) @ R.T
+            p = p @ vm[:3, :3].T + vm[:3, 3]
             px = (p @ K.T)[:, :2] / p[:, 2:]
             errors.append(np.linalg.norm(px.numpy() - dets[0].landmarks[:, :2], axis=1))
     return {"all": np.stack(errors), "found": np.array(found)}

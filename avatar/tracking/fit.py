@@ -11,6 +11,8 @@ Energy (pixels at the capture's resolution):
   (``cos^2`` of the normal to the viewing ray, not differentiated), so the jawline does
   not pull the mesh when the head turns; iris ring points are not used, iris centres drive
   the ``eyeLook*`` gaze (see :mod:`.landmark_model`);
+- the embedded points slide with the view direction as MediaPipe's do (the embedding's
+  ``view_offsets``, evaluated at the current pose, not differentiated);
 - priors: ``|shape|^2`` (PCA units), ``sum(expression)`` (sparse, non-negative), focal
   length toward its initial value (log scale);
 - temporal smoothness: squared second differences of rotation, translation (in
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..landmarks.embedding import IRIS
-from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_camera
+from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_camera, view_directions
 
 
 @dataclass
@@ -141,7 +143,9 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
 
     def energy(full: bool, step: int) -> tuple[Tensor, dict]:
         expr = expression if full else expression.detach()
-        pts = lm.points(shape if full else shape.detach(), expr)
+        with torch.no_grad():
+            view = view_directions(rotation, translation)
+        pts = lm.points(shape if full else shape.detach(), expr, view)
         cam = to_camera(pts, rotation, translation)
         px = project(cam, log_f.exp(), principal)
         sq = ((px - target) ** 2).sum(-1)  # [F, L]
@@ -209,7 +213,8 @@ def reprojection_errors(lm: LandmarkModel, result: FitResult, target: Tensor, wi
     """Per-frame, per-landmark pixel errors ``[F, L']`` of a fit (without contour and iris ring points unless asked)."""
     with torch.no_grad():
         lm = lm.to(target.device, target.dtype)
-        px = project(to_camera(lm.points(result.shape, result.expression), result.rotation, result.translation),
+        view = view_directions(result.rotation, result.translation)
+        px = project(to_camera(lm.points(result.shape, result.expression, view), result.rotation, result.translation),
                      torch.tensor(result.focal, dtype=target.dtype), target.new_tensor([width / 2, height / 2]))
         err = (px - target).norm(dim=-1)
     keep = torch.ones(err.shape[1], dtype=torch.bool)

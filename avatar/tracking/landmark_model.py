@@ -47,6 +47,8 @@ class LandmarkModel:
         corner_*: the same at the 3 corners of each landmark triangle ``[L, 3, 3(, K)]``, for normals.
         eye_template / eye_shapedirs: eyeball centres ``[2, 3]`` / ``[2, 3, S]`` (right, left).
         contour: ``[L]`` bool face-oval landmarks; expression_names: the ``E`` names.
+        view_offsets: ``[L, 3, 2]`` or None, the embedding's first-order sliding of each point
+        with the view direction (:func:`view_directions`).
     """
 
     template: Tensor
@@ -60,6 +62,7 @@ class LandmarkModel:
     contour: Tensor
     expression_names: tuple[str, ...]
     model_name: str
+    view_offsets: Tensor | None = None  # [L, 3, 2] sliding with the view direction (see avatar.landmarks.embedding)
 
     @classmethod
     def from_model(cls, model, embedding) -> "LandmarkModel":
@@ -73,8 +76,10 @@ class LandmarkModel:
             raise ValueError(f"model '{model.name}' has no eyeball parts: load it with parts including 'eyeballs'")
         eye_t = torch.stack([model.template[m].mean(0) for m in eyes])
         eye_s = torch.stack([model.shapedirs[m].mean(0) for m in eyes])
+        offsets = getattr(embedding, "view_offsets", None)
         return cls(mix(ct), mix(cs), mix(ce), ct, cs, ce, eye_t, eye_s, embedding.contour.clone(),
-                   tuple(model.expression_names), model.name)
+                   tuple(model.expression_names), model.name,
+                   None if offsets is None else offsets.to(model.template.dtype).clone())
 
     @property
     def num_shape(self) -> int:
@@ -95,14 +100,17 @@ class LandmarkModel:
     def index(self, name: str) -> int:
         return self.expression_names.index(name)
 
-    def points(self, shape: Tensor, expression: Tensor) -> Tensor:
+    def points(self, shape: Tensor, expression: Tensor, view: Tensor | None = None) -> Tensor:
         """Model-space landmarks ``[B, L, 3]`` for ``shape [S] or [B, S]``, ``expression [B, E]``,
-        iris centres turned by the gaze."""
+        iris centres turned by the gaze; ``view [B, 2]`` (:func:`view_directions`) slides the
+        points as MediaPipe's do at that view (None: frontal, no sliding)."""
         if shape.dim() == 1:  # one identity: blend it once, not per frame
             p = (self.template + torch.einsum("lks,s->lk", self.shapedirs, shape))[None]
         else:
             p = self.template + torch.einsum("lks,bs->blk", self.shapedirs, shape)
         p = p + torch.einsum("lke,be->blk", self.exprdirs, expression)
+        if view is not None and self.view_offsets is not None:
+            p = p + torch.einsum("lkd,bd->blk", self.view_offsets, view)
         shape = shape.expand(expression.shape[0], -1)
         centres = self.eye_centres(shape)  # [B, 2, 3]
         R = gaze_rotations(self, expression)  # [B, 2, 3, 3]
@@ -139,6 +147,15 @@ def gaze_rotations(lm: LandmarkModel, expression: Tensor) -> Tensor:
     ry = axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1))
     rx = axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1))
     return ry @ rx
+
+
+def view_directions(rotation: Tensor, translation: Tensor) -> Tensor:
+    """``[B, 2]`` view directions (head to camera, head frame; see
+    :func:`avatar.landmarks.embedding.view_directions`) of head poses ``rotation [B, 3]``
+    (axis-angle) and ``translation [B, 3]``, for the tracking camera at the world origin."""
+    from ..landmarks.embedding import view_directions as directions  # noqa: PLC0415
+
+    return directions(axis_angle_to_matrix(rotation), -translation)
 
 
 def to_camera(points: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:

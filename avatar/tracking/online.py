@@ -30,7 +30,7 @@ from .landmark_model import (
 
 @dataclass
 class OnlineConfig:
-    iterations: int = 2  # Gauss-Newton steps per frame (warm-started)
+    iterations: int = 3  # Gauss-Newton steps per frame (warm-started)
     first_iterations: int = 15  # on the first frame (or after a lost face)
     robust_px: float = 4.0
     w_expression: float = 2.0  # L1 weight (px^2 per unit coefficient)
@@ -64,6 +64,7 @@ class FrameTracker:
         use[[i for i in IRIS if i not in (IRIS_RIGHT, IRIS_LEFT)]] = False
         self.use = use
         self.contour = lm.contour.to(dev)
+        self.view_offsets = None if lm.view_offsets is None else lm.view_offsets.to(dev, dt)
         self.iris = torch.tensor([IRIS_RIGHT, IRIS_LEFT], device=dev)
         self.ey = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev)
         # d(yaw)/d(psi) and d(pitch)/d(psi) per eye as [2, 1, E] selectors (see gaze_angles).
@@ -88,8 +89,12 @@ class FrameTracker:
 
     def _model_points(self, psi: Tensor) -> tuple[Tensor, Tensor]:
         """Model-space points ``[L, 3]``, iris centres turned by the gaze, and the iris
-        centres' Jacobian ``[2, 3, E]`` w.r.t. ``psi`` (the other rows' is ``exprdirs``)."""
+        centres' Jacobian ``[2, 3, E]`` w.r.t. ``psi`` (the other rows' is ``exprdirs``).
+        The points slide with the current view direction (the embedding's view offsets)."""
         p = self.base + self.exprdirs @ psi
+        if self.view_offsets is not None:
+            d = torch.nn.functional.normalize(-self.t, dim=0)
+            p = p + self.view_offsets @ (self.R.T @ d)[:2]
         # Ry(yaw) @ Rx(pitch) per eye, written out (as gaze_rotations, fewer small ops).
         yaw, pitch = self.yaw_sel[:, 0] @ psi * GAZE_MAX_YAW, self.pitch_sel[:, 0] @ psi * GAZE_MAX_PITCH
         cy, sy, cp, sp = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin()

@@ -16,7 +16,7 @@ import torch
 from ..data.capture import Capture, CaptureError
 from ..data.reports import write_json
 from .fit import FitConfig, FitResult, fit_sequence, reprojection_errors
-from .landmark_model import LandmarkModel, project, to_camera, tracking_viewmat
+from .landmark_model import LandmarkModel, project, to_camera, tracking_viewmat, view_directions
 from .sequence import TRACKING_FILE, TrackedSequence
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
 def fitted_landmarks(lm: LandmarkModel, result: FitResult, width: int, height: int) -> torch.Tensor:
     """Projected model landmarks ``[F, 478, 2]`` of a fit, pixels."""
     with torch.no_grad():
-        cam = to_camera(lm.points(result.shape, result.expression), result.rotation, result.translation)
+        view = view_directions(result.rotation, result.translation)
+        cam = to_camera(lm.points(result.shape, result.expression, view), result.rotation, result.translation)
         return project(cam, torch.tensor(result.focal, dtype=cam.dtype, device=cam.device),
                        cam.new_tensor([width / 2, height / 2]))
 

@@ -62,34 +62,65 @@ def split_frames(usable: np.ndarray, holdout: float, min_train: int = 2) -> tupl
     return np.arange(n - n_held), np.arange(n - n_held, n)
 
 
+def neck_height(model, neck_below_chin: float | None) -> tuple[Tensor, float] | None:
+    """``(height [V], cut)``: each vertex's height on the neutral mesh (the model's up axis, y)
+    and the height of the neck cut, ``neck_below_chin`` metres under the chin (the lowest
+    landmark). None without a cut (``neck_below_chin`` None) or without landmarks.
+    """
+    if neck_below_chin is None or getattr(model, "lmk_faces", None) is None:
+        return None
+    with torch.no_grad():
+        out = model()
+        chin = float(model.landmarks(out.vertices)[0, :, 1].min())
+    return out.vertices[0, :, 1], chin - neck_below_chin
+
+
 def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, width: int, height: int,
-               dilate: float, batch: int = 8) -> Tensor:
+               dilate: float, batch: int = 8, neck: tuple[Tensor, float] | None = None) -> Tensor:
     """``[F, H, W]`` silhouettes of the tracked head mesh, grown by ``dilate`` x width pixels.
 
     The person mask times this keeps the head, hair and neck and cuts the torso, which a
     head model cannot represent (the INSTA / FlashAvatar ground truth is cut the same way).
+    ``neck`` (see :func:`neck_height`): pixels whose surface point lies below the cut on the
+    neutral mesh are body; they and the margin grown around them are cut, so the lower
+    edge of the mask is a line on the mesh that moves with the head, not the shirt collar.
     """
     from ..render import rasterize_mesh  # noqa: PLC0415
 
     radius = max(1, int(round(dilate * width)))
+
+    def grow(m: Tensor) -> Tensor:
+        return torch.nn.functional.max_pool2d(m.float()[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+
     out = []
     with torch.no_grad():
         for i in range(0, vertices.shape[0], batch):
             v = vertices[i : i + batch]
-            sil = rasterize_mesh(v, faces, K[i : i + batch], width, height, viewmat.expand(v.shape[0], 4, 4)).mask
-            grown = torch.nn.functional.max_pool2d(sil.float()[:, None], 2 * radius + 1, stride=1, padding=radius)
-            out.append(grown[:, 0])
+            r = rasterize_mesh(v, faces, K[i : i + batch], width, height, viewmat.expand(v.shape[0], 4, 4))
+            head = r.mask
+            if neck is not None:
+                level, cut = neck
+                tri = faces[r.triangle_id.clamp_min(0)]  # [B, H, W, 3]
+                y = (level.to(r.bary)[tri] * r.bary).sum(-1)
+                body = r.mask & (y < cut)
+                head = r.mask & ~body
+                keep = grow(head) & ~(grow(body) & ~head)
+            else:
+                keep = grow(head)
+            out.append(keep.float())
     return torch.cat(out)
 
 
 def load_frames(
     capture: Capture, tracking: TrackedSequence, model, resolution: int | None, holdout: float,
     device: torch.device, dtype: torch.dtype = torch.float32, mask: str = "head", head_dilate: float = 0.04,
+    neck_below_chin: float | None = None,
 ) -> FrameSet:
     """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each.
 
     ``mask``: "person" uses the capture's masks as they are; "head" cuts them to the tracked
-    head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso.
+    head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso, and cut
+    across the neck ``neck_below_chin`` metres under the chin (None: no cut).
     """
     if mask not in ("person", "head"):
         raise TrainDataError(f"train.mask must be 'person' or 'head', got {mask!r}")
@@ -126,7 +157,8 @@ def load_frames(
     K = K.to(device)
     viewmat = torch.as_tensor(tracking.viewmat, dtype=dtype, device=device)
     if mask_mode == "head":
-        keep = head_masks(out.vertices, model.faces.to(device), K, viewmat, width, height, head_dilate)
+        keep = head_masks(out.vertices, model.faces.to(device), K, viewmat, width, height, head_dilate,
+                          neck=neck_height(model, neck_below_chin))
         masks = (masks.float() * keep).round().to(torch.uint8)
     return FrameSet(
         images=torch.from_numpy(np.stack(images)).to(device),

@@ -61,7 +61,7 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     model = _load_model(tracking.model, device, OmegaConf.to_container(options) if options is not None else {})
     try:
         frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device, mask=tcfg.mask,
-                             head_dilate=tcfg.head_dilate)
+                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin)
         trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames), out,
                           renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model)
     except torch.OutOfMemoryError as exc:

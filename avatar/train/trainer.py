@@ -40,6 +40,7 @@ class TrainConfig:
     holdout: float = 0.15  # last fraction of usable frames kept out for evaluation
     mask: str = "head"  # "head": person mask cut to the tracked head (+ hair margin); "person": as captured
     head_dilate: float = 0.04  # hair margin around the head's silhouette, fraction of the width
+    neck_below_chin: float | None = 0.04  # mask=head: cut across the neck this far under the chin (metres); None: no cut
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
     # Learning rates per parameter kind; positions decay exponentially to lr_xyz_final.
