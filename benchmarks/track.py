@@ -6,7 +6,7 @@ Figures:
 - ``embedding``: accuracy of the 478-landmark embedding: MediaPipe on renders of ICT at
   new poses/expressions vs the projected embedding (inner and face-oval points, px at 512);
 - ``online_ms``: the per-frame fitter (:class:`avatar.tracking.online.FrameTracker`,
-  float32, 2 Gauss-Newton steps, warm start), median/p95 milliseconds per frame over a
+  float32, 3 Gauss-Newton steps, warm start), median/p95 milliseconds per frame over a
   synthetic sequence (ICT landmarks under known motion + 1 px noise), with its rotation
   error and jawOpen correlation;
 - ``batched``: :func:`avatar.tracking.fit.fit_sequence` on the same sequence: seconds,

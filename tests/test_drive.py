@@ -246,3 +246,20 @@ def test_limit_gaussians_keeps_the_ones_that_show(package):
     err = lambda x: float(np.abs(x.astype(np.float32) - a).mean())  # noqa: E731
     # The third that shows most reproduces the full avatar far better than a random third.
     assert err(b) < 0.5 * err(c), (err(b), err(c))
+
+
+@pytest.mark.slow
+def test_posing_only_the_bound_part_of_the_mesh_matches_the_full_model(package):
+    from avatar.drive.animate import AvatarPackage
+
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    pkg.limit_gaussians(len(pkg.gaussians) // 2, size=32)  # leaves parts of the mesh without Gaussians
+    e = torch.zeros(1, len(pkg.expression_names))
+    e[0, pkg.expression_names.index("jawOpen")] = 0.7
+    r, t = torch.tensor([[0.1, 0.3, 0.0]]), torch.tensor([[0.01, 0.0, -0.6]])
+    fast = pkg.posed_gaussians(e, r, t)
+    with torch.no_grad():
+        verts = pkg.model(shape=pkg.state["shape"][None].float(), expression=e, rotation=r, translation=t).vertices
+        full = pkg.gaussians(verts, e)
+    for name in ("means", "quats", "scales", "opacities", "sh"):
+        torch.testing.assert_close(getattr(fast, name), getattr(full, name), rtol=1e-4, atol=1e-6)

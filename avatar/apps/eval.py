@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from ..data.capture import CaptureError
 from ..data.reports import write_json
 from ..tracking.sequence import TrackingError
-from ..train.session import RunError, frame_rate, heldout_video, load_run, summary
+from ..train.session import RunError, frame_rate, heldout_video, load_run, pose_aligned_metrics, summary
 
 
 def main(cfg: DictConfig) -> int:
@@ -20,6 +20,10 @@ def main(cfg: DictConfig) -> int:
         return 2
     out = Path(cfg.out)
     metrics = trainer.evaluate()
+    steps = cfg.get("pose_steps")
+    steps = trainer.cfg.eval_pose_steps if steps is None else int(steps)
+    if steps > 0:
+        metrics["pose_aligned"] = pose_aligned_metrics(trainer, steps)
     metrics.update({"n_gaussians": len(trainer.gaussians), "iterations": trainer.step,
                     "backend": trainer.backend_used, "device": str(trainer.frames.vertices.device)})
     write_json(out / "metrics.json", metrics)

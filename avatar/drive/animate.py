@@ -47,6 +47,49 @@ class AvatarPackage:
         state = torch.load(path, map_location="cpu", weights_only=True)
         return cls(state, gaussians_from_state(state, device), models.load(state["model"]).to(device), device)
 
+    def __post_init__(self) -> None:
+        self._compact = None
+
+    def _compact_mesh(self):
+        """The part of the mesh the Gaussians sit on, ready to pose per frame (built once per
+        set of Gaussians): vertex ids, Gaussians re-bound to the sub-mesh, and for models
+        without a skeleton the identity-blended vertices and the expression basis there
+        (posing then costs a small blend instead of the whole model)."""
+        g = self.gaussians
+        if self._compact is not None and self._compact[0] is g:
+            return self._compact[1:]
+        from ..gaussians.mesh_gaussians import MeshGaussians  # noqa: PLC0415
+
+        used_faces, binding = torch.unique(g.binding, return_inverse=True)
+        faces = g.faces[used_faces]
+        vidx, faces = torch.unique(faces, return_inverse=True)
+        canonical = None if g.canonical_vertices is None else g.canonical_vertices[vidx]
+        sub = MeshGaussians(faces, binding, {k: v.detach() for k, v in g.params.items()}, g.sh_degree,
+                            canonical_vertices=canonical, deformer=g.deformer)
+        blend = None
+        m = self.model
+        if not getattr(m, "has_skeleton", True) and hasattr(m, "exprdirs"):
+            with torch.no_grad():
+                shape = self.state["shape"].to(self.device, torch.float32)[None]
+                base = m(shape=shape).vertices[0][vidx]  # identity blended, no pose
+            blend = (base, m.exprdirs[vidx].to(torch.float32))
+        self._compact = (g, vidx, sub, blend)
+        return vidx, sub, blend
+
+    def posed_gaussians(self, expression: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor):
+        """World Gaussians (``WorldGaussians``) for ``expression [1, E]``, ``rotation [1, 3]``, ``translation [1, 3]``."""
+        from ..models.engine import rigid_transform  # noqa: PLC0415
+
+        vidx, sub, blend = self._compact_mesh()
+        if blend is not None:
+            base, dirs = blend
+            e = expression[:, : dirs.shape[-1]]
+            verts = rigid_transform(base[None] + torch.einsum("vke,be->bvk", dirs[..., : e.shape[-1]], e), rotation, translation)
+        else:
+            shape = self.state["shape"].to(self.device, torch.float32)[None]
+            verts = self.model(shape=shape, expression=expression, rotation=rotation, translation=translation).vertices[:, vidx]
+        return sub(verts, expression)
+
     @property
     def expression_names(self) -> tuple[str, ...]:
         return tuple(self.model.expression_names)
@@ -133,10 +176,7 @@ class AvatarPackage:
         seen by ``viewmat [4, 4]`` / ``K [3, 3]``: ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
         dev, st = self.device, self.state
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
-        e = t(expression)
-        verts = self.model(shape=st["shape"].to(dev, torch.float32)[None], expression=e, rotation=t(rotation),
-                           translation=t(translation)).vertices
-        w = self.gaussians(verts, e)
+        w = self.posed_gaussians(t(expression), t(rotation), t(translation))
         t0 = time.perf_counter()
         img, _, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmat[None], K[None],
                                      width, height, sh_degree=self.gaussians.sh_degree,
@@ -147,8 +187,17 @@ class AvatarPackage:
         return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8), meta["backend"], seconds
 
 
-def limit_gaussians(package: AvatarPackage, max_gaussians: int | None, renderer: dict | None = None) -> None:
-    """:meth:`AvatarPackage.limit_gaussians` with a log line saying what it kept and how long it took."""
+CPU_LIVE_GAUSSIANS = 15000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)
+
+
+def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, renderer: dict | None = None) -> None:
+    """:meth:`AvatarPackage.limit_gaussians` with a log line saying what it kept and how long it took.
+
+    ``max_gaussians``: a number, None (all), or "auto" (:data:`CPU_LIVE_GAUSSIANS` on a CPU, all on a GPU)."""
+    if max_gaussians == "auto":
+        max_gaussians = CPU_LIVE_GAUSSIANS if package.device.type == "cpu" else None
+    elif isinstance(max_gaussians, str):
+        raise DriveError(f"max_gaussians must be a number, null or auto, got {max_gaussians!r}")
     if not max_gaussians or len(package.gaussians) <= max_gaussians:
         return
     t0 = time.perf_counter()

@@ -136,6 +136,8 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
     out = trainer.out
     trainer.save_checkpoint()
     metrics = trainer.evaluate()
+    if trainer.cfg.eval_pose_steps > 0:
+        metrics["pose_aligned"] = pose_aligned_metrics(trainer, trainer.cfg.eval_pose_steps)
     iterations = trainer.step
     metrics.update({
         "n_gaussians": len(trainer.gaussians),
@@ -156,6 +158,17 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
     export_ply(trainer, tracking, model, out / "avatar.ply")
     atomic_torch_save(avatar_package(trainer, tracking), out / "avatar.pt")
     return metrics
+
+
+def pose_aligned_metrics(trainer: Trainer, steps: int) -> dict:
+    """Held-out metrics after aligning each frame's head pose to its image (see :meth:`Trainer.align_pose`)."""
+    import time  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    out = trainer.evaluate(pose_steps=steps)
+    out.update({"pose_steps": steps, "downscale": trainer.cfg.eval_pose_downscale,
+                "seconds": round(time.perf_counter() - t0, 1)})
+    return out
 
 
 def load_run(run: str | os.PathLike, overrides: DictConfig | None = None) -> tuple[Trainer, TrackedSequence, object, DictConfig]:
@@ -186,7 +199,10 @@ def summary(metrics: dict) -> str:
 
     seconds = metrics.get("train_seconds")
     timing = f" in {seconds} s" if seconds is not None else ""
+    aligned = metrics.get("pose_aligned")
+    extra = (f" (poses aligned to the images: {f(aligned.get('psnr'), '.2f')} dB, SSIM {f(aligned.get('ssim'), '.4f')})"
+             if aligned else "")
     return (f"held-out PSNR {f(metrics.get('psnr'), '.2f')} dB, SSIM {f(metrics.get('ssim'), '.4f')}, "
-            f"LPIPS {f(metrics.get('lpips'), '.4f')}; {metrics.get('n_gaussians')} Gaussians, "
+            f"LPIPS {f(metrics.get('lpips'), '.4f')}{extra}; {metrics.get('n_gaussians')} Gaussians, "
             f"{metrics.get('iterations')} iterations{timing}")
 

@@ -58,6 +58,13 @@ class TrainConfig:
     lr_rotation: float = 1e-4  # radians
     lr_translation: float = 1e-5  # metres
     lr_expression: float = 1e-3
+    # Evaluation: also report metrics after aligning each held-out frame's head pose to the
+    # image (rotation + translation only, Gaussians and expression frozen), as a photometric
+    # tracker would; 0 steps: only the tracked poses.
+    eval_pose_steps: int = 0
+    eval_lr_rotation: float = 2e-3  # radians
+    eval_lr_translation: float = 2e-4  # metres
+    eval_pose_downscale: int = 2  # align on images this many times smaller each way (faster)
     sh_increase_every: int = 1000  # one more SH degree every this many steps
     ssim_weight: float = 0.2
     alpha_weight: float = 0.1
@@ -127,23 +134,35 @@ class Trainer:
     def sh_degree(self) -> int:
         return min(self.gaussians.sh_degree, self.step // max(1, self.cfg.sh_increase_every))
 
-    def mesh(self, index: int) -> tuple[Tensor, Tensor]:
-        """Posed vertices ``[1, V, 3]`` and expression ``[1, E]`` of frame ``index`` (refined if enabled)."""
+    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Posed vertices ``[1, V, 3]`` and expression ``[1, E]`` of frame ``index`` (refined if enabled).
+
+        ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
-        if self.offsets is None:
+        if self.offsets is None and pose is None:
             return f.vertices[index][None], f.conditions[index][None]
-        o = self.offsets
-        expression = f.conditions[index][None] + o["expression"][index][None]
-        out = self.model(shape=f.shape[None], expression=expression, rotation=f.rotation[index][None] + o["rotation"][index][None],
-                         translation=f.translation[index][None] + o["translation"][index][None])
+        rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
+        if self.offsets is not None:
+            o = self.offsets
+            expression = expression + o["expression"][index][None]
+            rotation, translation = rotation + o["rotation"][index][None], translation + o["translation"][index][None]
+        if pose is not None:
+            rotation, translation = rotation + pose[0], translation + pose[1]
+        out = self.model(shape=f.shape[None], expression=expression, rotation=rotation, translation=translation)
         return out.vertices, expression
 
-    def render(self, index: int, sh_degree: int | None = None):
-        """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``."""
+    def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
+               downscale: int = 1):
+        """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``
+        (``downscale``: that many times fewer pixels each way)."""
         f = self.frames
-        w = self.gaussians(*self.mesh(index))
+        w = self.gaussians(*self.mesh(index, pose))
+        K = f.K[index]
+        if downscale > 1:
+            K = torch.cat((K[:2] / downscale, K[2:]))
         img, alpha, meta = rasterization(
-            w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], f.K[index][None], f.width, f.height,
+            w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], K[None],
+            f.width // downscale, f.height // downscale,
             sh_degree=self.sh_degree() if sh_degree is None else sh_degree, backgrounds=self.background[None],
             **self.renderer,
         )
@@ -221,15 +240,50 @@ class Trainer:
         bar.close()
 
     # ---------------------------------------------------------------- evaluation
+    def align_pose(self, index: int, steps: int) -> tuple[Tensor, Tensor]:
+        """Rotation and translation offsets ``([1, 3], [1, 3])`` that align frame ``index``'s head
+        to its image: ``steps`` Adam steps on the image loss with the Gaussians and the
+        expression frozen (what a photometric tracker does on a new frame)."""
+        if self.model is None:
+            raise ValueError("aligning a pose needs the parametric model")
+        f, cfg = self.frames, self.cfg
+        rot = torch.zeros(1, 3, dtype=f.vertices.dtype, device=f.vertices.device, requires_grad=True)
+        trans = torch.zeros_like(rot, requires_grad=True)
+        opt = torch.optim.Adam([{"params": [rot], "lr": cfg.eval_lr_rotation},
+                                {"params": [trans], "lr": cfg.eval_lr_translation}])
+        gt, _ = self.target(index)
+        d = max(1, int(cfg.eval_pose_downscale))
+        if d > 1:  # the pose from a coarser image: d^2 times cheaper steps
+            h, w = f.height // d * d, f.width // d * d
+            gt = torch.nn.functional.avg_pool2d(gt[:h, :w].permute(2, 0, 1)[None], d)[0].permute(1, 2, 0)
+        frozen = [p for p in self.gaussians.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                for _ in range(steps):
+                    img, _, _ = self.render(index, sh_degree=self.gaussians.sh_degree, pose=(rot, trans), downscale=d)
+                    loss = photometric(img, gt, cfg.ssim_weight)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return rot.detach(), trans.detach()
+
     @torch.no_grad()
-    def evaluate(self, indices: np.ndarray | None = None) -> dict[str, float | None]:
-        """Mean PSNR / SSIM / LPIPS over ``indices`` (default: the held-out frames), full frame."""
+    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0) -> dict[str, float | None]:
+        """Mean PSNR / SSIM / LPIPS over ``indices`` (default: the held-out frames), full frame.
+
+        ``pose_steps > 0``: each frame's head pose is first aligned to its image (:meth:`align_pose`)."""
         indices = self.frames.heldout if indices is None else indices
         if len(indices) == 0:
             return {"psnr": None, "ssim": None, "lpips": None, "frames": 0}
         scores = {"psnr": [], "ssim": [], "lpips": []}
         for i in indices:
-            img, _, _ = self.render(int(i), sh_degree=self.gaussians.sh_degree)
+            pose = self.align_pose(int(i), pose_steps) if pose_steps > 0 else None
+            img, _, _ = self.render(int(i), sh_degree=self.gaussians.sh_degree, pose=pose)
             gt, _ = self.target(int(i))
             scores["psnr"].append(float(psnr(img.clamp(0, 1), gt)))
             scores["ssim"].append(float(ssim(img.clamp(0, 1), gt)))
