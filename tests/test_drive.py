@@ -263,3 +263,18 @@ def test_posing_only_the_bound_part_of_the_mesh_matches_the_full_model(package):
         full = pkg.gaussians(verts, e)
     for name in ("means", "quats", "scales", "opacities", "sh"):
         torch.testing.assert_close(getattr(fast, name), getattr(full, name), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_stored_visibility_is_used_and_matches_a_fresh_computation(package, tmp_path):
+    from avatar.drive.animate import AvatarPackage
+
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    fresh = pkg.visibility(size=64)
+    state = dict(torch.load(package, weights_only=True), visibility=fresh * 0 + torch.arange(len(fresh)).float())
+    path = tmp_path / "avatar.pt"
+    torch.save(state, path)
+    stored = AvatarPackage.load(path, torch.device("cpu"))
+    assert torch.equal(stored.visibility(size=64), state["visibility"])  # read, not recomputed
+    stored.limit_gaussians(10)
+    assert torch.equal(stored.gaussians.binding, pkg.gaussians.binding[-10:])  # the 10 highest scores

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from ..data.capture import CaptureError
 from ..data.reports import write_json
 from ..tracking.sequence import TrackingError
-from ..train.session import RunError, avatar_package, export_ply, load_run
+from ..train.session import RunError, avatar_package, export_ply, load_run, with_visibility
 from ..train.trainer import atomic_torch_save
 
 
@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> int:
         return 2
     out = Path(cfg.out)
     ply = export_ply(trainer, tracking, model, out / "avatar.ply")
-    pkg = atomic_torch_save(avatar_package(trainer, tracking), out / "avatar.pt")
+    pkg = atomic_torch_save(with_visibility(avatar_package(trainer, tracking), model), out / "avatar.pt")
     write_json(out / "export_report.json", {"ply": str(ply), "package": str(pkg), "n_gaussians": len(trainer.gaussians),
                                             "step": trainer.step})
     print(f"avatar export: {len(trainer.gaussians)} Gaussians\n  {ply}\n  {pkg}")

@@ -92,7 +92,8 @@ class AvatarPackage:
 
     @property
     def expression_names(self) -> tuple[str, ...]:
-        return tuple(self.model.expression_names)
+        names = getattr(self.model, "expression_names", None)
+        return tuple(names if names is not None else self.state.get("expression_names", ()))
 
     def reference_pose(self, drive: DriveSequence) -> tuple[np.ndarray, np.ndarray]:
         """The avatar's head pose the driver's motion is applied to: its first training frame
@@ -141,31 +142,39 @@ class AvatarPackage:
                 views.append((e, r, np.asarray(ref_t, np.float32)))
         return views
 
-    def limit_gaussians(self, max_gaussians: int, size: int = 128, renderer: dict | None = None) -> int:
-        """Keep the ``max_gaussians`` Gaussians that show most in :meth:`budget_views` (blending
-        weight summed over their pixels, :func:`avatar.gaussians.importance.visibility`), seen by
-        the reference camera at ``size`` pixels high. A lighter avatar for live driving; returns
-        how many Gaussians there were. No-op when the avatar has no more than that."""
-        from ..gaussians.importance import top_k, visibility  # noqa: PLC0415
+    def visibility(self, size: int = 128, renderer: dict | None = None) -> torch.Tensor:
+        """``[N]`` how much each Gaussian shows in :meth:`budget_views`: its blending weight
+        summed over the pixels (:func:`avatar.gaussians.importance.visibility`), seen by the
+        reference camera at ``size`` pixels high. Training stores it in the package
+        (``visibility``); it is computed here for packages without it."""
+        from ..gaussians.importance import visibility  # noqa: PLC0415
 
-        n = len(self.gaussians)
-        if max_gaussians is None or max_gaussians <= 0 or n <= max_gaussians:
-            return n
+        stored = self.state.get("visibility")
+        if stored is not None and stored.shape[0] == len(self.gaussians):
+            return stored.to(self.device)
         dev, st = self.device, self.state
         K, width, height = self.camera(size)
         viewmat = st["viewmat"].to(dev, torch.float32)
-        shape = st["shape"].to(dev, torch.float32)[None]
 
         def worlds():
             for e, r, t in self.budget_views():
                 tt = lambda a: torch.as_tensor(a[None], dtype=torch.float32, device=dev)  # noqa: E731
                 with torch.no_grad():
-                    verts = self.model(shape=shape, expression=tt(e), rotation=tt(r), translation=tt(t)).vertices
-                    w = self.gaussians(verts, tt(e))
+                    w = self.posed_gaussians(tt(e), tt(r), tt(t))
                 yield w.means[0], w.quats[0], w.scales[0], w.opacities, viewmat, K
 
-        score = visibility(worlds(), width, height, renderer)
-        self.gaussians = self.gaussians.subset(top_k(score, max_gaussians))
+        return visibility(worlds(), width, height, renderer)
+
+    def limit_gaussians(self, max_gaussians: int, size: int = 128, renderer: dict | None = None) -> int:
+        """Keep the ``max_gaussians`` Gaussians that show most (:meth:`visibility`): a lighter
+        avatar for live driving; returns how many Gaussians there were. No-op when the avatar
+        has no more than that."""
+        from ..gaussians.importance import top_k  # noqa: PLC0415
+
+        n = len(self.gaussians)
+        if max_gaussians is None or max_gaussians <= 0 or n <= max_gaussians:
+            return n
+        self.gaussians = self.gaussians.subset(top_k(self.visibility(size, renderer), max_gaussians))
         return n
 
     @torch.no_grad()

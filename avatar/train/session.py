@@ -22,7 +22,7 @@ from ..device import pick_device
 from ..gaussians.ply import save_ply
 from ..tracking.sequence import TrackedSequence, load_tracking
 from .data import load_frames
-from .trainer import TrainConfig, Trainer, atomic_torch_save, deformer_state, init_gaussians
+from .trainer import TrainConfig, Trainer, atomic_torch_save, deformer_state, gaussians_from_state, init_gaussians
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
     return {
         "format": 1,
         "model": tracking.model,
+        "expression_names": list(tracking.expression_names),
         "shape": torch.as_tensor(tracking.shape),
         "faces": g.faces.cpu(),
         "binding": g.binding.cpu(),
@@ -99,6 +100,17 @@ def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
         "height": trainer.frames.height,
         "background": trainer.background.cpu(),
     }
+
+
+def with_visibility(package: dict, model) -> dict:
+    """The package with ``visibility`` (how much each Gaussian shows in typical driven poses),
+    so that live driving can pick a Gaussian budget without rendering at start."""
+    from ..drive.animate import AvatarPackage  # noqa: PLC0415
+
+    device = model.faces.device
+    pkg = AvatarPackage(package, gaussians_from_state(package, device), model, device)
+    package["visibility"] = pkg.visibility().cpu()
+    return package
 
 
 def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -> Path:
@@ -156,7 +168,7 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
         refined_tracking(trainer, tracking).save(out / "tracking_refined.npz")
     heldout_video(trainer, out / "heldout_side_by_side.mp4", fps)
     export_ply(trainer, tracking, model, out / "avatar.ply")
-    atomic_torch_save(avatar_package(trainer, tracking), out / "avatar.pt")
+    atomic_torch_save(with_visibility(avatar_package(trainer, tracking), model), out / "avatar.pt")
     return metrics
 
 
