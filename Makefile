@@ -2,7 +2,8 @@
 #   make setup   create $(VENV) and install the project with its dev extras
 #   make test    run the test suite (PYTEST_ARGS="tests/test_cli.py -x" to narrow it)
 #   make demo    render the synthetic demo (outputs/demo)
-#   make bench   run every benchmarks/*.py; each prints one JSON line
+#   make bench   run every benchmarks/*.py; each prints one JSON line (live.py and render.py
+#                need a trained avatar: make bench AVATAR_BENCH_RUN=runs/me)
 #   make clean   remove caches and build outputs (keeps the venv and outputs/)
 
 VENV ?= .venv

@@ -27,13 +27,16 @@ def default_source() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run folder of `avatar train` (its avatar.pt) or an avatar.pt")
+    parser.add_argument("--run", default=os.environ.get("AVATAR_BENCH_RUN"), help="run folder of `avatar train` (its avatar.pt) or an avatar.pt")
     parser.add_argument("--source", default=None)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--max-gaussians", default="auto", help="a number, auto (as `avatar live`) or none (all)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    if not args.run:
+        print(json.dumps({"benchmark": "live", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
+        return
 
     import torch
 

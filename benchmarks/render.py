@@ -1,6 +1,6 @@
 """Benchmark of `avatar render`: a driven animation of a trained avatar; prints one JSON line.
 
-    python benchmarks/render.py --run RUN_DIR --drive SOURCE [--size 512] [--frames 300] [--out DIR]
+    python benchmarks/render.py --run RUN_DIR [--drive SOURCE] [--size 512] [--frames 300] [--out DIR]
 
 SOURCE: a tracked capture folder, a parameter .npz, an ARKit CSV or a video (tracked on the
 fly). Figures: frames, render-only FPS (rasterization), end-to-end FPS (retargeting, posing,
@@ -23,18 +23,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True)
-    parser.add_argument("--drive", required=True)
+    parser.add_argument("--run", default=os.environ.get("AVATAR_BENCH_RUN"))
+    parser.add_argument("--drive", default=None, help="default: the run's own capture (its config.yaml)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--out", default=None)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    if not args.run:
+        print(json.dumps({"benchmark": "render", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
+        return
 
     from avatar.device import pick_device
     from avatar.drive.animate import AvatarPackage, render_driven
     from avatar.drive.sources import VIDEO_SUFFIXES, load_drive
 
+    if args.drive is None:
+        from omegaconf import OmegaConf
+
+        config = Path(args.run) / "config.yaml"
+        if not config.is_file():
+            sys.exit(f"benchmarks/render.py: pass --drive (no {config} to take the run's capture from)")
+        args.drive = str(OmegaConf.load(config).capture)
     device = pick_device(args.device)
     package = AvatarPackage.load(args.run, device)
     t0 = time.perf_counter()
