@@ -196,7 +196,7 @@ class AvatarPackage:
         return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8), meta["backend"], seconds
 
 
-CPU_LIVE_GAUSSIANS = 15000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)
+CPU_LIVE_GAUSSIANS = 12000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)
 
 
 def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, renderer: dict | None = None) -> None:
