@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from ..landmarks.embedding import IRIS
+from ..landmarks.embedding import IRIS, view_directions
 from .fit import initial_pose
 from .landmark_model import (
     CAMERA_FLIP, GAZE_MAX_PITCH, GAZE_MAX_YAW, IRIS_LEFT, IRIS_RIGHT, LandmarkModel,
@@ -93,8 +93,7 @@ class FrameTracker:
         The points slide with the current view direction (the embedding's view offsets)."""
         p = self.base + self.exprdirs @ psi
         if self.view_offsets is not None:
-            d = torch.nn.functional.normalize(-self.t, dim=0)
-            p = p + self.view_offsets @ (self.R.T @ d)[:2]
+            p = p + self.view_offsets @ view_directions(self.R, -self.t)  # camera at the origin
         # Ry(yaw) @ Rx(pitch) per eye, written out (as gaze_rotations, fewer small ops).
         yaw, pitch = self.yaw_sel[:, 0] @ psi * GAZE_MAX_YAW, self.pitch_sel[:, 0] @ psi * GAZE_MAX_PITCH
         cy, sy, cp, sp = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin()
