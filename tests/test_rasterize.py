@@ -5,8 +5,8 @@ rules lives in ``rasterize_reference.py`` beside this file, written from the
 contract in DESIGN.md, not from the implementation.
 
 The reference is first checked against hand-computed single-Gaussian values,
-then the implementation (``backend="torch"``, and ``"auto"`` on CPU) is checked
-against it on random and edge-case scenes, for several cameras, channel counts,
+then the implementation (``backend="torch"``, and ``"auto"`` on CPU; forward-only renders
+with both CPU compositors, compiled and torch) is checked against it on random and edge-case scenes, for several cameras, channel counts,
 SH degrees, render modes, gradients, dtypes/devices and bad inputs.  Tests that
 need CUDA (``backend="gsplat"`` parity, CUDA device) are marked ``cuda`` and
 skip without it.
@@ -26,6 +26,20 @@ import torch
 
 from rasterize_reference import *  # noqa: F403 (reference, scene builders, tolerances)
 from rasterize_reference import _rasterization  # noqa: F401
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def compositor(request, monkeypatch):
+    """Every test runs with both CPU compositors of forward-only renders: the compiled one
+    (numba, ``avatar.render.cpu_kernels``) and the torch one used when gradients are wanted."""
+    from avatar.render import cpu_kernels, torch_backend
+
+    if request.param == "compiled" and not cpu_kernels.available():
+        pytest.skip("numba is not installed")
+    if request.param == "torch":
+        monkeypatch.setattr(torch_backend, "compiled_forward", lambda *a, **k: False)
+    return request.param
+
 
 # ---------------------------------------------------------------------------
 # Reference self-checks (hand-computed values; no implementation needed)

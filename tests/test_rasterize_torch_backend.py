@@ -76,3 +76,75 @@ def test_dense_scene_gradients_match_autograd_reference(monkeypatch):
     ((ref_out * w).sum() + (ref_alpha * ref_alpha).sum()).backward()
     for got, p in zip(grads, ref_params):
         torch.testing.assert_close(got, p.grad, rtol=1e-7, atol=1e-9)
+
+
+# --- The compiled forward-only compositor (numba) --------------------------------------------
+
+needs_numba = pytest.mark.skipif(not __import__("avatar.render.cpu_kernels", fromlist=["x"]).available(),
+                                 reason="numba is not installed")
+
+
+def test_compiled_compositor_is_taken_only_when_no_gradient_is_wanted(monkeypatch):
+    calls = []
+    real = torch_backend.cpu_kernels.composite_tiles
+    monkeypatch.setattr(torch_backend.cpu_kernels, "composite_tiles", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(torch_backend.cpu_kernels, "available", lambda: True)
+    scene = _dense_scene(50, 16, seed=3)
+    with torch.no_grad():
+        rasterization(*scene, 16, 16, backend="torch")
+    assert calls == [1]
+    rasterization(*scene, 16, 16, backend="torch")  # no input requires grad: no graph to keep
+    assert calls == [1, 1]
+    params = [t.clone().requires_grad_(True) for t in scene[:5]]
+    out, _, _ = rasterization(*params, *scene[5:], 16, 16, backend="torch")
+    assert calls == [1, 1] and out.requires_grad
+
+
+@needs_numba
+@pytest.mark.parametrize("tile_size", [4, 8, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_compositor_matches_torch_on_saturating_scene(monkeypatch, tile_size, dtype):
+    """Dense scene (pixels stop early), image not a multiple of the tile, two cameras."""
+    scene = list(_dense_scene(1500, 30, seed=4, dtype=dtype))
+    shift = torch.eye(4, dtype=dtype)
+    shift[0, 3] = 0.1
+    scene[5] = torch.cat((scene[5], shift[None]))
+    scene[6] = scene[6].expand(2, 3, 3)
+    bg = torch.tensor([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7]], dtype=dtype)
+    with torch.no_grad():
+        got = rasterization(*scene, 30, 27, tile_size=tile_size, backgrounds=bg, render_mode="RGB+ED")
+    monkeypatch.setattr(torch_backend, "compiled_forward", lambda *a, **k: False)
+    with torch.no_grad():
+        ref = rasterization(*scene, 30, 27, tile_size=tile_size, backgrounds=bg, render_mode="RGB+ED")
+    assert (ref[1] > 0.999).float().mean() > 0.2
+    atol = 1e-12 if dtype == torch.float64 else 2e-5
+    for g, r in zip(got[:2], ref[:2]):
+        assert g.dtype == dtype and g.shape == r.shape
+        torch.testing.assert_close(g, r, rtol=1e-5 if dtype == torch.float32 else 0, atol=atol)
+
+
+@needs_numba
+def test_compiled_compositor_from_two_threads_at_once():
+    """Live renders from its own thread while other threads may render too: results stay exact."""
+    import threading
+
+    scene = _dense_scene(800, 24, seed=5, dtype=torch.float32)
+    with torch.no_grad():
+        ref = rasterization(*scene, 24, 24)[0]
+    results, errors = [], []
+
+    def work():
+        try:
+            with torch.no_grad():
+                for _ in range(5):
+                    results.append(rasterization(*scene, 24, 24)[0])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 15
+    assert all(torch.equal(r, ref) for r in results)

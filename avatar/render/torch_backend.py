@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.rotations import quaternion_to_matrix
+from . import cpu_kernels
 
 ALPHA_THRESHOLD = 1.0 / 255.0  # alphas below this are skipped
 ALPHA_MAX = 0.999  # alphas are clamped here (gsplat's kernels)
@@ -297,6 +298,17 @@ def _tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, 
     return flat_ids, tile_counts, tile_offsets
 
 
+def compiled_forward(device: torch.device, *tensors: Tensor) -> bool:
+    """Whether a render can take the compiled forward-only compositor (:mod:`.cpu_kernels`).
+
+    Yes on a CPU when no gradient is wanted from it (under ``torch.no_grad()`` or inputs
+    without ``requires_grad``) and numba is there; the result is the same up to float rounding.
+    """
+    if device.type != "cpu" or not cpu_kernels.available():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 def rasterize_to_pixels(
     means2d: Tensor,  # [C, N, 2]
     conics: Tensor,  # [C, N, 3]
@@ -316,7 +328,8 @@ def rasterize_to_pixels(
     Each tile's depth-sorted list is walked ``segment`` Gaussians at a time, and a tile stops
     once all its pixels are saturated. ``max_chunk_elements`` bounds the (pixel, Gaussian)
     pairs evaluated at once, and with it the working memory of the forward and backward
-    passes (about 8 floats per pair).
+    passes (about 8 floats per pair). Forward-only renders on a CPU take the compiled
+    compositor of :mod:`.cpu_kernels` when numba is installed (same rules, much faster).
     """
     C, N, D = colors.shape
     device, dtype = means2d.device, means2d.dtype
@@ -327,6 +340,11 @@ def rasterize_to_pixels(
         backgrounds = torch.zeros(C, D, device=device, dtype=dtype)
 
     flat_ids, tile_counts, tile_offsets = _tile_lists(means2d, radii, depths, tile_size, tiles_x, tiles_y)
+    if compiled_forward(device, means2d, conics, colors, opacities, backgrounds):
+        return cpu_kernels.composite_tiles(
+            flat_ids, tile_offsets, tile_counts, means2d, conics, colors, opacities, backgrounds,
+            width, height, tile_size, tiles_x, ALPHA_THRESHOLD, ALPHA_MAX, TRANSMITTANCE_MIN,
+        )
     active = tile_counts.nonzero().squeeze(-1)  # [A] tiles with a non-empty list
 
     # Per (tile, Gaussian) pair: the exponent's coefficients in the tile's frame, and the colour.
