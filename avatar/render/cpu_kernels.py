@@ -32,8 +32,8 @@ _LOCK = threading.Lock()  # numba's default threading layer does not take concur
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel():
-    """The compiled kernel, or None when numba is missing or disabled."""
+def _kernels():
+    """The compiled kernels ``(composite, bin_tiles)``, or None when numba is missing or disabled."""
     if os.environ.get("AVATAR_NO_NUMBA", "") not in ("", "0"):
         return None
     try:
@@ -43,15 +43,16 @@ def _kernel():
         return None
 
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-    def composite(pairs, offsets, counts, tiles, u, v, consts, backgrounds, tile_size, tiles_x, width, height,
-                  out, out_alpha):
-        # pairs [M, 6 + D]: per (tile, Gaussian) pair in (tile, depth) order, the mean relative to
-        # the tile's corner, conic a, b, c, opacity and colour; u, v [P]: the tile's pixel centres.
-        # Gaussians outer, the tile's pixels inner. Generic in the float type (float32 or 64).
+    def composite(gaussians, ids, offsets, counts, tiles, corners, u, v, consts, backgrounds, tile_size, tiles_x,
+                  width, height, out, out_alpha):
+        # gaussians [C*N, 6 + D]: mean x, y, conic a, b, c, opacity, colour; ids: the tiles' lists
+        # in (tile, depth) order; corners [tiles, 2]: each tile's top-left corner; u, v [P]: the
+        # tile's pixel centres relative to it. Gaussians outer, the tile's pixels inner.
+        # Generic in the float type (float32 or 64).
         alpha_min, alpha_max, trans_min = consts[0], consts[1], consts[2]
         half, zero, one, s_margin = consts[3], consts[4], consts[5], consts[6]
         n_tiles_cam = tiles_x * ((height + tile_size - 1) // tile_size)
-        D = pairs.shape[1] - 6
+        D = gaussians.shape[1] - 6
         P = u.shape[0]
         for j in numba.prange(tiles.shape[0]):
             k = tiles[j]
@@ -64,8 +65,9 @@ def _kernel():
             acc = np.zeros((D, P), dtype=u.dtype)
             w = np.zeros_like(u)
             for i in range(offsets[k], offsets[k] + counts[k]):
-                mx, my = pairs[i, 0], pairs[i, 1]
-                ca, cb, cc, op = pairs[i, 2], pairs[i, 3], pairs[i, 4], pairs[i, 5]
+                g = ids[i]
+                mx, my = gaussians[g, 0] - corners[t, 0], gaussians[g, 1] - corners[t, 1]
+                ca, cb, cc, op = gaussians[g, 2], gaussians[g, 3], gaussians[g, 4], gaussians[g, 5]
                 s_max = np.log(op / alpha_min) + s_margin  # beyond this sigma, alpha < 1/255
                 n_live = 0
                 for p in range(P):
@@ -84,7 +86,7 @@ def _kernel():
                     live[p] = ok
                     n_live += ok
                 for d in range(D):
-                    c = pairs[i, 6 + d]
+                    c = gaussians[g, 6 + d]
                     for p in range(P):
                         acc[d, p] += w[p] * c
                 if n_live == 0:
@@ -97,12 +99,49 @@ def _kernel():
                         out[cam, py, px, d] = acc[d, p] + trans[p] * backgrounds[cam, d]
                     out_alpha[cam, py, px] = one - trans[p]
 
-    return composite
+    @numba.njit(cache=True, nogil=True)
+    def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
+        # Counting sort of (tile, Gaussian) pairs by tile; Gaussians arrive depth-sorted, so
+        # each tile's list comes out depth-sorted too.
+        counts = np.zeros(total_tiles, np.int64)
+        for i in range(flat.shape[0]):
+            base = cam[i] * n_tiles
+            for ty in range(y0[i], y1[i]):
+                for tx in range(x0[i], x1[i]):
+                    counts[base + ty * tiles_x + tx] += 1
+        offsets = np.empty(total_tiles, np.int64)
+        total = 0
+        for k in range(total_tiles):
+            offsets[k] = total
+            total += counts[k]
+        ids = np.empty(total, np.int64)
+        fill = offsets.copy()
+        for i in range(flat.shape[0]):
+            base = cam[i] * n_tiles
+            for ty in range(y0[i], y1[i]):
+                for tx in range(x0[i], x1[i]):
+                    k = base + ty * tiles_x + tx
+                    ids[fill[k]] = flat[i]
+                    fill[k] += 1
+        return ids, counts, offsets
+
+    return composite, bin_tiles
 
 
 def available() -> bool:
     """Whether the compiled compositor can be used (numba importable and not disabled)."""
-    return _kernel() is not None
+    return _kernels() is not None
+
+
+def bin_tiles(flat: Tensor, cam: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,
+              tiles_x: int, n_tiles: int, total_tiles: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-tile lists ``(flat_ids, tile_counts, tile_offsets)`` of depth-sorted Gaussians ``flat``
+    (camera ``cam``) covering tiles ``[x0, x1) x [y0, y1)``, as :func:`torch_backend._tile_lists`."""
+    _, kernel = _kernels()
+    as_np = lambda t: t.to(torch.int64).contiguous().numpy()  # noqa: E731
+    ids, counts, offsets = kernel(as_np(flat), as_np(cam), as_np(x0), as_np(x1), as_np(y0), as_np(y1),
+                                  tiles_x, n_tiles, total_tiles)
+    return torch.from_numpy(ids), torch.from_numpy(counts), torch.from_numpy(offsets)
 
 
 def composite_tiles(
@@ -115,23 +154,22 @@ def composite_tiles(
     ``means2d [C, N, 2]``, ``conics [C, N, 3]``, ``colors [C, N, D]``, ``opacities [C, N]``,
     ``backgrounds [C, D]``. Returns ``(colors [C, H, W, D], alphas [C, H, W, 1])``.
     """
-    kernel = _kernel()
-    if kernel is None:
+    kernels = _kernels()
+    if kernels is None:
         raise RuntimeError("the compiled compositor needs numba: pip install numba")
+    kernel = kernels[0]
     import numba  # noqa: PLC0415
 
     C, N, D = colors.shape
     n_tiles_cam = tiles_x * math.ceil(height / tile_size)
     dtype = torch.float64 if colors.dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        per_gaussian = torch.cat((means2d, conics, opacities[..., None], colors), -1).reshape(C * N, 6 + D)
-        pairs = per_gaussian.to(dtype)[flat_ids]
-        # Means relative to the corner of the pair's tile, so the kernel needs no int -> float mixing.
-        pair_tile = torch.repeat_interleave(torch.arange(tile_counts.numel()), tile_counts) % n_tiles_cam
-        corner = torch.stack((pair_tile % tiles_x, torch.div(pair_tile, tiles_x, rounding_mode="floor")), -1)
-        pairs[:, :2] -= corner.to(dtype) * tile_size
-        pairs = pairs.contiguous().numpy()
+        gaussians = torch.cat((means2d, conics, opacities[..., None], colors), -1).reshape(C * N, 6 + D)
+        gaussians = gaussians.to(dtype).contiguous().numpy()
         bg = backgrounds.to(dtype).contiguous().numpy()
+        tile = torch.arange(n_tiles_cam)
+        corners = (torch.stack((tile % tiles_x, torch.div(tile, tiles_x, rounding_mode="floor")), -1) * tile_size)
+        corners = corners.to(dtype).numpy()
         centre = torch.arange(tile_size * tile_size, dtype=dtype)
         u = (centre % tile_size + 0.5).numpy()
         v = (torch.div(centre, tile_size, rounding_mode="floor") + 0.5).numpy()
@@ -150,7 +188,8 @@ def composite_tiles(
     with _LOCK:
         numba.set_num_threads(threads)
         kernel(
-            pairs, tile_offsets.contiguous().numpy(), tile_counts.contiguous().numpy(), active, u, v, consts, bg,
-            tile_size, tiles_x, width, height, out, out_alpha,
+            gaussians, flat_ids.contiguous().numpy(), tile_offsets.contiguous().numpy(),
+            tile_counts.contiguous().numpy(), active, corners, u, v, consts, bg, tile_size, tiles_x, width, height,
+            out, out_alpha,
         )
     return torch.from_numpy(out).to(colors.dtype), torch.from_numpy(out_alpha)[..., None].to(colors.dtype)
