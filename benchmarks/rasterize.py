@@ -3,7 +3,9 @@
 Scene (from the issue): N Gaussians, means ~ Normal(0, 0.3 m) around 3 m depth, scales
 uniform 3-13 mm, random rotations, opacity uniform 0-0.8, fx = fy = 1.2 x width, RGB colours.
 Cases: 256x256 / N=20k and 512x512 / N=100k for every available backend, and the dense
-brute-force reference at 64x64 / N=2k for scale. Each case runs in its own process so that
+brute-force reference at 64x64 / N=2k for scale. On a CPU the forward (no grad) figure of
+``torch`` uses the compiled compositor (numba) when it is installed; ``torch-ops`` is the
+same case with it switched off (``AVATAR_NO_NUMBA=1``), side by side in one run. Each case runs in its own process so that
 its peak memory (RSS above the scene's own, or CUDA max allocated) is its own.
 
     python benchmarks/rasterize.py [--repeats 7] [--cases torch:256:20000,...]
@@ -74,7 +76,7 @@ def run_case(backend: str, width: int, n: int, repeats: int) -> dict:
     from avatar.render.reference import rasterize_dense
 
     device = torch.device("cuda" if backend == "gsplat" or (backend.endswith("cuda")) else "cpu")
-    name = backend.removesuffix("-cuda")
+    name = backend.removesuffix("-cuda").replace("torch-ops", "torch")
     means, quats, scales, opacities, colors, viewmats, Ks = make_scene(n, width, device)
     base_rss = _rss_mib()
     if device.type == "cuda":
@@ -99,8 +101,11 @@ def run_case(backend: str, width: int, n: int, repeats: int) -> dict:
 
     fb_ms = _time(forward_backward, device, max(3, repeats // 2))
     peak_fb = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else _rss_mib() - base_rss
+    from avatar.render import cpu_kernels
+
     result = {
-        "backend": name,
+        "backend": backend,
+        "compiled_compositor": device.type == "cpu" and name == "torch" and cpu_kernels.available(),
         "device": str(device),
         "width": width,
         "height": width,
@@ -121,7 +126,7 @@ def run_case(backend: str, width: int, n: int, repeats: int) -> dict:
 
 
 def default_cases() -> list[str]:
-    cases = ["torch:256:20000", "torch:512:100000", "reference:64:2000"]
+    cases = ["torch:256:20000", "torch-ops:256:20000", "torch:512:100000", "torch-ops:512:100000", "reference:64:2000"]
     from avatar.render import gsplat_status
 
     if torch.cuda.is_available():
@@ -144,9 +149,10 @@ def main() -> None:
     cases = args.cases.split(",") if args.cases else default_cases()
     results = []
     for case in cases:
+        env = dict(os.environ, **({"AVATAR_NO_NUMBA": "1"} if case.startswith("torch-ops") else {}))
         proc = subprocess.run(
             [sys.executable, __file__, "--one", case, "--repeats", str(args.repeats)],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, env=env,
         )
         if proc.returncode != 0:
             results.append({"case": case, "error": proc.stderr.strip().splitlines()[-1:]})

@@ -601,6 +601,16 @@ def test_auto_backend_on_cpu_uses_torch():
         assert torch.equal(c_auto, c_t) and torch.equal(a_auto, a_t)
 
 
+def test_meta_names_the_compositor_used(compositor):
+    scene, vms, Ks, W, H = _small_scene()
+    with torch.no_grad():
+        _, _, meta = render(*scene, vms, Ks, W, H)
+    assert meta["compositor"] == compositor
+    params = [t.clone().requires_grad_(True) for t in scene]
+    _, _, meta = render(*params, vms, Ks, W, H)
+    assert meta["compositor"] == "torch"  # gradients wanted: always the differentiable one
+
+
 @pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -193,7 +193,8 @@ class AvatarPackage:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
-        return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8), meta["backend"], seconds
+        backend = meta["backend"] + (" (compiled compositor)" if meta.get("compositor") == "compiled" else "")
+        return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8), backend, seconds
 
 
 CPU_LIVE_GAUSSIANS = 12000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)

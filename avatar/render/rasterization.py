@@ -197,7 +197,8 @@ def rasterization(
         ``render_mode``. ``meta`` holds ``means2d [C, N, 2]`` (in the autograd graph; call
         ``meta["means2d"].retain_grad()`` before backward to read its gradient, as densification
         does), ``radii [C, N, 2]`` (int32, 0 = culled), ``depths``, ``conics``, ``opacities``,
-        ``width``, ``height``, ``tile_size``, ``n_cameras`` and ``backend`` (the one used).
+        ``width``, ``height``, ``tile_size``, ``n_cameras``, ``backend`` (the one used) and, for
+        the torch backend, ``compositor`` ("compiled" for forward-only CPU renders with numba, else "torch").
     """
     if validate:
         N, C, D = _validate(
@@ -261,6 +262,9 @@ def rasterization(
         "tile_size": tile_size,
         "n_cameras": C,
         "backend": "torch",
+        # Forward-only CPU renders composite with the compiled kernel (numba), else torch ops.
+        "compositor": "compiled" if torch_backend.compiled_forward(
+            means.device, proj["means2d"], proj["conics"], colors, proj["opacities"]) else "torch",
     }
     return out, alphas, meta
 
