@@ -1,17 +1,19 @@
-"""Compiled CPU compositing for renders that need no gradient (live, ``avatar render``, previews).
+"""Compiled CPU kernels for renders that need no gradient (live, ``avatar render``, previews).
 
 The torch backend composites a tile's whole depth segment with a few large tensor ops
 and writes its backward pass out; that is what training needs, but for a forward-only
 render on a CPU most of the time goes into padding, indexing and per-op overhead. Here the
 same front-to-back rules run as one compiled loop per tile (numba, parallel over tiles):
-per pixel, walk the tile's depth-sorted list, skip alphas below 1/255, clamp at 0.999 and
-stop before the transmittance would reach 1e-4 -- gsplat's ``rasterize_to_pixels_fwd``
-rules, the same as :func:`avatar.render.torch_backend.rasterize_to_pixels`, so results
-agree to float rounding (tested).
+the tile's depth-sorted Gaussians one after the other, each against all the tile's pixels
+that are still open; alphas below 1/255 skipped, clamped at 0.999, a pixel closed before
+its transmittance would reach 1e-4 -- gsplat's ``rasterize_to_pixels_fwd`` rules, the same
+as :func:`avatar.render.torch_backend.rasterize_to_pixels`, so results agree to float
+rounding (tested). A second kernel bins Gaussians into per-tile lists by a counting sort
+(the same lists as the torch code's sort; used for training too).
 
-numba is an optional dependency: without it (or with ``AVATAR_NO_NUMBA=1``) the torch
-path is used. The first call compiles the kernel (a few seconds; cached on disk when the
-package folder is writable).
+The project depends on numba, but the code runs without it (or with ``AVATAR_NO_NUMBA=1``):
+then the torch code is used. The first call compiles the kernels (a few seconds; cached
+on disk when the package folder is writable).
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def _kernels():
         log.info("numba is not installed: forward-only CPU renders use the torch compositor (slower)")
         return None
 
-    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+    # Fast-math without "no NaN / no inf": a zero opacity gives log(0) = -inf below.
+    fast = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=fast)
     def composite(gaussians, ids, offsets, counts, tiles, corners, u, v, consts, backgrounds, tile_size, tiles_x,
                   width, height, out, out_alpha):
         # gaussians [C*N, 6 + D]: mean x, y, conic a, b, c, opacity, colour; ids: the tiles' lists
