@@ -10,6 +10,12 @@ face-reconstruction benchmarks: shape and expression without the pose). The issu
 <= 3 mm, rotation error <= 2 degrees, correlations >= 0.8. The focal length is estimated
 (`--known-focal` fixes it to the true one).
 
+Two figures say what landmarks allow on this capture at all: how far MediaPipe's points lie
+from the embedding's points on the true mesh at the true pose (``mediapipe_vs_embedding_at_truth_px``),
+and the rotation error of a fit of the pose alone with the true shape, expressions and focal
+given (``rotation_error_pose_only_fit_deg``, started at the truth): a floor for any fit of
+these landmarks with this embedding.
+
     python benchmarks/track_synthetic.py [--frames 120] [--resolution 512] [--work DIR] [--known-focal]
 """
 
@@ -44,6 +50,46 @@ def rigid_align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     fix[:, -1] = d
     R = np.swapaxes(vt, 1, 2) @ (fix[:, :, None] * np.swapaxes(u, 1, 2))  # [F, 3, 3]
     return (a - ca) @ np.swapaxes(R, 1, 2) + cb
+
+
+def landmark_floor(model, embedding, gt: dict, detected: np.ndarray, valid: np.ndarray, iterations: int = 300) -> dict:
+    """MediaPipe's points against the embedding on the true mesh, and a pose-only fit's rotation error."""
+    from avatar.geometry import axis_angle_to_matrix
+    from avatar.geometry.rotations import matrix_to_axis_angle
+    from avatar.tracking.fit import geman_mcclure, landmark_weights
+    from avatar.tracking.landmark_model import LandmarkModel, project, to_camera, view_directions
+
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    lm = LandmarkModel.from_model(model, embedding).to(dtype=torch.float64)
+    target = t(detected[valid, :, :2])
+    # The true pose in the tracking camera's frame (camera at the origin, OpenCV axes flipped in y and z).
+    vm, flip = t(gt["viewmat"]), torch.diag(t([1.0, -1.0, -1.0]))
+    rot_true = matrix_to_axis_angle(flip @ vm[:3, :3] @ axis_angle_to_matrix(t(gt["rotation"][valid])))
+    trans_true = (flip @ (vm[:3, :3] @ t(gt["translation"][valid])[..., None] + vm[:3, 3:]))[..., 0]
+    focal, principal = t(gt["K"][0, 0]), t([gt["K"][0, 2], gt["K"][1, 2]])
+    shape, expression = t(gt["shape"]), t(gt["expression"][valid])
+
+    def pixels(rotation, translation):
+        points = lm.points(shape, expression, view_directions(rotation, translation))
+        return project(to_camera(points, rotation, translation), focal, principal)
+
+    inner = ~lm.contour
+    with torch.no_grad():
+        at_truth = (pixels(rot_true, trans_true) - target).norm(dim=-1)[:, inner]
+        normals = to_camera(lm.normals(shape, expression), rot_true, torch.zeros_like(trans_true))
+        weights = landmark_weights(lm, normals, to_camera(lm.points(shape, expression), rot_true, trans_true))
+    rotation, translation = rot_true.clone().requires_grad_(), trans_true.clone().requires_grad_()
+    opt = torch.optim.Adam([rotation, translation], lr=0.003)
+    for _ in range(iterations):
+        opt.zero_grad()
+        (weights * geman_mcclure(((pixels(rotation, translation) - target) ** 2).sum(-1), 4.0)).sum().backward()
+        opt.step()
+    err = rotation_error_deg(rotation.detach().numpy(), rot_true.numpy())
+    return {
+        "mediapipe_vs_embedding_at_truth_px": {"median": round(float(at_truth.median()), 2),
+                                               "p95": round(float(at_truth.quantile(0.95)), 2)},
+        "rotation_error_pose_only_fit_deg": {"median": round(float(np.median(err)), 2), "max": round(float(err.max()), 2)},
+    }
 
 
 def main() -> None:
@@ -103,6 +149,7 @@ def main() -> None:
         "rotation_error_deg": {"median": round(float(np.median(rot_err)), 2), "max": round(float(rot_err.max()), 2)},
         "expression_correlation": corr,
         "landmark_error_px": report["reprojection"],
+        **landmark_floor(model, load_embedding(model), gt, np.load(capture / "landmarks.npz")["face"], ok),
         "fit_seconds": report["fit_seconds"], "seconds": round(seconds, 1),
         "targets": {"face_vertex_error_mm_median": 3.0, "rotation_error_deg": 2.0, "correlation": 0.8},
     }))
