@@ -115,7 +115,8 @@ def main() -> None:
     model = avatar.models.load("ict")
     fit = FitConfig(focal=float(gt["K"][0, 0]) if args.known_focal else None)
     t0 = time.perf_counter()
-    report = track_capture(capture, model, load_embedding(model), TrackConfig(fit=fit, overlay=False), out=work / "track")
+    embedding = load_embedding(model)
+    report = track_capture(capture, model, embedding, TrackConfig(fit=fit, overlay=False), out=work / "track")
     seconds = time.perf_counter() - t0
     seq = load_tracking(work / "track", model="ict")
 
@@ -149,7 +150,7 @@ def main() -> None:
         "rotation_error_deg": {"median": round(float(np.median(rot_err)), 2), "max": round(float(rot_err.max()), 2)},
         "expression_correlation": corr,
         "landmark_error_px": report["reprojection"],
-        **landmark_floor(model, load_embedding(model), gt, np.load(capture / "landmarks.npz")["face"], ok),
+        **landmark_floor(model, embedding, gt, np.load(capture / "landmarks.npz")["face"], ok),
         "fit_seconds": report["fit_seconds"], "seconds": round(seconds, 1),
         "targets": {"face_vertex_error_mm_median": 3.0, "rotation_error_deg": 2.0, "correlation": 0.8},
     }))

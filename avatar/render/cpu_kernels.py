@@ -105,7 +105,14 @@ def _kernels():
                     out_alpha[cam, py, px] = one - trans[p]
 
     @numba.njit(cache=True, nogil=True)
-    def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
+    def _require():
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("the compiled CPU kernels need numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    return kernels
+
+
+def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
         # Counting sort of (tile, Gaussian) pairs by tile; Gaussians arrive depth-sorted, so
         # each tile's list comes out depth-sorted too.
         counts = np.zeros(total_tiles, np.int64)
@@ -142,7 +149,7 @@ def bin_tiles(flat: Tensor, cam: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1:
               tiles_x: int, n_tiles: int, total_tiles: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per-tile lists ``(flat_ids, tile_counts, tile_offsets)`` of depth-sorted Gaussians ``flat``
     (camera ``cam``) covering tiles ``[x0, x1) x [y0, y1)``, as :func:`torch_backend._tile_lists`."""
-    _, kernel = _kernels()
+    kernel = _require()[1]
     as_np = lambda t: t.to(torch.int64).contiguous().numpy()  # noqa: E731
     ids, counts, offsets = kernel(as_np(flat), as_np(cam), as_np(x0), as_np(x1), as_np(y0), as_np(y1),
                                   tiles_x, n_tiles, total_tiles)
@@ -159,10 +166,7 @@ def composite_tiles(
     ``means2d [C, N, 2]``, ``conics [C, N, 3]``, ``colors [C, N, D]``, ``opacities [C, N]``,
     ``backgrounds [C, D]``. Returns ``(colors [C, H, W, D], alphas [C, H, W, 1])``.
     """
-    kernels = _kernels()
-    if kernels is None:
-        raise RuntimeError("the compiled compositor needs numba: pip install numba")
-    kernel = kernels[0]
+    kernel = _require()[0]
     import numba  # noqa: PLC0415
 
     C, N, D = colors.shape
