@@ -105,14 +105,7 @@ def _kernels():
                     out_alpha[cam, py, px] = one - trans[p]
 
     @numba.njit(cache=True, nogil=True)
-    def _require():
-    kernels = _kernels()
-    if kernels is None:
-        raise RuntimeError("the compiled CPU kernels need numba (pip install numba) and AVATAR_NO_NUMBA unset")
-    return kernels
-
-
-def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
+    def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
         # Counting sort of (tile, Gaussian) pairs by tile; Gaussians arrive depth-sorted, so
         # each tile's list comes out depth-sorted too.
         counts = np.zeros(total_tiles, np.int64)
@@ -143,6 +136,13 @@ def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
 def available() -> bool:
     """Whether the compiled compositor can be used (numba importable and not disabled)."""
     return _kernels() is not None
+
+
+def _require():
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("the compiled CPU kernels need numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    return kernels
 
 
 def bin_tiles(flat: Tensor, cam: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,
