@@ -52,7 +52,8 @@ class AvatarPackage:
 
     def _compact_mesh(self):
         """The part of the mesh the Gaussians sit on, ready to pose per frame (built once per
-        set of Gaussians): vertex ids, Gaussians re-bound to the sub-mesh, and for models
+        set of Gaussians): vertex ids, Gaussians re-bound to the sub-mesh, the identity shape
+        ``[1, S]``, and for models
         without a skeleton the identity-blended vertices and the expression basis there
         (posing then costs a small blend instead of the whole model)."""
         g = self.gaussians
@@ -68,25 +69,24 @@ class AvatarPackage:
                             canonical_vertices=canonical, deformer=g.deformer)
         blend = None
         m = self.model
+        shape = self.state["shape"].to(self.device, torch.float32)[None]
         if not getattr(m, "has_skeleton", True) and hasattr(m, "exprdirs"):
             with torch.no_grad():
-                shape = self.state["shape"].to(self.device, torch.float32)[None]
                 base = m(shape=shape).vertices[0][vidx]  # identity blended, no pose
             blend = (base, m.exprdirs[vidx].to(torch.float32))
-        self._compact = (g, vidx, sub, blend)
-        return vidx, sub, blend
+        self._compact = (g, vidx, sub, blend, shape)
+        return vidx, sub, blend, shape
 
     def posed_gaussians(self, expression: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor):
         """World Gaussians (``WorldGaussians``) for ``expression [1, E]``, ``rotation [1, 3]``, ``translation [1, 3]``."""
         from ..models.engine import rigid_transform  # noqa: PLC0415
 
-        vidx, sub, blend = self._compact_mesh()
+        vidx, sub, blend, shape = self._compact_mesh()
         if blend is not None:
             base, dirs = blend
             e = expression[:, : dirs.shape[-1]]
             verts = rigid_transform(base[None] + torch.einsum("vke,be->bvk", dirs[..., : e.shape[-1]], e), rotation, translation)
         else:
-            shape = self.state["shape"].to(self.device, torch.float32)[None]
             verts = self.model(shape=shape, expression=expression, rotation=rotation, translation=translation).vertices[:, vidx]
         return sub(verts, expression)
 

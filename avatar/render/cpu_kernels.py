@@ -138,6 +138,18 @@ def available() -> bool:
     return _kernels() is not None
 
 
+@functools.lru_cache(maxsize=16)
+def _tile_geometry(tile_size: int, tiles_x: int, n_tiles: int, dtype: np.dtype):
+    """Each tile's top-left corner ``[n_tiles, 2]`` and its pixel centres relative to it ``u, v [P]`` (read-only)."""
+    tile = np.arange(n_tiles)
+    corners = np.stack((tile % tiles_x, tile // tiles_x), -1).astype(dtype) * tile_size
+    pixel = np.arange(tile_size * tile_size)
+    u, v = (pixel % tile_size + 0.5).astype(dtype), (pixel // tile_size + 0.5).astype(dtype)
+    for a in (corners, u, v):
+        a.setflags(write=False)
+    return corners, u, v
+
+
 def _require():
     kernels = _kernels()
     if kernels is None:
@@ -176,12 +188,7 @@ def composite_tiles(
         gaussians = torch.cat((means2d, conics, opacities[..., None], colors), -1).reshape(C * N, 6 + D)
         gaussians = gaussians.to(dtype).contiguous().numpy()
         bg = backgrounds.to(dtype).contiguous().numpy()
-        tile = torch.arange(n_tiles_cam)
-        corners = (torch.stack((tile % tiles_x, torch.div(tile, tiles_x, rounding_mode="floor")), -1) * tile_size)
-        corners = corners.to(dtype).numpy()
-        centre = torch.arange(tile_size * tile_size, dtype=dtype)
-        u = (centre % tile_size + 0.5).numpy()
-        v = (torch.div(centre, tile_size, rounding_mode="floor") + 0.5).numpy()
+    corners, u, v = _tile_geometry(tile_size, tiles_x, n_tiles_cam, np.dtype(np.float64 if dtype == torch.float64 else np.float32))
     consts = np.array([alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0, 1e-3], dtype=u.dtype)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     active = tile_counts.nonzero().squeeze(-1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -174,8 +175,6 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
 
 def pose_aligned_metrics(trainer: Trainer, steps: int) -> dict:
     """Held-out metrics after aligning each frame's head pose to its image (see :meth:`Trainer.align_pose`)."""
-    import time  # noqa: PLC0415
-
     t0 = time.perf_counter()
     out = trainer.evaluate(pose_steps=steps)
     out.update({"pose_steps": steps, "downscale": trainer.cfg.eval_pose_downscale,
