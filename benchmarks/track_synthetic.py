@@ -16,7 +16,12 @@ and the rotation error of a fit of the pose alone with the true shape, expressio
 given (``rotation_error_pose_only_fit_deg``, started at the truth): a floor for any fit of
 these landmarks with this embedding.
 
+The tracker runs twice on the same capture, side by side: with the photometric refinement
+(``track.photometric``, ``--photometric`` steps; the main figures) and with landmarks only
+(``landmarks_only``).
+
     python benchmarks/track_synthetic.py [--frames 120] [--resolution 512] [--work DIR] [--known-focal]
+                                         [--photometric 150]
 """
 
 from __future__ import annotations
@@ -98,12 +103,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--work", default=None)
     parser.add_argument("--known-focal", action="store_true")
+    parser.add_argument("--photometric", type=int, default=150,
+                        help="steps of the photometric refinement (track.photometric.iterations; 0: landmarks only)")
     args = parser.parse_args()
 
     import avatar.models
     from avatar.data.synthetic import SyntheticConfig, load_ground_truth, make_synthetic_capture
     from avatar.landmarks.embedding import load_embedding
     from avatar.tracking.fit import FitConfig
+    from avatar.tracking.photometric import PhotometricConfig
     from avatar.tracking.sequence import load_tracking
     from avatar.tracking.track import TrackConfig, track_capture
 
@@ -114,11 +122,8 @@ def main() -> None:
     gt = load_ground_truth(capture)
     model = avatar.models.load("ict")
     fit = FitConfig(focal=float(gt["K"][0, 0]) if args.known_focal else None)
-    t0 = time.perf_counter()
     embedding = load_embedding(model)
-    report = track_capture(capture, model, embedding, TrackConfig(fit=fit, overlay=False), out=work / "track")
-    seconds = time.perf_counter() - t0
-    seq = load_tracking(work / "track", model="ict")
+    face = model.parts["face"].vertices.numpy()
 
     def camera_vertices(shape, expression, rotation, translation, viewmat):
         with torch.no_grad():
@@ -128,30 +133,55 @@ def main() -> None:
             vm = t(viewmat)
             return (v @ vm[:3, :3].T + vm[:3, 3]).numpy()
 
-    ok = seq.valid
-    face = model.parts["face"].vertices.numpy()
-    v_fit = camera_vertices(seq.shape, seq.expression[ok], seq.rotation[ok], seq.translation[ok], seq.viewmat)[:, face]
-    v_gt = camera_vertices(gt["shape"], gt["expression"][ok], gt["rotation"][ok], gt["translation"][ok], gt["viewmat"])[:, face]
-    err_mm = np.linalg.norm(v_fit - v_gt, axis=-1) * 1000
-    err_aligned_mm = np.linalg.norm(rigid_align(v_fit, v_gt) - v_gt, axis=-1) * 1000
-    rot_err = rotation_error_deg(seq.rotation[ok], gt["rotation"][ok])
-    names = list(seq.expression_names)
-    corr = {}
-    for name in ("jawOpen", "mouthSmile_L", "mouthSmile_R", "eyeBlink_L", "eyeBlink_R"):
-        a, b = seq.expression[ok, names.index(name)], gt["expression"][ok, names.index(name)]
-        corr[name] = round(float(np.corrcoef(a, b)[0, 1]), 3)
+    def evaluate(photometric_iterations: int) -> dict:
+        out = work / ("track" if photometric_iterations else "track_landmarks_only")
+        cfg = TrackConfig(fit=fit, photometric=PhotometricConfig(iterations=photometric_iterations), overlay=False)
+        t0 = time.perf_counter()
+        report = track_capture(capture, model, embedding, cfg, out=out)
+        seconds = time.perf_counter() - t0
+        seq = load_tracking(out, model="ict")
+        ok = seq.valid
+        v_fit = camera_vertices(seq.shape, seq.expression[ok], seq.rotation[ok], seq.translation[ok], seq.viewmat)[:, face]
+        v_gt = camera_vertices(gt["shape"], gt["expression"][ok], gt["rotation"][ok], gt["translation"][ok],
+                               gt["viewmat"])[:, face]
+        err_mm = np.linalg.norm(v_fit - v_gt, axis=-1) * 1000
+        err_aligned_mm = np.linalg.norm(rigid_align(v_fit, v_gt) - v_gt, axis=-1) * 1000
+        rot_err = rotation_error_deg(seq.rotation[ok], gt["rotation"][ok])
+        names = list(seq.expression_names)
+        corr = {}
+        for name in ("jawOpen", "mouthSmile_L", "mouthSmile_R", "eyeBlink_L", "eyeBlink_R"):
+            a, b = seq.expression[ok, names.index(name)], gt["expression"][ok, names.index(name)]
+            corr[name] = round(float(np.corrcoef(a, b)[0, 1]), 3)
+        photometric = report.get("photometric") or {}
+        return {
+            "ok": ok, "focal_px": report["focal_px"],
+            "face_vertex_error_mm": {"median": round(float(np.median(err_mm)), 2),
+                                     "p95": round(float(np.percentile(err_mm, 95)), 2)},
+            "face_vertex_error_rigidly_aligned_mm": {"median": round(float(np.median(err_aligned_mm)), 2),
+                                                     "p95": round(float(np.percentile(err_aligned_mm, 95)), 2)},
+            "rotation_error_deg": {"median": round(float(np.median(rot_err)), 2), "max": round(float(rot_err.max()), 2)},
+            "expression_correlation": corr,
+            "landmark_error_px": photometric.get("reprojection_after", report["reprojection"]),
+            "fit_seconds": report["fit_seconds"],
+            "photometric_seconds": photometric.get("seconds"),
+            "seconds": round(seconds, 1),
+        }
+
+    landmarks_only = evaluate(0)
+    full = evaluate(args.photometric) if args.photometric > 0 else None
+    main_result = full or landmarks_only
+    ok = main_result.pop("ok")
+    landmarks_only.pop("ok")
     print(json.dumps({
         "benchmark": "track_synthetic",
         "frames": int(len(ok)), "tracked_frames": int(ok.sum()), "resolution": args.resolution,
-        "focal": "known" if args.known_focal else f"estimated {report['focal_px']} px (true {float(gt['K'][0, 0]):.1f})",
-        "face_vertex_error_mm": {"median": round(float(np.median(err_mm)), 2), "p95": round(float(np.percentile(err_mm, 95)), 2)},
-        "face_vertex_error_rigidly_aligned_mm": {"median": round(float(np.median(err_aligned_mm)), 2),
-                                                 "p95": round(float(np.percentile(err_aligned_mm, 95)), 2)},
-        "rotation_error_deg": {"median": round(float(np.median(rot_err)), 2), "max": round(float(rot_err.max()), 2)},
-        "expression_correlation": corr,
-        "landmark_error_px": report["reprojection"],
+        "focal": "known" if args.known_focal else
+        f"estimated {main_result.pop('focal_px')} px (true {float(gt['K'][0, 0]):.1f})",
+        "photometric_iterations": args.photometric,
+        **{k: v for k, v in main_result.items() if k != "focal_px"},
+        "landmarks_only": {k: v for k, v in landmarks_only.items()
+                           if k not in ("focal_px", "photometric_seconds")} if full else None,
         **landmark_floor(model, embedding, gt, np.load(capture / "landmarks.npz")["face"], ok),
-        "fit_seconds": report["fit_seconds"], "seconds": round(seconds, 1),
         "targets": {"face_vertex_error_mm_median": 3.0, "rotation_error_deg": 2.0, "correlation": 0.8},
     }))
 

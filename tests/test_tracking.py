@@ -184,7 +184,7 @@ def track_cfg(capture, **fit):
     fit = {"rigid_iterations": 60, "full_iterations": 120, **fit}
     return OmegaConf.create({"capture": str(capture), "out": str(capture), "model": "ict",
                              "track": {"device": "cpu", "dtype": "float32", "overlay": True, "overlay_stride": 4,
-                                       "progress": False, "fit": fit}})
+                                       "progress": False, "fit": fit, "photometric": {"iterations": 0}}})
 
 
 @pytest.mark.slow

@@ -18,12 +18,16 @@ def main(cfg: DictConfig) -> int:
     from avatar.device import pick_device  # noqa: PLC0415
     from avatar.landmarks.embedding import load_embedding  # noqa: PLC0415
     from avatar.tracking.fit import FitConfig  # noqa: PLC0415
+    from avatar.tracking.photometric import PhotometricConfig  # noqa: PLC0415
     from avatar.tracking.track import TrackConfig, track_capture  # noqa: PLC0415
 
     t = OmegaConf.to_container(cfg.track, resolve=True)
     progress = bool(t.pop("progress", True))
     fit = FitConfig(**t.pop("fit", {}))
-    track_cfg = TrackConfig(fit=fit, **t)
+    photometric = t.pop("photometric", None) or {}
+    if "blur" in photometric:
+        photometric["blur"] = tuple(photometric["blur"])
+    track_cfg = TrackConfig(fit=fit, photometric=PhotometricConfig(**photometric), **t)
     track_cfg.device = str(pick_device(track_cfg.device))
     if cfg.model != "ict":
         log.error("avatar track: model=%s has no calibrated 478-landmark embedding yet; use model=ict", cfg.model)
@@ -37,4 +41,9 @@ def main(cfg: DictConfig) -> int:
         f"landmark error median {r['median_px']} px, p95 {r['p95_px']} px (focal {report['focal_px']} px)\n"
         + "\n".join(f"  {k}: {v}" for k, v in report["outputs"].items())
     )
+    if report.get("photometric"):
+        p = report["photometric"]
+        print(f"  photometric refinement: {p['iterations']} steps in {p['seconds']} s, head rotation changed by "
+              f"{p['rotation_change_deg']['median']} deg (median); landmark error after it "
+              f"{p['reprojection_after']['median_px']} px")
     return 0

@@ -217,8 +217,13 @@ def reprojection_errors(lm: LandmarkModel, result: FitResult, target: Tensor, wi
         px = project(to_camera(lm.points(result.shape, result.expression, view), result.rotation, result.translation),
                      torch.tensor(result.focal, dtype=target.dtype), target.new_tensor([width / 2, height / 2]))
         err = (px - target).norm(dim=-1)
-    keep = torch.ones(err.shape[1], dtype=torch.bool)
+    return err[:, reported_landmarks(lm, contour).to(err.device)]
+
+
+def reported_landmarks(lm: LandmarkModel, contour: bool = False) -> Tensor:
+    """``[L]`` bool: the landmarks whose errors are reported (no iris ring; no contour unless asked)."""
+    keep = torch.ones(lm.contour.shape[0], dtype=torch.bool)
     keep[[i for i in IRIS if i not in (IRIS_RIGHT, IRIS_LEFT)]] = False
     if not contour:
         keep &= ~lm.contour.cpu()
-    return err[:, keep.to(err.device)]
+    return keep

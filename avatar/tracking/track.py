@@ -15,8 +15,9 @@ import torch
 
 from ..data.capture import Capture, CaptureError
 from ..data.reports import write_json
-from .fit import FitConfig, FitResult, fit_sequence, reprojection_errors
+from .fit import FitConfig, FitResult, fit_sequence, reported_landmarks, reprojection_errors
 from .landmark_model import LandmarkModel, project, to_camera, tracking_viewmat, view_directions
+from .photometric import PhotometricConfig, refine_photometric, sequence_landmarks
 from .sequence import TRACKING_FILE, TrackedSequence
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class TrackConfig:
     """Options of ``avatar track`` (the ``track:`` block of conf/track.yaml)."""
 
     fit: FitConfig = field(default_factory=FitConfig)
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     overlay: bool = True
     overlay_stride: int = 2  # draw every n-th frame in the overlay video
     device: str = "cpu"
@@ -69,6 +71,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     out.mkdir(parents=True, exist_ok=True)
     W, H = capture.meta.width, capture.meta.height
     xy, valid = capture_targets(capture)
+    xy_capture = xy
     # Crops that follow the head are one source camera seen through a moving window: fit in
     # the upright source's pixels, then give every frame its own intrinsics for its crop.
     crops = capture.crop_transforms()
@@ -88,6 +91,13 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     if crops is not None:
         seq = crop_sequence(seq, *crops[:2], capture.meta.width, capture.meta.height)
         to_capture_px = torch.as_tensor(scale, device=device, dtype=dtype)[:, None]
+    photometric = None
+    if cfg.photometric.iterations > 0:
+        seq, photometric = refine_photometric(capture, seq, model, lm, torch.as_tensor(xy_capture, device=device,
+                                              dtype=dtype), valid_t, cfg.photometric, progress=progress)
+        refined_err = (sequence_landmarks(lm, seq) - torch.as_tensor(xy_capture, device=device, dtype=dtype))
+        keep = reported_landmarks(lm).to(device)
+        photometric["reprojection_after"] = error_summary(refined_err.norm(dim=-1)[valid_t][:, keep])
     seq.save(out / TRACKING_FILE)
     err = (reprojection_errors(lm, result, target, W, H) * to_capture_px)[valid_t]
     err_contour = (reprojection_errors(lm, result, target, W, H, contour=True) * to_capture_px)[valid_t]
@@ -105,6 +115,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         "reprojection_with_contour": error_summary(err_contour),
         "fit_seconds": round(fit_seconds, 3),
         "stages": {k: v for k, v in result.stats.items() if isinstance(v, dict)},
+        "photometric": photometric,
         "device": str(device),
         "outputs": {"tracking": str(out / TRACKING_FILE)},
     }
@@ -116,6 +127,8 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         if crops is not None:  # back into the crops' pixels
             xy = (xy - origin[:, None, :]) * scale[:, None, None]
             fitted = (fitted - origin[:, None, :]) * scale[:, None, None]
+        if photometric is not None:  # the refined poses' landmarks, already in the capture's pixels
+            fitted = sequence_landmarks(lm, seq).cpu().numpy()
         model_cpu = model.to("cpu")
         write_overlay(out / OVERLAY_FILE, model_cpu, seq, capture.load_frame, capture.meta.fps,
                       detected=xy, fitted=fitted, stride=cfg.overlay_stride, progress=progress)
