@@ -178,7 +178,7 @@ def main() -> None:
         "focal": "known" if args.known_focal else
         f"estimated {main_result.pop('focal_px')} px (true {float(gt['K'][0, 0]):.1f})",
         "photometric_iterations": args.photometric,
-        **{k: v for k, v in main_result.items() if k != "focal_px"},
+        **main_result,
         "landmarks_only": {k: v for k, v in landmarks_only.items()
                            if k not in ("focal_px", "photometric_seconds")} if full else None,
         **landmark_floor(model, embedding, gt, np.load(capture / "landmarks.npz")["face"], ok),

@@ -146,7 +146,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     K[:, 1] *= height / seq.height
     shape, expression = t(seq.shape), t(seq.expression)
     rotation0, translation0 = t(seq.rotation), t(seq.translation)
-    targets = targets.to(device=device, dtype=dtype) * targets.new_tensor([width / seq.width, height / seq.height])
+    targets = targets.to(device=device, dtype=dtype)
+    targets = targets * targets.new_tensor([width / seq.width, height / seq.height])
     valid = valid.to(device)
     flip = torch.tensor(CAMERA_FLIP, device=device, dtype=dtype)
     viewmat = t(seq.viewmat)
@@ -282,7 +283,7 @@ def _rotation_change_deg(a: Tensor, b: Tensor) -> Tensor:
 
 def sequence_landmarks(lm: LandmarkModel, seq: TrackedSequence) -> Tensor:
     """Projected model landmarks ``[F, 478, 2]`` of a tracked sequence, in its own pixels."""
-    t = lambda a: torch.as_tensor(np.asarray(a), device=lm.template.device, dtype=lm.template.dtype)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.array(a), device=lm.template.device, dtype=lm.template.dtype)  # noqa: E731
     rotation, translation = t(seq.rotation), t(seq.translation)
     with torch.no_grad():
         points = lm.points(t(seq.shape), t(seq.expression), view_directions(rotation, translation))

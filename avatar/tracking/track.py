@@ -91,13 +91,14 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     if crops is not None:
         seq = crop_sequence(seq, *crops[:2], capture.meta.width, capture.meta.height)
         to_capture_px = torch.as_tensor(scale, device=device, dtype=dtype)[:, None]
-    photometric = None
+    photometric = refined_px = None
     if cfg.photometric.iterations > 0:
-        seq, photometric = refine_photometric(capture, seq, model, lm, torch.as_tensor(xy_capture, device=device,
-                                              dtype=dtype), valid_t, cfg.photometric, progress=progress)
-        refined_err = (sequence_landmarks(lm, seq) - torch.as_tensor(xy_capture, device=device, dtype=dtype))
-        keep = reported_landmarks(lm).to(device)
-        photometric["reprojection_after"] = error_summary(refined_err.norm(dim=-1)[valid_t][:, keep])
+        target_capture = torch.as_tensor(xy_capture, device=device, dtype=dtype)
+        seq, photometric = refine_photometric(capture, seq, model, lm, target_capture, valid_t, cfg.photometric,
+                                              progress=progress)
+        refined_px = sequence_landmarks(lm, seq)  # the capture's pixels
+        refined_err = (refined_px - target_capture).norm(dim=-1)[valid_t][:, reported_landmarks(lm).to(device)]
+        photometric["reprojection_after"] = error_summary(refined_err)
     seq.save(out / TRACKING_FILE)
     err = (reprojection_errors(lm, result, target, W, H) * to_capture_px)[valid_t]
     err_contour = (reprojection_errors(lm, result, target, W, H, contour=True) * to_capture_px)[valid_t]
@@ -123,12 +124,14 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         from .overlay import write_overlay  # noqa: PLC0415
 
         t1 = time.perf_counter()
-        fitted = fitted_landmarks(lm, result, W, H).cpu().numpy()
-        if crops is not None:  # back into the crops' pixels
+        if refined_px is not None:  # the refined poses' landmarks, already in the capture's pixels
+            fitted = refined_px.cpu().numpy()
+        else:
+            fitted = fitted_landmarks(lm, result, W, H).cpu().numpy()
+            if crops is not None:  # back into the crops' pixels
+                fitted = (fitted - origin[:, None, :]) * scale[:, None, None]
+        if crops is not None:
             xy = (xy - origin[:, None, :]) * scale[:, None, None]
-            fitted = (fitted - origin[:, None, :]) * scale[:, None, None]
-        if photometric is not None:  # the refined poses' landmarks, already in the capture's pixels
-            fitted = sequence_landmarks(lm, seq).cpu().numpy()
         model_cpu = model.to("cpu")
         write_overlay(out / OVERLAY_FILE, model_cpu, seq, capture.load_frame, capture.meta.fps,
                       detected=xy, fitted=fitted, stride=cfg.overlay_stride, progress=progress)
