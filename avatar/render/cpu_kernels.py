@@ -209,3 +209,75 @@ def composite_tiles(
             out, out_alpha,
         )
     return torch.from_numpy(out).to(colors.dtype), torch.from_numpy(out_alpha)[..., None].to(colors.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh_kernel():
+    """The compiled mesh z-buffer, or None when numba is missing or disabled."""
+    if _kernels() is None:
+        return None
+    import numba  # noqa: PLC0415
+
+    # No fast-math: the keys must be bit-identical to the torch code's (same float ops, same order).
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def mesh_zbuffer(index, x0, y0, bw, bh, pix_offset, start, gdelta, owns, inv_z, image_first, cx, cy, one,
+                     width, keys):
+        # Triangles of image b are image_first[b] .. image_first[b + 1] - 1 (setups are sorted by
+        # image); images in parallel, each image's triangles one after the other.
+        for b in numba.prange(image_first.shape[0] - 1):
+            for t in range(image_first[b], image_first[b + 1]):
+                ax0, ay0, ax1, ay1 = start[t, 0, 0], start[t, 0, 1], start[t, 1, 0], start[t, 1, 1]
+                ax2, ay2 = start[t, 2, 0], start[t, 2, 1]
+                gx0, gy0, gx1, gy1 = gdelta[t, 0, 0], gdelta[t, 0, 1], gdelta[t, 1, 0], gdelta[t, 1, 1]
+                gx2, gy2 = gdelta[t, 2, 0], gdelta[t, 2, 1]
+                w0, w1, w2 = inv_z[t, 0], inv_z[t, 1], inv_z[t, 2]
+                for y in range(y0[t], y0[t] + bh[t]):
+                    py = cy[y]
+                    r0, r1, r2 = gx0 * (py - ay0), gx1 * (py - ay1), gx2 * (py - ay2)
+                    row_depth = w0 * r0 + w1 * r1 + w2 * r2
+                    for x in range(x0[t], x0[t] + bw[t]):
+                        px = cx[x]
+                        c0, c1, c2 = gy0 * (px - ax0), gy1 * (px - ax1), gy2 * (px - ax2)
+                        e0, e1, e2 = r0 - c0, r1 - c1, r2 - c2
+                        if e0 < 0 or e1 < 0 or e2 < 0:
+                            continue
+                        if e0 == 0 and not owns[t, 0] or e1 == 0 and not owns[t, 1] or e2 == 0 and not owns[t, 2]:
+                            continue  # on an edge the triangle does not own (top-left rule)
+                        depth = one[0] / (row_depth - (w0 * c0 + w1 * c1 + w2 * c2))
+                        bits = np.int64(np.float32(depth).view(np.int32))
+                        key = (bits << 32) | index[t]
+                        pixel = pix_offset[t] + y * width + x
+                        if key < keys[pixel]:
+                            keys[pixel] = key
+
+    return mesh_zbuffer
+
+
+def mesh_zbuffer_available() -> bool:
+    """Whether the compiled mesh z-buffer can be used (numba importable and not disabled)."""
+    return _mesh_kernel() is not None
+
+
+def mesh_zbuffer(setup, num_pixels: int, width: int, height: int, key_empty: int) -> Tensor:
+    """:func:`avatar.render.mesh_raster.zbuffer` as one compiled loop (CPU setups; same keys, bit for bit)."""
+    kernel = _mesh_kernel()
+    if kernel is None:
+        raise RuntimeError("the compiled mesh z-buffer needs numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    import numba  # noqa: PLC0415
+
+    keys = np.full(num_pixels, key_empty, dtype=np.int64)
+    if setup.index.numel() == 0:
+        return torch.from_numpy(keys)
+    as_np = lambda t: t.contiguous().numpy()  # noqa: E731
+    dtype = as_np(setup.start).dtype
+    pix_offset = as_np(setup.pix_offset)
+    images = num_pixels // (width * height)
+    image_first = np.searchsorted(pix_offset, np.arange(images + 1, dtype=np.int64) * (width * height))
+    cx, cy = (np.arange(width) + 0.5).astype(dtype), (np.arange(height) + 0.5).astype(dtype)
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    with _LOCK:
+        numba.set_num_threads(threads)
+        kernel(as_np(setup.index), as_np(setup.x0), as_np(setup.y0), as_np(setup.bw), as_np(setup.bh), pix_offset,
+               as_np(setup.start), as_np(setup.gdelta), as_np(setup.owns), as_np(setup.inv_z), image_first, cx, cy,
+               np.ones(1, dtype), width, keys)
+    return torch.from_numpy(keys)
