@@ -1,4 +1,4 @@
-"""Benchmark of the pure-PyTorch mesh rasterizer at 512x512; prints one JSON line.
+"""Benchmark of the mesh rasterizer at 512x512 on a CPU; prints one JSON line.
 
 Meshes: a synthetic ellipsoid "head" of ICT-FaceKit size (26,318 vertices, 52,632
 triangles, ~60% of the frame) and, when the archive is readable, the ICT-FaceKit neutral
@@ -8,7 +8,9 @@ fan-triangulated) filling about 85% of the image height.
     python benchmarks/mesh_raster.py [--ict PATH] [--runs 7] [--threads N] [--save DIR]
 
 Figures: median (and minimum) milliseconds per frame after one warm-up, for
-``rasterize_mesh`` and for ``render_mesh`` (smooth Lambert shading, flat colour). The
+``rasterize_mesh`` and for ``render_mesh`` (smooth Lambert shading, flat colour), with the
+compiled z-buffer (numba, the default on a CPU) and, side by side in the same run, with
+the torch z-buffer (``*_torch_zbuffer_ms``; the two give the same pixels). The
 1-minute load average is printed too: on a shared 2-core machine, other processes make
 two-thread OpenMP timings jump by 10x.
 """
@@ -82,15 +84,28 @@ def time_ms(fn, runs: int) -> tuple[float, float]:
 
 
 def bench_mesh(name, verts, faces, K, runs, save):
+    from unittest import mock
+
+    from avatar.render import cpu_kernels
+
     with torch.no_grad():
         raster = rasterize_mesh(verts, faces, K, SIZE, SIZE)
         raster_ms = time_ms(lambda: rasterize_mesh(verts, faces, K, SIZE, SIZE), runs)
         render_ms = time_ms(lambda: render_mesh(verts, faces, K, SIZE, SIZE), runs)
+        with mock.patch.object(cpu_kernels, "mesh_zbuffer_available", lambda: False):
+            same = torch.equal(rasterize_mesh(verts, faces, K, SIZE, SIZE).triangle_id, raster.triangle_id)
+            torch_ms = time_ms(lambda: rasterize_mesh(verts, faces, K, SIZE, SIZE), runs)
+            torch_render_ms = time_ms(lambda: render_mesh(verts, faces, K, SIZE, SIZE), runs)
         figures = {
+            "compiled_zbuffer": cpu_kernels.mesh_zbuffer_available(),
             f"{name}_raster_ms": raster_ms[0],
             f"{name}_render_ms": render_ms[0],
             f"{name}_raster_min_ms": raster_ms[1],
             f"{name}_render_min_ms": render_ms[1],
+            f"{name}_raster_torch_zbuffer_ms": torch_ms[0],
+            f"{name}_render_torch_zbuffer_ms": torch_render_ms[0],
+            f"{name}_raster_speedup": round(torch_ms[0] / max(raster_ms[0], 1e-9), 2),
+            f"{name}_same_triangle_ids": same,
             f"{name}_vertices": int(verts.shape[0]),
             f"{name}_triangles": int(faces.shape[0]),
             f"{name}_pixels_covered": int(raster.mask.sum()),

@@ -1,7 +1,9 @@
-"""A small mesh rasterizer in pure PyTorch: coverage, depth, barycentrics, attribute interpolation.
+"""A small mesh rasterizer in PyTorch: coverage, depth, barycentrics, attribute interpolation.
 
 Used for synthetic captures, masks, landmark-embedding calibration and tracking overlays.
-It runs anywhere torch runs (CPU first); device and dtype follow the inputs.
+It runs anywhere torch runs (CPU first); device and dtype follow the inputs. On a CPU the
+z-buffer (which triangle is nearest at each pixel) runs as a compiled loop when numba is
+installed, with the same result bit for bit (:func:`avatar.render.mesh_raster.zbuffer`).
 
 Camera: OpenCV convention (x right, y down, z forward), metres. ``viewmats`` are
 world-to-camera 4x4 matrices acting on column vectors, ``K`` intrinsics in pixels; pixel
