@@ -171,3 +171,20 @@ def test_track_app_runs_the_stage_from_the_config(embedding, rendered, tmp_path,
     assert app.main(cfg) == 0
     assert json.loads((out / "tracking_report.json").read_text())["photometric"] is None
 
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_blur_matches_scipy_gaussian_filter(sigma):
+    """The band-matrix blur is a Gaussian with taps to 3 sigma and replicated borders:
+    scipy's ``gaussian_filter`` (mode "nearest", same radius) on each image plane."""
+    from scipy.ndimage import gaussian_filter
+
+    from avatar.tracking.photometric import _blur
+
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 3, 19, 26))
+    got = _blur(torch.as_tensor(images), sigma).numpy()
+    radius = math.ceil(3 * sigma)
+    want = np.stack([[gaussian_filter(plane, sigma, mode="nearest", radius=radius) for plane in im] for im in images])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert np.abs(got - images).max() > 0.05  # it does blur
