@@ -263,7 +263,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         losses.append(float(photo.detach()))
         if bar is not None:
             bar.update()
-            bar.set_postfix(photo=f"{float(photo):.4f}")
+            bar.set_postfix(photo=f"{losses[-1]:.4f}")
     if bar is not None:
         bar.close()
 
