@@ -139,6 +139,8 @@ def zbuffer(setup: TriangleSetup, num_pixels: int, width: int, height: int, max_
     if compiled is None:
         compiled = device.type == "cpu" and cpu_kernels.mesh_zbuffer_available()
     if compiled:
+        if device.type != "cpu":
+            raise ValueError(f"zbuffer(compiled=True) runs on CPU tensors; these are on {device} (pass compiled=None)")
         return cpu_kernels.mesh_zbuffer(setup, num_pixels, width, height, KEY_EMPTY)
     keys = torch.full((num_pixels,), KEY_EMPTY, dtype=torch.int64, device=device)
     if setup.index.numel() == 0:
