@@ -22,13 +22,13 @@ mesh renderer in the loop:
 - coarse to fine: the frames are blurred less and less; visibility is refreshed now and then.
 
 Only the pose changes; identity, expressions and focal stay as the landmark fit left them
-(refining expressions this way did not help in our measurements: see the README).
+(in the prototype, refining expressions too gave no rotation gain on the synthetic capture
+and lowered its blink-R correlation to 0.53).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -39,13 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.capture import Capture
-from ..geometry.rotations import axis_angle_to_matrix
+from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..render import rasterize_mesh, vertex_normals
 from .fit import geman_mcclure
 from .landmark_model import CAMERA_FLIP, LandmarkModel, to_camera, view_directions
 from .sequence import TrackedSequence
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -288,8 +286,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
 
 def _rotation_change_deg(a: Tensor, b: Tensor) -> Tensor:
     R = axis_angle_to_matrix(a).transpose(-1, -2) @ axis_angle_to_matrix(b)
-    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.arccos(cos))
+    return torch.rad2deg(matrix_to_axis_angle(R).norm(dim=-1))
 
 
 def sequence_landmarks(lm: LandmarkModel, seq: TrackedSequence) -> Tensor:
