@@ -295,6 +295,30 @@ def test_head_mask_neck_cut_follows_the_mesh_not_the_margin():
     assert plain[bottom, SIZE // 2] == 1
 
 
+def test_evaluation_separates_heldout_frames_posed_unlike_any_training_frame(sheet_capture, tmp_path):
+    """metrics split the held-out frames by the angle to the nearest training head pose."""
+    tr = _trainer(sheet_capture, tmp_path / "run", eval_novel_pose_deg=5.0)
+    f = tr.frames
+    deg = math.pi / 180
+    f.rotation[f.train] = 0.0
+    f.rotation[f.train[3]] = torch.tensor([0.0, 20 * deg, 0.0])
+    held = f.heldout
+    assert len(held) == 5
+    f.rotation[held] = torch.tensor([[0.0, 3 * deg, 0.0], [0.0, 12 * deg, 0.0], [0.0, 0.0, 6 * deg],
+                                     [0.0, 19 * deg, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(tr.pose_distance_deg(held), [3.0, 8.0, 6.0, 1.0, 0.0], atol=1e-3)
+    out = tr.evaluate()
+    per = out["per_frame"]
+    assert [p["frame"] for p in per] == f.frame_ids[held].tolist()
+    assert [p["pose_distance_deg"] for p in per] == pytest.approx([3.0, 8.0, 6.0, 1.0, 0.0], abs=0.01)
+    seen, novel = out["by_pose"]["seen"], out["by_pose"]["novel"]
+    assert (seen["frames"], novel["frames"], out["by_pose"]["threshold_deg"]) == (3, 2, 5.0)
+    psnr = np.array([p["psnr"] for p in per])
+    assert out["psnr"] == pytest.approx(psnr.mean(), abs=1e-3)
+    assert novel["psnr"] == pytest.approx(psnr[[1, 2]].mean(), abs=1e-3)
+    assert seen["ssim"] == pytest.approx(np.mean([per[i]["ssim"] for i in (0, 3, 4)]), abs=1e-3)
+
+
 def test_heldout_pose_alignment_recovers_a_misplaced_head(sheet_capture, tmp_path):
     """A held-out frame whose tracked pose is off scores low; aligning the pose to the image
     (Gaussians frozen) brings the score back, and the Gaussians are left untouched."""

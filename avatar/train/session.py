@@ -213,6 +213,12 @@ def summary(metrics: dict) -> str:
     aligned = metrics.get("pose_aligned")
     extra = (f" (poses aligned to the images: {f(aligned.get('psnr'), '.2f')} dB, SSIM {f(aligned.get('ssim'), '.4f')})"
              if aligned else "")
+    by_pose = metrics.get("by_pose")
+    if by_pose and by_pose["novel"]["frames"]:
+        seen, novel = by_pose["seen"], by_pose["novel"]
+        extra += (f"; {novel['frames']} frames posed more than {by_pose['threshold_deg']:g} deg from every training "
+                  f"frame: {f(novel['psnr'], '.2f')} dB / {f(novel['ssim'], '.4f')}, the other {seen['frames']}: "
+                  f"{f(seen['psnr'], '.2f')} dB / {f(seen['ssim'], '.4f')}")
     return (f"held-out PSNR {f(metrics.get('psnr'), '.2f')} dB, SSIM {f(metrics.get('ssim'), '.4f')}, "
             f"LPIPS {f(metrics.get('lpips'), '.4f')}{extra}; {metrics.get('n_gaussians')} Gaussians, "
             f"{metrics.get('iterations')} iterations{timing}")

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
 from ..gaussians.strategy import DensifyConfig, DensifyStrategy
+from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..render import rasterization
 from .data import FrameSet
 from .losses import alpha_mask, excess, photometric
@@ -65,6 +66,9 @@ class TrainConfig:
     eval_lr_rotation: float = 2e-3  # radians
     eval_lr_translation: float = 2e-4  # metres
     eval_pose_downscale: int = 2  # align on images this many times smaller each way (faster)
+    # Held-out frames whose head pose is further than this from every training frame's
+    # (tracked rotations) are "novel-pose" frames; metrics.json reports both groups apart.
+    eval_novel_pose_deg: float = 5.0
     sh_increase_every: int = 1000  # one more SH degree every this many steps
     ssim_weight: float = 0.2
     alpha_weight: float = 0.1
@@ -272,11 +276,26 @@ class Trainer:
                 p.requires_grad_(True)
         return rot.detach(), trans.detach()
 
+    def pose_distance_deg(self, indices: np.ndarray) -> np.ndarray:
+        """Per frame of ``indices``, the angle (degrees) between its tracked head rotation and the
+        nearest training frame's: how far from anything seen in training the head is turned."""
+        f = self.frames
+        train = torch.as_tensor(f.train, device=f.rotation.device)
+        if len(train) == 0 or len(indices) == 0:
+            return np.full(len(indices), np.nan)
+        Ra = axis_angle_to_matrix(f.rotation[torch.as_tensor(indices, device=f.rotation.device)].detach())
+        Rt = axis_angle_to_matrix(f.rotation[train].detach())
+        relative = Ra[:, None] @ Rt[None].transpose(-1, -2)  # [A, T, 3, 3]
+        angles = matrix_to_axis_angle(relative.reshape(-1, 3, 3)).norm(dim=-1).reshape(len(indices), len(train))
+        return torch.rad2deg(angles.amin(1)).cpu().numpy()
+
     @torch.no_grad()
-    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0) -> dict[str, float | None]:
+    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0) -> dict:
         """Mean PSNR / SSIM / LPIPS over ``indices`` (default: the held-out frames), full frame.
 
-        ``pose_steps > 0``: each frame's head pose is first aligned to its image (:meth:`align_pose`)."""
+        ``pose_steps > 0``: each frame's head pose is first aligned to its image (:meth:`align_pose`).
+        Also ``per_frame`` (capture frame, PSNR, SSIM, :meth:`pose_distance_deg`) and the means
+        over the frames posed within / beyond ``eval_novel_pose_deg`` of the training poses."""
         indices = self.frames.heldout if indices is None else indices
         if len(indices) == 0:
             return {"psnr": None, "ssim": None, "lpips": None, "frames": 0}
@@ -289,8 +308,21 @@ class Trainer:
             scores["ssim"].append(float(ssim(img.clamp(0, 1), gt)))
             lp = lpips(img.clamp(0, 1)[None], gt[None])
             scores["lpips"].append(None if lp is None else float(lp))
-        out = {k: (float(np.mean(v)) if v and v[0] is not None else None) for k, v in scores.items()}
+        mean = lambda v, keep: float(np.mean(np.asarray(v)[keep])) if v[0] is not None and keep.any() else None  # noqa: E731
+        every = np.ones(len(indices), bool)
+        out: dict = {k: mean(v, every) for k, v in scores.items()}
         out["frames"] = int(len(indices))
+        distance = self.pose_distance_deg(np.asarray(indices))
+        novel = distance > self.cfg.eval_novel_pose_deg
+        out["by_pose"] = {"threshold_deg": self.cfg.eval_novel_pose_deg}
+        for name, keep in (("seen", ~novel), ("novel", novel)):
+            out["by_pose"][name] = {"frames": int(keep.sum()), **{k: mean(v, keep) for k, v in scores.items()}}
+        ids = self.frames.frame_ids
+        out["per_frame"] = [
+            {"frame": int(ids[i]), "psnr": round(p, 3), "ssim": round(q, 4),
+             "pose_distance_deg": None if np.isnan(d) else round(float(d), 2)}
+            for i, p, q, d in zip(indices, scores["psnr"], scores["ssim"], distance)
+        ]
         return out
 
     @torch.no_grad()
