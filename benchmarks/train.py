@@ -11,7 +11,7 @@ further arguments are passed to ``avatar train`` as overrides. The line also giv
 held-out figures split by head pose (``by_pose`` of metrics.json).
 
     python benchmarks/train.py [--frames 120] [--resolution 256] [--iterations 3000] [--work DIR]
-    python benchmarks/train.py --capture CAP [--work DIR] avatar=mesh_gaussians_dynamic train.refine_tracking=true ...
+    python benchmarks/train.py --capture CAP [--work DIR] avatar=mesh_gaussians_dynamic train.gaussians.uv_resolution=96 train.densify.max_gaussians=20000
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--work", default=None, help="folder for the capture and run (default: a temp folder)")
+    parser.add_argument("--work", default=None, help="folder for the synthetic capture and the run (default: a temp folder)")
     parser.add_argument("--capture", default=None, help="a tracked capture to train on instead of the synthetic one")
     args, overrides = parser.parse_known_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="avatar-bench-train-"))

@@ -308,15 +308,14 @@ class Trainer:
             scores["ssim"].append(float(ssim(img.clamp(0, 1), gt)))
             lp = lpips(img.clamp(0, 1)[None], gt[None])
             scores["lpips"].append(None if lp is None else float(lp))
-        mean = lambda v, keep: float(np.mean(np.asarray(v)[keep])) if v[0] is not None and keep.any() else None  # noqa: E731
-        every = np.ones(len(indices), bool)
-        out: dict = {k: mean(v, every) for k, v in scores.items()}
-        out["frames"] = int(len(indices))
+        def means(keep: np.ndarray) -> dict:  # over the frames where keep is True (None: no frame / no metric)
+            return {"frames": int(keep.sum()), **{k: float(np.mean(np.asarray(v)[keep])) if v[0] is not None and keep.any()
+                                                 else None for k, v in scores.items()}}
+
         distance = self.pose_distance_deg(np.asarray(indices))
         novel = distance > self.cfg.eval_novel_pose_deg
-        out["by_pose"] = {"threshold_deg": self.cfg.eval_novel_pose_deg}
-        for name, keep in (("seen", ~novel), ("novel", novel)):
-            out["by_pose"][name] = {"frames": int(keep.sum()), **{k: mean(v, keep) for k, v in scores.items()}}
+        out: dict = means(np.ones(len(indices), bool))
+        out["by_pose"] = {"threshold_deg": self.cfg.eval_novel_pose_deg, "seen": means(~novel), "novel": means(novel)}
         ids = self.frames.frame_ids
         out["per_frame"] = [
             {"frame": int(ids[i]), "psnr": round(p, 3), "ssim": round(q, 4),
