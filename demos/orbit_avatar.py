@@ -32,14 +32,16 @@ def main() -> None:
     gaussians = gaussians_from_state(state, device)
     model = avatar.models.load(state["model"]).to(device)
     with torch.no_grad():
-        w = gaussians(model(shape=state["shape"][None].to(device)).vertices)
+        shape = state["shape"][None].to(device)
+        w = gaussians(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3))  # canonical pose
     viewmats = orbit_viewmats(args.frames, radius=0.65, height=0.03, target=(0.0, 0.0, 0.0), device=device)
     K = intrinsics_from_fov(args.size, args.size, 30.0, device=device)[None]
     background = state["background"].to(device)[None]
     with VideoWriter(args.out, fps=30) as video, torch.no_grad():
         for i in tqdm(range(args.frames), desc="orbit", unit="frame"):
-            img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmats[i : i + 1], K,
-                                      args.size, args.size, sh_degree=gaussians.sh_degree, backgrounds=background)
+            colors, sh_degree = w.shading(viewmats[i : i + 1], gaussians.sh_degree)
+            img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, colors, viewmats[i : i + 1], K,
+                                      args.size, args.size, sh_degree=sh_degree, backgrounds=background)
             video.write(img[0])
     print(f"wrote {args.out}")
 

@@ -260,8 +260,8 @@ def test_posing_only_the_bound_part_of_the_mesh_matches_the_full_model(package):
     fast = pkg.posed_gaussians(e, r, t)
     with torch.no_grad():
         verts = pkg.model(shape=pkg.state["shape"][None].float(), expression=e, rotation=r, translation=t).vertices
-        full = pkg.gaussians(verts, e)
-    for name in ("means", "quats", "scales", "opacities", "sh"):
+        full = pkg.gaussians(verts, e, r)
+    for name in ("means", "quats", "scales", "opacities", "sh", "sh_frame"):
         torch.testing.assert_close(getattr(fast, name), getattr(full, name), rtol=1e-4, atol=1e-6)
 
 

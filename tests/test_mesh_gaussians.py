@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import Tensor
 
 from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig, uv_samples
 from avatar.gaussians.ply import load_ply, save_ply
@@ -39,6 +40,9 @@ class PlaneModel(torch.nn.Module):
         return SimpleNamespace(vertices=self.verts[None])
 
 
+REST = torch.zeros(1, 3)  # the plane's head rotation (axis-angle): none
+
+
 def test_uv_samples_cover_the_chart_once():
     model = PlaneModel()
     face, bary = uv_samples(model.uvs, model.uv_faces, torch.ones(len(model.faces), dtype=torch.bool), 20)
@@ -55,7 +59,7 @@ def test_init_puts_gaussians_on_the_surface_with_parts_and_resolutions():
     g = MeshGaussians.from_uv_grid(model, cfg)
     lower = model.parts["lower"].faces[g.binding]
     assert int(lower.sum()) in range(180, 221) and int((~lower).sum()) in range(45, 56)
-    w = g(model().vertices)
+    w = g(model().vertices, rotation=REST)
     assert w.means.shape == (1, len(g), 3) and w.sh.shape == (len(g), 4, 3)
     assert w.means[..., 2].abs().max() < 1e-7  # on the plane
     assert (w.means[..., :2] >= 0).all() and (w.means[..., :2] <= 0.1 + 1e-6).all()
@@ -75,18 +79,65 @@ def test_gaussians_follow_rigid_and_non_rigid_motion():
         g.params["local_xyz"][:, 2] += 0.05
         g.params["log_scale"][:, 0] += 0.3
     v = model().vertices
-    base = g(v)
-    rot = axis_angle_to_matrix(torch.tensor([0.3, -0.5, 0.2]))
+    base = g(v, rotation=REST)
+    aa = torch.tensor([0.3, -0.5, 0.2])
+    rot = axis_angle_to_matrix(aa)
     shift = torch.tensor([0.01, 0.02, 0.5])
-    moved = g(v @ rot.T + shift)
+    moved = g(v @ rot.T + shift, rotation=aa)
+    torch.testing.assert_close(moved.sh_frame[0], rot)
     torch.testing.assert_close(moved.means, base.means @ rot.T + shift, atol=1e-6, rtol=0)
     torch.testing.assert_close(moved.scales, base.scales, atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(
         quaternion_to_matrix(moved.quats), rot @ quaternion_to_matrix(base.quats), atol=1e-5, rtol=0
     )
-    grown = g(v * 2.0)  # a uniformly scaled mesh scales positions and sizes
+    grown = g(v * 2.0, rotation=REST)  # a uniformly scaled mesh scales positions and sizes
     torch.testing.assert_close(grown.means, base.means * 2, atol=1e-6, rtol=0)
     torch.testing.assert_close(grown.scales, base.scales * 2, atol=1e-7, rtol=1e-5)
+
+
+def _render_plane(g: MeshGaussians, model, rotation: Tensor, viewmat: Tensor) -> Tensor:
+    """The plane turned by ``rotation`` (axis-angle, about the origin) seen by ``viewmat``."""
+    verts = model().vertices @ axis_angle_to_matrix(rotation).T
+    w = g(verts, rotation=rotation[None])
+    colors, sh_degree = w.shading(viewmat[None], g.sh_degree)
+    K = torch.tensor([[300.0, 0, 24], [0, 300.0, 24], [0, 0, 1]])[None]
+    img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, colors, viewmat[None], K, 48, 48,
+                              sh_degree=sh_degree, backgrounds=torch.ones(1, 3))
+    return img[0]
+
+
+@pytest.mark.parametrize("sh_frame", ["head", "world"])
+def test_head_frame_colours_turn_with_the_head(sh_frame):
+    """Turning the head in front of a camera shows what turning the camera the other way
+    round the still head shows: with SH taken in the head's frame, colours and all; with
+    world SH (plain 3DGS) the view-dependent colours differ between the two."""
+    torch.manual_seed(0)
+    model = PlaneModel()
+    cfg = MeshGaussiansConfig(uv_resolution=16, sh_degree=2, sh_frame=sh_frame, init_opacity=0.8, init_scale=1.0)
+    g = MeshGaussians.from_uv_grid(model, cfg)
+    with torch.no_grad():
+        g.params["shN"].normal_(0.0, 0.4)  # strongly view-dependent colours
+    aa = torch.tensor([0.15, -0.5, 0.1])
+    viewmat = torch.eye(4)
+    viewmat[:3, 3] = torch.tensor([-0.05, -0.05, 0.3])
+    turned = _render_plane(g, model, aa, viewmat)
+    head_to_world = torch.eye(4)
+    head_to_world[:3, :3] = axis_angle_to_matrix(aa)
+    still = _render_plane(g, model, torch.zeros(3), viewmat @ head_to_world)  # the camera turned the other way
+    assert (turned < 0.99).any(dim=-1).float().mean() > 0.2  # the plane fills a good part of the image
+    diff = (turned - still).abs().max()
+    if sh_frame == "head":
+        assert diff < 1e-4
+    else:
+        assert diff > 0.05
+
+
+def test_head_frame_needs_the_rotation():
+    g = MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="head"))
+    with pytest.raises(ValueError, match="head rotation"):
+        g(PlaneModel()().vertices)
+    with pytest.raises(ValueError, match="sh_frame must be one of"):
+        MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="camera"))
 
 
 def _optimizer(g: MeshGaussians) -> torch.optim.Adam:
@@ -94,7 +145,7 @@ def _optimizer(g: MeshGaussians) -> torch.optim.Adam:
 
 
 def _render_step(g, model, opt, strategy, step):
-    w = g(model().vertices)
+    w = g(model().vertices, rotation=REST)
     K = torch.tensor([[200.0, 0, 32], [0, 200.0, 32], [0, 0, 1]])[None]
     viewmat = torch.eye(4)[None]
     viewmat[0, :3, 3] = torch.tensor([-0.05, -0.05, 0.4])
@@ -121,7 +172,7 @@ def test_densify_clone_split_prune_keep_bindings_and_optimizer_state():
     strategy = DensifyStrategy(DensifyConfig(refine_start=2, refine_every=2, grad_threshold=0.0, split_scale=0.5,
                                              prune_opacity=0.005, reset_opacity_every=0))
     n0, binding0 = len(g), g.binding.clone()
-    w0 = g(model().vertices)
+    w0 = g(model().vertices, rotation=REST)
     _render_step(g, model, opt, strategy, 1)
     changed, _ = _render_step(g, model, opt, strategy, 2)
     visible = changed["cloned"] + changed["split"]
@@ -177,10 +228,10 @@ def test_deformer_starts_as_identity_and_follows_the_condition():
                                      n_condition=5)
     v = model().vertices
     cond = torch.rand(1, 5)
-    torch.testing.assert_close(dyn(v, cond).means, plain(v).means)  # zero-initialised last layer
+    torch.testing.assert_close(dyn(v, cond, REST).means, plain(v, rotation=REST).means)  # zero-initialised last layer
     with torch.no_grad():
         dyn.deformer.mlp[-1].weight.normal_(0, 0.05)
-    a, b = dyn(v, cond), dyn(v, torch.zeros(1, 5))
+    a, b = dyn(v, cond, REST), dyn(v, torch.zeros(1, 5), REST)
     assert (a.means - b.means).abs().max() > 1e-5  # offsets depend on the expression
     with pytest.raises(ValueError, match="n_condition"):
         MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, deform=True))

@@ -84,7 +84,7 @@ def sheet_capture(tmp_path_factory):
     verts = model(expression=t(seq.expression), rotation=t(seq.rotation), translation=t(seq.translation)).vertices
     for i in range(seq.n_frames):
         with torch.no_grad():
-            w = teacher(verts[i])
+            w = teacher(verts[i], rotation=t(seq.rotation[i]))
             img, alpha, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, t(seq.viewmat)[None],
                                           t(seq.K)[None], SIZE, SIZE, sh_degree=0, backgrounds=torch.ones(1, 3))
         writer.write_frame(i, (img[0].numpy() * 255 + 0.5).astype(np.uint8))

@@ -66,7 +66,7 @@ class AvatarPackage:
         vidx, faces = torch.unique(faces, return_inverse=True)
         canonical = None if g.canonical_vertices is None else g.canonical_vertices[vidx]
         sub = MeshGaussians(faces, binding, {k: v.detach() for k, v in g.params.items()}, g.sh_degree,
-                            canonical_vertices=canonical, deformer=g.deformer)
+                            canonical_vertices=canonical, deformer=g.deformer, sh_frame=g.sh_frame)
         blend = None
         m = self.model
         shape = self.state["shape"].to(self.device, torch.float32)[None]
@@ -88,7 +88,7 @@ class AvatarPackage:
             verts = rigid_transform(base[None] + torch.einsum("vke,be->bvk", dirs[..., : e.shape[-1]], e), rotation, translation)
         else:
             verts = self.model(shape=shape, expression=expression, rotation=rotation, translation=translation).vertices[:, vidx]
-        return sub(verts, expression)
+        return sub(verts, expression, rotation)
 
     @property
     def expression_names(self) -> tuple[str, ...]:
@@ -187,8 +187,9 @@ class AvatarPackage:
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
         w = self.posed_gaussians(t(expression), t(rotation), t(translation))
         t0 = time.perf_counter()
-        img, _, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, viewmat[None], K[None],
-                                     width, height, sh_degree=self.gaussians.sh_degree,
+        colors, sh_degree = w.shading(viewmat[None], self.gaussians.sh_degree)
+        img, _, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, colors, viewmat[None], K[None],
+                                     width, height, sh_degree=sh_degree,
                                      backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

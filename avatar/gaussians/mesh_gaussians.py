@@ -11,6 +11,13 @@ covered evenly regardless of triangle sizes.
 Parameters live in ``self.params`` (an ``nn.ParameterDict``, one tensor per kind, first
 dimension N) so that a densification strategy can grow and prune them together with the
 optimizer's state; ``binding`` is a buffer kept in step with them.
+
+Colour is view-dependent (SH). ``sh_frame`` says which axes the SH directions are taken
+in: ``"head"`` (the default for new avatars) evaluates them in the head's frame, so the
+colours turn with the head as a surface's appearance does, and in a video shot from one
+camera the view-dependent terms can follow how the head is lit as it turns (the lighting is
+fixed in the world; the head's orientation relative to it is what changes); ``"world"``
+evaluates them in world axes as plain 3DGS does (avatars trained before this option).
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from ..geometry.mesh import triangle_frames
-from ..geometry.rotations import matrix_to_quaternion, normalize_quaternion, quaternion_multiply
-from ..render.sh import num_sh_bases
+from ..geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize_quaternion, quaternion_multiply
+from ..render.sh import num_sh_bases, sh_colors
+
+SH_FRAMES = ("head", "world")
 
 _SH_C0 = 0.28209479177387814
 
@@ -36,6 +45,7 @@ class MeshGaussiansConfig:
     part_uv_resolution: dict = field(default_factory=dict)  # per-part overrides, e.g. {"eyeball_left": 24}
     parts: tuple[str, ...] | None = None  # model parts to cover (None: all the model has)
     sh_degree: int = 3
+    sh_frame: str = "head"  # axes of the SH view directions: "head" (turn with the head) or "world"
     init_opacity: float = 0.1
     init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
     init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -56,6 +66,16 @@ class WorldGaussians:
     scales: Tensor  # [B, N, 3]
     opacities: Tensor  # [N]
     sh: Tensor  # [N, K, 3]
+    sh_frame: Tensor | None = None  # [B, 3, 3] axes the SH directions are taken in (None: world)
+
+    def shading(self, viewmats: Tensor, sh_degree: int, index: int = 0) -> tuple[Tensor, int | None]:
+        """``(colors, sh_degree)`` to pass to :func:`avatar.render.rasterization` for frame ``index``
+        seen by ``viewmats [C, 4, 4]``: the SH coefficients and the degree when directions are
+        world directions (the rasterizer evaluates them), else the colours ``[C, N, 3]``
+        evaluated here in :attr:`sh_frame` and ``None``."""
+        if self.sh_frame is None:
+            return self.sh, sh_degree
+        return sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
 
 
 def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:
@@ -111,8 +131,11 @@ class MeshGaussians(nn.Module):
     """
 
     def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int,
-                 canonical_vertices: Tensor | None = None, deformer: nn.Module | None = None):
+                 canonical_vertices: Tensor | None = None, deformer: nn.Module | None = None,
+                 sh_frame: str = "world"):
         super().__init__()
+        if sh_frame not in SH_FRAMES:
+            raise ValueError(f"sh_frame must be one of {SH_FRAMES}, got {sh_frame!r}")
         n = binding.shape[0]
         for name, value in params.items():
             if value.shape[0] != n:
@@ -120,6 +143,7 @@ class MeshGaussians(nn.Module):
         if deformer is not None and canonical_vertices is None:
             raise ValueError("a deformer needs canonical_vertices (the mesh its positions are encoded on)")
         self.sh_degree = sh_degree
+        self.sh_frame = sh_frame
         self.register_buffer("faces", faces.long().clone())
         self.register_buffer("binding", binding.long().clone())
         self.params = nn.ParameterDict({k: nn.Parameter(v.clone()) for k, v in params.items()})
@@ -198,7 +222,7 @@ class MeshGaussians(nn.Module):
             deformer = ExpressionDeformer(n_condition, cfg.deform_hidden, cfg.deform_layers,
                                           cfg.deform_frequencies).to(vertices)
         return cls(faces, face_idx, params, cfg.sh_degree, canonical_vertices=vertices if deformer is not None else None,
-                   deformer=deformer)
+                   deformer=deformer, sh_frame=cfg.sh_frame)
 
     def canonical_positions(self) -> Tensor:
         """``[N, 3]`` positions on the canonical mesh (no gradient), what the deformer encodes."""
@@ -213,16 +237,26 @@ class MeshGaussians(nn.Module):
         """A new :class:`MeshGaussians` with the Gaussians ``index`` (indices or a bool mask),
         the same mesh and the same deformer (shared, not copied)."""
         return MeshGaussians(self.faces, self.binding[index], {k: v.detach()[index] for k, v in self.params.items()},
-                             self.sh_degree, canonical_vertices=self.canonical_vertices, deformer=self.deformer)
+                             self.sh_degree, canonical_vertices=self.canonical_vertices, deformer=self.deformer,
+                             sh_frame=self.sh_frame)
 
-    def forward(self, vertices: Tensor, condition: Tensor | None = None) -> WorldGaussians:
+    def forward(self, vertices: Tensor, condition: Tensor | None = None, rotation: Tensor | None = None) -> WorldGaussians:
         """World-space Gaussians on the posed mesh ``vertices [B, V, 3]`` (or ``[V, 3]``).
 
         ``condition [B, E]`` (or ``[E]``): the frames' expression coefficients, used by the
         deformer when there is one (zeros when not given).
+        ``rotation [B, 3]`` / ``[3]`` (axis-angle) or ``[B, 3, 3]`` (matrices): the head rotation the mesh
+        was posed with; needed when ``sh_frame`` is ``"head"``, ignored for ``"world"``.
         """
         if vertices.dim() == 2:
             vertices = vertices[None]
+        frame = None
+        if self.sh_frame == "head":
+            if rotation is None:
+                raise ValueError("these Gaussians take SH directions in the head's frame (sh_frame='head'): "
+                                 "pass the head rotation the mesh was posed with")
+            frame = rotation if rotation.dim() == 3 else axis_angle_to_matrix(rotation.reshape(-1, 3))
+            frame = frame.to(vertices.dtype).expand(vertices.shape[0], 3, 3)
         origin, rot, scale = triangle_frames(vertices, self.faces)
         b = self.binding
         o, r, k = origin[:, b], rot[:, b], scale[:, b]  # [B,N,3], [B,N,3,3], [B,N]
@@ -243,4 +277,5 @@ class MeshGaussians(nn.Module):
             scales=scales,
             opacities=torch.sigmoid(p["opacity_logit"]),
             sh=torch.cat((p["sh0"], p["shN"]), dim=1),
+            sh_frame=frame,
         )

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import torch_backend
-from .sh import eval_sh, num_sh_bases
+from .sh import num_sh_bases, sh_colors
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +230,7 @@ def rasterization(
         antialiased=rasterize_mode == "antialiased",
     )
     if sh_degree is not None:
-        campos = -(viewmats[:, :3, :3].transpose(-1, -2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
-        dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
-        coeffs = colors if colors.dim() == 4 else colors[None].expand(C, -1, -1, -1)
-        colors = (eval_sh(sh_degree, dirs, coeffs) + 0.5).clamp_min(0.0)
+        colors = sh_colors(sh_degree, colors, means, viewmats)
     elif colors.dim() == 2:
         colors = colors[None].expand(C, -1, -1)
 

@@ -68,3 +68,26 @@ def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     k = num_sh_bases(degree)
     basis = sh_basis(degree, dirs)  # [..., k]
     return (basis[..., None] * coeffs[..., :k, :]).sum(-2)
+
+
+def sh_colors(degree: int, coeffs: Tensor, means: Tensor, viewmats: Tensor, frame: Tensor | None = None) -> Tensor:
+    """Colours ``[C, N, D]`` of SH coefficients seen from ``C`` cameras, as the rasterizer shades them:
+    ``max(SH(d) + 0.5, 0)`` with ``d`` the direction from each camera's centre to each Gaussian.
+
+    Args:
+        degree: SH degree 0..3.
+        coeffs: ``[N, K, D]`` or ``[C, N, K, D]``.
+        means: ``[N, 3]`` world positions.
+        viewmats: ``[C, 4, 4]`` world-to-camera.
+        frame: ``[3, 3]`` rotation whose columns are the axes of the frame the coefficients
+            are expressed in (world coordinates), e.g. a head's rotation so that the colours
+            turn with the head; None: world axes (what :func:`avatar.render.rasterization`
+            does with ``sh_degree``).
+    """
+    campos = -(viewmats[:, :3, :3].transpose(-1, -2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
+    dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
+    if frame is not None:
+        dirs = dirs @ frame.to(dirs.dtype)  # frame^T d, row-wise
+    if coeffs.dim() == 3:
+        coeffs = coeffs[None].expand(dirs.shape[0], -1, -1, -1)
+    return (eval_sh(degree, dirs, coeffs) + 0.5).clamp_min(0.0)

@@ -92,6 +92,7 @@ def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
         "binding": g.binding.cpu(),
         "params": {k: v.detach().cpu() for k, v in g.params.items()},
         "sh_degree": g.sh_degree,
+        "sh_frame": g.sh_frame,
         **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in deformer_state(g).items()},
         "K": trainer.frames.K[int(trainer.frames.train[0])].cpu(),  # a reference camera for driving
         "reference_rotation": trainer.frames.rotation[int(trainer.frames.train[0])].cpu(),  # head pose there
@@ -119,7 +120,8 @@ def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -
     device = trainer.frames.vertices.device
     with torch.no_grad():
         shape = torch.as_tensor(tracking.shape, dtype=trainer.frames.vertices.dtype, device=device)[None]
-        w = trainer.gaussians(model(shape=shape).vertices)
+        w = trainer.gaussians(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3))
+    # No rotation: the head's frame is the world's, so the SH coefficients are what a viewer evaluates.
     return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
 
 

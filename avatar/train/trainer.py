@@ -138,13 +138,14 @@ class Trainer:
     def sh_degree(self) -> int:
         return min(self.gaussians.sh_degree, self.step // max(1, self.cfg.sh_increase_every))
 
-    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Posed vertices ``[1, V, 3]`` and expression ``[1, E]`` of frame ``index`` (refined if enabled).
+    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Posed vertices ``[1, V, 3]``, expression ``[1, E]`` and head rotation ``[1, 3]`` (axis-angle)
+        of frame ``index`` (refined if enabled).
 
         ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
         if self.offsets is None and pose is None:
-            return f.vertices[index][None], f.conditions[index][None]
+            return f.vertices[index][None], f.conditions[index][None], f.rotation[index][None]
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
         if self.offsets is not None:
             o = self.offsets
@@ -153,7 +154,7 @@ class Trainer:
         if pose is not None:
             rotation, translation = rotation + pose[0], translation + pose[1]
         out = self.model(shape=f.shape[None], expression=expression, rotation=rotation, translation=translation)
-        return out.vertices, expression
+        return out.vertices, expression, rotation
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
                downscale: int = 1):
@@ -164,10 +165,10 @@ class Trainer:
         K = f.K[index]
         if downscale > 1:
             K = torch.cat((K[:2] / downscale, K[2:]))
+        colors, sh_degree = w.shading(f.viewmat[None], self.sh_degree() if sh_degree is None else sh_degree)
         img, alpha, meta = rasterization(
-            w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, f.viewmat[None], K[None],
-            f.width // downscale, f.height // downscale,
-            sh_degree=self.sh_degree() if sh_degree is None else sh_degree, backgrounds=self.background[None],
+            w.means[0], w.quats[0], w.scales[0], w.opacities, colors, f.viewmat[None], K[None],
+            f.width // downscale, f.height // downscale, sh_degree=sh_degree, backgrounds=self.background[None],
             **self.renderer,
         )
         self.backend_used = meta["backend"]
@@ -354,6 +355,7 @@ class Trainer:
             "binding": g.binding.clone(),
             "faces": g.faces.clone(),
             "sh_degree": g.sh_degree,
+            "sh_frame": g.sh_frame,
             **deformer_state(g),
             "optimizer": self.optimizer.state_dict(),
             "offsets": None if self.offsets is None else {k: v.detach().clone() for k, v in self.offsets.items()},
@@ -424,4 +426,5 @@ def gaussians_from_state(state: dict, device: torch.device) -> MeshGaussians:
     canonical = state.get("canonical_vertices")
     return MeshGaussians(state["faces"].to(device), state["binding"].to(device),
                          {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"],
-                         canonical_vertices=None if canonical is None else canonical.to(device), deformer=deformer)
+                         canonical_vertices=None if canonical is None else canonical.to(device), deformer=deformer,
+                         sh_frame=state.get("sh_frame", "world"))  # packages from before sh_frame: world
