@@ -140,6 +140,15 @@ def test_head_frame_needs_the_rotation():
         MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="camera"))
 
 
+def test_packages_from_before_sh_frame_load_with_world_colours():
+    from avatar.train.trainer import gaussians_from_state
+
+    g = MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="head"))
+    state = {"faces": g.faces, "binding": g.binding, "params": dict(g.params), "sh_degree": g.sh_degree}
+    assert gaussians_from_state(state, torch.device("cpu")).sh_frame == "world"  # no key: trained in world axes
+    assert gaussians_from_state({**state, "sh_frame": "head"}, torch.device("cpu")).sh_frame == "head"
+
+
 def _optimizer(g: MeshGaussians) -> torch.optim.Adam:
     return torch.optim.Adam([{"params": [p], "name": n} for n, p in g.params.items()], lr=1e-3)
 
