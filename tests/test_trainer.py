@@ -118,6 +118,19 @@ def test_split_keeps_the_end_for_evaluation():
         split_frames(np.arange(2), 0.5)
 
 
+def test_each_epoch_trains_on_every_training_frame_once_in_a_fresh_order(sheet_capture, tmp_path):
+    tr = _trainer(sheet_capture, tmp_path / "run")
+    train = sorted(int(i) for i in tr.frames.train)
+    n = len(train)
+    epochs = [[tr.training_frame(step) for step in range(1 + e * n, 1 + (e + 1) * n)] for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == train  # all of them, none twice, no held-out frame
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert [tr.training_frame(s) for s in range(1, n + 1)] == epochs[0]  # a function of the step: resumable
+    other = _trainer(sheet_capture, tmp_path / "run2", seed=1)
+    assert [other.training_frame(s) for s in range(1, n + 1)] != epochs[0]
+
+
 def test_training_reproduces_heldout_frames(sheet_capture, tmp_path):
     tr = _trainer(sheet_capture, tmp_path / "run")
     before = tr.evaluate()

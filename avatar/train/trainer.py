@@ -128,7 +128,6 @@ class Trainer:
         self.step = 0
         self.lr_factor = 1.0
         self.skipped_steps: list[int] = []
-        self.generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
         self.train_seconds = 0.0
@@ -188,12 +187,20 @@ class Trainer:
             base = xyz if group["name"] == "local_xyz" else getattr(cfg, _LR_KEYS[group["name"]])
             group["lr"] = base * self.lr_factor
 
+    def training_frame(self, step: int) -> int:
+        """The frame trained on at ``step`` (1-based): every training frame once per epoch, in
+        an order shuffled afresh each epoch from the seed and the epoch number (so a resumed
+        run continues the same order without storing it)."""
+        n = len(self.frames.train)
+        epoch, k = divmod(step - 1, n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
+        return int(self.frames.train[int(order[k])])
+
     def train_step(self) -> dict[str, float]:
         cfg, p = self.cfg, self.gaussians.params
         self.step += 1
         self._set_lrs()
-        pick = int(torch.randint(len(self.frames.train), (1,), generator=self.generator))
-        index = int(self.frames.train[pick])
+        index = self.training_frame(self.step)
         img, alpha, meta = self.render(index)
         gt, mask = self.target(index)
         loss = photometric(img, gt, cfg.ssim_weight)
@@ -360,7 +367,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "offsets": None if self.offsets is None else {k: v.detach().clone() for k, v in self.offsets.items()},
             "strategy": {"grad_sum": self.strategy.grad_sum, "count": self.strategy.count},
-            "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "lr_factor": self.lr_factor,
             "skipped_steps": list(self.skipped_steps),
@@ -383,7 +389,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.strategy.grad_sum = state["strategy"]["grad_sum"]
         self.strategy.count = state["strategy"]["count"]
-        self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         self.lr_factor = float(state["lr_factor"])
