@@ -128,6 +128,7 @@ class Trainer:
         self.step = 0
         self.lr_factor = 1.0
         self.skipped_steps: list[int] = []
+        self._epoch_order: tuple[int, list[int]] | None = None  # (epoch, its frame order): training_frame's cache
         torch.manual_seed(cfg.seed)
         self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
         self.train_seconds = 0.0
@@ -193,8 +194,10 @@ class Trainer:
         run continues the same order without storing it)."""
         n = len(self.frames.train)
         epoch, k = divmod(step - 1, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
-        return int(self.frames.train[int(order[k])])
+        if self._epoch_order is None or self._epoch_order[0] != epoch:  # one shuffle per epoch, not per step
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._epoch_order = (epoch, torch.randperm(n, generator=gen).tolist())
+        return int(self.frames.train[self._epoch_order[1][k]])
 
     def train_step(self) -> dict[str, float]:
         cfg, p = self.cfg, self.gaussians.params
