@@ -14,7 +14,6 @@ import avatar.models
 from avatar.data.video import VideoWriter
 from avatar.device import pick_device
 from avatar.geometry.cameras import intrinsics_from_fov, orbit_viewmats
-from avatar.render import rasterization
 from avatar.train.trainer import gaussians_from_state
 
 
@@ -39,9 +38,8 @@ def main() -> None:
     background = state["background"].to(device)[None]
     with VideoWriter(args.out, fps=30) as video, torch.no_grad():
         for i in tqdm(range(args.frames), desc="orbit", unit="frame"):
-            colors, sh_degree = w.shading(viewmats[i : i + 1], gaussians.sh_degree)
-            img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, colors, viewmats[i : i + 1], K,
-                                      args.size, args.size, sh_degree=sh_degree, backgrounds=background)
+            img, _, _ = w.render(viewmats[i : i + 1], K, args.size, args.size, gaussians.sh_degree,
+                                 backgrounds=background)
             video.write(img[0])
     print(f"wrote {args.out}")
 

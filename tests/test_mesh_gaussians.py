@@ -99,10 +99,8 @@ def _render_plane(g: MeshGaussians, model, rotation: Tensor, viewmat: Tensor) ->
     """The plane turned by ``rotation`` (axis-angle, about the origin) seen by ``viewmat``."""
     verts = model().vertices @ axis_angle_to_matrix(rotation).T
     w = g(verts, rotation=rotation[None])
-    colors, sh_degree = w.shading(viewmat[None], g.sh_degree)
     K = torch.tensor([[300.0, 0, 24], [0, 300.0, 24], [0, 0, 1]])[None]
-    img, _, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, colors, viewmat[None], K, 48, 48,
-                              sh_degree=sh_degree, backgrounds=torch.ones(1, 3))
+    img, _, _ = w.render(viewmat[None], K, 48, 48, g.sh_degree, backgrounds=torch.ones(1, 3))
     return img[0]
 
 

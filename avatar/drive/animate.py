@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ..geometry.cameras import orbit_viewmats
-from ..render import rasterization
 from .retarget import retarget
 from .sources import DriveError, DriveSequence
 
@@ -187,10 +186,8 @@ class AvatarPackage:
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
         w = self.posed_gaussians(t(expression), t(rotation), t(translation))
         t0 = time.perf_counter()
-        colors, sh_degree = w.shading(viewmat[None], self.gaussians.sh_degree)
-        img, _, meta = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, colors, viewmat[None], K[None],
-                                     width, height, sh_degree=sh_degree,
-                                     backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))
+        img, _, meta = w.render(viewmat[None], K[None], width, height, self.gaussians.sh_degree,
+                                backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..geometry.mesh import triangle_frames
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize_quaternion, quaternion_multiply
+from ..render.rasterization import rasterization
 from ..render.sh import num_sh_bases, sh_colors
 
 SH_FRAMES = ("head", "world")
@@ -68,14 +69,16 @@ class WorldGaussians:
     sh: Tensor  # [N, K, 3]
     sh_frame: Tensor | None = None  # [B, 3, 3] axes the SH directions are taken in (None: world)
 
-    def shading(self, viewmats: Tensor, sh_degree: int, index: int = 0) -> tuple[Tensor, int | None]:
-        """``(colors, sh_degree)`` to pass to :func:`avatar.render.rasterization` for frame ``index``
-        seen by ``viewmats [C, 4, 4]``: the SH coefficients and the degree when directions are
-        world directions (the rasterizer evaluates them), else the colours ``[C, N, 3]``
-        evaluated here in :attr:`sh_frame` and ``None``."""
-        if self.sh_frame is None:
-            return self.sh, sh_degree
-        return sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
+    def render(self, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int, index: int = 0, **kwargs):
+        """:func:`avatar.render.rasterization` of frame ``index`` seen by ``viewmats [C, 4, 4]`` /
+        ``Ks [C, 3, 3]`` (``kwargs``: its other arguments), SH of degree ``sh_degree`` shaded in
+        :attr:`sh_frame`: world directions are left to the rasterizer, head-frame colours are
+        evaluated here."""
+        colors, degree = self.sh, sh_degree
+        if self.sh_frame is not None:
+            colors, degree = sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
+        return rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities, colors,
+                             viewmats, Ks, width, height, sh_degree=degree, **kwargs)
 
 
 def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:

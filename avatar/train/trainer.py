@@ -26,7 +26,6 @@ from torch import Tensor
 from ..gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
 from ..gaussians.strategy import DensifyConfig, DensifyStrategy
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from ..render import rasterization
 from .data import FrameSet
 from .losses import alpha_mask, excess, photometric
 from .metrics import lpips, psnr, ssim
@@ -165,12 +164,9 @@ class Trainer:
         K = f.K[index]
         if downscale > 1:
             K = torch.cat((K[:2] / downscale, K[2:]))
-        colors, sh_degree = w.shading(f.viewmat[None], self.sh_degree() if sh_degree is None else sh_degree)
-        img, alpha, meta = rasterization(
-            w.means[0], w.quats[0], w.scales[0], w.opacities, colors, f.viewmat[None], K[None],
-            f.width // downscale, f.height // downscale, sh_degree=sh_degree, backgrounds=self.background[None],
-            **self.renderer,
-        )
+        img, alpha, meta = w.render(f.viewmat[None], K[None], f.width // downscale, f.height // downscale,
+                                    self.sh_degree() if sh_degree is None else sh_degree,
+                                    backgrounds=self.background[None], **self.renderer)
         self.backend_used = meta["backend"]
         return img[0], alpha[0], meta
 
