@@ -8,8 +8,10 @@ position, bilinear over the four nearest pixel centres). Per landmark, the surfa
 of all views are averaged with weights favouring views in which that point is seen
 frontally (face-oval points: only the near-frontal views, since MediaPipe slides them onto
 the silhouette as the head turns), and the average is snapped back to the closest point
-of the rendered surface. The result is ``faces [478]`` + ``bary [478, 3]``. Exception: the
-two iris centres go to the front poles of the eyeballs (see :data:`IRIS_CENTRE_PARTS`).
+of the rendered surface. The result is ``faces [478]`` + ``bary [478, 3]``. Exceptions: the
+two iris centres go to the front poles of the eyeballs (see :data:`IRIS_CENTRE_PARTS`), and
+eye-contour (lid margin) points that land on an eyeball are moved onto the lid skin (see
+:data:`EYE_CONTOUR`).
 
 MediaPipe's points also slide over the surface as the head turns (its mesh regresses
 toward a frontal face), which biases a fit with fixed surface points: turns and nods come
@@ -60,7 +62,14 @@ VIEW_RIDGE = 0.05  # ridge weight on the view offsets (in units of summed view w
 # lands a few mm toward the nose, which would bias the gaze by ~10-20 degrees) but placed
 # at the front pole of each eyeball at the neutral pose (looking straight ahead, +z).
 IRIS_CENTRE_PARTS = {468: "eyeball_right", 473: "eyeball_left"}
-EMBEDDING_FORMAT = 3
+# MediaPipe's eye contours (FACEMESH_RIGHT_EYE, FACEMESH_LEFT_EYE): the lid margins. On the
+# untextured renders MediaPipe puts some upper-lid points a few mm too low, onto the
+# eyeball, where a blink cannot move them; those are moved to the nearest point of the
+# lid skin (:data:`LID_PART`).
+EYE_CONTOUR = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
+               249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
+LID_PART = "face"
+EMBEDDING_FORMAT = 4
 
 
 @dataclass
@@ -270,6 +279,12 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     spread = (((P - mean) ** 2).sum(-1).sqrt() * (Wt > 0)).sum(0) / (Wt > 0).sum(0)
     tri, bary = closest_surface_points(mean, template, faces)
     tri = sub[tri]
+    on_lids = lid_points(model, tri)
+    if on_lids is not None and len(on_lids[0]):
+        idx = on_lids[0]
+        t1, b1 = closest_surface_points(emb_points(template, model.faces, tri[idx], bary[idx]), template,
+                                        model.faces[on_lids[1]])
+        tri[idx], bary[idx] = on_lids[1][t1], b1
     for idx, part in IRIS_CENTRE_PARTS.items():  # straight-ahead iris: the eyeball's front pole
         if part in model.parts:
             on_part = model.parts[part].faces.nonzero().squeeze(1)
@@ -290,6 +305,23 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
         "view_offset_mm_median": round(float(offsets.norm(dim=1).amax(-1).median()) * 1e3, 3),
     }
     return emb, report
+
+
+def emb_points(vertices: Tensor, faces: Tensor, tri: Tensor, bary: Tensor) -> Tensor:
+    """Surface points ``[P, 3]`` of triangles ``tri [P]`` at barycentrics ``bary [P, 3]``."""
+    return (vertices[faces[tri]] * bary[..., None]).sum(-2)
+
+
+def lid_points(model, tri: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The :data:`EYE_CONTOUR` landmarks whose triangle ``tri [478]`` lies on an eyeball, and the
+    lid-skin triangles to move them onto; None when the model has no eyeball or lid part."""
+    parts = getattr(model, "parts", None) or {}
+    eyeballs = [p.faces for n, p in parts.items() if n.startswith("eyeball")]
+    if not eyeballs or LID_PART not in parts:
+        return None
+    on_eyeball = torch.stack(eyeballs).any(0)
+    contour = torch.tensor(EYE_CONTOUR, device=tri.device)
+    return contour[on_eyeball[tri[contour]]], parts[LID_PART].faces.nonzero().squeeze(1)
 
 
 def fit_view_model(P: Tensor, W: Tensor, dirs: Tensor, ridge: float = VIEW_RIDGE) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,14 @@ Energy (pixels at the capture's resolution):
 - priors: ``|shape|^2`` (PCA units), ``sum(expression)`` (sparse, non-negative), focal
   length toward its initial value (log scale);
 - temporal smoothness: squared second differences of rotation, translation (in
-  pixel-equivalent units) and expression across consecutive frames.
+  pixel-equivalent units) and expression across consecutive frames;
+- eye closure (the eye-closure loss of DECA): the 2D offsets from upper to lower eyelid
+  points (:data:`EYE_CLOSURE_PAIRS`) match MediaPipe's, squared, not robust. The robust
+  data term alone lets blinks go: during a blink the lid points are the ones far off, and
+  Geman-McClure all but ignores them, so the fit shuts the eye with eyeWide/eyeSquint
+  drift instead of eyeBlink;
+- exclusion of antagonists (:data:`EXCLUSIVE_EXPRESSIONS`: an eye cannot blink and open
+  wide at once): ``w_exclusive * a * b`` per pair, for the models that have those blendshapes.
 
 Stages: ``rigid`` (pose only, contour excluded, robust scale widened by
 ``rigid_robust_factor`` so that frames starting far off are not ignored), then ``full``
@@ -38,6 +45,12 @@ from torch import Tensor
 from ..landmarks.embedding import IRIS
 from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_camera, view_directions
 
+# MediaPipe (upper lid, lower lid) pairs across the middle of each eye's opening (subject's
+# right eye, then left; the pairs nearer the corners move little in a blink).
+EYE_CLOSURE_PAIRS = ((160, 144), (159, 145), (158, 153), (387, 373), (386, 374), (385, 380))
+# Blendshapes that act against each other on the same feature; a fit may use one or the other.
+EXCLUSIVE_EXPRESSIONS = (("eyeBlink_L", "eyeWide_L"), ("eyeBlink_R", "eyeWide_R"))
+
 
 @dataclass
 class FitConfig:
@@ -57,6 +70,8 @@ class FitConfig:
     w_smooth_pose: float = 50.0
     w_smooth_expression: float = 20.0
     w_iris: float = 1.0
+    w_eye_closure: float = 5.0  # lid-to-lid offsets vs MediaPipe's (px^2; 0: off)
+    w_exclusive: float = 100.0  # antagonist blendshapes active together (per unit^2 product; 0: off)
     head_width_m: float = 0.15  # for the initial distance
     weights_every: int = 10  # refresh the contour (frontality) weights every n steps
 
@@ -140,6 +155,12 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
     m_to_px = f0 / depth0  # pixel-equivalent of a metre at the head's distance
 
     cache: dict = {}
+    pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T if cfg.w_eye_closure > 0 else None
+    if pairs is not None:
+        target_gap = target[:, pairs[0]] - target[:, pairs[1]]  # [F, P, 2]
+    names = set(lm.expression_names)
+    exclusive = [(lm.index(a), lm.index(b)) for a, b in EXCLUSIVE_EXPRESSIONS if a in names and b in names]
+    exclusive = torch.tensor(exclusive, device=dev).T if exclusive and cfg.w_exclusive > 0 else None
 
     def energy(full: bool, step: int) -> tuple[Tensor, dict]:
         expr = expression if full else expression.detach()
@@ -167,6 +188,12 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             terms["shape"] = cfg.w_shape * shape.pow(2).sum() / 1.0
             terms["expression"] = cfg.w_expression * expression.sum() / F
             terms["smooth_expression"] = cfg.w_smooth_expression * second_difference(expression).pow(2).sum() / F * 100
+            if pairs is not None:
+                gap = px[:, pairs[0]] - px[:, pairs[1]]
+                terms["eye_closure"] = cfg.w_eye_closure * (
+                    valid[:, None] * (gap - target_gap).pow(2).sum(-1)).sum() / n_valid
+            if exclusive is not None:
+                terms["exclusive"] = cfg.w_exclusive * (expression[:, exclusive[0]] * expression[:, exclusive[1]]).sum() / F
             terms["focal"] = cfg.focal_prior * 100 * (log_f - math.log(f0)) ** 2
         return sum(terms.values()), terms
 
