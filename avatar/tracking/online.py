@@ -9,7 +9,10 @@ Unknowns per step: expression ``psi [E]`` (projected to 0..1 after each step), a
 increment ``dw [3]`` applied on the left (``R <- exp(dw) R``) and the translation ``t [3]``.
 Residuals are IRLS-weighted (Geman-McClure, as the batched fitter), with contour landmarks
 weighted by their frontality and iris ring points unused. Regularisers: an L1 push of
-``psi`` toward 0 and a pull toward the previous frame's expression and translation.
+``psi`` toward 0 and a pull toward the previous frame's expression and translation. The
+batched fitter's eye terms apply here too: lid-to-lid offsets that match MediaPipe's
+(:data:`.fit.EYE_CLOSURE_PAIRS`, unweighted rows) and no eye both blinking and wide open
+(the product's gradient, linearised at the current step).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import Tensor
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.embedding import IRIS, view_directions
-from .fit import initial_pose
+from .fit import EXCLUSIVE_EXPRESSIONS, EYE_CLOSURE_PAIRS, initial_pose
 from .landmark_model import (
     CAMERA_FLIP, GAZE_MAX_PITCH, GAZE_MAX_YAW, IRIS_LEFT, IRIS_RIGHT, LandmarkModel,
 )
@@ -36,6 +39,8 @@ class OnlineConfig:
     w_expression: float = 2.0  # L1 weight (px^2 per unit coefficient)
     w_temporal_expression: float = 50.0  # px^2 per unit^2 change from the previous frame
     w_temporal_translation: float = 1e4  # px^2 per m^2 ... scaled by (focal/depth)^2 inside
+    w_eye_closure: float = 1.0  # lid-to-lid offsets vs MediaPipe's (one frame: noisier than the batched fit; 0: off)
+    w_exclusive: float = 100.0  # eyeBlink and eyeWide of one eye active together (0: off)
     damping: float = 1e-2
     head_width_m: float = 0.15
 
@@ -66,6 +71,10 @@ class FrameTracker:
         self.contour = lm.contour.to(dev)
         self.view_offsets = None if lm.view_offsets is None else lm.view_offsets.to(dev, dt)
         self.iris = torch.tensor([IRIS_RIGHT, IRIS_LEFT], device=dev)
+        self.pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T  # [2, P]
+        names = set(lm.expression_names)
+        excl = [(lm.index(a), lm.index(b)) for a, b in EXCLUSIVE_EXPRESSIONS if a in names and b in names]
+        self.exclusive = torch.tensor(excl, device=dev).T if excl else None  # [2, K]
         self.ey = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev)
         # d(yaw)/d(psi) and d(pitch)/d(psi) per eye as [2, 1, E] selectors (see gaze_angles).
         self.yaw_sel = torch.zeros(2, 1, E, dtype=dt, device=dev)
@@ -147,7 +156,8 @@ class FrameTracker:
             skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -rp[:, 2], rp[:, 1], -rp[:, 0]
             skew = skew - skew.transpose(1, 2)  # [Rp]x
             J_w = -D @ skew  # d px / d dw (left perturbation)
-            J = torch.cat((J_psi, J_w, D), dim=2).reshape(-1, E + 6)
+            J3 = torch.cat((J_psi, J_w, D), dim=2)  # [L, 2, E + 6]
+            J = J3.reshape(-1, E + 6)
             # IRLS weights.
             sq = (px - target).pow(2).sum(-1)
             s2 = cfg.robust_px**2
@@ -166,6 +176,17 @@ class FrameTracker:
                 b[:E] -= cfg.w_temporal_expression * (self.expression - psi_prev)
                 b[E + 3 :] -= w_t * (self.t - t_prev)
             b[:E] -= cfg.w_expression * 0.5
+            if cfg.w_eye_closure > 0:  # lid-to-lid offsets: rows J_upper - J_lower, expressions only
+                up, lo = self.pairs  # (the offsets say how open the eyes are, not where the head is)
+                r_gap = ((px[up] - px[lo]) - (target[up] - target[lo])).reshape(-1)
+                J_gap = (J3[up, :, :E] - J3[lo, :, :E]).reshape(-1, E)
+                J_gap = torch.nn.functional.pad(J_gap, (0, 6))
+                A = A + cfg.w_eye_closure * (J_gap.T @ J_gap)
+                b = b - cfg.w_eye_closure * (J_gap.T @ r_gap)
+            if self.exclusive is not None and cfg.w_exclusive > 0:  # d(a b) = (b, a), halved as the L1 term
+                ia, ib = self.exclusive
+                b[ia] -= cfg.w_exclusive * 0.5 * self.expression[ib]
+                b[ib] -= cfg.w_exclusive * 0.5 * self.expression[ia]
             A = A + torch.diag(reg + cfg.damping * (A.diagonal() + 1.0))
             delta = torch.linalg.solve(A, b)
             self.expression = (self.expression + delta[:E]).clamp(0.0, 1.0)
