@@ -23,7 +23,8 @@ Energy (pixels at the capture's resolution):
   Geman-McClure all but ignores them, so the fit shuts the eye with eyeWide/eyeSquint
   drift instead of eyeBlink;
 - exclusion of antagonists (:data:`EXCLUSIVE_EXPRESSIONS`: an eye cannot blink and open
-  wide at once): ``w_exclusive * a * b`` per pair, for the models that have those blendshapes.
+  wide at once, a mouth corner smile and frown): ``w_exclusive * a * b`` per pair, for the
+  models that have those blendshapes.
 
 Stages: ``rigid`` (pose only, contour excluded, robust scale widened by
 ``rigid_robust_factor`` so that frames starting far off are not ignored), then ``full``
@@ -48,8 +49,18 @@ from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_ca
 # MediaPipe (upper lid, lower lid) pairs across the middle of each eye's opening (subject's
 # right eye, then left; the pairs nearer the corners move little in a blink).
 EYE_CLOSURE_PAIRS = ((160, 144), (159, 145), (158, 153), (387, 373), (386, 374), (385, 380))
-# Blendshapes that act against each other on the same feature; a fit may use one or the other.
-EXCLUSIVE_EXPRESSIONS = (("eyeBlink_L", "eyeWide_L"), ("eyeBlink_R", "eyeWide_R"))
+# Blendshapes (ARKit names) that move the same feature in opposite directions; a face does
+# one or the other, and a fit that uses both at once is explaining detector noise.
+EXCLUSIVE_EXPRESSIONS = tuple(
+    pair for side in ("L", "R") for pair in (
+        (f"eyeBlink_{side}", f"eyeWide_{side}"),
+        (f"mouthSmile_{side}", f"mouthFrown_{side}"),
+        (f"browDown_{side}", f"browInnerUp_{side}"),
+        (f"browDown_{side}", f"browOuterUp_{side}"),
+        (f"eyeLookIn_{side}", f"eyeLookOut_{side}"),
+        (f"eyeLookUp_{side}", f"eyeLookDown_{side}"),
+    )
+) + (("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"))
 
 
 @dataclass
