@@ -340,9 +340,16 @@ def test_antagonist_blendshapes_are_not_active_together(lm):
     lm, _, _ = lm
     s = synthetic(lm, F=24, noise=0.5)
     valid = torch.ones(24, dtype=torch.bool)
-    res = fit_sequence(lm, s["target"], valid, W, W,
-                       FitConfig(focal=FOCAL, rigid_iterations=60, full_iterations=150, w_exclusive=1e4))
-    for a, b in EXCLUSIVE_EXPRESSIONS:
-        both = res.expression[:, lm.index(a)] * res.expression[:, lm.index(b)]
-        assert float(both.max()) < 0.02, (a, b, float(both.max()))
+
+    def most_coactive(w_exclusive):
+        res = fit_sequence(lm, s["target"], valid, W, W, FitConfig(
+            focal=FOCAL, rigid_iterations=60, full_iterations=150, w_exclusive=w_exclusive))
+        both = {(a, b): float((res.expression[:, lm.index(a)] * res.expression[:, lm.index(b)]).max())
+                for a, b in EXCLUSIVE_EXPRESSIONS}
+        return max(both.values()), res
+
+    strict, res = most_coactive(1e4)
+    assert strict < 0.02, strict
     assert res.stats["full"]["final_losses"]["exclusive"] >= 0
+    free, _ = most_coactive(0.0)
+    assert free > 0.05, free  # without the term some pair co-activates (measured 0.10: brow down/outer up)
