@@ -282,8 +282,8 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     on_lids = lid_points(model, tri)
     if on_lids is not None and len(on_lids[0]):
         idx = on_lids[0]
-        t1, b1 = closest_surface_points(emb_points(template, model.faces, tri[idx], bary[idx]), template,
-                                        model.faces[on_lids[1]])
+        t1, b1 = closest_surface_points(interpolate_barycentric(template, model.faces, tri[idx], bary[idx]),
+                                        template, model.faces[on_lids[1]])
         tri[idx], bary[idx] = on_lids[1][t1], b1
     for idx, part in IRIS_CENTRE_PARTS.items():  # straight-ahead iris: the eyeball's front pole
         if part in model.parts:
@@ -305,11 +305,6 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
         "view_offset_mm_median": round(float(offsets.norm(dim=1).amax(-1).median()) * 1e3, 3),
     }
     return emb, report
-
-
-def emb_points(vertices: Tensor, faces: Tensor, tri: Tensor, bary: Tensor) -> Tensor:
-    """Surface points ``[P, 3]`` of triangles ``tri [P]`` at barycentrics ``bary [P, 3]``."""
-    return (vertices[faces[tri]] * bary[..., None]).sum(-2)
 
 
 def lid_points(model, tri: Tensor) -> tuple[Tensor, Tensor] | None:

@@ -11,8 +11,9 @@ Residuals are IRLS-weighted (Geman-McClure, as the batched fitter), with contour
 weighted by their frontality and iris ring points unused. Regularisers: an L1 push of
 ``psi`` toward 0 and a pull toward the previous frame's expression and translation. The
 batched fitter's eye terms apply here too: lid-to-lid offsets that match MediaPipe's
-(:data:`.fit.EYE_CLOSURE_PAIRS`, unweighted rows) and no eye both blinking and wide open
-(the product's gradient, linearised at the current step).
+(:data:`.fit.EYE_CLOSURE_PAIRS`, unweighted rows on the expressions only) and no two
+antagonist blendshapes active together (:data:`.fit.EXCLUSIVE_EXPRESSIONS`; the product's
+gradient, linearised at the current step).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class OnlineConfig:
     w_temporal_expression: float = 50.0  # px^2 per unit^2 change from the previous frame
     w_temporal_translation: float = 1e4  # px^2 per m^2 ... scaled by (focal/depth)^2 inside
     w_eye_closure: float = 1.0  # lid-to-lid offsets vs MediaPipe's (one frame: noisier than the batched fit; 0: off)
-    w_exclusive: float = 100.0  # eyeBlink and eyeWide of one eye active together (0: off)
+    w_exclusive: float = 100.0  # antagonist blendshapes active together (as the batched fitter; 0: off)
     damping: float = 1e-2
     head_width_m: float = 0.15
 
@@ -184,9 +185,9 @@ class FrameTracker:
                 A = A + cfg.w_eye_closure * (J_gap.T @ J_gap)
                 b = b - cfg.w_eye_closure * (J_gap.T @ r_gap)
             if self.exclusive is not None and cfg.w_exclusive > 0:  # d(a b) = (b, a), halved as the L1 term
-                ia, ib = self.exclusive
-                b[ia] -= cfg.w_exclusive * 0.5 * self.expression[ib]
-                b[ib] -= cfg.w_exclusive * 0.5 * self.expression[ia]
+                ia, ib = self.exclusive  # (a blendshape may sit in several pairs: accumulate)
+                b[:E] = b[:E].index_add(0, ia, self.expression[ib], alpha=-0.5 * cfg.w_exclusive)
+                b[:E] = b[:E].index_add(0, ib, self.expression[ia], alpha=-0.5 * cfg.w_exclusive)
             A = A + torch.diag(reg + cfg.damping * (A.diagonal() + 1.0))
             delta = torch.linalg.solve(A, b)
             self.expression = (self.expression + delta[:E]).clamp(0.0, 1.0)
