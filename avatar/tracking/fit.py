@@ -63,6 +63,14 @@ EXCLUSIVE_EXPRESSIONS = tuple(
 ) + (("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"))
 
 
+def antagonist_indices(lm: LandmarkModel, device: torch.device | str | None = None) -> Tensor | None:
+    """Column indices ``[2, K]`` of the :data:`EXCLUSIVE_EXPRESSIONS` pairs that ``lm`` has
+    (None when it has none, e.g. a model without ARKit-named blendshapes)."""
+    names = set(lm.expression_names)
+    pairs = [(lm.index(a), lm.index(b)) for a, b in EXCLUSIVE_EXPRESSIONS if a in names and b in names]
+    return torch.tensor(pairs, device=device).T if pairs else None
+
+
 @dataclass
 class FitConfig:
     """Options of :func:`fit_sequence` (weights are relative to the data term in px^2)."""
@@ -169,9 +177,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
     pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T if cfg.w_eye_closure > 0 else None
     if pairs is not None:
         target_gap = target[:, pairs[0]] - target[:, pairs[1]]  # [F, P, 2]
-    names = set(lm.expression_names)
-    exclusive = [(lm.index(a), lm.index(b)) for a, b in EXCLUSIVE_EXPRESSIONS if a in names and b in names]
-    exclusive = torch.tensor(exclusive, device=dev).T if exclusive and cfg.w_exclusive > 0 else None
+    exclusive = antagonist_indices(lm, dev) if cfg.w_exclusive > 0 else None
 
     def energy(full: bool, step: int) -> tuple[Tensor, dict]:
         expr = expression if full else expression.detach()

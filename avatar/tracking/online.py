@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.embedding import IRIS, view_directions
-from .fit import EXCLUSIVE_EXPRESSIONS, EYE_CLOSURE_PAIRS, initial_pose
+from .fit import EYE_CLOSURE_PAIRS, antagonist_indices, initial_pose
 from .landmark_model import (
     CAMERA_FLIP, GAZE_MAX_PITCH, GAZE_MAX_YAW, IRIS_LEFT, IRIS_RIGHT, LandmarkModel,
 )
@@ -73,9 +73,7 @@ class FrameTracker:
         self.view_offsets = None if lm.view_offsets is None else lm.view_offsets.to(dev, dt)
         self.iris = torch.tensor([IRIS_RIGHT, IRIS_LEFT], device=dev)
         self.pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T  # [2, P]
-        names = set(lm.expression_names)
-        excl = [(lm.index(a), lm.index(b)) for a, b in EXCLUSIVE_EXPRESSIONS if a in names and b in names]
-        self.exclusive = torch.tensor(excl, device=dev).T if excl else None  # [2, K]
+        self.exclusive = antagonist_indices(lm, dev)  # [2, K] or None
         self.ey = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev)
         # d(yaw)/d(psi) and d(pitch)/d(psi) per eye as [2, 1, E] selectors (see gaze_angles).
         self.yaw_sel = torch.zeros(2, 1, E, dtype=dt, device=dev)
