@@ -11,7 +11,7 @@ further arguments are passed to ``avatar train`` as overrides. The line also giv
 held-out figures split by head pose (``by_pose`` of metrics.json).
 
     python benchmarks/train.py [--frames 120] [--resolution 256] [--iterations 3000] [--work DIR]
-    python benchmarks/train.py --capture CAP [--work DIR] avatar=mesh_gaussians_dynamic train.gaussians.uv_resolution=96 train.densify.max_gaussians=20000
+    python benchmarks/train.py --capture CAP [--work DIR] avatar=mesh_gaussians_dynamic train.gaussians.uv_resolution=64 train.densify.max_gaussians=20000
 """
 
 from __future__ import annotations

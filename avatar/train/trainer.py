@@ -69,7 +69,8 @@ class TrainConfig:
     # (tracked rotations) are "novel-pose" frames; metrics.json reports both groups apart.
     eval_novel_pose_deg: float = 5.0
     sh_increase_every: int = 1000  # one more SH degree every this many steps
-    ssim_weight: float = 0.2
+    # (1 - w) L1 + w D-SSIM, D-SSIM = (1 - SSIM) / 2: 0.4 weighs (1 - SSIM) by 0.2 as 3DGS does
+    ssim_weight: float = 0.4
     alpha_weight: float = 0.1
     scale_weight: float = 1.0
     scale_threshold: float = 0.6  # Gaussian std beyond this many triangle sizes is penalised
