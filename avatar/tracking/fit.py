@@ -22,6 +22,12 @@ Energy (pixels at the capture's resolution):
   data term alone lets blinks go: during a blink the lid points are the ones far off, and
   Geman-McClure all but ignores them, so the fit shuts the eye with eyeWide/eyeSquint
   drift instead of eyeBlink;
+- per-subject landmark offsets (``w_landmark_offset`` > 0; 0 turns them off): one model-space
+  offset per landmark, shared by all frames, under an L2 prior (pixel-equivalents at the
+  head's distance). MediaPipe's points on a given face sit a few pixels from the
+  embedding's in a way that stays from frame to frame (where the face's texture puts the
+  features, not the mesh); without offsets the fit explains that constant part with
+  expressions held all through the sequence;
 - exclusion of antagonists (:data:`EXCLUSIVE_EXPRESSIONS`: an eye cannot blink and open
   wide at once, a mouth corner smile and frown): ``w_exclusive * a * b`` per pair, for the
   models that have those blendshapes.
@@ -93,6 +99,7 @@ class FitConfig:
     w_exclusive: float = 100.0  # antagonist blendshapes active together (per unit^2 product; 0: off)
     head_width_m: float = 0.15  # for the initial distance
     weights_every: int = 10  # refresh the contour (frontality) weights every n steps
+    w_landmark_offset: float = 2.0  # per-subject landmark offsets: prior per px-equivalent^2 (0: no offsets)
 
 
 @dataclass
@@ -103,6 +110,7 @@ class FitResult:
     translation: Tensor  # [F, 3]
     focal: float
     stats: dict = field(default_factory=dict)
+    landmark_offset: Tensor | None = None  # [L, 3] per-subject offsets (model space, metres) when fitted
 
 
 def geman_mcclure(sq: Tensor, scale: float) -> Tensor:
@@ -169,11 +177,14 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
     translation = trans0.requires_grad_()
     shape = torch.zeros(lm.num_shape, device=dev, dtype=dt, requires_grad=True)
     expression = torch.zeros(F, lm.num_expression, device=dev, dtype=dt, requires_grad=True)
+    offset = torch.zeros(L, 3, device=dev, dtype=dt, requires_grad=cfg.w_landmark_offset > 0)
     n_valid = valid.sum()
     depth0 = float(-trans0.detach()[valid, 2].mean())
     m_to_px = f0 / depth0  # pixel-equivalent of a metre at the head's distance
 
     cache: dict = {}
+    offset_mask = torch.ones(L, 1, device=dev, dtype=dt)
+    offset_mask[list(IRIS)] = 0.0
     pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T if cfg.w_eye_closure > 0 else None
     if pairs is not None:
         target_gap = target[:, pairs[0]] - target[:, pairs[1]]  # [F, P, 2]
@@ -184,6 +195,8 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
         with torch.no_grad():
             view = view_directions(rotation, translation)
         pts = lm.points(shape if full else shape.detach(), expr, view)
+        if full and cfg.w_landmark_offset > 0:
+            pts = pts + offset * offset_mask
         cam = to_camera(pts, rotation, translation)
         px = project(cam, log_f.exp(), principal)
         sq = ((px - target) ** 2).sum(-1)  # [F, L]
@@ -211,12 +224,14 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
                     valid[:, None] * (gap - target_gap).pow(2).sum(-1)).sum() / n_valid
             if exclusive is not None:
                 terms["exclusive"] = cfg.w_exclusive * (expression[:, exclusive[0]] * expression[:, exclusive[1]]).sum() / F
+            if cfg.w_landmark_offset > 0:
+                terms["landmark_offset"] = cfg.w_landmark_offset * (offset * offset_mask * m_to_px).pow(2).sum()
             terms["focal"] = cfg.focal_prior * 100 * (log_f - math.log(f0)) ** 2
         return sum(terms.values()), terms
 
     stats = {"frames": F, "valid_frames": int(n_valid)}
     stages = [("rigid", cfg.rigid_iterations, cfg.lr_rigid, [rotation, translation], False),
-              ("full", cfg.full_iterations, cfg.lr_full, [rotation, translation, shape, expression, log_f], True)]
+              ("full", cfg.full_iterations, cfg.lr_full, [rotation, translation, shape, expression, log_f, offset], True)]
     for name, iters, lr, params, full in stages:
         params = [p for p in params if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr)
@@ -238,7 +253,11 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
         }
     with torch.no_grad():
         rot, trans, expr = (interpolate_invalid(x.detach(), valid) for x in (rotation, translation, expression))
-    return FitResult(shape.detach(), expr, rot, trans, float(log_f.detach().exp()), stats)
+    fitted_offset = (offset * offset_mask).detach() if cfg.w_landmark_offset > 0 else None
+    if fitted_offset is not None:
+        stats["landmark_offset_mm"] = {"median": round(float(fitted_offset.norm(dim=-1).median()) * 1e3, 3),
+                                       "max": round(float(fitted_offset.norm(dim=-1).max()) * 1e3, 3)}
+    return FitResult(shape.detach(), expr, rot, trans, float(log_f.detach().exp()), stats, fitted_offset)
 
 
 def interpolate_invalid(x: Tensor, valid: Tensor) -> Tensor:
