@@ -196,7 +196,8 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             view = view_directions(rotation, translation)
         pts = lm.points(shape if full else shape.detach(), expr, view)
         if full and cfg.w_landmark_offset > 0:
-            pts = pts + offset * offset_mask
+            masked_offset = offset * offset_mask
+            pts = pts + masked_offset
         cam = to_camera(pts, rotation, translation)
         px = project(cam, log_f.exp(), principal)
         sq = ((px - target) ** 2).sum(-1)  # [F, L]
@@ -225,7 +226,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             if exclusive is not None:
                 terms["exclusive"] = cfg.w_exclusive * (expression[:, exclusive[0]] * expression[:, exclusive[1]]).sum() / F
             if cfg.w_landmark_offset > 0:
-                terms["landmark_offset"] = cfg.w_landmark_offset * (offset * offset_mask * m_to_px).pow(2).sum()
+                terms["landmark_offset"] = cfg.w_landmark_offset * (masked_offset * m_to_px).pow(2).sum()
             terms["focal"] = cfg.focal_prior * 100 * (log_f - math.log(f0)) ** 2
         return sum(terms.values()), terms
 
