@@ -11,7 +11,10 @@ face-reconstruction benchmarks: shape and expression without the pose). The issu
 (`--known-focal` fixes it to the true one).
 
 Two figures say what landmarks allow on this capture at all: how far MediaPipe's points lie
-from the embedding's points on the true mesh at the true pose (``mediapipe_vs_embedding_at_truth_px``),
+from the embedding's points on the true mesh at the true pose (``mediapipe_vs_embedding_at_truth_px``;
+with the part of that offset that stays the same in every frame, how much wider from side to
+side MediaPipe's points spread, and the same on flat-grey renders of every 4th true state,
+``mediapipe_on_flat_grey_renders_at_truth_px``: the difference is what the texture adds),
 and the rotation error of a fit of the pose alone with the true shape, expressions and focal
 given (``rotation_error_pose_only_fit_deg``, started at the truth): a floor for any fit of
 these landmarks with this embedding.
@@ -80,7 +83,11 @@ def landmark_floor(model, embedding, gt: dict, detected: np.ndarray, valid: np.n
 
     inner = ~lm.contour
     with torch.no_grad():
-        at_truth = (pixels(rot_true, trans_true) - target).norm(dim=-1)[:, inner]
+        truth_px = pixels(rot_true, trans_true)
+        residual = (target - truth_px)[:, inner]  # [F, L', 2]
+        at_truth = residual.norm(dim=-1)
+        fixed = residual.mean(0)  # the part of MediaPipe's offset that stays from frame to frame
+        flat = flat_render_residual(model, gt, np.flatnonzero(valid)[::4], truth_px[::4], inner)
         normals = to_camera(lm.normals(shape, expression), rot_true, torch.zeros_like(trans_true))
         weights = landmark_weights(lm, normals, to_camera(lm.points(shape, expression), rot_true, trans_true))
     rotation, translation = rot_true.clone().requires_grad_(), trans_true.clone().requires_grad_()
@@ -92,9 +99,60 @@ def landmark_floor(model, embedding, gt: dict, detected: np.ndarray, valid: np.n
     err = rotation_error_deg(rotation.detach().numpy(), rot_true.numpy())
     return {
         "mediapipe_vs_embedding_at_truth_px": {"median": round(float(at_truth.median()), 2),
-                                               "p95": round(float(at_truth.quantile(0.95)), 2)},
+                                               "p95": round(float(at_truth.quantile(0.95)), 2),
+                                               "fixed_part_median": round(float(fixed.norm(dim=-1).median()), 2),
+                                               "without_fixed_part_median": round(float((residual - fixed).norm(dim=-1).median()), 2),
+                                               "side_to_side_spread": round(spread(residual[..., 0], truth_px[:, inner, 0]), 4)},
+        "mediapipe_on_flat_grey_renders_at_truth_px": flat,
         "rotation_error_pose_only_fit_deg": {"median": round(float(np.median(err)), 2), "max": round(float(err.max()), 2)},
     }
+
+
+def spread(dx: torch.Tensor, x: torch.Tensor) -> float:
+    """Relative scale of offsets ``dx [F, L]`` about each frame's centre of ``x [F, L]`` (0.04: 4% wider)."""
+    centred = x - x.mean(1, keepdim=True)
+    return float((dx * centred).sum() / (centred * centred).sum())
+
+
+def flat_render_residual(model, gt: dict, frames: np.ndarray, truth_px: torch.Tensor, inner: torch.Tensor) -> dict:
+    """MediaPipe on flat-grey renders (no texture) of the true states of ``frames`` against the
+    embedding's points ``truth_px [n, 478, 2]``: what the texture adds to the offsets at the truth."""
+    from avatar.landmarks.embedding import part_faces, render_for_mediapipe
+    from avatar.landmarks.face_mesh import FaceMeshDetector
+
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    sub = part_faces(model)
+    residuals, kept = [], []
+    camera = _GroundTruthCamera(t(gt["K"]), t(gt["viewmat"]), int(gt["width"]), int(gt["height"]))
+    with FaceMeshDetector(video=False, max_faces=1) as detector, torch.no_grad():
+        for k, i in enumerate(frames):
+            v = model(shape=t(gt["shape"])[None], expression=t(gt["expression"][i : i + 1]),
+                      rotation=t(gt["rotation"][i : i + 1]), translation=t(gt["translation"][i : i + 1])).vertices
+            image, _ = render_for_mediapipe(v.float(), model.faces[sub], camera)
+            found = detector.detect(image)
+            if found:
+                residuals.append(torch.as_tensor(found[0].landmarks[:, :2], dtype=truth_px.dtype) - truth_px[k])
+                kept.append(k)
+    if not residuals:
+        return {"frames": 0}
+    r = torch.stack(residuals)[:, inner]
+    fixed = r.mean(0)
+    return {"frames": len(kept), "median": round(float(r.norm(dim=-1).median()), 2),
+            "fixed_part_median": round(float(fixed.norm(dim=-1).median()), 2),
+            "side_to_side_spread": round(spread(r[..., 0], truth_px[kept][:, inner, 0]), 4)}
+
+
+class _GroundTruthCamera:
+    """The synthetic capture's camera in the form :func:`render_for_mediapipe` takes."""
+
+    def __init__(self, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int):
+        self._K, self._viewmat, self.width, self.height = K, viewmat, width, height
+
+    def K(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        return self._K.to(device=device, dtype=dtype)
+
+    def viewmat(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        return self._viewmat.to(device=device, dtype=dtype)
 
 
 def main() -> None:
