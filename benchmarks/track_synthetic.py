@@ -123,12 +123,12 @@ def flat_render_residual(model, gt: dict, frames: np.ndarray, truth_px: torch.Te
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     sub = part_faces(model)
     residuals, kept = [], []
-    camera = _GroundTruthCamera(t(gt["K"]), t(gt["viewmat"]), int(gt["width"]), int(gt["height"]))
+    K, viewmat, width, height = t(gt["K"]), t(gt["viewmat"]), int(gt["width"]), int(gt["height"])
     with FaceMeshDetector(video=False, max_faces=1) as detector, torch.no_grad():
         for k, i in enumerate(frames):
             v = model(shape=t(gt["shape"])[None], expression=t(gt["expression"][i : i + 1]),
                       rotation=t(gt["rotation"][i : i + 1]), translation=t(gt["translation"][i : i + 1])).vertices
-            image, _ = render_for_mediapipe(v.float(), model.faces[sub], camera)
+            image, _ = render_for_mediapipe(v.float(), model.faces[sub], K, viewmat, width, height)
             found = detector.detect(image)
             if found:
                 residuals.append(torch.as_tensor(found[0].landmarks[:, :2], dtype=truth_px.dtype) - truth_px[k])
@@ -140,19 +140,6 @@ def flat_render_residual(model, gt: dict, frames: np.ndarray, truth_px: torch.Te
     return {"frames": len(kept), "median": round(float(r.norm(dim=-1).median()), 2),
             "fixed_part_median": round(float(fixed.norm(dim=-1).median()), 2),
             "side_to_side_spread": round(spread(r[..., 0], truth_px[kept][:, inner, 0]), 4)}
-
-
-class _GroundTruthCamera:
-    """The synthetic capture's camera in the form :func:`render_for_mediapipe` takes."""
-
-    def __init__(self, K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int):
-        self._K, self._viewmat, self.width, self.height = K, viewmat, width, height
-
-    def K(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        return self._K.to(device=device, dtype=dtype)
-
-    def viewmat(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        return self._viewmat.to(device=device, dtype=dtype)
 
 
 def main() -> None:

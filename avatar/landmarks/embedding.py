@@ -151,14 +151,14 @@ def part_faces(model, parts=CALIBRATION_PARTS) -> Tensor:
     return torch.stack(masks).any(0).nonzero().squeeze(1)
 
 
-def render_for_mediapipe(vertices: Tensor, faces: Tensor, camera: CalibrationCamera):
-    """Flat-shaded grey render ``uint8 [H, W, 3]`` and its :class:`MeshRaster` (triangle ids index ``faces``)."""
+def render_for_mediapipe(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, width: int, height: int):
+    """Flat-shaded grey render ``uint8 [H, W, 3]`` and its :class:`MeshRaster` (triangle ids index
+    ``faces``) through the pinhole ``K [3, 3]`` / world-to-camera ``viewmat [4, 4]`` (e.g.
+    :class:`CalibrationCamera`'s)."""
     from ..render import render_mesh  # noqa: PLC0415
 
-    out = render_mesh(
-        vertices, faces, camera.K(vertices.device, vertices.dtype), camera.width, camera.height,
-        camera.viewmat(vertices.device, vertices.dtype), shading="flat", background=0.0,
-    )
+    out = render_mesh(vertices, faces, K.to(vertices), width, height, viewmat.to(vertices), shading="flat",
+                      background=0.0)
     image = (out.image[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     return image, out.raster
 
@@ -232,6 +232,7 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     from .face_mesh import FaceMeshDetector  # noqa: PLC0415
 
     camera = camera or CalibrationCamera()
+    K, viewmat = camera.K(), camera.viewmat()
     sub = part_faces(model, parts)
     faces = model.faces[sub]
     with torch.no_grad():
@@ -246,7 +247,7 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
             rot = yaw_pitch_to_axis_angle(yaw, pitch)
             with torch.no_grad():
                 posed = model(rotation=rot[None].to(template)).vertices[0].float()
-            image, raster = render_for_mediapipe(posed[None], faces, camera)
+            image, raster = render_for_mediapipe(posed[None], faces, K, viewmat, camera.width, camera.height)
             faces_found = det.detect(image)
             found.append(bool(faces_found))
             if not faces_found:
@@ -391,7 +392,7 @@ def reprojection_errors(model, emb: LandmarkEmbedding, cases, camera: Calibratio
     with FaceMeshDetector(video=False, max_faces=1) as det, torch.no_grad():
         for case in cases:
             verts = model(**case).vertices.float()
-            image, _ = render_for_mediapipe(verts, model.faces[sub], camera)
+            image, _ = render_for_mediapipe(verts, model.faces[sub], K, vm, camera.width, camera.height)
             dets = det.detect(image)
             found.append(bool(dets))
             if not dets:
