@@ -19,9 +19,10 @@ and the rotation error of a fit of the pose alone with the true shape, expressio
 given (``rotation_error_pose_only_fit_deg``, started at the truth): a floor for any fit of
 these landmarks with this embedding.
 
-The tracker runs twice on the same capture, side by side: with the photometric refinement
-(``track.photometric``, ``--photometric`` steps; the main figures) and with landmarks only
-(``landmarks_only``).
+The tracker runs three times on the same capture, side by side: with the photometric refinement
+as configured by default (``track.photometric``, ``--photometric`` steps: pose, expressions and
+identity; the main figures), with that refinement of the head pose only
+(``photometric_pose_only``) and with landmarks only (``landmarks_only``).
 
     python benchmarks/track_synthetic.py [--frames 120] [--resolution 512] [--work DIR] [--known-focal]
                                          [--photometric 150]
@@ -178,9 +179,12 @@ def main() -> None:
             vm = t(viewmat)
             return (v @ vm[:3, :3].T + vm[:3, 3]).numpy()
 
-    def evaluate(photometric_iterations: int) -> dict:
-        out = work / ("track" if photometric_iterations else "track_landmarks_only")
-        cfg = TrackConfig(fit=fit, photometric=PhotometricConfig(iterations=photometric_iterations), overlay=False)
+    def evaluate(photometric_iterations: int, pose_only: bool = False) -> dict:
+        out = work / ("track_pose_only" if pose_only else "track" if photometric_iterations else "track_landmarks_only")
+        photometric_cfg = PhotometricConfig(iterations=photometric_iterations)
+        if pose_only:
+            photometric_cfg = PhotometricConfig(iterations=photometric_iterations, expressions=(), shape=False)
+        cfg = TrackConfig(fit=fit, photometric=photometric_cfg, overlay=False)
         t0 = time.perf_counter()
         report = track_capture(capture, model, embedding, cfg, out=out)
         seconds = time.perf_counter() - t0
@@ -214,16 +218,23 @@ def main() -> None:
 
     landmarks_only = evaluate(0)
     full = evaluate(args.photometric) if args.photometric > 0 else None
+    pose_only = evaluate(args.photometric, pose_only=True) if args.photometric > 0 else None
     main_result = full or landmarks_only
     ok = main_result.pop("ok")
-    landmarks_only.pop("ok")
+    for other in (landmarks_only, pose_only):
+        if other is not None and other is not main_result:
+            other.pop("ok")
+    defaults = PhotometricConfig()
     print(json.dumps({
         "benchmark": "track_synthetic",
         "frames": int(len(ok)), "tracked_frames": int(ok.sum()), "resolution": args.resolution,
         "focal": "known" if args.known_focal else
         f"estimated {main_result.pop('focal_px')} px (true {float(gt['K'][0, 0]):.1f})",
         "photometric_iterations": args.photometric,
+        "photometric_refines": {"pose": True, "expressions": list(defaults.expressions),
+                                "exclude_expressions": list(defaults.exclude_expressions), "shape": defaults.shape},
         **main_result,
+        "photometric_pose_only": {k: v for k, v in pose_only.items() if k != "focal_px"} if full else None,
         "landmarks_only": {k: v for k, v in landmarks_only.items()
                            if k not in ("focal_px", "photometric_seconds")} if full else None,
         **landmark_floor(model, embedding, gt, np.load(capture / "landmarks.npz")["face"], ok),

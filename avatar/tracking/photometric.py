@@ -1,34 +1,42 @@
 """Photometric refinement of a landmark tracking (``track.photometric``; ``iterations=0`` turns it off).
 
-Landmarks alone leave the head pose a few degrees off: MediaPipe's points sit where the
-face's texture puts them, not exactly where the landmark embedding says. This stage
-refines each frame's rotation and translation so that the face's colours agree across
+Landmarks alone leave the head a few degrees and millimetres off: MediaPipe's points sit
+where the face's texture puts them, not exactly where the landmark embedding says, and
+some move less than the face does (on the synthetic capture MediaPipe's chin drops 41% as
+far as the true one when the jaw opens, so a landmark fit opens the jaw half as much and
+moves the head to make up for it). This stage refines each frame's rotation, translation
+and expression, and the subject's identity, so that the face's colours agree across
 frames, in the spirit of the photometric terms of metrical-tracker and VHAP, but without a
 mesh renderer in the loop:
 
-- a few thousand vertices of the model's ``face`` part (fixed identity, the frame's fitted
+- a few thousand vertices of the model's ``face`` part (the identity and the frame's
   expression) are projected into every frame and the (blurred) frame is sampled there;
 - every vertex has one albedo (RGB), shared by all frames, lit by one second-order
   spherical-harmonics light in camera space (a phone on a stand: the light stays put
   while the head turns);
 - the loss is a robust (Charbonnier) difference between the samples and albedo x light,
   over the vertices that a frame sees (in front in a z-buffer of the whole head, facing
-  the camera, inside the person mask), plus the inner landmarks' reprojection (a weak
-  anchor) and, optionally, temporal smoothness of the pose corrections;
+  the camera, inside the person mask), plus the inner landmarks' reprojection (an anchor,
+  ``landmark_weight``) and, optionally, temporal smoothness of the pose corrections and
+  priors on the expression and identity changes;
 - colour agreement fixes the poses relative to each other, not the whole sequence's: a
-  common turn of every frame is matched by the albedo sliding over the surface. The
+  common turn of every frame is matched by the albedo sliding over the surface. The pose
   corrections are therefore kept at zero mean over the frames, so the average pose stays
   the landmarks';
+- the blendshapes named by ``expressions`` (glob patterns, ``"*"`` by default) less those
+  of ``exclude_expressions`` are refined per frame and kept in 0..1; ``shape=True``
+  refines the identity (one for all frames); the focal length stays the landmark fit's;
 - coarse to fine: the frames are blurred less and less; visibility is refreshed now and then.
 
-Only the pose changes; identity, expressions and focal stay as the landmark fit left them
-(in the prototype, refining expressions too gave no rotation gain on the synthetic capture
-and lowered its blink-R correlation to 0.53).
+On the synthetic capture (``benchmarks/track_synthetic.py``) refining the pose only left
+the face vertices 4.4 mm off in camera space (median); with the expressions and the
+identity refined too, 2.65 mm (see the README's figures).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import time
 from dataclasses import dataclass
@@ -58,7 +66,7 @@ class PhotometricConfig:
     lr_albedo: float = 0.02
     lr_light: float = 0.005
     lr_decay: float = 1.0        # learning rates end at this fraction (exponential decay)
-    landmark_weight: float = 0.001  # inner landmarks, robust px^2 (working pixels) against the colour term
+    landmark_weight: float = 0.01  # inner landmarks, robust px^2 (working pixels) against the colour term
     robust_px: float = 4.0       # Geman-McClure scale of the landmark term, capture pixels
     smooth_rotation: float = 0.0  # weight of squared frame-to-frame changes of the correction
     smooth_translation: float = 0.0  # (both 0: the landmark fit's poses are smooth already, and a
@@ -67,6 +75,13 @@ class PhotometricConfig:
     blur: tuple[float, ...] = (2.0, 1.0, 0.5)  # Gaussian blur (working pixels) per equal part of the steps
     visibility_every: int = 50   # recompute which vertices each frame sees every n steps
     seed: int = 0
+    expressions: tuple[str, ...] = ("*",)  # blendshapes refined too (glob patterns; "*": all; (): none)
+    exclude_expressions: tuple[str, ...] = ()  # glob patterns left as the landmark fit has them
+    shape: bool = True  # refine the identity too
+    lr_shape: float = 0.01
+    shape_prior: float = 0.0  # squared change of the identity coefficients (against the colour term)
+    lr_expression: float = 0.01
+    expression_prior: float = 0.0  # squared change of the refined coefficients (per frame, against the colour term)
 
 
 def _load_frames(capture: Capture, width: int, height: int, dtype, device) -> tuple[Tensor, Tensor]:
@@ -129,7 +144,8 @@ def _grid(px: Tensor, width: int, height: int) -> Tensor:
 
 def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: LandmarkModel, targets: Tensor,
                        valid: Tensor, cfg: PhotometricConfig, progress: bool = False) -> tuple[TrackedSequence, dict]:
-    """Refine ``seq``'s per-frame rotation and translation photometrically (see the module doc).
+    """Refine ``seq``'s per-frame rotation, translation and expression, and its identity,
+    photometrically (see the module doc).
 
     ``seq`` is in the capture's pixels (per-frame ``K``); ``targets [F, 478, 2]`` are the
     detected landmarks in the same pixels and ``valid [F]`` the frames to use. Returns the
@@ -171,11 +187,37 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         normals0 = vertex_normals(neutral, mdl.faces)[pick]
     inner = ~lm.contour.to(device)
 
-    # Only the pose changes: the sampled points in model space are blended once.
-    local = base[None] + torch.einsum("vke,be->bvk", exprdirs, expression)  # [F, N, 3]
+    names = list(seq.expression_names)
+    for key, patterns in (("expressions", cfg.expressions), ("exclude_expressions", cfg.exclude_expressions)):
+        unknown = [p for p in patterns if not fnmatch.filter(names, p)]
+        if unknown:
+            raise ValueError(f"track.photometric.{key}: {unknown} match no blendshape of '{model.name}' "
+                             f"(it has: {', '.join(names)})")
+    wanted = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in cfg.expressions)
+              and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exclude_expressions)]
+    refined = torch.tensor([names.index(n) for n in wanted], device=device, dtype=torch.long)
+    d_expression = torch.zeros(n_frames, len(wanted), device=device, dtype=dtype, requires_grad=bool(wanted))
+    # The sampled points in model space at the landmark fit's expressions, blended once.
+    local0 = base[None] + torch.einsum("vke,be->bvk", exprdirs, expression)  # [F, N, 3]
+    exprdirs_refined = exprdirs[..., refined]
+    shapedirs = mdl.shapedirs[pick].to(dtype)
+    d_shape = torch.zeros_like(shape, requires_grad=cfg.shape)
+
+    def current_shape() -> Tensor:
+        return shape + d_shape if cfg.shape else shape
+
+    def current_expression() -> Tensor:
+        if not wanted:
+            return expression
+        return expression.index_add(1, refined, d_expression)
 
     def points_camera(rotation: Tensor, translation: Tensor, frames: slice = slice(None)) -> Tensor:
-        return to_camera(local[frames], rotation, translation)
+        local = local0[frames]
+        if wanted:
+            local = local + torch.einsum("vke,be->bvk", exprdirs_refined, d_expression[frames])
+        if cfg.shape:
+            local = local + torch.einsum("vks,s->vk", shapedirs, d_shape)
+        return to_camera(local, rotation, translation)
 
     def visibility(rotation: Tensor, translation: Tensor) -> Tensor:
         """``[F, N]`` weights: 0 where hidden, else how frontally the vertex is seen."""
@@ -184,7 +226,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
             for s in range(0, n_frames, 32):
                 sl = slice(s, min(n_frames, s + 32))
                 b = sl.stop - sl.start
-                verts = mdl(shape=shape[None].expand(b, -1).to(mdl.template.dtype), expression=expression[sl],
+                verts = mdl(shape=current_shape()[None].expand(b, -1).to(mdl.template.dtype),
+                            expression=current_expression()[sl],
                             rotation=rotation[sl], translation=translation[sl]).vertices.to(dtype)
                 # The nearest surface of the closed head faces the camera: back faces need no z-test.
                 r = rasterize_mesh(verts, mdl.faces, K[sl], width, height, viewmats=viewmat[None].expand(b, -1, -1),
@@ -208,7 +251,9 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     light.requires_grad_(True)
     opt = torch.optim.Adam([
         {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation},
-        {"params": [albedo], "lr": cfg.lr_albedo}, {"params": [light], "lr": cfg.lr_light}])
+        {"params": [albedo], "lr": cfg.lr_albedo}, {"params": [light], "lr": cfg.lr_light}]
+        + ([{"params": [d_expression], "lr": cfg.lr_expression}] if wanted else [])
+        + ([{"params": [d_shape], "lr": cfg.lr_shape}] if cfg.shape else []))
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_decay ** (i / cfg.iterations))
     vis = visibility(rotation0, translation0)
     if float(vis.sum()) <= 0:
@@ -241,16 +286,20 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
                              / vis.sum(0)[:, None].clamp_min(1e-6))
         r = colour - albedo[None] * shading
         photo = (vis[..., None] * torch.sqrt(r * r + 1e-4)).sum() / (3 * vis.sum())
-        pixels = _project(to_camera(lm.points(shape, expression, view_directions(rotation, translation)),
-                                    rotation, translation), K)
+        view = view_directions(rotation, translation)
+        pixels = _project(to_camera(lm.points(current_shape(), current_expression(), view), rotation, translation), K)
         e2 = ((pixels - targets) ** 2).sum(-1)[:, inner]
         landmarks = (geman_mcclure(e2, landmark_scale) * valid[:, None]).sum() / (valid.sum() * inner.sum())
         smooth = (cfg.smooth_rotation * (d_rotation[1:] - d_rotation[:-1]).pow(2).sum()
                   + cfg.smooth_translation * (d_translation[1:] - d_translation[:-1]).pow(2).sum())
         loss = photo + cfg.landmark_weight * landmarks + smooth
+        if wanted and cfg.expression_prior > 0:
+            loss = loss + cfg.expression_prior * d_expression.pow(2).sum() / n_frames
+        if cfg.shape and cfg.shape_prior > 0:
+            loss = loss + cfg.shape_prior * d_shape.pow(2).sum()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"track.photometric: the loss became {float(loss)} at step {step}; "
-                                     "lower track.photometric.lr_rotation / lr_translation")
+                                     "lower track.photometric.lr_rotation / lr_translation / lr_expression / lr_shape")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -258,6 +307,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         with torch.no_grad():  # colours pin poses relative to each other only: keep the landmarks' mean pose
             for d in (d_rotation, d_translation):
                 d.sub_(d[valid].mean(0))
+            if wanted:  # coefficients stay in 0..1
+                d_expression.copy_((expression[:, refined] + d_expression).clamp(0, 1) - expression[:, refined])
         losses.append(float(photo.detach()))
         if bar is not None:
             bar.update()
@@ -269,7 +320,9 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     translation = (translation0 + d_translation).detach()
     change = _rotation_change_deg(rotation0, rotation)[valid]
     out = dataclasses.replace(seq, rotation=rotation.cpu().numpy().astype(np.float32),
-                              translation=translation.cpu().numpy().astype(np.float32))
+                              translation=translation.cpu().numpy().astype(np.float32),
+                              expression=current_expression().detach().cpu().numpy().astype(np.float32),
+                              shape=current_shape().detach().cpu().numpy().astype(np.float32))
     report = {
         "iterations": cfg.iterations,
         "seconds": round(time.perf_counter() - t0, 3),
@@ -280,6 +333,12 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         "rotation_change_deg": {"median": round(float(change.median()), 3), "max": round(float(change.max()), 3)},
         "translation_change_mm": {"median": round(float(
             (translation - translation0)[valid].norm(dim=-1).median() * 1000), 3)},
+        "expressions_refined": len(wanted),
+        "expression_change": ({"mean_abs": round(float(d_expression.detach()[valid].abs().mean()), 4),
+                               "max_abs": round(float(d_expression.detach()[valid].abs().max()), 4)}
+                              if wanted else None),
+        "shape_refined": bool(cfg.shape),
+        "shape_change_norm": round(float(d_shape.detach().norm()), 4) if cfg.shape else None,
     }
     return out, report
 
