@@ -4,7 +4,8 @@ The capture: the ICT head with a smooth colour pattern painted on its vertices, 
 with the mesh rasterizer at known poses. The tracking handed to the refinement has the
 true identity and expressions but head rotations off by 1-3 degrees, varying over the
 frames with zero mean, the kind of error landmarks leave. With the landmark anchor switched
-off, only the colours can bring the poses back.
+off, only the colours can bring the poses back. A second capture has an identity off the
+mean and a talking, smiling, blinking face, for the refinement of expressions and identity.
 """
 
 from __future__ import annotations

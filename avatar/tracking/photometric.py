@@ -180,7 +180,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     g = torch.Generator().manual_seed(cfg.seed)
     pick = face[torch.randperm(len(face), generator=g)[: cfg.vertices].to(device)]
     mdl = model.to(device)
-    base = (mdl.template[pick] + torch.einsum("vks,s->vk", mdl.shapedirs[pick].to(dtype), shape)).to(dtype)
+    shapedirs = mdl.shapedirs[pick].to(dtype)
+    base = (mdl.template[pick] + torch.einsum("vks,s->vk", shapedirs, shape)).to(dtype)
     exprdirs = mdl.exprdirs[pick].to(dtype)
     with torch.no_grad():
         neutral = mdl(shape=shape[None].to(mdl.template.dtype)).vertices[0].to(dtype)
@@ -200,7 +201,6 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     # The sampled points in model space at the landmark fit's expressions, blended once.
     local0 = base[None] + torch.einsum("vke,be->bvk", exprdirs, expression)  # [F, N, 3]
     exprdirs_refined = exprdirs[..., refined]
-    shapedirs = mdl.shapedirs[pick].to(dtype)
     d_shape = torch.zeros_like(shape, requires_grad=cfg.shape)
 
     def current_shape() -> Tensor:
