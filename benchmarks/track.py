@@ -100,7 +100,7 @@ def main() -> None:
     batched = {
         "frames": F, "seconds": round(time.perf_counter() - t0, 3),
         "stages": {k: {"iterations": v["iterations"], "seconds": v["seconds"], "frames_per_second": v["frames_per_second"]}
-                   for k, v in res.stats.items() if isinstance(v, dict)},
+                   for k, v in res.stats.items() if isinstance(v, dict) and "iterations" in v},
         "rotation_error_deg_median": round(float(rotation_error_deg(s["rotation"], res.rotation).median()), 3),
         "rotation_error_deg_max": round(float(rotation_error_deg(s["rotation"], res.rotation).max()), 3),
         "reprojection_px_median": round(float(reprojection_errors(lm, res, s["clean"], W, W).median()), 3),
@@ -130,7 +130,7 @@ def main() -> None:
         line["capture"] = {
             "path": str(cap.root), "frames": cap.n_frames, "valid_frames": int(valid.sum()),
             "width": cap.meta.width, "seconds": round(seconds, 3), "frames_per_second": round(F_cap / seconds, 2),
-            "stage_seconds": {k: v["seconds"] for k, v in res.stats.items() if isinstance(v, dict)},
+            "stage_seconds": {k: v["seconds"] for k, v in res.stats.items() if isinstance(v, dict) and "iterations" in v},
             "focal_px": round(res.focal, 1),
             "reprojection_px_median": round(float(err.median()), 3),
             "reprojection_px_p95": round(float(err.flatten().quantile(0.95)), 3),
