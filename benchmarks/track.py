@@ -60,6 +60,12 @@ def embedding_accuracy(model) -> dict:
             "contour_px_p95": round(float(np.nanpercentile(contour, 95)), 3)}
 
 
+def fit_stages(stats: dict) -> dict:
+    """The per-stage entries of :func:`fit_sequence`'s stats (``rigid``, ``full``), without the
+    other figures kept beside them (frame counts, ``landmark_offset_mm``)."""
+    return {k: stats[k] for k in ("rigid", "full") if k in stats}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=200)
@@ -100,7 +106,7 @@ def main() -> None:
     batched = {
         "frames": F, "seconds": round(time.perf_counter() - t0, 3),
         "stages": {k: {"iterations": v["iterations"], "seconds": v["seconds"], "frames_per_second": v["frames_per_second"]}
-                   for k, v in res.stats.items() if isinstance(v, dict) and "iterations" in v},
+                   for k, v in fit_stages(res.stats).items()},
         "rotation_error_deg_median": round(float(rotation_error_deg(s["rotation"], res.rotation).median()), 3),
         "rotation_error_deg_max": round(float(rotation_error_deg(s["rotation"], res.rotation).max()), 3),
         "reprojection_px_median": round(float(reprojection_errors(lm, res, s["clean"], W, W).median()), 3),
@@ -130,7 +136,7 @@ def main() -> None:
         line["capture"] = {
             "path": str(cap.root), "frames": cap.n_frames, "valid_frames": int(valid.sum()),
             "width": cap.meta.width, "seconds": round(seconds, 3), "frames_per_second": round(F_cap / seconds, 2),
-            "stage_seconds": {k: v["seconds"] for k, v in res.stats.items() if isinstance(v, dict) and "iterations" in v},
+            "stage_seconds": {k: v["seconds"] for k, v in fit_stages(res.stats).items()},
             "focal_px": round(res.focal, 1),
             "reprojection_px_median": round(float(err.median()), 3),
             "reprojection_px_p95": round(float(err.flatten().quantile(0.95)), 3),

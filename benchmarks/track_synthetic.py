@@ -31,6 +31,7 @@ identity; the main figures), with that refinement of the head pose only
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -179,12 +180,9 @@ def main() -> None:
             vm = t(viewmat)
             return (v @ vm[:3, :3].T + vm[:3, 3]).numpy()
 
-    def evaluate(photometric_iterations: int, pose_only: bool = False) -> dict:
-        out = work / ("track_pose_only" if pose_only else "track" if photometric_iterations else "track_landmarks_only")
-        photometric_cfg = PhotometricConfig(iterations=photometric_iterations)
-        if pose_only:
-            photometric_cfg = PhotometricConfig(iterations=photometric_iterations, expressions=(), shape=False)
-        cfg = TrackConfig(fit=fit, photometric=photometric_cfg, overlay=False)
+    def evaluate(name: str, photometric: PhotometricConfig) -> dict:
+        out = work / name
+        cfg = TrackConfig(fit=fit, photometric=photometric, overlay=False)
         t0 = time.perf_counter()
         report = track_capture(capture, model, embedding, cfg, out=out)
         seconds = time.perf_counter() - t0
@@ -216,23 +214,25 @@ def main() -> None:
             "seconds": round(seconds, 1),
         }
 
-    landmarks_only = evaluate(0)
-    full = evaluate(args.photometric) if args.photometric > 0 else None
-    pose_only = evaluate(args.photometric, pose_only=True) if args.photometric > 0 else None
+    refined = PhotometricConfig(iterations=args.photometric)  # the default refinement: pose, expressions, identity
+    landmarks_only = evaluate("track_landmarks_only", dataclasses.replace(refined, iterations=0))
+    full = pose_only = None
+    if args.photometric > 0:
+        full = evaluate("track", refined)
+        pose_only = evaluate("track_pose_only", dataclasses.replace(refined, expressions=(), shape=False))
     main_result = full or landmarks_only
-    ok = main_result.pop("ok")
-    for other in (landmarks_only, pose_only):
-        if other is not None and other is not main_result:
-            other.pop("ok")
-    defaults = PhotometricConfig()
+    ok = main_result["ok"]
+    for result in (landmarks_only, full, pose_only):
+        if result is not None:
+            del result["ok"]
     print(json.dumps({
         "benchmark": "track_synthetic",
         "frames": int(len(ok)), "tracked_frames": int(ok.sum()), "resolution": args.resolution,
         "focal": "known" if args.known_focal else
         f"estimated {main_result.pop('focal_px')} px (true {float(gt['K'][0, 0]):.1f})",
         "photometric_iterations": args.photometric,
-        "photometric_refines": {"pose": True, "expressions": list(defaults.expressions),
-                                "exclude_expressions": list(defaults.exclude_expressions), "shape": defaults.shape},
+        "photometric_refines": {"pose": True, "expressions": list(refined.expressions),
+                                "exclude_expressions": list(refined.exclude_expressions), "shape": refined.shape},
         **main_result,
         "photometric_pose_only": {k: v for k, v in pose_only.items() if k != "focal_px"} if full else None,
         "landmarks_only": {k: v for k, v in landmarks_only.items()

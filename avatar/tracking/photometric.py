@@ -201,6 +201,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     # The sampled points in model space at the landmark fit's expressions, blended once.
     local0 = base[None] + torch.einsum("vke,be->bvk", exprdirs, expression)  # [F, N, 3]
     exprdirs_refined = exprdirs[..., refined]
+    # The refined coefficients stay in 0..1: bounds on their changes.
+    change_min, change_max = -expression[:, refined], 1 - expression[:, refined]
     d_shape = torch.zeros_like(shape, requires_grad=cfg.shape)
 
     def current_shape() -> Tensor:
@@ -223,11 +225,11 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         """``[F, N]`` weights: 0 where hidden, else how frontally the vertex is seen."""
         out = []
         with torch.no_grad():
+            shape_now, expression_now = current_shape(), current_expression()
             for s in range(0, n_frames, 32):
                 sl = slice(s, min(n_frames, s + 32))
                 b = sl.stop - sl.start
-                verts = mdl(shape=current_shape()[None].expand(b, -1).to(mdl.template.dtype),
-                            expression=current_expression()[sl],
+                verts = mdl(shape=shape_now[None].expand(b, -1).to(mdl.template.dtype), expression=expression_now[sl],
                             rotation=rotation[sl], translation=translation[sl]).vertices.to(dtype)
                 # The nearest surface of the closed head faces the camera: back faces need no z-test.
                 r = rasterize_mesh(verts, mdl.faces, K[sl], width, height, viewmats=viewmat[None].expand(b, -1, -1),
@@ -308,7 +310,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
             for d in (d_rotation, d_translation):
                 d.sub_(d[valid].mean(0))
             if wanted:  # coefficients stay in 0..1
-                d_expression.copy_((expression[:, refined] + d_expression).clamp(0, 1) - expression[:, refined])
+                d_expression.clamp_(change_min, change_max)
         losses.append(float(photo.detach()))
         if bar is not None:
             bar.update()
