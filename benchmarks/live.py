@@ -70,7 +70,8 @@ def main() -> None:
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,
         "budget_psnr_vs_all_db": psnr, "device": str(device), "torch_threads": torch.get_num_threads(),
-        **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason")},
+        **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason",
+                                  "driver_identity")},
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "targets": {"fps": 15, "latency_p95_ms": 150},
     }))

@@ -2,8 +2,9 @@
 
     python demos/drive_from_video.py runs/me/avatar.pt driver.mp4 out.mp4 [--side-by-side]
 
-The driver is tracked on the fly with the per-frame fitter; expressions are taken relative
-to its first frame and head motion relative to its first pose, so the avatar keeps its identity.
+The driver's identity is estimated from its own frames, then it is tracked frame by frame;
+its expressions are taken relative to its neutral face and its head motion relative to its
+mean pose, on top of the avatar's rest face and pose, so the avatar keeps its identity.
 """
 
 from __future__ import annotations

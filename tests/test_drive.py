@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.drive.retarget import retarget
+from avatar.drive.retarget import RetargetConfig, retarget
 from avatar.drive.sources import (
     ARKIT_BLENDSHAPES,
     ARKIT_OTHER,
@@ -88,7 +88,7 @@ def test_one_euro_filter_smooths_jitter_and_follows_motion():
     assert abs(ramp[-1] - 2 * t[-1]) < 0.2  # fast motion passes with little lag
 
 
-def test_retarget_is_relative_to_the_drivers_neutral_and_first_pose():
+def test_retarget_is_relative_to_a_chosen_neutral_frame_and_its_pose():
     from avatar.geometry import axis_angle_to_matrix
 
     F, E = 5, 53
@@ -98,7 +98,7 @@ def test_retarget_is_relative_to_the_drivers_neutral_and_first_pose():
     rot[:, 1] = np.linspace(0.5, 0.8, F)  # the driver starts turned
     drive = DriveSequence(expr, rot, np.zeros((F, 3), np.float32), 25.0, "test")
     ref_r, ref_t = np.array([0.1, 0, 0], np.float32), np.array([0, 0, -0.5], np.float32)
-    e, r, t = retarget(drive, ref_r, ref_t, relative=True, min_cutoff=None)
+    e, r, t = retarget(drive, ref_r, ref_t, cfg=RetargetConfig(min_cutoff=None, gain=1.0), neutral_frame=0)
     np.testing.assert_allclose(e[:, 26], np.linspace(0, 0.7, F), atol=1e-6)
     assert e[:, :26].max() == 0  # the driver's resting 0.2 is its neutral
     np.testing.assert_allclose(r[0], ref_r, atol=1e-6)  # first frame: the avatar's reference pose

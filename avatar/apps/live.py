@@ -11,6 +11,7 @@ from ..data.reports import write_json
 from ..device import pick_device
 from ..drive.animate import AvatarPackage, limit_gaussians
 from ..drive.live import run_live
+from ..drive.retarget import retarget_config
 from ..drive.sources import DriveError
 
 
@@ -19,8 +20,8 @@ def main(cfg: DictConfig) -> int:
         package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")))
         limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
         report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
-                          max_frames=cfg.max_frames, min_cutoff=cfg.smoothing.min_cutoff, beta=cfg.smoothing.beta,
-                          renderer=OmegaConf.to_container(cfg.renderer))
+                          max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
+                          renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity)
     except DriveError as exc:
         print(f"avatar live: {exc}")
         return 2
@@ -32,5 +33,5 @@ def main(cfg: DictConfig) -> int:
     write_json(path, report)
     print(f"avatar live: {report['frames_shown']} frames at {report['fps']} FPS, latency mean "
           f"{report['latency_ms']['mean']} ms / p95 {report['latency_ms']['p95']} ms ({report['stop_reason']})\n"
-          f"  report: {path}")
+          f"  report: {path}" + "".join(f"\n  note: {n}" for n in report["notes"]))
     return 0

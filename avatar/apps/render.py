@@ -11,6 +11,7 @@ from ..data.capture import Capture, CaptureError
 from ..data.reports import write_json
 from ..device import pick_device
 from ..drive.animate import AvatarPackage, limit_gaussians, render_driven
+from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, DriveError, load_drive
 
 
@@ -23,7 +24,8 @@ def main(cfg: DictConfig) -> int:
         limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
         video_options = {}
         if drive_path.suffix.lower() in VIDEO_SUFFIXES:
-            video_options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames, "keep_frames": side_by_side}
+            video_options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames, "keep_frames": side_by_side,
+                             "identity": cfg.retarget.driver_identity}
         drive = load_drive(drive_path, package.expression_names, **video_options)
         package.model.to(package.device)
         if cfg.max_frames:
@@ -33,10 +35,9 @@ def main(cfg: DictConfig) -> int:
         if side_by_side and drive_path.is_dir():
             capture = Capture(drive_path)
             drive.frames = [capture.load_frame(i) for i in range(drive.n_frames)]  # type: ignore[attr-defined]
-        smoothing = cfg.smoothing
         report = render_driven(
-            package, drive, cfg.out, camera=cfg.camera, layout=cfg.layout, size=cfg.size, relative=cfg.relative,
-            neutral_frame=cfg.neutral_frame, min_cutoff=smoothing.min_cutoff, beta=smoothing.beta,
+            package, drive, cfg.out, camera=cfg.camera, layout=cfg.layout, size=cfg.size,
+            retarget_cfg=retarget_config(cfg), neutral_frame=cfg.neutral_frame,
             renderer=OmegaConf.to_container(cfg.renderer),
         )
     except (DriveError, CaptureError, FileNotFoundError) as exc:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..geometry.cameras import orbit_viewmats
-from .retarget import retarget
+from .retarget import RetargetConfig, retarget
 from .sources import DriveError, DriveSequence
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class AvatarPackage:
     gaussians: torch.nn.Module
     model: torch.nn.Module
     device: torch.device
+    path: Path | None = None  # the avatar.pt it was loaded from
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device) -> "AvatarPackage":
@@ -44,7 +45,7 @@ class AvatarPackage:
         if not path.is_file():
             raise DriveError(f"{path} does not exist: train an avatar first (avatar train ... out={path.parent})")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(state, gaussians_from_state(state, device), models.load(state["model"]).to(device), device)
+        return cls(state, gaussians_from_state(state, device), models.load(state["model"]).to(device), device, path)
 
     def __post_init__(self) -> None:
         self._compact = None
@@ -88,6 +89,31 @@ class AvatarPackage:
         else:
             verts = self.model(shape=shape, expression=expression, rotation=rotation, translation=translation).vertices[:, vidx]
         return sub(verts, expression, rotation)
+
+    def expression_range(self):
+        """How the avatar's expressions moved in its training frames (:class:`ExpressionRange`):
+        stored in the package by training; for packages written before, read from the training
+        capture's tracking when the run folder still points at it; else None (rest at zero)."""
+        from ..tracking.expression_range import ExpressionRange  # noqa: PLC0415
+
+        stored = self.state.get("expression_range")
+        if stored is not None:
+            return ExpressionRange.from_state(stored)
+        config = self.path.parent / "config.yaml" if self.path is not None else None
+        if config is None or not config.is_file():
+            return None
+        from omegaconf import OmegaConf  # noqa: PLC0415
+
+        from ..tracking.sequence import TrackingError, load_tracking  # noqa: PLC0415
+
+        try:
+            tracking = load_tracking(OmegaConf.load(config).capture)
+        except (TrackingError, OSError, ValueError, KeyError) as exc:
+            log.info("no expression statistics for %s (%s): rest expression zero", self.path, exc)
+            return None
+        if list(tracking.expression_names) != list(self.expression_names):
+            return None
+        return ExpressionRange.from_sequence(tracking.expression, tracking.valid)
 
     @property
     def expression_names(self) -> tuple[str, ...]:
@@ -214,9 +240,8 @@ def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, ren
 
 
 def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",
-                  layout: str = "avatar", size: int | None = None, relative: bool = True, neutral_frame: int = 0,
-                  min_cutoff: float | None = 1.5, beta: float = 0.5, renderer: dict | None = None,
-                  progress: bool = True) -> dict:
+                  layout: str = "avatar", size: int | None = None, retarget_cfg: RetargetConfig | None = None,
+                  neutral_frame: int | None = None, renderer: dict | None = None, progress: bool = True) -> dict:
     """Render ``drive`` on ``package`` into the video ``out``; returns the report."""
     from ..data.video import VideoWriter  # noqa: PLC0415
 
@@ -230,7 +255,9 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
     t_start = time.perf_counter()
     dev = package.device
     ref_r, ref_t = package.reference_pose(drive)
-    expr, rot, trans = retarget(drive, ref_r, ref_t, relative, neutral_frame, min_cutoff, beta)
+    avatar_range = package.expression_range()
+    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range, neutral_frame)
+    notes = list(drive.notes) + retarget_notes(drive, avatar_range, neutral_frame, package.expression_names)
     if camera == "fixed":
         rot[:], trans[:] = ref_r, ref_t
     K, width, height = package.camera(size)
@@ -271,6 +298,29 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
         "render_fps": round(drive.n_frames / max(render_s, 1e-9), 2),
         "end_to_end_fps": round(drive.n_frames / max(total, 1e-9), 2),
         "seconds": round(total, 2),
-        "notes": drive.notes,
+        "driver_tracking": drive.info,
+        "notes": notes,
         "output": str(out),
     }
+
+
+UNSURE_AT_REST = 0.3  # the driver's neutral is reported unsure below this share of frames near it
+
+
+def retarget_notes(drive: DriveSequence, avatar_range, neutral_frame: int | None, names=None) -> list[str]:
+    """What the report should say about the retargeting's inputs: how sure the driver's neutral is."""
+    from .retarget import driver_range  # noqa: PLC0415
+
+    notes = []
+    if avatar_range is None:
+        notes.append("the avatar package has no expression statistics (trained before they were stored): its rest "
+                     "expression is taken as zero")
+    if neutral_frame is None:
+        rng = driver_range(drive)
+        # Talking clips measure 0.47-0.52 here (the shared real videos); a face never at rest, lower.
+        if rng.at_rest < UNSURE_AT_REST:
+            held = rng.high_rest(names if names is not None else [str(i) for i in range(len(rng.rest))])
+            notes.append(f"the driver's neutral is unsure: its blendshapes sit near their estimated rest in only "
+                         f"{rng.at_rest:.0%} of the frames" + (f" (resting high: {held})" if held else "")
+                         + "; is the driver expressive throughout? set neutral_frame= to a frame with a relaxed face")
+    return notes

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .animate import AvatarPackage
-from .retarget import Retargeter
+from .retarget import RetargetConfig, Retargeter
 from .sources import DriveError
 
 
@@ -81,7 +81,10 @@ class LiveStats:
     captured: int = 0
     shown: int = 0
     no_face: int = 0
+    several_faces: int = 0
     stop_reason: str = ""
+    notes: list = field(default_factory=list)
+    identity: object = None  # the BackgroundIdentity of the session, if any
 
     def report(self, seconds: float) -> dict:
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -92,7 +95,19 @@ class LiveStats:
             "latency_ms": {"mean": round(float(lat.mean()), 1), "p95": round(float(np.percentile(lat, 95)), 1)},
             "stage_ms": {k: round(float(np.median(v)), 2) if v else None for k, v in self.stage_ms.items()},
             "stop_reason": self.stop_reason,
+            "driver_identity": self._identity(),
+            "notes": self.notes + ([f"{self.several_faces} frame(s) showed more than one face; the largest drove "
+                                    "the avatar"] if self.several_faces else [])
+                     + (list(self.identity.notes) if self.identity is not None else []),
         }
+
+    def _identity(self) -> dict | None:
+        ident = self.identity
+        if ident is None:
+            return None
+        if ident.result is None:
+            return {"estimated": False, "frames_collected": len(ident.frames)}
+        return {"estimated": True, "after_face_frames": ident.started_at, **ident.result.summary()}
 
 
 def open_camera(source):
@@ -110,16 +125,21 @@ def open_camera(source):
 
 
 def run_live(package: AvatarPackage, source, display: bool = True, out: str | None = None, size: int | None = None,
-             max_frames: int | None = None, min_cutoff: float = 1.5, beta: float = 0.5, snapshot_dir: str = ".",
-             renderer: dict | None = None) -> dict:
-    """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report."""
+             max_frames: int | None = None, retarget_cfg: RetargetConfig | None = None, snapshot_dir: str = ".",
+             renderer: dict | None = None, driver_identity: bool = True) -> dict:
+    """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report.
+
+    The driver starts with the mean face; with ``driver_identity`` its own identity is fitted
+    in the background from its first usable frames (:class:`BackgroundIdentity`) and swapped in
+    when ready (the fit restarts from that frame, and the running neutral starts over)."""
     import cv2  # noqa: PLC0415
 
     from ..data.video import VideoWriter  # noqa: PLC0415
     from ..landmarks import FaceMeshDetector  # noqa: PLC0415
     from ..landmarks.embedding import load_embedding  # noqa: PLC0415
     from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
-    from ..tracking.online import FrameTracker  # noqa: PLC0415
+    from ..tracking.identity import BackgroundIdentity  # noqa: PLC0415
+    from ..tracking.online import FrameTracker, ImplausibleFrame  # noqa: PLC0415
 
     cap, is_file, fps = open_camera(source)
     stats, stop = LiveStats(), threading.Event()
@@ -150,8 +170,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         # The fitter's matrices are tiny: one thread, leaving the other cores' OpenMP threads to
         # the renderer (this sets only this thread's count; the renderer's is already set).
         torch.set_num_threads(1)
-        seen, tracker = 0, None
-        with FaceMeshDetector(video=True, max_faces=1) as detector:
+        seen, tracker, identity, version = 0, None, None, 0
+        with FaceMeshDetector(video=True, max_faces=2) as detector:
             while not stop.is_set():
                 item, seen = frames_box.get(seen)
                 if item is None:
@@ -164,11 +184,24 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     h, w = rgb.shape[:2]
                     tracker = FrameTracker(lm, torch.zeros(lm.num_shape, dtype=torch.float64),
                                            0.5 * w / math.tan(math.radians(20.0)), w, h)
-                faces = detector.detect(rgb)
+                    identity = BackgroundIdentity(lm, w, h) if driver_identity else None
+                    stats.identity = identity
+                faces = detector.detect(rgb)  # largest first
                 result = None
+                if len(faces) > 1:
+                    stats.several_faces += 1
                 if faces:
-                    e, r, t = tracker(torch.as_tensor(faces[0].landmarks[:, :2], dtype=torch.float64))
-                    result = (e.numpy(), r.numpy(), t.numpy())
+                    points = faces[0].landmarks[:, :2]
+                    found = identity.add(points) if identity is not None else None
+                    if found is not None:  # the driver's own face from here on
+                        tracker.set_identity(found.shape, found.focal, found.landmark_offset)
+                        tracker.reset()
+                        version += 1
+                    try:
+                        e, r, t = tracker(torch.as_tensor(points, dtype=torch.float64))
+                        result = (e.numpy(), r.numpy(), t.numpy(), version)
+                    except ImplausibleFrame:
+                        stats.no_face += 1
                 else:
                     stats.no_face += 1
                 stats.stage_ms["track"].append((time.perf_counter() - t0) * 1e3)
@@ -189,7 +222,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         th.start()
 
     ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
-    retargeter = Retargeter(ref_r, ref_t, relative=True, min_cutoff=min_cutoff, beta=beta)
+    retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, package.expression_range())
+    version = 0
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, torch.float32)
     last = None
@@ -207,7 +241,10 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             t0 = time.perf_counter()
             if result is None and last is None:
                 continue  # no face yet: nothing to hold
-            e, r, t = last = result if result is not None else last  # no face: hold the last pose
+            e, r, t, v = last = result if result is not None else last  # no face: hold the last pose
+            if v != version:  # a new driver identity: its expressions read differently from here on
+                version = v
+                retargeter.restart_statistics()
             expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
             frame, _, _ = package.render_frame(expression, rotation, translation, viewmat, K, width, height, renderer)
             if writer is not None:
@@ -221,6 +258,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     break
                 if key == ord("r"):
                     retargeter.set_neutral(e, r, t)
+                    stats.notes.append(f"neutral taken from the face at frame {stats.shown} (key r)")
                 if key == ord("s"):
                     snap = Path(snapshot_dir) / f"snapshot_{int(time.time())}.png"
                     cv2.imwrite(str(snap), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

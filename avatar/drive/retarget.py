@@ -1,53 +1,215 @@
-"""Retargeting a driver's expression and head pose onto an avatar, frame by frame.
+"""Retargeting a driver's expression and head pose onto an avatar.
 
-Expressions are taken relative to the driver's neutral (ICT coefficients are semantic,
-ARKit-named, so they transfer coefficient by coefficient, clamped to 0..1); the head pose is
-taken relative to the driver's first pose and applied on top of the avatar's reference pose.
-A One Euro filter smooths the result. The same :class:`Retargeter` serves offline rendering
-(:func:`retarget` over a whole sequence) and the live loop (one frame at a time).
+Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)::
+
+    avatar = avatar rest + gain * (driver - driver neutral)        clipped to 0..1
+
+- *driver neutral*: per blendshape, where the driver's face sits at rest: the clip's 10th
+  percentile offline (:class:`avatar.tracking.expression_range.ExpressionRange`), a running
+  estimate live (``r`` takes the current face instead), or one frame (``neutral_frame``);
+- *avatar rest*: the same percentile of the avatar's own training tracking, so a subject
+  whose tracked mouth never fully closes is driven from how it looked at rest, not from
+  coefficients it never showed (``rest=false``: zeros);
+- *gain*: ``gain`` (1.6: the per-frame fit follows MediaPipe's landmarks at about 0.6 of
+  their amplitude), times, with ``range=true``, per blendshape the avatar's range over the
+  driver's, clamped to ``gain_limits``: the driver's strongest smile becomes the avatar's
+  strongest trained smile;
+- *antagonists* (``antagonists=true``): for the pairs of :data:`RETARGET_PAIRS` (blink and
+  wide, smile and frown, brow down and inner up, gaze in and out, up and down, jaw and mouth
+  left and right) the pair is one signed coordinate, so a deviation below the driver's
+  neutral moves the avatar the other way (a smile that falls below neutral is a frown).
+
+Head pose: the driver's motion relative to its reference pose (offline: the clip's mean
+rotation and median translation; live and ``neutral_frame``: that frame) applied on top of
+the avatar's reference pose. A One Euro filter smooths the result. The same
+:class:`Retargeter` serves offline rendering (:func:`retarget`) and the live loop.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.filters import OneEuroFilter
+from ..tracking.expression_range import ExpressionRange
+from ..tracking.fit import EXCLUSIVE_EXPRESSIONS
 from .sources import DriveError, DriveSequence
+
+MIN_SPAN = 0.05  # a blendshape that moves less than this in a clip has no usable range (gain 1)
+
+
+def _disjoint(pairs) -> tuple[tuple[str, str], ...]:
+    used, out = set(), []
+    for a, b in pairs:
+        if a not in used and b not in used:
+            out.append((a, b))
+            used.update((a, b))
+    return tuple(out)
+
+
+# One antagonist per blendshape (browDown pairs with browInnerUp; browOuterUp stays unpaired).
+RETARGET_PAIRS = _disjoint(EXCLUSIVE_EXPRESSIONS)
+
+
+@dataclass
+class RetargetConfig:
+    """How a driver's expressions map onto the avatar (see the module doc)."""
+
+    relative: bool = True  # false: the driver's values pass through (filtered)
+    rest: bool = True  # start from the avatar's rest expression (else zeros)
+    range: bool = False  # per-blendshape gain: the avatar's range over the driver's
+    # One gain on every blendshape's deviation (times the range gain). The per-frame fit follows
+    # MediaPipe's landmarks at 0.55-0.8 of their amplitude (eyes least; measured on the shared
+    # real videos), and 1.6 brought the avatars' MediaPipe-measured amplitude nearest the
+    # drivers' on the mean over every cross-identity pair (benchmarks/reenact.py; 1.0 and 2.2
+    # measured too, docs/experiments.md).
+    gain: float = 1.6
+    gain_limits: tuple[float, float] = (0.5, 2.0)
+    antagonists: bool = True  # below-neutral deviations move the antagonist
+    min_cutoff: float | None = 1.5  # One Euro filter, Hz at rest (None: off)
+    beta: float = 0.5
+
+
+def retarget_config(cfg) -> RetargetConfig:
+    """:class:`RetargetConfig` from an app config's ``relative``, ``retarget`` and ``smoothing`` keys;
+    a value of the wrong kind is a :class:`DriveError` that names its key."""
+    r = cfg.get("retarget") or {}
+
+    def number(key, value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise DriveError(f"{key} must be a number, got {value!r}") from None
+
+    limits = r.get("gain_limits", RetargetConfig.gain_limits)
+    if len(limits) != 2 or not 0 < number("retarget.gain_limits", limits[0]) <= number("retarget.gain_limits", limits[1]):
+        raise DriveError(f"retarget.gain_limits must be [low, high] with 0 < low <= high, got {list(limits)}")
+    gain = number("retarget.gain", r.get("gain", RetargetConfig.gain))
+    if gain <= 0:
+        raise DriveError(f"retarget.gain must be above 0, got {gain}")
+    min_cutoff = cfg.smoothing.min_cutoff
+    return RetargetConfig(relative=bool(cfg.get("relative", True)), rest=bool(r.get("rest", True)),
+                          range=bool(r.get("range", False)), gain=gain,
+                          gain_limits=(float(limits[0]), float(limits[1])), antagonists=bool(r.get("antagonists", True)),
+                          min_cutoff=None if min_cutoff is None else number("smoothing.min_cutoff", min_cutoff),
+                          beta=number("smoothing.beta", cfg.smoothing.beta))
 
 
 def _matrix(axis_angle: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(torch.as_tensor(axis_angle, dtype=torch.float64)).numpy()
 
 
+def mean_rotation(rotation: np.ndarray) -> np.ndarray:
+    """The chordal mean ``[3]`` (axis-angle) of rotations ``[F, 3]``."""
+    u, _, vt = np.linalg.svd(_matrix(rotation).mean(0))
+    R = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    return matrix_to_axis_angle(torch.as_tensor(R)).numpy()
+
+
+def pair_indices(names) -> np.ndarray:
+    """``[K, 2]`` column indices of the :data:`RETARGET_PAIRS` that ``names`` has."""
+    names = list(names)
+    return np.array([(names.index(a), names.index(b)) for a, b in RETARGET_PAIRS if a in names and b in names],
+                    dtype=int).reshape(-1, 2)
+
+
+def gains(avatar: ExpressionRange, driver: ExpressionRange, limits=(0.5, 2.0)) -> np.ndarray:
+    """``[E]`` per-blendshape gain mapping the driver's span onto the avatar's (1 where either is flat)."""
+    a, d = avatar.span, driver.span
+    g = np.where((a >= MIN_SPAN) & (d >= MIN_SPAN), a / np.maximum(d, 1e-9), 1.0)
+    return np.clip(g, *limits)
+
+
+def map_expressions(e: np.ndarray, neutral: np.ndarray, rest: np.ndarray, gain: np.ndarray,
+                    pairs: np.ndarray | None) -> np.ndarray:
+    """``rest + gain * (e - neutral)`` clipped to 0..1, with each antagonist pair ``[K, 2]`` as one
+    signed coordinate; ``e [..., E]``."""
+    d = e - neutral
+    out = rest + gain * d
+    if pairs is not None and len(pairs):
+        a, b = pairs[:, 0], pairs[:, 1]
+        c = d[..., a] - d[..., b]  # the pair's signed deviation from the driver's neutral
+        signed = rest[a] - rest[b] + np.where(c > 0, gain[a], gain[b]) * c
+        out[..., a] = np.maximum(signed, 0.0)
+        out[..., b] = np.maximum(-signed, 0.0)
+    return np.clip(out, 0.0, 1.0)
+
+
 class Retargeter:
     """``retargeter(expression [E], rotation [3], translation [3], time_s)`` -> the avatar's values.
 
-    The first frame seen (or :meth:`set_neutral`) defines the driver's neutral expression and
-    its reference head pose. ``relative=False`` passes the driver's values through (filtered).
-    ``min_cutoff=None`` switches the One Euro filter off.
+    ``avatar_range``: the avatar's :class:`ExpressionRange` (None: rest at 0, full range).
+    ``driver_range``: the driver's, known offline; None estimates it as frames arrive (the
+    neutral is a running low percentile of the last ``window`` frames, refreshed every
+    ``refresh`` frames) until :meth:`set_neutral` fixes it. The head-pose reference is the
+    first frame seen unless given.
     """
 
-    def __init__(self, ref_rotation: np.ndarray, ref_translation: np.ndarray, relative: bool = True,
-                 min_cutoff: float | None = 1.5, beta: float = 0.5):
+    def __init__(self, ref_rotation: np.ndarray, ref_translation: np.ndarray, names, cfg: RetargetConfig | None = None,
+                 avatar_range: ExpressionRange | None = None, driver_range: ExpressionRange | None = None,
+                 window: int = 900, refresh: int = 10):
+        self.cfg = cfg = cfg or RetargetConfig()
+        E = len(names)
         self.R_ref = _matrix(ref_rotation)
         self.t_ref = np.asarray(ref_translation, np.float64)
-        self.relative = relative
-        self.filter = OneEuroFilter(min_cutoff, beta) if min_cutoff is not None else None
-        self.neutral = self.R0 = self.t0 = None
+        self.avatar = avatar_range if avatar_range is not None else ExpressionRange.neutral(E)
+        self.rest = self.avatar.rest if cfg.rest else np.zeros(E)
+        self.pairs = pair_indices(names) if cfg.antagonists else None
+        self.filter = OneEuroFilter(cfg.min_cutoff, cfg.beta) if cfg.min_cutoff is not None else None
+        self.R0 = self.t0 = None
+        self.driver = driver_range
+        self.fixed = driver_range is not None
+        self.history: deque = deque(maxlen=window)
+        self.refresh = refresh
+        self._update_gain()
 
-    def set_neutral(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> None:
-        """Take this driver expression as neutral and this head pose as the driver's reference."""
-        self.neutral = np.asarray(expression, np.float64)
+    def _update_gain(self) -> None:
+        E = len(self.rest)
+        if self.driver is None:
+            self.neutral, self.gain = None, np.full(E, self.cfg.gain)
+            return
+        self.neutral = self.driver.rest
+        self.gain = self.cfg.gain * (gains(self.avatar, self.driver, self.cfg.gain_limits) if self.cfg.range else np.ones(E))
+
+    def set_pose_reference(self, rotation: np.ndarray, translation: np.ndarray) -> None:
         self.R0, self.t0 = _matrix(rotation), np.asarray(translation, np.float64)
 
+    def set_neutral(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> None:
+        """Take this driver face as neutral (and its head pose as the reference) from now on."""
+        e = np.asarray(expression, np.float64)
+        span = self.driver.high - self.driver.rest if self.driver is not None else np.ones_like(e)
+        self.driver = ExpressionRange(e, e + span, e, 1)
+        self.fixed = True
+        self._update_gain()
+        self.set_pose_reference(rotation, translation)
+
+    def restart_statistics(self) -> None:
+        """Forget the running driver statistics (a new driver identity); a neutral set by hand stays."""
+        if not self.fixed:
+            self.history.clear()
+            self.driver = None
+            self._update_gain()
+
+    def _observe(self, e: np.ndarray) -> None:
+        """Running driver statistics (live): refreshed every ``refresh`` frames."""
+        self.history.append(e)
+        n = len(self.history)
+        if self.driver is None or n % self.refresh == 0:
+            self.driver = ExpressionRange.from_sequence(np.stack(self.history))
+            self._update_gain()
+
     def __call__(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray, time_s: float):
-        if self.neutral is None:
-            self.set_neutral(expression, rotation, translation)
         e, R, t = np.asarray(expression, np.float64), _matrix(rotation), np.asarray(translation, np.float64)
-        if self.relative:
-            e = np.clip(e - self.neutral, 0.0, 1.0)
+        if self.R0 is None:
+            self.set_pose_reference(rotation, translation)
+        if not self.fixed:
+            self._observe(e)
+        if self.cfg.relative:
+            e = map_expressions(e, self.neutral, self.rest, self.gain, self.pairs)
             R = self.R_ref @ self.R0.T @ R  # the driver's motion since its reference, on the avatar's pose
             t = self.t_ref + (t - self.t0)
         if self.filter is not None:
@@ -59,15 +221,31 @@ class Retargeter:
         return e.astype(np.float32), rotation.astype(np.float32), t.astype(np.float32)
 
 
-def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, relative: bool = True,
-             neutral_frame: int = 0, min_cutoff: float | None = 1.5, beta: float = 0.5):
+def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> ExpressionRange:
+    """The driver's expression statistics over its frames with a face; ``neutral_frame`` fixes the rest there."""
+    rng = ExpressionRange.from_sequence(drive.expression, drive.valid)
+    if neutral_frame is not None:
+        rest = drive.expression[neutral_frame].astype(np.float64)
+        rng = ExpressionRange(rest, rest + rng.span, rng.median, rng.frames, rng.at_rest)
+    return rng
+
+
+def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, names=None,
+             cfg: RetargetConfig | None = None, avatar_range: ExpressionRange | None = None,
+             neutral_frame: int | None = None):
     """``(expression [F,E], rotation [F,3], translation [F,3])`` for the avatar, for a whole sequence.
 
-    The expression neutral is frame ``neutral_frame``; the head-pose reference is the first frame.
+    The driver's neutral is its robust per-blendshape estimate (or frame ``neutral_frame``); its
+    head-pose reference is its mean pose over the frames with a face (or that frame).
     """
-    if not 0 <= neutral_frame < drive.n_frames:
+    if neutral_frame is not None and not 0 <= neutral_frame < drive.n_frames:
         raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
-    rt = Retargeter(ref_rotation, ref_translation, relative, min_cutoff, beta)
-    rt.set_neutral(drive.expression[neutral_frame], drive.rotation[0], drive.translation[0])
+    names = names if names is not None else [str(i) for i in range(drive.expression.shape[1])]
+    rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver_range(drive, neutral_frame))
+    if neutral_frame is not None:
+        rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])
+    else:
+        ok = drive.valid if drive.valid is not None and drive.valid.any() else np.ones(drive.n_frames, bool)
+        rt.set_pose_reference(mean_rotation(drive.rotation[ok]), np.median(drive.translation[ok], axis=0))
     out = [rt(drive.expression[i], drive.rotation[i], drive.translation[i], i / drive.fps) for i in range(drive.n_frames)]
     return tuple(np.stack(x) for x in zip(*out))

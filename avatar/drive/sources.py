@@ -53,6 +53,7 @@ class DriveSequence:
     source: str
     valid: np.ndarray | None = None  # [F] frames where the driver's face was found
     notes: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)  # how the driver was tracked (identity, re-initialisations)
 
     @property
     def n_frames(self) -> int:

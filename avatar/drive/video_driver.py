@@ -1,13 +1,18 @@
-"""Driving from a video: MediaPipe landmarks and the per-frame fitter, frame by frame.
+"""Driving from a video: MediaPipe landmarks, the driver's identity, then the per-frame fitter.
 
-The driver's identity is not estimated (mean ICT shape); only expression and head pose
-are kept, which is what retargeting onto the avatar uses. A frame without a face holds the
-previous frame's values instead of snapping (and is marked invalid).
+Two passes over the clip:
+1. MediaPipe face mesh on every frame (the largest face when there are several: noted);
+2. the driver's identity (face shape, focal length, landmark offsets) fitted by the batched
+   fitter on a sample of its usable frames (:func:`avatar.tracking.identity.estimate_identity`),
+   then the per-frame fitter (:class:`avatar.tracking.online.FrameTracker`) solves expression
+   and head pose frame by frame with it, re-initialising on implausible states.
+
+A frame without a face holds the previous frame's values instead of snapping (and is marked
+invalid); frames before the first face take its values.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -17,58 +22,125 @@ import torch
 from .sources import DriveError, DriveSequence
 
 
-def from_video(path: str | os.PathLike, model=None, embedding=None, max_frames: int | None = None,
-               keep_frames: bool = False, fov_deg: float = 40.0, progress: bool = True) -> DriveSequence:
-    """Track ``path`` on the fly; ``model``/``embedding`` default to ICT and its calibrated embedding."""
+def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, keep_frames: bool = False,
+                     progress: bool = True):
+    """``(landmarks [F, 478, 3] pixels (NaN without a face; MediaPipe's depth scaled like x), frames or None,
+    fps, (width, height), notes)``."""
     from ..data.video_reader import VideoReadError, open_source  # noqa: PLC0415
     from ..landmarks import FaceMeshDetector  # noqa: PLC0415
+
+    try:
+        source = open_source(path)
+    except VideoReadError as exc:
+        raise DriveError(str(exc)) from exc
+    points, frames, several = [], [], []
+    frame_iter = source.frames(max_frames=max_frames)
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        frame_iter = tqdm(frame_iter, desc="driver landmarks", unit="frame")
+    with FaceMeshDetector(video=True, max_faces=2) as detector:
+        for i, frame in enumerate(frame_iter):
+            faces = detector.detect(frame.image)  # largest first
+            points.append(faces[0].landmarks if faces else np.full((478, 3), np.nan, np.float32))
+            if len(faces) > 1:
+                several.append(i)
+            if keep_frames:
+                frames.append(frame.image)
+    notes = []
+    if several:
+        notes.append(f"{len(several)} driver frame(s) show more than one face (first: frame {several[0]}); "
+                     "the largest face drives the avatar")
+    size = (source.info.width, source.info.height)
+    return np.stack(points) if points else np.zeros((0, 478, 3), np.float32), (frames if keep_frames else None), \
+        float(source.info.fps or 25.0), size, notes
+
+
+def from_video(path: str | os.PathLike, model=None, embedding=None, max_frames: int | None = None,
+               keep_frames: bool = False, progress: bool = True, identity: bool = True) -> DriveSequence:
+    """Track ``path``; ``model``/``embedding`` default to ICT and its calibrated embedding.
+
+    ``identity=False`` tracks with the mean face and a 40-degree field of view instead of the
+    driver's estimated identity (for comparison)."""
+    points, frames, fps, size, notes = detect_landmarks(path, max_frames, keep_frames, progress)
+    seq = track_landmarks(points[..., :2], size, fps, str(Path(path)), landmark_model(model, embedding), identity)
+    seq.notes[:0] = notes
+    if keep_frames:
+        seq.frames = frames  # type: ignore[attr-defined]
+    return seq
+
+
+def landmark_model(model=None, embedding=None):
+    """The float64 CPU :class:`LandmarkModel` the per-frame fitter runs on (default: ICT)."""
     from ..landmarks.embedding import load_embedding  # noqa: PLC0415
     from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
-    from ..tracking.online import FrameTracker  # noqa: PLC0415
 
     if model is None:
         from .. import models  # noqa: PLC0415
 
         model = models.load("ict")
     embedding = embedding or load_embedding(model)
-    lm = LandmarkModel.from_model(model, embedding).to(torch.device("cpu"), torch.float64)
-    try:
-        source = open_source(path)
-    except VideoReadError as exc:
-        raise DriveError(str(exc)) from exc
-    w, h = source.info.width, source.info.height
-    focal = 0.5 * w / math.tan(math.radians(fov_deg) / 2)
-    tracker = FrameTracker(lm, torch.zeros(lm.num_shape, dtype=torch.float64), focal, w, h)
-    expr, rot, trans, valid, frames = [], [], [], [], []
-    frame_iter = source.frames(max_frames=max_frames)
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+    return LandmarkModel.from_model(model, embedding).to(torch.device("cpu"), torch.float64)
 
-        frame_iter = tqdm(frame_iter, desc="track driver", unit="frame")
-    with FaceMeshDetector(video=True, max_faces=1) as detector:
-        for frame in frame_iter:
-            faces = detector.detect(frame.image)
-            if faces:
-                e, r, t = tracker(torch.as_tensor(faces[0].landmarks[:, :2], dtype=torch.float64))
-                expr.append(e.numpy()), rot.append(r.numpy()), trans.append(t.numpy())
-            elif expr:  # hold the last pose
-                expr.append(expr[-1]), rot.append(rot[-1]), trans.append(trans[-1])
-            else:
-                expr.append(None), rot.append(None), trans.append(None)
-            valid.append(bool(faces))
-            if keep_frames:
-                frames.append(frame.image)
-    if not any(valid):
-        raise DriveError(f"no face found in any frame of {path}; the driving video must show a face")
-    first = valid.index(True)  # frames before the first face take its values
-    for i in range(first):
-        expr[i], rot[i], trans[i] = expr[first], rot[first], trans[first]
-    seq = DriveSequence(np.stack(expr).astype(np.float32), np.stack(rot).astype(np.float32),
-                        np.stack(trans).astype(np.float32), float(source.info.fps or 25.0), str(Path(path)),
-                        valid=np.array(valid))
-    if keep_frames:
-        seq.frames = frames  # type: ignore[attr-defined]
-    missing = len(valid) - sum(valid)
+
+def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, source: str, lm,
+                    identity: bool = True) -> DriveSequence:
+    """A :class:`DriveSequence` from per-frame landmarks ``points [F, 478, 2]`` (NaN: no face) of
+    an image ``size = (width, height)``: the driver's identity first, then frame by frame."""
+    import math  # noqa: PLC0415
+
+    from ..tracking.identity import estimate_identity  # noqa: PLC0415
+    from ..tracking.online import FrameTracker  # noqa: PLC0415
+
+    w, h = size
+    valid = np.isfinite(points).all(axis=(1, 2))
+    if not valid.any():
+        raise DriveError(f"no face found in any frame of {source}; the driving video must show a face")
+    info: dict = {}
+    notes: list[str] = []
+    if identity:
+        ident = estimate_identity(lm, points, valid, w, h)
+        tracker = FrameTracker(lm, ident.shape, ident.focal, w, h, landmark_offset=ident.landmark_offset)
+        info["identity"] = ident.summary()
+        notes += ident.notes
+    else:
+        tracker = FrameTracker(lm, torch.zeros(lm.num_shape, dtype=torch.float64),
+                               0.5 * w / math.tan(math.radians(20.0)), w, h)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only wait on each other
+    try:
+        expr, rot, trans = _track_frames(tracker, points, valid)
+    finally:
+        torch.set_num_threads(threads)
+    if not valid.any():
+        raise DriveError(f"no frame of {source} could be tracked: the faces found fit no plausible head pose")
+    info.update(reinitialisations=tracker.reinitialisations, rejected_frames=tracker.rejected)
+    if tracker.reinitialisations:
+        notes.append(f"the per-frame fit was re-initialised {tracker.reinitialisations} time(s) after an implausible "
+                     f"state" + (f"; {tracker.rejected} frame(s) kept the previous pose" if tracker.rejected else ""))
+    missing = len(valid) - int(valid.sum())
     if missing:
-        seq.notes.append(f"{missing} driver frame(s) without a face held the previous pose")
-    return seq
+        notes.append(f"{missing} driver frame(s) without a face held the previous pose")
+    return DriveSequence(expr, rot, trans, fps, source, valid=valid, notes=notes, info=info)
+
+
+def _track_frames(tracker, points: np.ndarray, valid: np.ndarray):
+    """Per-frame fits ``(expression [F, E], rotation [F, 3], translation [F, 3])``; frames without a
+    face (or whose fit is implausible: ``valid`` is cleared there) hold the previous frame's values,
+    and frames before the first face take its values."""
+    from ..tracking.online import ImplausibleFrame  # noqa: PLC0415
+
+    out: list = []
+    for i in range(len(points)):
+        result = None
+        if valid[i]:
+            try:
+                result = tuple(x.numpy() for x in tracker(torch.as_tensor(points[i], dtype=torch.float64)))
+            except ImplausibleFrame:
+                valid[i] = False
+        out.append(result if result is not None else (out[-1] if out else None))
+    if not valid.any():
+        return None, None, None
+    first = int(np.flatnonzero(valid)[0])
+    out[:first] = [out[first]] * first
+    return tuple(np.stack(x).astype(np.float32) for x in zip(*out))

@@ -1,9 +1,14 @@
-"""Per-frame tracking for live driving: expression + head pose, one frame at a time.
+"""Per-frame tracking for driving: expression + head pose, one frame at a time.
 
-Identity ``shape`` and ``focal`` are fixed (from a batched fit, or zeros / a guess). Each
-frame runs a few damped Gauss-Newton steps, warm-started from the previous frame, on the
-linear landmark model of :mod:`.landmark_model`: the landmark rows of the blendshape basis
-are precomputed, so a step is a ``[2L, E+6]`` Jacobian and a ``(E+6)``-square solve.
+Identity ``shape``, ``focal`` and the per-subject ``landmark_offset`` are fixed (estimated
+from the driver's own frames by :func:`avatar.tracking.identity.estimate_identity`, or the
+mean face and a guessed focal). Each frame runs a few Levenberg-Marquardt steps,
+warm-started from the previous frame, on the linear landmark model of
+:mod:`.landmark_model`: the landmark rows of the blendshape basis are precomputed, so a step
+is a ``[2L, E+6]`` Jacobian and a ``(E+6)``-square solve. A step is kept only when it lowers
+the energy (else the damping grows and the step is tried again), so a frame cannot throw the
+head away, as plain Gauss-Newton steps from a far start did (a head turned 150 degrees,
+10 m away).
 
 Unknowns per step: expression ``psi [E]`` (projected to 0..1 after each step), a rotation
 increment ``dw [3]`` applied on the left (``R <- exp(dw) R``) and the translation ``t [3]``.
@@ -14,6 +19,14 @@ batched fitter's eye terms apply here too: lid-to-lid offsets that match MediaPi
 (:data:`.fit.EYE_CLOSURE_PAIRS`, unweighted rows on the expressions only) and no two
 antagonist blendshapes active together (:data:`.fit.EXCLUSIVE_EXPRESSIONS`; the product's
 gradient, linearised at the current step).
+
+Start and recovery: the first frame (and any frame after :meth:`FrameTracker.reset`) first
+fits the rigid pose alone (contour points out, a wider robust scale), then everything. After
+every frame the state is checked (:meth:`FrameTracker.implausible`: turned beyond 90 degrees,
+behind the camera or metres away, a quarter of the coefficients pinned at 1, landmarks far
+off); an implausible frame is fitted again from a fresh start, and if that fails too the
+previous frame's state is kept. ``reinitialisations`` and ``rejected`` count both, for the
+reports.
 """
 
 from __future__ import annotations
@@ -34,35 +47,39 @@ from .landmark_model import (
 
 @dataclass
 class OnlineConfig:
-    iterations: int = 3  # Gauss-Newton steps per frame (warm-started)
-    first_iterations: int = 15  # on the first frame (or after a lost face)
+    iterations: int = 3  # Levenberg-Marquardt steps per frame (warm-started)
+    first_iterations: int = 15  # on the first frame (or after a reset), after the rigid start
+    rigid_iterations: int = 10  # pose-only steps that start a first frame
+    rigid_robust_factor: float = 5.0  # wider robust scale for the rigid start (the pose starts far off)
     robust_px: float = 4.0
     w_expression: float = 2.0  # L1 weight (px^2 per unit coefficient)
     w_temporal_expression: float = 50.0  # px^2 per unit^2 change from the previous frame
     w_temporal_translation: float = 1e4  # px^2 per m^2 ... scaled by (focal/depth)^2 inside
     w_eye_closure: float = 1.0  # lid-to-lid offsets vs MediaPipe's (one frame: noisier than the batched fit; 0: off)
     w_exclusive: float = 100.0  # antagonist blendshapes active together (as the batched fitter; 0: off)
-    damping: float = 1e-2
+    damping: float = 1e-2  # initial Levenberg-Marquardt damping (relative to the diagonal)
     head_width_m: float = 0.15
+    # Plausibility (checked after every frame; an implausible state re-initialises):
+    max_rotation_deg: float = 90.0  # turned further from facing the camera
+    depth_range_m: tuple[float, float] = (0.05, 3.0)  # head centre distance in front of the camera
+    max_pinned: float = 0.25  # share of expression coefficients at 1
+    max_error_iod: float = 0.25  # median landmark error over the inter-ocular distance
 
 
 class FrameTracker:
     """Track one frame at a time: ``tracker(landmarks_px [478, 2])`` -> ``(expression [E], rotation [3], translation [3])``.
 
     Tensors follow ``lm``'s device and dtype (float64 recommended for the normal equations).
+    ``landmark_offset [L, 3]``: per-subject model-space offsets (``FitResult.landmark_offset``).
     """
 
     def __init__(self, lm: LandmarkModel, shape: Tensor, focal: float, width: int, height: int,
-                 cfg: OnlineConfig | None = None):
+                 cfg: OnlineConfig | None = None, landmark_offset: Tensor | None = None):
         self.cfg = cfg or OnlineConfig()
         self.lm = lm
         dt, dev = lm.template.dtype, lm.template.device
-        shape = shape.to(dev, dt)
         L, E = lm.template.shape[0], lm.num_expression
-        self.base = lm.template + torch.einsum("lks,s->lk", lm.shapedirs, shape)  # [L, 3]
         self.exprdirs = lm.exprdirs  # [L, 3, E]
-        self.eye_centres = lm.eye_template + torch.einsum("eks,s->ek", lm.eye_shapedirs, shape)  # [2, 3]
-        self.corners = lm.corner_template + torch.einsum("lcks,s->lck", lm.corner_shapedirs, shape)
         self.focal, self.width, self.height = float(focal), width, height
         self.principal = torch.tensor([width / 2, height / 2], dtype=dt, device=dev)
         self.flip = torch.tensor(CAMERA_FLIP, dtype=dt, device=dev)
@@ -84,10 +101,26 @@ class FrameTracker:
             self.yaw_sel[eye, 0, lm.index(f"eyeLookOut_{side}")] = -sign_in
             self.pitch_sel[eye, 0, lm.index(f"eyeLookDown_{side}")] = 1.0
             self.pitch_sel[eye, 0, lm.index(f"eyeLookUp_{side}")] = -1.0
-        corners = self.corners
+        self.set_identity(shape, focal, landmark_offset)
+        self.reinitialisations = 0  # frames that were fitted again from a fresh start
+        self.rejected = 0  # frames whose fit stayed implausible (the previous state was kept)
+        self.reset()
+
+    def set_identity(self, shape: Tensor, focal: float | None = None, landmark_offset: Tensor | None = None) -> None:
+        """Use this identity (and focal, offsets) from the next frame on; the pose is kept."""
+        lm = self.lm
+        dt, dev = lm.template.dtype, lm.template.device
+        shape = shape.to(dev, dt)
+        base = lm.template + torch.einsum("lks,s->lk", lm.shapedirs, shape)  # [L, 3]
+        if landmark_offset is not None:
+            base = base + landmark_offset.to(dev, dt)
+        self.base = base
+        self.eye_centres = lm.eye_template + torch.einsum("eks,s->ek", lm.eye_shapedirs, shape)  # [2, 3]
+        corners = lm.corner_template + torch.einsum("lcks,s->lck", lm.corner_shapedirs, shape)
         self.normals = torch.nn.functional.normalize(
             torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), dim=-1)
-        self.reset()
+        if focal is not None:
+            self.focal = float(focal)
 
     def reset(self) -> None:
         """Forget the previous frame (next call re-initialises the pose)."""
@@ -115,80 +148,162 @@ class FrameTracker:
         p = p.index_put((self.iris,), q)
         return p, J_iris.squeeze(-2) if J_iris.dim() == 4 else J_iris
 
-    def _init_pose(self, target: Tensor) -> None:
+    def _project(self, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """World points, camera points and pixels ``[L, 2]`` of model points ``p`` at the current pose."""
+        world = p @ self.R.T + self.t  # [L, 3]
+        cam = world * self.flip
+        px = self.focal * cam[:, :2] / cam[:, 2:].clamp_min(1e-4) + self.principal
+        return world, cam, px
+
+    def _system(self, target: Tensor, prev: tuple[Tensor, Tensor] | None, w_t: float, rigid: bool):
+        """Energy at the current state and its Gauss-Newton system ``(cost, A, b)``; ``A`` holds the
+        priors' curvature, not the damping. ``rigid``: the 6 pose unknowns only, contour out."""
+        cfg = self.cfg
+        psi = self.expression
+        E = psi.shape[0]
+        p, J_iris = self._model_points(psi)
+        world, cam, px = self._project(p)
+        z = cam[:, 2].clamp_min(1e-4)
+        res = px - target
+        r = res.reshape(-1)  # [2L]
+        # d px / d world: [L, 2, 3] = dproj/dcam @ flip
+        dproj = torch.zeros(p.shape[0], 2, 3, dtype=p.dtype, device=p.device)
+        dproj[:, 0, 0] = self.focal / z
+        dproj[:, 1, 1] = self.focal / z
+        dproj[:, :, 2] = -(px - self.principal) / z[:, None]
+        D = dproj * self.flip
+        rp = world - self.t  # R p
+        skew = torch.zeros(p.shape[0], 3, 3, dtype=p.dtype, device=p.device)
+        skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -rp[:, 2], rp[:, 1], -rp[:, 0]
+        skew = skew - skew.transpose(1, 2)  # [Rp]x
+        J_w = -D @ skew  # d px / d dw (left perturbation)
+        if rigid:
+            J3 = torch.cat((J_w, D), dim=2)  # [L, 2, 6]
+        else:
+            DR = D @ self.R  # [L, 2, 3]
+            J_psi = (DR[..., None] * self.exprdirs[:, None]).sum(2)  # [L, 2, E]
+            J_psi[self.iris] = torch.bmm(DR[self.iris], J_iris)
+            J3 = torch.cat((J_psi, J_w, D), dim=2)  # [L, 2, E + 6]
+        n = J3.shape[-1]
+        J = J3.reshape(-1, n)
+        # IRLS weights of Geman-McClure: rho(sq) = s2 sq / (sq + s2), weight rho'(sq) = (s2 / (sq + s2))^2.
+        sq = res.pow(2).sum(-1)
+        s2 = (cfg.robust_px * (cfg.rigid_robust_factor if rigid else 1.0)) ** 2
+        normal = self.normals @ self.R.T * self.flip
+        cos = (normal * torch.nn.functional.normalize(-cam, dim=-1)).sum(-1).clamp_min(0)
+        base_w = torch.where(self.contour, torch.zeros_like(cos) if rigid else cos**2, self.use.to(cos))
+        cost = 0.5 * (base_w * s2 * sq / (sq + s2)).sum()
+        self._px = px  # the projection at this state (the plausibility check reads the accepted one)
+        w = base_w * (s2 / (sq + s2)) ** 2
+        w2 = w.repeat_interleave(2)
+        A = J.T @ (J * w2[:, None])
+        b = -(J.T @ (w2 * r))
+        if rigid:
+            return cost, A, b
+        reg = torch.zeros(n, dtype=p.dtype, device=p.device)
+        if prev is not None:  # pull toward the previous frame's expression and translation
+            psi_prev, t_prev = prev
+            reg[:E] += cfg.w_temporal_expression
+            reg[E + 3 :] += w_t
+            b[:E] -= cfg.w_temporal_expression * (psi - psi_prev)
+            b[E + 3 :] -= w_t * (self.t - t_prev)
+            cost = cost + 0.5 * (cfg.w_temporal_expression * (psi - psi_prev).pow(2).sum()
+                                 + w_t * (self.t - t_prev).pow(2).sum())
+        b[:E] -= cfg.w_expression * 0.5  # L1 on psi >= 0
+        cost = cost + 0.5 * cfg.w_expression * psi.sum()
+        if cfg.w_eye_closure > 0:  # lid-to-lid offsets: rows J_upper - J_lower, expressions only
+            up, lo = self.pairs  # (the offsets say how open the eyes are, not where the head is)
+            r_gap = ((px[up] - px[lo]) - (target[up] - target[lo])).reshape(-1)
+            J_gap = torch.nn.functional.pad((J3[up, :, :E] - J3[lo, :, :E]).reshape(-1, E), (0, 6))
+            A = A + cfg.w_eye_closure * (J_gap.T @ J_gap)
+            b = b - cfg.w_eye_closure * (J_gap.T @ r_gap)
+            cost = cost + 0.5 * cfg.w_eye_closure * r_gap.pow(2).sum()
+        if self.exclusive is not None and cfg.w_exclusive > 0:  # d(a b) = (b, a), halved as the L1 term
+            ia, ib = self.exclusive  # (a blendshape may sit in several pairs: accumulate)
+            b[:E] = b[:E].index_add(0, ia, psi[ib], alpha=-0.5 * cfg.w_exclusive)
+            b[:E] = b[:E].index_add(0, ib, psi[ia], alpha=-0.5 * cfg.w_exclusive)
+            cost = cost + 0.5 * cfg.w_exclusive * (psi[ia] * psi[ib]).sum()
+        return cost, A + torch.diag(reg), b
+
+    def _solve(self, target: Tensor, iterations: int, prev, w_t: float, rigid: bool) -> None:
+        """Levenberg-Marquardt: a step is kept when it lowers the energy, else the damping grows."""
+        E = self.lm.num_expression
+        lam = self.cfg.damping
+        cost, A, b = self._system(target, prev, w_t, rigid)
+        px = self._px
+        for _ in range(iterations):
+            delta = torch.linalg.solve(A + torch.diag(lam * (A.diagonal() + 1.0)), b)
+            saved = (self.expression, self.R, self.t)
+            if not rigid:
+                self.expression = (self.expression + delta[:E]).clamp(0.0, 1.0)
+                delta = delta[E:]
+            self.R = axis_angle_to_matrix(delta[None, :3])[0] @ self.R
+            self.t = self.t + delta[3:]
+            new_cost, A_new, b_new = self._system(target, prev, w_t, rigid)
+            if bool(torch.isfinite(new_cost)) and new_cost <= cost:
+                cost, A, b, px = new_cost, A_new, b_new, self._px
+                lam = max(lam / 3.0, 1e-6)
+            else:  # reject: back to the kept state, damp harder
+                self.expression, self.R, self.t = saved
+                self._px = px
+                lam *= 10.0
+
+    def _start(self, target: Tensor) -> None:
+        """A fresh start on this frame: pose from the landmarks' spread, rigid fit, then everything."""
         rot, trans = initial_pose(target[None], torch.ones(1, dtype=torch.bool, device=target.device),
                                   self.focal, self.width, self.height, self.cfg.head_width_m)
         self.R = axis_angle_to_matrix(rot)[0]
         self.t = trans[0]
         self.expression = target.new_zeros(self.lm.num_expression)
+        self._solve(target, self.cfg.rigid_iterations, None, 0.0, rigid=True)
+        self._solve(target, self.cfg.first_iterations, None, 0.0, rigid=False)
+
+    def implausible(self, target: Tensor, px: Tensor | None = None) -> str | None:
+        """Why the current state cannot be a face (a short reason), or None when it can.
+        ``px``: the state's projected landmarks when already known."""
+        cfg = self.cfg
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(self.R.trace()) - 1) / 2))))
+        if angle > cfg.max_rotation_deg:
+            return f"head turned {angle:.0f} degrees from the camera"
+        depth = float(-self.t[2])
+        lo, hi = cfg.depth_range_m
+        if not lo <= depth <= hi:
+            return f"head {depth:.2f} m in front of the camera"
+        pinned = float((self.expression >= 0.999).to(self.t.dtype).mean())
+        if pinned > cfg.max_pinned:
+            return f"{pinned:.0%} of the expression coefficients pinned at 1"
+        if px is None:
+            px = self._project(self._model_points(self.expression)[0])[2]
+        iod = float((target[33] + target[133] - target[362] - target[263]).norm() / 2)
+        err = float((px - target)[self.use].norm(dim=-1).median())
+        if err > cfg.max_error_iod * max(iod, 1.0):
+            return f"landmarks {err:.1f} px off (inter-ocular distance {iod:.0f} px)"
+        return None
 
     @torch.inference_mode()
     def __call__(self, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Fit one frame's landmarks ``target [478, 2]`` (pixels); returns ``(expression [E], rotation [3], translation [3])``."""
         cfg = self.cfg
         target = target.to(self.base)
-        first = self.R is None
-        if first:
-            self._init_pose(target)
-        psi_prev, t_prev = self.expression.clone(), self.t.clone()
-        E = psi_prev.shape[0]
-        depth = float(-self.t[2])
-        w_t = cfg.w_temporal_translation * (self.focal / depth) ** 2 / 1e4
-        for _ in range(cfg.first_iterations if first else cfg.iterations):
-            p, J_iris = self._model_points(self.expression)
-            world = p @ self.R.T + self.t  # [L, 3]
-            cam = world * self.flip
-            z = cam[:, 2].clamp_min(1e-4)
-            px = self.focal * cam[:, :2] / z[:, None] + self.principal
-            r = (px - target).reshape(-1)  # [2L]
-            # d px / d world: [L, 2, 3] = dproj/dcam @ flip
-            dproj = torch.zeros(p.shape[0], 2, 3, dtype=p.dtype, device=p.device)
-            dproj[:, 0, 0] = self.focal / z
-            dproj[:, 1, 1] = self.focal / z
-            dproj[:, :, 2] = -(px - self.principal) / z[:, None]
-            D = dproj * self.flip
-            DR = D @ self.R  # [L, 2, 3]
-            J_psi = (DR[..., None] * self.exprdirs[:, None]).sum(2)  # [L, 2, E]
-            J_psi[self.iris] = torch.bmm(DR[self.iris], J_iris)
-            rp = world - self.t  # R p
-            skew = torch.zeros(p.shape[0], 3, 3, dtype=p.dtype, device=p.device)
-            skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -rp[:, 2], rp[:, 1], -rp[:, 0]
-            skew = skew - skew.transpose(1, 2)  # [Rp]x
-            J_w = -D @ skew  # d px / d dw (left perturbation)
-            J3 = torch.cat((J_psi, J_w, D), dim=2)  # [L, 2, E + 6]
-            J = J3.reshape(-1, E + 6)
-            # IRLS weights.
-            sq = (px - target).pow(2).sum(-1)
-            s2 = cfg.robust_px**2
-            w = (s2 / (sq + s2)) ** 2 * self.use
-            n = self.normals @ self.R.T * self.flip
-            cos = (n * torch.nn.functional.normalize(-cam, dim=-1)).sum(-1).clamp_min(0)
-            w = torch.where(self.contour, w * cos**2, w)
-            w2 = w.repeat_interleave(2)
-            A = J.T @ (J * w2[:, None])
-            b = -(J.T @ (w2 * r))
-            # Priors: L1 on psi (gradient w_e), pull toward previous psi and t.
-            reg = torch.zeros(E + 6, dtype=p.dtype, device=p.device)
-            if not first:
-                reg[:E] += cfg.w_temporal_expression
-                reg[E + 3 :] += w_t
-                b[:E] -= cfg.w_temporal_expression * (self.expression - psi_prev)
-                b[E + 3 :] -= w_t * (self.t - t_prev)
-            b[:E] -= cfg.w_expression * 0.5
-            if cfg.w_eye_closure > 0:  # lid-to-lid offsets: rows J_upper - J_lower, expressions only
-                up, lo = self.pairs  # (the offsets say how open the eyes are, not where the head is)
-                r_gap = ((px[up] - px[lo]) - (target[up] - target[lo])).reshape(-1)
-                J_gap = (J3[up, :, :E] - J3[lo, :, :E]).reshape(-1, E)
-                J_gap = torch.nn.functional.pad(J_gap, (0, 6))
-                A = A + cfg.w_eye_closure * (J_gap.T @ J_gap)
-                b = b - cfg.w_eye_closure * (J_gap.T @ r_gap)
-            if self.exclusive is not None and cfg.w_exclusive > 0:  # d(a b) = (b, a), halved as the L1 term
-                ia, ib = self.exclusive  # (a blendshape may sit in several pairs: accumulate)
-                b[:E] = b[:E].index_add(0, ia, self.expression[ib], alpha=-0.5 * cfg.w_exclusive)
-                b[:E] = b[:E].index_add(0, ib, self.expression[ia], alpha=-0.5 * cfg.w_exclusive)
-            A = A + torch.diag(reg + cfg.damping * (A.diagonal() + 1.0))
-            delta = torch.linalg.solve(A, b)
-            self.expression = (self.expression + delta[:E]).clamp(0.0, 1.0)
-            self.R = axis_angle_to_matrix(delta[None, E : E + 3])[0] @ self.R
-            self.t = self.t + delta[E + 3 :]
+        if self.R is None:
+            self._start(target)
+            kept = None
+        else:
+            kept = (self.expression, self.R, self.t)
+            w_t = cfg.w_temporal_translation * (self.focal / float(-self.t[2])) ** 2 / 1e4
+            self._solve(target, cfg.iterations, (self.expression.clone(), self.t.clone()), w_t, rigid=False)
+        if self.implausible(target, self._px) is not None:
+            self.reinitialisations += 1
+            self._start(target)
+            if self.implausible(target, self._px) is not None:
+                self.rejected += 1
+                if kept is not None:
+                    self.expression, self.R, self.t = kept
+                else:
+                    self.reset()
+                    raise ImplausibleFrame("no plausible head pose fits this frame's landmarks")
         return self.expression.clone(), matrix_to_axis_angle(self.R), self.t.clone()
+
+
+class ImplausibleFrame(ValueError):
+    """The first frame's landmarks admit no plausible head pose (treat the frame as faceless)."""

@@ -21,6 +21,7 @@ from ..data.reports import write_json
 from ..data.video import VideoWriter
 from ..device import pick_device
 from ..gaussians.ply import save_ply
+from ..tracking.expression_range import ExpressionRange
 from ..tracking.sequence import TrackedSequence, load_tracking
 from .data import load_frames
 from .trainer import TrainConfig, Trainer, atomic_torch_save, deformer_state, gaussians_from_state, init_gaussians
@@ -101,6 +102,9 @@ def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
         "width": trainer.frames.width,
         "height": trainer.frames.height,
         "background": trainer.background.cpu(),
+        # How the subject's face moved in the training frames: retargeting maps a driver onto it.
+        "expression_range": ExpressionRange.from_sequence(
+            tracking.expression[trainer.frames.frame_ids[trainer.frames.train]]).state(),
     }
 
 

@@ -1,0 +1,97 @@
+"""Grading reenactment from outside: MediaPipe on the driver and on the avatar's render.
+
+:func:`driven_measures` renders a driven avatar frame by frame, runs MediaPipe face mesh on
+each render and reads the model-free measures of :mod:`avatar.landmarks.face_measures`
+(eye and jaw opening, mouth width, brow height, head yaw/pitch/roll); the driver's come from
+its own MediaPipe landmarks. :func:`avatar.landmarks.face_measures.compare` then gives the
+correlation and amplitude ratio per measure. The toolkit's fitter never grades itself here.
+
+:func:`fit_agreement` compares the per-frame driver fit with a batched fit (or the truth) of
+the same frames: head-rotation difference and relative depth difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..geometry.rotations import axis_angle_to_matrix
+from ..landmarks.face_measures import EXPRESSION_MEASURES, MEASURES, compare, face_measures
+from .retarget import RetargetConfig, retarget
+from .sources import DriveSequence
+
+
+def render_driven_frames(package, drive: DriveSequence, cfg: RetargetConfig | None = None, size: int | None = None,
+                         neutral_frame: int | None = None, camera: str = "tracked"):
+    """Yield the avatar's rendered frames ``[H, W, 3]`` uint8 for ``drive`` (as ``avatar render``)."""
+    ref_r, ref_t = package.reference_pose(drive)
+    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, cfg, package.expression_range(),
+                                neutral_frame)
+    if camera == "fixed":
+        rot[:], trans[:] = ref_r, ref_t
+    K, width, height = package.camera(size)
+    viewmat = package.state["viewmat"].to(package.device, torch.float32)
+    for i in range(drive.n_frames):
+        yield package.render_frame(expr[i], rot[i], trans[i], viewmat, K, width, height)[0]
+
+
+def detect_sequence(frames) -> np.ndarray:
+    """MediaPipe landmarks ``[F, 478, 3]`` (NaN where no face) of an iterable of RGB frames (video mode)."""
+    from ..landmarks import FaceMeshDetector  # noqa: PLC0415
+
+    out = []
+    with FaceMeshDetector(video=True, max_faces=1) as detector:
+        for frame in frames:
+            faces = detector.detect(frame)
+            out.append(faces[0].landmarks if faces else np.full((478, 3), np.nan, np.float32))
+    return np.stack(out)
+
+
+def summarise(comparison: dict) -> dict:
+    """Mean correlation and the amplitude ratios' spread over the four expression measures."""
+    corr = [comparison[k]["correlation"] for k in EXPRESSION_MEASURES if comparison.get(k, {}).get("correlation") is not None]
+    amp = [comparison[k]["amplitude"] for k in EXPRESSION_MEASURES if comparison.get(k, {}).get("amplitude") is not None]
+    return {"expression_correlation_mean": round(float(np.mean(corr)), 3) if corr else None,
+            "expression_correlation_min": round(float(np.min(corr)), 3) if corr else None,
+            "amplitude_min": round(float(np.min(amp)), 3) if amp else None,
+            "amplitude_max": round(float(np.max(amp)), 3) if amp else None}
+
+
+def grade_reenactment(package, drive: DriveSequence, driver_landmarks: np.ndarray, cfg: RetargetConfig | None = None,
+                      size: int | None = None, neutral_frame: int | None = None) -> dict:
+    """Render ``drive`` on ``package`` and compare MediaPipe's measures of the render with the
+    driver's (``driver_landmarks [F, 478, 3]``, NaN without a face): per measure
+    ``{correlation, amplitude, frames}``, the summary, and the frames where MediaPipe found the
+    avatar's face."""
+    rendered = detect_sequence(render_driven_frames(package, drive, cfg, size, neutral_frame))
+    avatar = face_measures(rendered)
+    driver = face_measures(driver_landmarks[: len(rendered)])
+    per = compare(driver, avatar)
+    found = np.isfinite(rendered).all(axis=(1, 2))
+    return {"measures": per, **summarise(per), "frames": int(len(rendered)),
+            "avatar_face_found": round(float(found.mean()), 3)}
+
+
+def fit_agreement(rotation: np.ndarray, translation: np.ndarray, ref_rotation: np.ndarray,
+                  ref_depth: np.ndarray, valid: np.ndarray | None = None, to_camera: np.ndarray | None = None) -> dict:
+    """Per-frame fit ``rotation [F, 3]`` (axis-angle, tracking camera at the origin) and
+    ``translation [F, 3]`` against reference rotations ``[F, 3]`` and camera depths ``[F]`` (metres):
+    rotation difference (degrees: median, p95, max, frames beyond 15) and relative depth
+    difference (median, max). ``to_camera [3, 3]`` maps the reference rotations into the
+    tracking camera's world (for a reference seen through another camera)."""
+    R = axis_angle_to_matrix(torch.as_tensor(rotation, dtype=torch.float64)).numpy()
+    R_ref = axis_angle_to_matrix(torch.as_tensor(ref_rotation, dtype=torch.float64)).numpy()
+    if to_camera is not None:
+        R_ref = to_camera @ R_ref
+    ok = np.ones(len(R), bool) if valid is None else np.asarray(valid, bool)
+    cos = (np.einsum("fij,fij->f", R, R_ref) - 1) / 2
+    angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))[ok]
+    depth = -np.asarray(translation, np.float64)[:, 2]
+    rel = np.abs(depth / np.asarray(ref_depth, np.float64) - 1)[ok]
+    return {"frames": int(ok.sum()),
+            "rotation_deg": {"median": round(float(np.median(angle)), 2), "p95": round(float(np.percentile(angle, 95)), 2),
+                             "max": round(float(angle.max()), 2), "frames_over_15": int((angle > 15).sum())},
+            "depth_rel": {"median": round(float(np.median(rel)), 4), "max": round(float(rel.max()), 4)}}
+
+
+__all__ = ["MEASURES", "detect_sequence", "fit_agreement", "grade_reenactment", "render_driven_frames", "summarise"]

@@ -1,0 +1,289 @@
+"""Reenactment: the driver's identity, a per-frame fit that cannot diverge, retargeting through
+the driver's neutral and the avatar's rest and range, and the model-free face measures that
+grade it from outside."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_tracking import FOCAL, W, lm, rotation_error_deg, synthetic  # noqa: F401  (lm is a fixture)
+
+from avatar.drive.retarget import RetargetConfig, Retargeter, map_expressions, pair_indices, retarget
+from avatar.drive.sources import DriveSequence
+from avatar.landmarks.face_measures import compare, face_measures
+from avatar.models.ict import EXPRESSION_NAMES
+from avatar.tracking.expression_range import ExpressionRange
+
+NAMES = list(EXPRESSION_NAMES)
+
+
+def _camera_points(lm, shape, expr, rot, trans):
+    """MediaPipe-like ``[F, 478, 3]``: camera-space points scaled to pixels (x right, y down, z away)."""
+    from avatar.tracking.landmark_model import to_camera, view_directions
+
+    with torch.no_grad():
+        cam = to_camera(lm.points(shape, expr, view_directions(rot, trans)), rot, trans)
+    return (cam * FOCAL / 0.55).numpy()
+
+
+def test_face_measures_follow_eyes_jaw_and_head_turn(lm):
+    lm, _, _ = lm
+    F = 40
+    t = torch.linspace(0, 1, F)
+    expr = torch.zeros(F, lm.num_expression)
+    expr[:, lm.index("jawOpen")] = 0.6 * torch.sin(2 * math.pi * t).clamp_min(0)
+    expr[:, lm.index("eyeBlink_L")] = expr[:, lm.index("eyeBlink_R")] = 0.9 * torch.sin(2 * math.pi * t * 2).clamp_min(0)
+    yaw = 0.4 * torch.sin(2 * math.pi * t * 1.5)
+    rot = torch.stack((torch.zeros(F), yaw, torch.zeros(F)), -1)
+    trans = torch.tensor([0.0, 0.0, -0.55]).expand(F, 3)
+    m = face_measures(_camera_points(lm, torch.zeros(lm.num_shape), expr, rot, trans))
+    assert np.corrcoef(m["jaw"], expr[:, lm.index("jawOpen")])[0, 1] > 0.95
+    assert np.corrcoef(m["eye"], expr[:, lm.index("eyeBlink_L")])[0, 1] < -0.95  # a blink closes the eye
+    yaw_deg = np.degrees(yaw.numpy())
+    assert abs(abs(np.corrcoef(m["yaw"], yaw_deg)[0, 1]) - 1) < 0.01
+    assert abs(m["yaw"].std() / yaw_deg.std() - 1) < 0.05  # degrees as turned
+    assert np.abs(m["roll"]).max() < 2 and np.abs(m["pitch"]).max() < 3
+    # compare(): a follower at half the amplitude correlates fully at ratio 0.5; a flat one is undefined.
+    half = {k: 0.5 * v for k, v in m.items()}
+    c = compare(m, half)
+    assert c["jaw"]["correlation"] == pytest.approx(1.0) and c["jaw"]["amplitude"] == pytest.approx(0.5)
+    flat = compare({"x": np.arange(5.0)}, {"x": np.ones(5)})
+    assert flat["x"]["correlation"] is None and flat["x"]["amplitude"] == 0
+
+
+def test_face_measures_name_the_expected_shape():
+    with pytest.raises(ValueError, match=r"\[F, 478, 3\]"):
+        face_measures(np.zeros((3, 468, 3)))
+
+
+def test_retarget_uses_the_drivers_rest_not_its_first_frame_and_the_avatars_rest():
+    F, E = 60, len(NAMES)
+    smile, frown, jaw = NAMES.index("mouthSmile_L"), NAMES.index("mouthFrown_L"), NAMES.index("jawOpen")
+    expr = np.zeros((F, E), np.float32)
+    expr[:, smile] = 0.3  # this driver's mouth corner rests at 0.3...
+    expr[:5, smile] = 0.8  # ...but the clip starts on a smile
+    expr[40:45, smile] = 0.1  # and drops below its rest: a frown
+    expr[20:30, jaw] = 0.5
+    drive = DriveSequence(expr, np.zeros((F, 3), np.float32), np.zeros((F, 3), np.float32), 25.0, "test")
+    rest = np.zeros(E)
+    rest[NAMES.index("mouthPress_L")] = 0.2  # the avatar's lips rest pressed a little
+    avatar = ExpressionRange(rest, rest + 0.5, rest, 100)
+    e, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None, gain=1.0), avatar)
+    assert e[10, smile] == pytest.approx(0) and e[:5, smile] == pytest.approx(0.5)  # relative to the rest, not frame 0
+    assert e[40:45, frown] == pytest.approx(0.2) and e[40:45, smile] == pytest.approx(0)  # below neutral: the antagonist
+    assert e[20:30, jaw] == pytest.approx(0.5) and e[10, jaw] == 0
+    assert (e[:, NAMES.index("mouthPress_L")] == pytest.approx(0.2))  # the avatar's rest everywhere
+    no_pairs, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES,
+                              RetargetConfig(min_cutoff=None, antagonists=False, rest=False, gain=1.0), avatar)
+    assert no_pairs[40:45, frown] == pytest.approx(0) and no_pairs[:, NAMES.index("mouthPress_L")].max() == 0
+
+
+def test_range_gain_maps_the_drivers_span_onto_the_avatars():
+    E = len(NAMES)
+    jaw = NAMES.index("jawOpen")
+    driver = ExpressionRange(np.zeros(E), np.full(E, 0.8), np.zeros(E), 100)
+    avatar = ExpressionRange(np.zeros(E), np.full(E, 0.4), np.zeros(E), 100)
+    e = np.zeros((2, E))
+    e[1, jaw] = 0.8
+    rt = Retargeter(np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(range=True, min_cutoff=None, gain=1.0), avatar, driver)
+    assert rt(e[1], np.zeros(3), np.zeros(3), 0.0)[0][jaw] == pytest.approx(0.4)  # the driver's top: the avatar's top
+    limited = Retargeter(np.zeros(3), np.array([0, 0, -0.5]), NAMES,
+                         RetargetConfig(range=True, min_cutoff=None, gain=1.0, gain_limits=(0.8, 1.2)), avatar, driver)
+    assert limited(e[1], np.zeros(3), np.zeros(3), 0.0)[0][jaw] == pytest.approx(0.64)
+
+
+def test_map_expressions_keeps_each_antagonist_pair_signed():
+    pairs = pair_indices(NAMES)
+    blink, wide = NAMES.index("eyeBlink_L"), NAMES.index("eyeWide_L")
+    assert [blink, wide] in pairs.tolist()
+    assert len(np.unique(pairs)) == pairs.size  # every blendshape in one pair at most
+    neutral = np.zeros(len(NAMES))
+    neutral[blink] = 0.2  # the driver's eyes rest a little closed
+    e = neutral.copy()
+    e[blink] = 0.0  # opened wider than at rest
+    out = map_expressions(e, neutral, np.zeros(len(NAMES)), np.ones(len(NAMES)), pairs)
+    assert out[wide] == pytest.approx(0.2) and out[blink] == 0
+
+
+def test_live_retargeter_runs_a_neutral_estimate_and_r_fixes_it():
+    E = len(NAMES)
+    jaw = NAMES.index("jawOpen")
+    rt = Retargeter(np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None, gain=1.0), refresh=5)
+    first = np.zeros(E)
+    first[jaw] = 0.6  # the session starts with the mouth open
+    assert rt(first, np.zeros(3), np.zeros(3), 0.0)[0][jaw] == 0  # one frame: it is the neutral for now
+    for i in range(40):
+        rt(np.zeros(E), np.zeros(3), np.zeros(3), i / 30)
+    assert rt(first, np.zeros(3), np.zeros(3), 2.0)[0][jaw] == pytest.approx(0.6)  # the running rest found 0
+    rt.set_neutral(first, np.zeros(3), np.zeros(3))  # key r
+    for i in range(40):
+        rt(np.zeros(E), np.zeros(3), np.zeros(3), 3 + i / 30)
+    assert rt(first, np.zeros(3), np.zeros(3), 5.0)[0][jaw] == 0  # r holds
+
+
+def test_extreme_driver_throughout_gets_an_unsure_neutral_note():
+    from avatar.drive.animate import retarget_notes
+
+    F, E = 50, len(NAMES)
+    rng = np.random.default_rng(0)
+    expr = rng.uniform(0.3, 1.0, (F, E)).astype(np.float32)  # never at rest
+    drive = DriveSequence(expr, np.zeros((F, 3), np.float32), np.zeros((F, 3), np.float32), 25.0, "test")
+    notes = retarget_notes(drive, None, None)
+    assert any("neutral is unsure" in n for n in notes) and any("rest expression is taken as zero" in n for n in notes)
+    calm = DriveSequence(np.zeros((F, E), np.float32), drive.rotation, drive.translation, 25.0, "test")
+    assert not any("unsure" in n for n in retarget_notes(calm, None, None))
+
+
+@pytest.mark.slow
+def test_per_frame_fit_does_not_diverge_on_an_expressive_first_frame(lm):
+    """Plain Gauss-Newton from the mean face threw such a head 150 degrees round and metres away."""
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+    s = synthetic(lm, F=12)
+    expr = s["expression"].clone()
+    for n in ("jawOpen", "mouthSmile_L", "mouthSmile_R", "browInnerUp_L", "browInnerUp_R", "eyeWide_L", "eyeWide_R"):
+        expr[:, lm.index(n)] = 0.9
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
+
+    rot, trans = s["rotation"], s["translation"]
+    with torch.no_grad():
+        target = project(to_camera(lm.points(s["shape"] * 3, expr, view_directions(rot, trans)), rot, trans),
+                         torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
+    lm64 = lm.to(dtype=torch.float64)
+    tracker = FrameTracker(lm64, torch.zeros(lm.num_shape, dtype=torch.float64), 0.5 * W / math.tan(math.radians(20)), W, W)
+    out = [tracker(target[i].double()) for i in range(len(target))]
+    err = rotation_error_deg(rot.double(), torch.stack([o[1] for o in out]))
+    assert err.max() < 10, err
+    depth = torch.stack([o[2] for o in out])[:, 2]
+    assert ((depth / trans[:, 2].double()) - 1).abs().max() < 0.3  # mean face, guessed focal: near, not metres off
+    assert tracker.rejected == 0
+
+
+@pytest.mark.slow
+def test_implausible_state_reinitialises_and_says_so(lm):
+    from avatar.geometry.rotations import axis_angle_to_matrix
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+    s = synthetic(lm, F=3, noise=0.0)
+    lm64 = lm.to(dtype=torch.float64)
+    tracker = FrameTracker(lm64, s["shape"].double(), FOCAL, W, W)
+    tracker(s["target"][0].double())
+    assert tracker.implausible(s["target"][1].double()) is None
+    tracker.R = axis_angle_to_matrix(torch.tensor([[0.0, 2.6, 0.0]], dtype=torch.float64))[0]  # facing away
+    tracker.t = torch.tensor([0.0, 0.0, -9.0], dtype=torch.float64)
+    assert "turned" in tracker.implausible(s["target"][1].double())
+    _, r, t = tracker(s["target"][1].double())
+    assert tracker.reinitialisations == 1
+    assert rotation_error_deg(s["rotation"][1:2].double(), r[None]).item() < 2
+    assert abs(float(t[2]) - float(s["translation"][1, 2])) < 0.02
+
+
+@pytest.mark.slow
+def test_driver_identity_makes_the_per_frame_fit_agree_with_the_truth(lm):
+    """The driver's face shape, focal and offsets from its own frames, then frame by frame."""
+    from avatar.tracking.identity import estimate_identity
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+    s = synthetic(lm, F=48, seed=3)
+    s_big = s["shape"] * 2.5  # a face far from the mean
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
+
+    rot, trans, expr = s["rotation"], s["translation"], s["expression"]
+    with torch.no_grad():
+        target = project(to_camera(lm.points(s_big, expr, view_directions(rot, trans)), rot, trans),
+                         torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
+    lm64 = lm.to(dtype=torch.float64)
+    ident = estimate_identity(lm64, target.numpy(), np.ones(48, bool), W, W)
+    # Landmarks alone pin the focal length loosely (the fit trades it against depth and face
+    # size; its prior is a 40-degree view, 704 px here against the true 620).
+    assert abs(ident.focal / FOCAL - 1) < 0.15
+    results = {}
+    for name, (shape, focal, offset) in {"mean": (torch.zeros(lm.num_shape), 0.5 * W / math.tan(math.radians(20)), None),
+                                         "estimated": (ident.shape, ident.focal, ident.landmark_offset)}.items():
+        tracker = FrameTracker(lm64, shape.double(), focal, W, W, landmark_offset=offset)
+        out = [tracker(target[i].double()) for i in range(48)]
+        e = torch.stack([o[0] for o in out]).float()
+        depth_ratio = torch.stack([o[2] for o in out])[:, 2].float() / trans[:, 2]
+        results[name] = {"expr_err": float((e - expr).abs().mean()),
+                         "depth_err": float((depth_ratio / (focal / FOCAL) - 1).abs().max())}  # up to the focal's scale
+    assert results["estimated"]["expr_err"] < 0.7 * results["mean"]["expr_err"], results
+    assert results["estimated"]["depth_err"] < 0.05, results
+
+
+def test_identity_waits_for_frontal_frames_and_says_so():
+    from avatar.tracking.identity import BackgroundIdentity, IdentityConfig, pick_frames
+
+    turned = np.zeros((20, 478, 2), np.float32)
+    turned[:, [33, 133]] = [100, 100]
+    turned[:, [362, 263]] = [140, 100]
+    turned[:, 1] = [160, 120]  # the nose far outside the eyes: a profile
+    frames, notes = pick_frames(turned, np.ones(20, bool), IdentityConfig())
+    assert len(frames) == 20 and "only 0 frame(s) show the face from the front" in notes[0]
+    bg = BackgroundIdentity(None, 256, 256, wait_frames=5, give_up_frames=50)
+    for f in turned[:10]:
+        assert bg.add(f) is None
+    assert bg._thread is None and any("waits for a frontal face" in n for n in bg.notes)
+
+
+@pytest.mark.slow
+def test_grading_a_driver_against_itself_is_perfect(monkeypatch):
+    """The outside measure's plumbing: when the 'render' is the driver's own frames, every
+    expression measure correlates fully at amplitude 1."""
+    import os
+    from pathlib import Path
+
+    from avatar.drive import reenact_eval
+    from avatar.drive.video_driver import detect_landmarks
+
+    video = Path(os.environ.get("AVATAR_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    video = video / "drive_expressive_512.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} not found (set AVATAR_TEST_DATA)")
+    points, frames, fps, size, _ = detect_landmarks(video, max_frames=40, keep_frames=True, progress=False)
+    monkeypatch.setattr(reenact_eval, "render_driven_frames", lambda *a, **k: iter(frames))
+    drive = DriveSequence(np.zeros((40, 53), np.float32), np.zeros((40, 3), np.float32), np.zeros((40, 3), np.float32),
+                          fps, str(video))
+    graded = reenact_eval.grade_reenactment(None, drive, points)
+    assert graded["avatar_face_found"] == 1.0
+    for m in ("eye", "jaw", "mouth_width", "brow", "yaw", "pitch"):
+        assert graded["measures"][m]["correlation"] > 0.99 and abs(graded["measures"][m]["amplitude"] - 1) < 0.05, m
+
+
+@pytest.mark.slow
+def test_background_identity_is_fitted_off_the_loop_and_handed_over_once(lm):
+    from avatar.tracking.identity import BackgroundIdentity, IdentityConfig
+    from avatar.tracking.fit import FitConfig
+
+    lm, _, _ = lm
+    s = synthetic(lm, F=40, seed=5)
+    cfg = IdentityConfig(max_frames=12, min_frames=8, max_turn=10.0,  # every frame counts as frontal
+                         fit=FitConfig(rigid_iterations=40, full_iterations=80))
+    bg = BackgroundIdentity(lm.to(dtype=torch.float64), W, W, cfg, wait_frames=12)
+    got = [bg.add(s["target"][i].numpy()) for i in range(12)]
+    assert got == [None] * 12 and bg.started_at == 12  # started, not waited for
+    bg.join(timeout=120)
+    first = bg.add(s["target"][12].numpy())
+    assert first is not None and len(first.frames) == 12 and first.shape.dtype == torch.float64
+    assert bg.add(s["target"][13].numpy()) is None  # handed over once
+
+
+def test_retarget_config_reads_the_keys_and_names_a_bad_one():
+    from omegaconf import OmegaConf
+
+    from avatar.drive.retarget import retarget_config
+    from avatar.drive.sources import DriveError
+
+    base = {"relative": True, "smoothing": {"min_cutoff": None, "beta": 0.5}}
+    cfg = retarget_config(OmegaConf.create({**base, "retarget": {"gain": 2, "range": True, "gain_limits": [0.7, 1.3]}}))
+    assert cfg.gain == 2.0 and cfg.range and cfg.gain_limits == (0.7, 1.3) and cfg.min_cutoff is None
+    assert retarget_config(OmegaConf.create(base)).gain == RetargetConfig.gain  # the dataclass holds the default
+    with pytest.raises(DriveError, match="retarget.gain must be a number, got 'abc'"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"gain": "abc"}}))
+    with pytest.raises(DriveError, match="retarget.gain_limits"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"gain_limits": [2, 1]}}))
