@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--max-gaussians", default="auto", help="a number, auto (as `avatar live`) or none (all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-driver-identity", action="store_true", help="drive with the mean face (retarget.driver_identity=false)")
     args = parser.parse_args()
     if not args.run:
         print(json.dumps({"benchmark": "live", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
@@ -65,7 +66,8 @@ def main() -> None:
         mse = np.mean([np.mean((package.render_frame(*v, viewmat, K, width, height)[0] / 255.0 - f / 255.0) ** 2)
                        for v, f in zip(views, full)])
         psnr = round(float(-10 * np.log10(max(mse, 1e-12))), 2)
-    report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames)
+    report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
+                      driver_identity=not args.no_driver_identity)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,

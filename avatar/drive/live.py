@@ -106,7 +106,7 @@ class LiveStats:
         if ident is None:
             return None
         if ident.result is None:
-            return {"estimated": False, "frames_collected": len(ident.frames)}
+            return {"estimated": False, "started": ident.started, "frames_collected": len(ident.frames)}
         return {"estimated": True, "after_face_frames": ident.started_at, **ident.result.summary()}
 
 
@@ -130,7 +130,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report.
 
     The driver starts with the mean face; with ``driver_identity`` its own identity is fitted
-    in the background from its first usable frames (:class:`BackgroundIdentity`) and swapped in
+    in the background from its first usable frames (:class:`BackgroundIdentity`, in a process of its own) and swapped in
     when ready (the fit restarts from that frame, and the running neutral starts over)."""
     import cv2  # noqa: PLC0415
 
@@ -215,6 +215,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     pass
                 ready_at = tracked_box.taken_at + _recent(stats.stage_ms["render"]) / 1e3
                 time.sleep(max(0.0, min(0.5, ready_at - 1.2 * _recent(stats.stage_ms["track"]) / 1e3 - time.perf_counter())))
+        if identity is not None:
+            identity.close()
         tracked_box.close()
 
     threads = [threading.Thread(target=capture, daemon=True), threading.Thread(target=track, daemon=True)]

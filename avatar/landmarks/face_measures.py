@@ -109,7 +109,8 @@ def face_measures(landmarks: np.ndarray, valid: np.ndarray | None = None) -> dic
 def compare(driver: dict[str, np.ndarray], follower: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per measure over the frames where both are finite: Pearson ``correlation`` of the
     follower with the driver and ``amplitude`` (ratio of their standard deviations,
-    follower / driver); ``frames`` used. Undefined figures (a flat series) are None."""
+    follower / driver); ``frames`` used and ``driver_std`` (how much the driver moved: a
+    measure that barely moves correlates with noise). Undefined figures (a flat series) are None."""
     out = {}
     for k in driver:
         if k not in follower:
@@ -121,5 +122,6 @@ def compare(driver: dict[str, np.ndarray], follower: dict[str, np.ndarray]) -> d
         sa, sb = (a[ok].std(), b[ok].std()) if ok.sum() > 2 else (0.0, 0.0)
         corr = float(np.corrcoef(a[ok], b[ok])[0, 1]) if sa > 0 and sb > 0 else None
         out[k] = {"correlation": None if corr is None or math.isnan(corr) else round(corr, 3),
-                  "amplitude": round(float(sb / sa), 3) if sa > 0 else None, "frames": int(ok.sum())}
+                  "amplitude": round(float(sb / sa), 3) if sa > 0 else None, "frames": int(ok.sum()),
+                  "driver_std": round(float(sa), 4)}
     return out
