@@ -196,7 +196,7 @@ def main() -> None:
                         mean_face[key] = timed_track(points[..., :2], size, fps, str(video), lm, identity=False)
                     drive = mean_face[key]
                 drive = DriveSequence(drive.expression, drive.rotation, drive.translation, drive.fps, drive.source,
-                                      drive.valid, list(drive.notes), dict(drive.info))
+                                      drive.valid, list(drive.notes), dict(drive.info))  # (info: per-frame fit)
                 t0 = time.perf_counter()
                 graded = grade_reenactment(package, drive, points, RetargetConfig(**overrides), args.size, neutral_frame)
                 result = {"avatar": run.name, "driver": video.name, "kind": "self (held out)" if is_self else "cross",

@@ -282,8 +282,22 @@ def test_retarget_config_reads_the_keys_and_names_a_bad_one():
     base = {"relative": True, "smoothing": {"min_cutoff": None, "beta": 0.5}}
     cfg = retarget_config(OmegaConf.create({**base, "retarget": {"gain": 2, "range": True, "gain_limits": [0.7, 1.3]}}))
     assert cfg.gain == 2.0 and cfg.range and cfg.gain_limits == (0.7, 1.3) and cfg.min_cutoff is None
-    assert retarget_config(OmegaConf.create(base)).gain == RetargetConfig.gain  # the dataclass holds the default
+    assert retarget_config(OmegaConf.create(base)).gain is None  # the default: chosen by the driver's kind
     with pytest.raises(DriveError, match="retarget.gain must be a number, got 'abc'"):
         retarget_config(OmegaConf.create({**base, "retarget": {"gain": "abc"}}))
     with pytest.raises(DriveError, match="retarget.gain_limits"):
         retarget_config(OmegaConf.create({**base, "retarget": {"gain_limits": [2, 1]}}))
+
+
+def test_default_gain_lifts_per_frame_fits_only():
+    from avatar.drive.retarget import PER_FRAME_FIT_GAIN
+
+    F, E = 20, len(NAMES)
+    jaw = NAMES.index("jawOpen")
+    expr = np.zeros((F, E), np.float32)
+    expr[10:, jaw] = 0.5
+    pose = np.zeros((F, 3), np.float32)
+    for info, gain in (({"per_frame_fit": True}, PER_FRAME_FIT_GAIN), ({}, 1.0)):  # a video / a parameter file
+        drive = DriveSequence(expr, pose, pose, 25.0, "test", info=info)
+        e, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None))
+        assert e[15, jaw] == pytest.approx(0.5 * gain)

@@ -10,8 +10,9 @@ Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)
 - *avatar rest*: the same percentile of the avatar's own training tracking, so a subject
   whose tracked mouth never fully closes is driven from how it looked at rest, not from
   coefficients it never showed (``rest=false``: zeros);
-- *gain*: ``gain`` (1.6: the per-frame fit follows MediaPipe's landmarks at about 0.6 of
-  their amplitude), times, with ``range=true``, per blendshape the avatar's range over the
+- *gain*: ``gain`` (default: :data:`PER_FRAME_FIT_GAIN` for drivers tracked frame by frame,
+  videos and webcams, whose fit follows MediaPipe's landmarks at about 0.6 of their
+  amplitude; 1 for parameter files, tracked captures and ARKit CSVs), times, with ``range=true``, per blendshape the avatar's range over the
   driver's, clamped to ``gain_limits``: the driver's strongest smile becomes the avatar's
   strongest trained smile;
 - *antagonists* (``antagonists=true``): for the pairs of :data:`RETARGET_PAIRS` (blink and
@@ -39,6 +40,11 @@ from ..tracking.expression_range import ExpressionRange
 from ..tracking.fit import EXCLUSIVE_EXPRESSIONS
 from .sources import DriveError, DriveSequence
 
+# The per-frame fit follows MediaPipe's landmarks at 0.55-0.8 of their amplitude (eyes least;
+# measured on the shared real videos), and 1.6 brought the avatars' MediaPipe-measured amplitude
+# nearest the drivers' on the mean over every cross-identity pair (benchmarks/reenact.py; 1.0
+# and 2.2 measured too, docs/experiments.md).
+PER_FRAME_FIT_GAIN = 1.6
 MIN_SPAN = 0.05  # a blendshape that moves less than this in a clip has no usable range (gain 1)
 
 
@@ -62,12 +68,9 @@ class RetargetConfig:
     relative: bool = True  # false: the driver's values pass through (filtered)
     rest: bool = True  # start from the avatar's rest expression (else zeros)
     range: bool = False  # per-blendshape gain: the avatar's range over the driver's
-    # One gain on every blendshape's deviation (times the range gain). The per-frame fit follows
-    # MediaPipe's landmarks at 0.55-0.8 of their amplitude (eyes least; measured on the shared
-    # real videos), and 1.6 brought the avatars' MediaPipe-measured amplitude nearest the
-    # drivers' on the mean over every cross-identity pair (benchmarks/reenact.py; 1.0 and 2.2
-    # measured too, docs/experiments.md).
-    gain: float = 1.6
+    # One gain on every blendshape's deviation (times the range gain); None: PER_FRAME_FIT_GAIN
+    # for drivers tracked frame by frame, 1 for the others.
+    gain: float | None = None
     gain_limits: tuple[float, float] = (0.5, 2.0)
     antagonists: bool = True  # below-neutral deviations move the antagonist
     min_cutoff: float | None = 1.5  # One Euro filter, Hz at rest (None: off)
@@ -88,9 +91,11 @@ def retarget_config(cfg) -> RetargetConfig:
     limits = r.get("gain_limits", RetargetConfig.gain_limits)
     if len(limits) != 2 or not 0 < number("retarget.gain_limits", limits[0]) <= number("retarget.gain_limits", limits[1]):
         raise DriveError(f"retarget.gain_limits must be [low, high] with 0 < low <= high, got {list(limits)}")
-    gain = number("retarget.gain", r.get("gain", RetargetConfig.gain))
-    if gain <= 0:
-        raise DriveError(f"retarget.gain must be above 0, got {gain}")
+    gain = r.get("gain")
+    if gain is not None:
+        gain = number("retarget.gain", gain)
+        if gain <= 0:
+            raise DriveError(f"retarget.gain must be above 0, got {gain}")
     min_cutoff = cfg.smoothing.min_cutoff
     return RetargetConfig(relative=bool(cfg.get("relative", True)), rest=bool(r.get("rest", True)),
                           range=bool(r.get("range", False)), gain=gain,
@@ -146,13 +151,15 @@ class Retargeter:
     ``driver_range``: the driver's, known offline; None estimates it as frames arrive (the
     neutral is a running low percentile of the last ``window`` frames, refreshed every
     ``refresh`` frames) until :meth:`set_neutral` fixes it. The head-pose reference is the
-    first frame seen unless given.
+    first frame seen unless given. ``per_frame_fit``: the driver is tracked frame by frame
+    (the default gain is then :data:`PER_FRAME_FIT_GAIN`).
     """
 
     def __init__(self, ref_rotation: np.ndarray, ref_translation: np.ndarray, names, cfg: RetargetConfig | None = None,
                  avatar_range: ExpressionRange | None = None, driver_range: ExpressionRange | None = None,
-                 window: int = 900, refresh: int = 10):
+                 window: int = 900, refresh: int = 10, per_frame_fit: bool = True):
         self.cfg = cfg = cfg or RetargetConfig()
+        self.base_gain = cfg.gain if cfg.gain is not None else (PER_FRAME_FIT_GAIN if per_frame_fit else 1.0)
         E = len(names)
         self.R_ref = _matrix(ref_rotation)
         self.t_ref = np.asarray(ref_translation, np.float64)
@@ -170,10 +177,10 @@ class Retargeter:
     def _update_gain(self) -> None:
         E = len(self.rest)
         if self.driver is None:
-            self.neutral, self.gain = None, np.full(E, self.cfg.gain)
+            self.neutral, self.gain = None, np.full(E, self.base_gain)
             return
         self.neutral = self.driver.rest
-        self.gain = self.cfg.gain * (gains(self.avatar, self.driver, self.cfg.gain_limits) if self.cfg.range else np.ones(E))
+        self.gain = self.base_gain * (gains(self.avatar, self.driver, self.cfg.gain_limits) if self.cfg.range else np.ones(E))
 
     def set_pose_reference(self, rotation: np.ndarray, translation: np.ndarray) -> None:
         self.R0, self.t0 = _matrix(rotation), np.asarray(translation, np.float64)
@@ -241,7 +248,8 @@ def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np
     if neutral_frame is not None and not 0 <= neutral_frame < drive.n_frames:
         raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
     names = names if names is not None else [str(i) for i in range(drive.expression.shape[1])]
-    rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver_range(drive, neutral_frame))
+    rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver_range(drive, neutral_frame),
+                    per_frame_fit=bool(drive.info.get("per_frame_fit")))
     if neutral_frame is not None:
         rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])
     else:

@@ -96,7 +96,7 @@ def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, sourc
     valid = np.isfinite(points).all(axis=(1, 2))
     if not valid.any():
         raise DriveError(f"no face found in any frame of {source}; the driving video must show a face")
-    info: dict = {}
+    info: dict = {"per_frame_fit": True}
     notes: list[str] = []
     if identity:
         ident = estimate_identity(lm, points, valid, w, h)
