@@ -163,7 +163,10 @@ class BackgroundIdentity:
         from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
 
         self.started_at = n
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
+        # fork: the worker starts at once, with nothing to import (as PyTorch's data-loader
+        # workers; torch resets its thread pool in a forked child); spawn where there is no fork.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method), initializer=_lower_priority)
         self._future = self._pool.submit(_fit_in_background, self.lm, np.stack(self.frames), self.width, self.height,
                                          self.cfg)
         return None
@@ -197,8 +200,8 @@ BACKGROUND_NICENESS = int(os.environ.get("AVATAR_IDENTITY_NICENESS", "5"))
 
 
 def _lower_priority() -> None:
-    """Worker start-up, before it imports torch: yield the CPU to the live loop. Not the lowest
-    priority: with the loop keeping both cores busy, niceness 19 starved the fit for good."""
+    """Worker start-up: yield the CPU to the live loop. Not the lowest priority: with the loop
+    keeping both cores busy, niceness 19 starved the fit for good."""
     try:
         os.nice(BACKGROUND_NICENESS)
     except (AttributeError, OSError):
