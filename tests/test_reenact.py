@@ -301,3 +301,35 @@ def test_default_gain_lifts_per_frame_fits_only():
         drive = DriveSequence(expr, pose, pose, 25.0, "test", info=info)
         e, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None))
         assert e[15, jaw] == pytest.approx(0.5 * gain)
+
+
+def _real_video(name: str):
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("AVATAR_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real")) / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found (set AVATAR_TEST_DATA)")
+    return path
+
+
+@pytest.mark.slow
+def test_a_driver_with_two_faces_drives_with_the_largest_and_says_so(tmp_path):
+    import cv2
+
+    from avatar.data.video import VideoWriter
+    from avatar.drive.video_driver import detect_landmarks
+
+    points, frames, fps, size, _ = detect_landmarks(_real_video("drive_expressive_512.mp4"), max_frames=6,
+                                                    keep_frames=True, progress=False)
+    path = tmp_path / "two.mp4"
+    with VideoWriter(path, fps=fps) as video:
+        for f in frames:  # the face, and beside it the same face at 60%
+            small = cv2.resize(f, (307, 307), interpolation=cv2.INTER_AREA)
+            canvas = np.full((512, 832, 3), 128, np.uint8)
+            canvas[:, :512], canvas[100:407, 520:827] = f, small
+            video.write(canvas)
+    two, _, _, (w, h), notes = detect_landmarks(path, progress=False)
+    assert (w, h) == (832, 512) and any("more than one face" in n and "largest" in n for n in notes), notes
+    found = np.isfinite(two).all(axis=(1, 2))
+    assert found.all() and (np.nanmax(two[..., 0], axis=1) < 520).all()  # the large face, on the left
