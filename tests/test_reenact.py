@@ -122,6 +122,10 @@ def test_live_retargeter_runs_a_neutral_estimate_and_r_fixes_it():
     for i in range(40):
         rt(np.zeros(E), np.zeros(3), np.zeros(3), 3 + i / 30)
     assert rt(first, np.zeros(3), np.zeros(3), 5.0)[0][jaw] == 0  # r holds
+    rt.restart_statistics()  # a new driver identity: the pose reference is taken afresh, r still holds
+    _, r, t = rt(first, np.array([0.0, 0.2, 0.0]), np.array([0.0, 0.0, -0.4]), 6.0)
+    np.testing.assert_allclose(r, 0, atol=1e-6)
+    np.testing.assert_allclose(t, [0, 0, -0.5], atol=1e-6)
 
 
 def test_extreme_driver_throughout_gets_an_unsure_neutral_note():

@@ -130,8 +130,9 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report.
 
     The driver starts with the mean face; with ``driver_identity`` its own identity is fitted
-    in the background from its first usable frames (:class:`BackgroundIdentity`, in a process of its own) and swapped in
-    when ready (the fit restarts from that frame, and the running neutral starts over)."""
+    in the background from its first usable frames (:class:`BackgroundIdentity`, in a process
+    of its own) and swapped in when ready: the fit restarts from that frame, which becomes the
+    head-pose reference, and the running neutral starts over."""
     import cv2  # noqa: PLC0415
 
     from ..data.video import VideoWriter  # noqa: PLC0415

@@ -195,7 +195,10 @@ class Retargeter:
         self.set_pose_reference(rotation, translation)
 
     def restart_statistics(self) -> None:
-        """Forget the running driver statistics (a new driver identity); a neutral set by hand stays."""
+        """A new driver identity: its depths and expressions read differently from here on. The
+        next frame becomes the head-pose reference, and the running driver statistics start over
+        (a neutral set by hand stays)."""
+        self.R0 = self.t0 = None
         if not self.fixed:
             self.history.clear()
             self.driver = None
