@@ -34,6 +34,7 @@ def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, kee
     except VideoReadError as exc:
         raise DriveError(str(exc)) from exc
     points, frames, several = [], [], []
+    size = (source.info.width, source.info.height)
     frame_iter = source.frames(max_frames=max_frames)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
@@ -41,6 +42,7 @@ def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, kee
         frame_iter = tqdm(frame_iter, desc="driver landmarks", unit="frame")
     with FaceMeshDetector(video=True, max_faces=2) as detector:
         for i, frame in enumerate(frame_iter):
+            size = (frame.image.shape[1], frame.image.shape[0])  # as decoded (rotation applied)
             faces = detector.detect(frame.image)  # largest first
             points.append(faces[0].landmarks if faces else np.full((478, 3), np.nan, np.float32))
             if len(faces) > 1:
@@ -51,7 +53,6 @@ def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, kee
     if several:
         notes.append(f"{len(several)} driver frame(s) show more than one face (first: frame {several[0]}); "
                      "the largest face drives the avatar")
-    size = (source.info.width, source.info.height)
     return np.stack(points) if points else np.zeros((0, 478, 3), np.float32), (frames if keep_frames else None), \
         float(source.info.fps or 25.0), size, notes
 
