@@ -151,7 +151,6 @@ def main() -> None:
     from avatar.drive.animate import AvatarPackage
     from avatar.drive.reenact_eval import grade_reenactment
     from avatar.drive.retarget import RetargetConfig
-    from avatar.drive.sources import DriveSequence
     from avatar.drive.video_driver import landmark_model
 
     t_start = time.perf_counter()
@@ -184,9 +183,7 @@ def main() -> None:
             if is_self:  # the held-out last part of its own video
                 start = int(round(len(points) * (1 - HOLDOUT)))
                 points = points[start:]
-                from avatar.drive.video_driver import track_landmarks
-
-                seq = track_landmarks(points[..., :2], size, fps, str(video), lm)
+                seq = timed_track(points[..., :2], size, fps, str(video), lm)
             for variant in variants if not is_self else ["default"]:
                 overrides, identity, neutral_frame = VARIANTS[variant]
                 drive = seq
@@ -195,8 +192,6 @@ def main() -> None:
                     if key not in mean_face:
                         mean_face[key] = timed_track(points[..., :2], size, fps, str(video), lm, identity=False)
                     drive = mean_face[key]
-                drive = DriveSequence(drive.expression, drive.rotation, drive.translation, drive.fps, drive.source,
-                                      drive.valid, list(drive.notes), dict(drive.info))  # (info: per-frame fit)
                 t0 = time.perf_counter()
                 graded = grade_reenactment(package, drive, points, RetargetConfig(**overrides), args.size, neutral_frame)
                 result = {"avatar": run.name, "driver": video.name, "kind": "self (held out)" if is_self else "cross",

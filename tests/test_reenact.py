@@ -70,7 +70,7 @@ def test_retarget_uses_the_drivers_rest_not_its_first_frame_and_the_avatars_rest
     drive = DriveSequence(expr, np.zeros((F, 3), np.float32), np.zeros((F, 3), np.float32), 25.0, "test")
     rest = np.zeros(E)
     rest[NAMES.index("mouthPress_L")] = 0.2  # the avatar's lips rest pressed a little
-    avatar = ExpressionRange(rest, rest + 0.5, rest, 100)
+    avatar = ExpressionRange(rest, rest + 0.5, 100)
     e, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None, gain=1.0), avatar)
     assert e[10, smile] == pytest.approx(0) and e[:5, smile] == pytest.approx(0.5)  # relative to the rest, not frame 0
     assert e[40:45, frown] == pytest.approx(0.2) and e[40:45, smile] == pytest.approx(0)  # below neutral: the antagonist
@@ -84,8 +84,8 @@ def test_retarget_uses_the_drivers_rest_not_its_first_frame_and_the_avatars_rest
 def test_range_gain_maps_the_drivers_span_onto_the_avatars():
     E = len(NAMES)
     jaw = NAMES.index("jawOpen")
-    driver = ExpressionRange(np.zeros(E), np.full(E, 0.8), np.zeros(E), 100)
-    avatar = ExpressionRange(np.zeros(E), np.full(E, 0.4), np.zeros(E), 100)
+    driver = ExpressionRange(np.zeros(E), np.full(E, 0.8), 100)
+    avatar = ExpressionRange(np.zeros(E), np.full(E, 0.4), 100)
     e = np.zeros((2, E))
     e[1, jaw] = 0.8
     rt = Retargeter(np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(range=True, min_cutoff=None, gain=1.0), avatar, driver)
@@ -130,15 +130,16 @@ def test_live_retargeter_runs_a_neutral_estimate_and_r_fixes_it():
 
 def test_extreme_driver_throughout_gets_an_unsure_neutral_note():
     from avatar.drive.animate import retarget_notes
+    from avatar.drive.retarget import driver_range
 
     F, E = 50, len(NAMES)
     rng = np.random.default_rng(0)
     expr = rng.uniform(0.3, 1.0, (F, E)).astype(np.float32)  # never at rest
     drive = DriveSequence(expr, np.zeros((F, 3), np.float32), np.zeros((F, 3), np.float32), 25.0, "test")
-    notes = retarget_notes(drive, None, None)
+    notes = retarget_notes(None, driver_range(drive))
     assert any("neutral is unsure" in n for n in notes) and any("rest expression is taken as zero" in n for n in notes)
     calm = DriveSequence(np.zeros((F, E), np.float32), drive.rotation, drive.translation, 25.0, "test")
-    assert not any("unsure" in n for n in retarget_notes(calm, None, None))
+    assert not any("unsure" in n for n in retarget_notes(None, driver_range(calm)))
 
 
 @pytest.mark.slow

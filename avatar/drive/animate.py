@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..geometry.cameras import orbit_viewmats
-from .retarget import RetargetConfig, retarget
+from .retarget import RetargetConfig, driver_range, retarget
 from .sources import DriveError, DriveSequence
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,11 @@ class AvatarPackage:
         from ..tracking.sequence import TrackingError, load_tracking  # noqa: PLC0415
 
         try:
-            tracking = load_tracking(OmegaConf.load(config).capture)
-        except (TrackingError, OSError, ValueError, KeyError) as exc:
+            capture = OmegaConf.load(config).get("capture")
+            if capture is None:
+                return None
+            tracking = load_tracking(capture)
+        except (TrackingError, OSError, ValueError) as exc:
             log.info("no expression statistics for %s (%s): rest expression zero", self.path, exc)
             return None
         if list(tracking.expression_names) != list(self.expression_names):
@@ -239,25 +242,24 @@ def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, ren
     log.info("kept the %d of %d Gaussians that show most (%.1f s)", len(package.gaussians), n, time.perf_counter() - t0)
 
 
-def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",
-                  layout: str = "avatar", size: int | None = None, retarget_cfg: RetargetConfig | None = None,
-                  neutral_frame: int | None = None, renderer: dict | None = None, progress: bool = True) -> dict:
-    """Render ``drive`` on ``package`` into the video ``out``; returns the report."""
-    from ..data.video import VideoWriter  # noqa: PLC0415
-
+def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "tracked", size: int | None = None,
+                  retarget_cfg: RetargetConfig | None = None, neutral_frame: int | None = None,
+                  renderer: dict | None = None, notes: list | None = None):
+    """Yield ``(image [H, W, 3] uint8, backend, rasterization seconds)`` per driver frame: ``drive``
+    retargeted onto ``package`` (:func:`avatar.drive.retarget.retarget`) and rendered through
+    ``camera`` (tracked | fixed | orbit) at ``size`` pixels high. What the report should say
+    about the retargeting's inputs is appended to ``notes``. Checks and retargets at once;
+    renders as the frames are taken."""
     if camera not in ("tracked", "fixed", "orbit"):
         raise DriveError(f"camera must be tracked, fixed or orbit, got {camera!r}")
-    if layout not in ("avatar", "side_by_side"):
-        raise DriveError(f"layout must be avatar or side_by_side, got {layout!r}")
-    driver_frames = getattr(drive, "frames", None)
-    if layout == "side_by_side" and driver_frames is None:
-        raise DriveError("layout=side_by_side needs driver frames: drive from a video or a capture folder")
-    t_start = time.perf_counter()
     dev = package.device
     ref_r, ref_t = package.reference_pose(drive)
     avatar_range = package.expression_range()
-    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range, neutral_frame)
-    notes = list(drive.notes) + retarget_notes(drive, avatar_range, neutral_frame, package.expression_names)
+    drv = driver_range(drive, neutral_frame)
+    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
+                                neutral_frame, drv)
+    if notes is not None:
+        notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
     if camera == "fixed":
         rot[:], trans[:] = ref_r, ref_t
     K, width, height = package.camera(size)
@@ -265,16 +267,33 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
     if camera == "orbit":
         centre = tuple(float(x) for x in ref_t)
         viewmats = orbit_viewmats(drive.n_frames, radius=float(np.linalg.norm(ref_t)), target=centre, device=dev)
-    render_s, backend = 0.0, None
-    frames = range(drive.n_frames)
+    return (package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height, renderer)
+            for i in range(drive.n_frames))
+
+
+def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",
+                  layout: str = "avatar", size: int | None = None, retarget_cfg: RetargetConfig | None = None,
+                  neutral_frame: int | None = None, renderer: dict | None = None, progress: bool = True) -> dict:
+    """Render ``drive`` on ``package`` into the video ``out``; returns the report."""
+    from ..data.video import VideoWriter  # noqa: PLC0415
+
+    if layout not in ("avatar", "side_by_side"):
+        raise DriveError(f"layout must be avatar or side_by_side, got {layout!r}")
+    driver_frames = getattr(drive, "frames", None)
+    if layout == "side_by_side" and driver_frames is None:
+        raise DriveError("layout=side_by_side needs driver frames: drive from a video or a capture folder")
+    t_start = time.perf_counter()
+    dev = package.device
+    _, width, height = package.camera(size)
+    notes = list(drive.notes)
+    frames = driven_frames(package, drive, camera, size, retarget_cfg, neutral_frame, renderer, notes)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
 
-        frames = tqdm(frames, desc="render", unit="frame")
+        frames = tqdm(frames, desc="render", unit="frame", total=drive.n_frames)
+    render_s, backend = 0.0, None
     with VideoWriter(out, fps=drive.fps) as video:
-        for i in frames:
-            frame, backend, seconds = package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height,
-                                                          renderer)
+        for i, (frame, backend, seconds) in enumerate(frames):
             render_s += seconds
             if layout == "side_by_side":
                 import cv2  # noqa: PLC0415
@@ -307,16 +326,16 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
 UNSURE_AT_REST = 0.3  # the driver's neutral is reported unsure below this share of frames near it
 
 
-def retarget_notes(drive: DriveSequence, avatar_range, neutral_frame: int | None, names=None) -> list[str]:
-    """What the report should say about the retargeting's inputs: how sure the driver's neutral is."""
-    from .retarget import driver_range  # noqa: PLC0415
-
+def retarget_notes(avatar_range, driver, names=None) -> list[str]:
+    """What the report should say about the retargeting's inputs: an avatar without expression
+    statistics, and how sure the driver's estimated neutral is (``driver``: its
+    :class:`ExpressionRange`, None when a chosen frame is the neutral)."""
     notes = []
     if avatar_range is None:
         notes.append("the avatar package has no expression statistics (trained before they were stored): its rest "
                      "expression is taken as zero")
-    if neutral_frame is None:
-        rng = driver_range(drive)
+    rng = driver
+    if rng is not None:
         # Talking clips measure 0.47-0.52 here (the shared real videos); a face never at rest, lower.
         if rng.at_rest < UNSURE_AT_REST:
             held = rng.high_rest(names if names is not None else [str(i) for i in range(len(rng.rest))])

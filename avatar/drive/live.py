@@ -17,7 +17,6 @@ a snapshot.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -183,8 +182,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                 t0 = time.perf_counter()
                 if tracker is None:
                     h, w = rgb.shape[:2]
-                    tracker = FrameTracker(lm, torch.zeros(lm.num_shape, dtype=torch.float64),
-                                           0.5 * w / math.tan(math.radians(20.0)), w, h)
+                    tracker = FrameTracker.mean_face(lm, w, h)
                     identity = BackgroundIdentity(lm, w, h) if driver_identity else None
                     stats.identity = identity
                 faces = detector.detect(rgb)  # largest first

@@ -17,22 +17,17 @@ import torch
 
 from ..geometry.rotations import axis_angle_to_matrix
 from ..landmarks.face_measures import EXPRESSION_MEASURES, MEASURES, compare, face_measures
-from .retarget import RetargetConfig, retarget
+from .retarget import RetargetConfig
 from .sources import DriveSequence
 
 
 def render_driven_frames(package, drive: DriveSequence, cfg: RetargetConfig | None = None, size: int | None = None,
                          neutral_frame: int | None = None, camera: str = "tracked"):
-    """Yield the avatar's rendered frames ``[H, W, 3]`` uint8 for ``drive`` (as ``avatar render``)."""
-    ref_r, ref_t = package.reference_pose(drive)
-    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, cfg, package.expression_range(),
-                                neutral_frame)
-    if camera == "fixed":
-        rot[:], trans[:] = ref_r, ref_t
-    K, width, height = package.camera(size)
-    viewmat = package.state["viewmat"].to(package.device, torch.float32)
-    for i in range(drive.n_frames):
-        yield package.render_frame(expr[i], rot[i], trans[i], viewmat, K, width, height)[0]
+    """Yield the avatar's rendered frames ``[H, W, 3]`` uint8 for ``drive``, as ``avatar render`` renders them."""
+    from .animate import driven_frames  # noqa: PLC0415
+
+    for image, _, _ in driven_frames(package, drive, camera, size, cfg, neutral_frame):
+        yield image
 
 
 def detect_sequence(frames) -> np.ndarray:

@@ -12,9 +12,9 @@ Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)
   coefficients it never showed (``rest=false``: zeros);
 - *gain*: ``gain`` (default: :data:`PER_FRAME_FIT_GAIN` for drivers tracked frame by frame,
   videos and webcams, whose fit follows MediaPipe's landmarks at about 0.6 of their
-  amplitude; 1 for parameter files, tracked captures and ARKit CSVs), times, with ``range=true``, per blendshape the avatar's range over the
-  driver's, clamped to ``gain_limits``: the driver's strongest smile becomes the avatar's
-  strongest trained smile;
+  amplitude; 1 for parameter files, tracked captures and ARKit CSVs), times, with
+  ``range=true``, per blendshape the avatar's range over the driver's, clamped to
+  ``gain_limits``: the driver's strongest smile becomes the avatar's strongest trained smile;
 - *antagonists* (``antagonists=true``): for the pairs of :data:`RETARGET_PAIRS` (blink and
   wide, smile and frown, brow down and inner up, gaze in and out, up and down, jaw and mouth
   left and right) the pair is one signed coordinate, so a deviation below the driver's
@@ -189,7 +189,7 @@ class Retargeter:
         """Take this driver face as neutral (and its head pose as the reference) from now on."""
         e = np.asarray(expression, np.float64)
         span = self.driver.high - self.driver.rest if self.driver is not None else np.ones_like(e)
-        self.driver = ExpressionRange(e, e + span, e, 1)
+        self.driver = ExpressionRange(e, e + span, 1)
         self.fixed = True
         self._update_gain()
         self.set_pose_reference(rotation, translation)
@@ -236,22 +236,25 @@ def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> Expr
     rng = ExpressionRange.from_sequence(drive.expression, drive.valid)
     if neutral_frame is not None:
         rest = drive.expression[neutral_frame].astype(np.float64)
-        rng = ExpressionRange(rest, rest + rng.span, rng.median, rng.frames, rng.at_rest)
+        rng = ExpressionRange(rest, rest + rng.span, rng.frames, rng.at_rest)
     return rng
 
 
 def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, names=None,
              cfg: RetargetConfig | None = None, avatar_range: ExpressionRange | None = None,
-             neutral_frame: int | None = None):
+             neutral_frame: int | None = None, driver: ExpressionRange | None = None):
     """``(expression [F,E], rotation [F,3], translation [F,3])`` for the avatar, for a whole sequence.
 
     The driver's neutral is its robust per-blendshape estimate (or frame ``neutral_frame``); its
     head-pose reference is its mean pose over the frames with a face (or that frame).
+    ``driver``: :func:`driver_range` of ``drive`` when the caller has it already.
     """
     if neutral_frame is not None and not 0 <= neutral_frame < drive.n_frames:
         raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
     names = names if names is not None else [str(i) for i in range(drive.expression.shape[1])]
-    rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver_range(drive, neutral_frame),
+    if driver is None:
+        driver = driver_range(drive, neutral_frame)
+    rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver,
                     per_frame_fit=bool(drive.info.get("per_frame_fit")))
     if neutral_frame is not None:
         rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])

@@ -88,8 +88,6 @@ def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, sourc
                     identity: bool = True) -> DriveSequence:
     """A :class:`DriveSequence` from per-frame landmarks ``points [F, 478, 2]`` (NaN: no face) of
     an image ``size = (width, height)``: the driver's identity first, then frame by frame."""
-    import math  # noqa: PLC0415
-
     from ..tracking.identity import estimate_identity  # noqa: PLC0415
     from ..tracking.online import FrameTracker  # noqa: PLC0415
 
@@ -105,8 +103,7 @@ def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, sourc
         info["identity"] = ident.summary()
         notes += ident.notes
     else:
-        tracker = FrameTracker(lm, torch.zeros(lm.num_shape, dtype=torch.float64),
-                               0.5 * w / math.tan(math.radians(20.0)), w, h)
+        tracker = FrameTracker.mean_face(lm, w, h)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: more threads only wait on each other
     try:

@@ -27,12 +27,11 @@ NEAR_REST = 0.1  # a blendshape is "at rest" in a frame when it sits no further 
 
 @dataclass
 class ExpressionRange:
-    """Per-blendshape ``rest [E]``, ``high [E]`` and ``median [E]`` (coefficients, 0..1) and
+    """Per-blendshape ``rest [E]`` and ``high [E]`` (coefficients, 0..1) and
     the number of frames they were estimated from."""
 
     rest: np.ndarray
     high: np.ndarray
-    median: np.ndarray
     frames: int
     at_rest: float = 1.0  # share of frames within NEAR_REST of the rest, mean over the blendshapes
 
@@ -48,13 +47,12 @@ class ExpressionRange:
             raise ValueError("no valid frame to estimate the expression range from")
         rest = np.percentile(e, REST_PERCENTILE, axis=0)
         at_rest = float(np.mean(e - rest <= NEAR_REST))
-        return cls(rest, np.percentile(e, HIGH_PERCENTILE, axis=0), np.median(e, axis=0), len(e), at_rest)
+        return cls(rest, np.percentile(e, HIGH_PERCENTILE, axis=0), len(e), at_rest)
 
     @classmethod
     def neutral(cls, n_expressions: int) -> "ExpressionRange":
         """All blendshapes at rest at 0 with a full range (no statistics known)."""
-        z = np.zeros(n_expressions)
-        return cls(z, np.ones(n_expressions), z.copy(), 0, 1.0)
+        return cls(np.zeros(n_expressions), np.ones(n_expressions), 0, 1.0)
 
     def high_rest(self, names, level: float = 0.3) -> dict[str, float]:
         """``{name: rest}`` of the blendshapes that rest above ``level`` (held through the clip)."""
@@ -71,10 +69,9 @@ class ExpressionRange:
 
         return {"rest": torch.as_tensor(self.rest, dtype=torch.float32),
                 "high": torch.as_tensor(self.high, dtype=torch.float32),
-                "median": torch.as_tensor(self.median, dtype=torch.float32),
                 "frames": int(self.frames), "at_rest": float(self.at_rest)}
 
     @classmethod
     def from_state(cls, state: dict) -> "ExpressionRange":
         arr = lambda k: np.asarray(state[k], np.float64)  # noqa: E731
-        return cls(arr("rest"), arr("high"), arr("median"), int(state["frames"]), float(state.get("at_rest", 1.0)))
+        return cls(arr("rest"), arr("high"), int(state["frames"]), float(state.get("at_rest", 1.0)))

@@ -74,9 +74,10 @@ def pick_frames(target: np.ndarray, valid: np.ndarray, cfg: IdentityConfig) -> t
     notes = []
     usable = np.flatnonzero(valid & frontal(target, cfg.max_turn))
     if len(usable) < cfg.min_frames:
+        n_frontal = len(usable)
         usable = np.flatnonzero(valid)
-        notes.append(f"only {int((valid & frontal(target, cfg.max_turn)).sum())} frame(s) show the face from the "
-                     f"front; the driver's identity was estimated from {len(usable)} frame(s) with a face")
+        notes.append(f"only {n_frontal} frame(s) show the face from the front; the driver's identity was estimated "
+                     f"from {len(usable)} frame(s) with a face")
     if len(usable) > cfg.max_frames:
         usable = usable[np.linspace(0, len(usable) - 1, cfg.max_frames).round().astype(int)]
     return usable, notes
@@ -117,8 +118,9 @@ class BackgroundIdentity:
     Feed every frame's landmarks to :meth:`add`; once ``wait_frames`` frames with a face are in
     and at least ``cfg.min_frames`` of them are frontal (or ``give_up_frames`` frames with a
     face went by: then with what there is, and a note), the fit starts in a process of its own
-    at a lower priority (niceness :data:`BACKGROUND_NICENESS`) with one torch thread: a thread would hold Python's interpreter lock
-    through the fit's many small steps and slow the live loop by a fifth. The fit is lighter
+    at a lower priority (niceness :data:`BACKGROUND_NICENESS`) with one torch thread: a thread
+    would hold Python's interpreter lock through the fit's many small steps and slow the live
+    loop by a fifth. The fit is lighter
     than offline (:data:`LIVE_IDENTITY`). :meth:`add` returns the :class:`DriverIdentity` once,
     on the first call after the fit finished; ``notes`` says what happened (waiting for a
     frontal face, failures). Call :meth:`close` at the end.
@@ -130,6 +132,7 @@ class BackgroundIdentity:
         self.cfg = cfg or LIVE_IDENTITY
         self.wait_frames, self.give_up_frames = wait_frames, give_up_frames
         self.frames: list[np.ndarray] = []
+        self.n_frontal = 0  # of the frames collected
         self.notes: list[str] = []
         self.result: DriverIdentity | None = None
         self.started_at: int | None = None  # frames with a face seen when the fit started
@@ -150,14 +153,15 @@ class BackgroundIdentity:
                 return self.result
             return None
         self.frames.append(np.asarray(landmarks, np.float32))
+        self.n_frontal += int(frontal(self.frames[-1][None], self.cfg.max_turn)[0])
         n = len(self.frames)
         if n < self.wait_frames:
             return None
-        n_frontal = int(frontal(np.stack(self.frames), self.cfg.max_turn).sum())
-        if n_frontal < self.cfg.min_frames and n < self.give_up_frames:
+        if self.n_frontal < self.cfg.min_frames and n < self.give_up_frames:
             if not self._waited:
                 self._waited = True
-                self.notes.append(f"the driver's identity waits for a frontal face ({n_frontal} of {n} frames so far)")
+                self.notes.append(f"the driver's identity waits for a frontal face ({self.n_frontal} of {n} frames "
+                                  "so far)")
             return None
         import multiprocessing  # noqa: PLC0415
         from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415

@@ -106,6 +106,14 @@ class FrameTracker:
         self.rejected = 0  # frames whose fit stayed implausible (the previous state was kept)
         self.reset()
 
+    @classmethod
+    def mean_face(cls, lm: LandmarkModel, width: int, height: int, fov_deg: float = 40.0,
+                  cfg: OnlineConfig | None = None) -> "FrameTracker":
+        """A tracker with the mean face and a focal length from a guessed horizontal field of view
+        (until the driver's own identity is known, or for comparison)."""
+        zeros = torch.zeros(lm.num_shape, dtype=lm.template.dtype, device=lm.template.device)
+        return cls(lm, zeros, 0.5 * width / math.tan(math.radians(fov_deg) / 2), width, height, cfg)
+
     def set_identity(self, shape: Tensor, focal: float | None = None, landmark_offset: Tensor | None = None) -> None:
         """Use this identity (and focal, offsets) from the next frame on; the pose is kept."""
         lm = self.lm
@@ -155,18 +163,42 @@ class FrameTracker:
         px = self.focal * cam[:, :2] / cam[:, 2:].clamp_min(1e-4) + self.principal
         return world, cam, px
 
-    def _system(self, target: Tensor, prev: tuple[Tensor, Tensor] | None, w_t: float, rigid: bool):
+    def _system(self, target: Tensor, prev: tuple[Tensor, Tensor] | None, w_t: float, rigid: bool,
+                linearise: bool = True):
         """Energy at the current state and its Gauss-Newton system ``(cost, A, b)``; ``A`` holds the
-        priors' curvature, not the damping. ``rigid``: the 6 pose unknowns only, contour out."""
+        priors' curvature, not the damping. ``rigid``: the 6 pose unknowns only, contour out.
+        ``linearise=False``: the energy alone (``A``, ``b`` None), for a step no other step follows."""
         cfg = self.cfg
         psi = self.expression
         E = psi.shape[0]
         p, J_iris = self._model_points(psi)
         world, cam, px = self._project(p)
-        z = cam[:, 2].clamp_min(1e-4)
+        self._px = px  # the projection at this state (the plausibility check reads the accepted one)
         res = px - target
-        r = res.reshape(-1)  # [2L]
+        # Geman-McClure: rho(sq) = s2 sq / (sq + s2); IRLS weight rho'(sq) = (s2 / (sq + s2))^2.
+        sq = res.pow(2).sum(-1)
+        s2 = (cfg.robust_px * (cfg.rigid_robust_factor if rigid else 1.0)) ** 2
+        normal = self.normals @ self.R.T * self.flip
+        cos = (normal * torch.nn.functional.normalize(-cam, dim=-1)).sum(-1).clamp_min(0)
+        base_w = torch.where(self.contour, torch.zeros_like(cos) if rigid else cos**2, self.use.to(cos))
+        cost = 0.5 * (base_w * s2 * sq / (sq + s2)).sum()
+        if not rigid:  # the priors' energy
+            cost = cost + 0.5 * cfg.w_expression * psi.sum()  # L1 on psi >= 0
+            if prev is not None:  # pull toward the previous frame's expression and translation
+                psi_prev, t_prev = prev
+                cost = cost + 0.5 * (cfg.w_temporal_expression * (psi - psi_prev).pow(2).sum()
+                                     + w_t * (self.t - t_prev).pow(2).sum())
+            if cfg.w_eye_closure > 0:  # lid-to-lid offsets against MediaPipe's
+                up, lo = self.pairs
+                r_gap = ((px[up] - px[lo]) - (target[up] - target[lo])).reshape(-1)
+                cost = cost + 0.5 * cfg.w_eye_closure * r_gap.pow(2).sum()
+            if self.exclusive is not None and cfg.w_exclusive > 0:
+                ia, ib = self.exclusive
+                cost = cost + 0.5 * cfg.w_exclusive * (psi[ia] * psi[ib]).sum()
+        if not linearise:
+            return cost, None, None
         # d px / d world: [L, 2, 3] = dproj/dcam @ flip
+        z = cam[:, 2].clamp_min(1e-4)
         dproj = torch.zeros(p.shape[0], 2, 3, dtype=p.dtype, device=p.device)
         dproj[:, 0, 0] = self.focal / z
         dproj[:, 1, 1] = self.focal / z
@@ -186,52 +218,35 @@ class FrameTracker:
             J3 = torch.cat((J_psi, J_w, D), dim=2)  # [L, 2, E + 6]
         n = J3.shape[-1]
         J = J3.reshape(-1, n)
-        # IRLS weights of Geman-McClure: rho(sq) = s2 sq / (sq + s2), weight rho'(sq) = (s2 / (sq + s2))^2.
-        sq = res.pow(2).sum(-1)
-        s2 = (cfg.robust_px * (cfg.rigid_robust_factor if rigid else 1.0)) ** 2
-        normal = self.normals @ self.R.T * self.flip
-        cos = (normal * torch.nn.functional.normalize(-cam, dim=-1)).sum(-1).clamp_min(0)
-        base_w = torch.where(self.contour, torch.zeros_like(cos) if rigid else cos**2, self.use.to(cos))
-        cost = 0.5 * (base_w * s2 * sq / (sq + s2)).sum()
-        self._px = px  # the projection at this state (the plausibility check reads the accepted one)
-        w = base_w * (s2 / (sq + s2)) ** 2
-        w2 = w.repeat_interleave(2)
+        w2 = (base_w * (s2 / (sq + s2)) ** 2).repeat_interleave(2)
         A = J.T @ (J * w2[:, None])
-        b = -(J.T @ (w2 * r))
+        b = -(J.T @ (w2 * res.reshape(-1)))
         if rigid:
             return cost, A, b
         reg = torch.zeros(n, dtype=p.dtype, device=p.device)
-        if prev is not None:  # pull toward the previous frame's expression and translation
-            psi_prev, t_prev = prev
+        if prev is not None:
             reg[:E] += cfg.w_temporal_expression
             reg[E + 3 :] += w_t
             b[:E] -= cfg.w_temporal_expression * (psi - psi_prev)
             b[E + 3 :] -= w_t * (self.t - t_prev)
-            cost = cost + 0.5 * (cfg.w_temporal_expression * (psi - psi_prev).pow(2).sum()
-                                 + w_t * (self.t - t_prev).pow(2).sum())
-        b[:E] -= cfg.w_expression * 0.5  # L1 on psi >= 0
-        cost = cost + 0.5 * cfg.w_expression * psi.sum()
-        if cfg.w_eye_closure > 0:  # lid-to-lid offsets: rows J_upper - J_lower, expressions only
-            up, lo = self.pairs  # (the offsets say how open the eyes are, not where the head is)
-            r_gap = ((px[up] - px[lo]) - (target[up] - target[lo])).reshape(-1)
+        b[:E] -= cfg.w_expression * 0.5
+        if cfg.w_eye_closure > 0:  # rows J_upper - J_lower, expressions only (how open, not where)
             J_gap = torch.nn.functional.pad((J3[up, :, :E] - J3[lo, :, :E]).reshape(-1, E), (0, 6))
             A = A + cfg.w_eye_closure * (J_gap.T @ J_gap)
             b = b - cfg.w_eye_closure * (J_gap.T @ r_gap)
-            cost = cost + 0.5 * cfg.w_eye_closure * r_gap.pow(2).sum()
         if self.exclusive is not None and cfg.w_exclusive > 0:  # d(a b) = (b, a), halved as the L1 term
-            ia, ib = self.exclusive  # (a blendshape may sit in several pairs: accumulate)
-            b[:E] = b[:E].index_add(0, ia, psi[ib], alpha=-0.5 * cfg.w_exclusive)
-            b[:E] = b[:E].index_add(0, ib, psi[ia], alpha=-0.5 * cfg.w_exclusive)
-            cost = cost + 0.5 * cfg.w_exclusive * (psi[ia] * psi[ib]).sum()
+            b[:E] = b[:E].index_add(0, ia, psi[ib], alpha=-0.5 * cfg.w_exclusive)  # (pairs share blendshapes:
+            b[:E] = b[:E].index_add(0, ib, psi[ia], alpha=-0.5 * cfg.w_exclusive)  # accumulate)
         return cost, A + torch.diag(reg), b
 
     def _solve(self, target: Tensor, iterations: int, prev, w_t: float, rigid: bool) -> None:
-        """Levenberg-Marquardt: a step is kept when it lowers the energy, else the damping grows."""
+        """Levenberg-Marquardt: a step is kept when it lowers the energy, else the damping grows.
+        The last step's state is only scored, not linearised (no step follows it)."""
         E = self.lm.num_expression
         lam = self.cfg.damping
         cost, A, b = self._system(target, prev, w_t, rigid)
         px = self._px
-        for _ in range(iterations):
+        for it in range(iterations):
             delta = torch.linalg.solve(A + torch.diag(lam * (A.diagonal() + 1.0)), b)
             saved = (self.expression, self.R, self.t)
             if not rigid:
@@ -239,7 +254,7 @@ class FrameTracker:
                 delta = delta[E:]
             self.R = axis_angle_to_matrix(delta[None, :3])[0] @ self.R
             self.t = self.t + delta[3:]
-            new_cost, A_new, b_new = self._system(target, prev, w_t, rigid)
+            new_cost, A_new, b_new = self._system(target, prev, w_t, rigid, linearise=it < iterations - 1)
             if bool(torch.isfinite(new_cost)) and new_cost <= cost:
                 cost, A, b, px = new_cost, A_new, b_new, self._px
                 lam = max(lam / 3.0, 1e-6)
