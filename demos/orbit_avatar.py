@@ -10,11 +10,11 @@ import argparse
 import torch
 from tqdm import tqdm
 
-import avatar.models
 from avatar.data.video import VideoWriter
 from avatar.device import pick_device
+from avatar.gaussians.base import FrameState
+from avatar.gaussians.package import AvatarPackage
 from avatar.geometry.cameras import intrinsics_from_fov, orbit_viewmats
-from avatar.train.trainer import gaussians_from_state
 
 
 def main() -> None:
@@ -27,12 +27,11 @@ def main() -> None:
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    state = torch.load(args.package, map_location="cpu", weights_only=True)
-    gaussians = gaussians_from_state(state, device)
-    model = avatar.models.load(state["model"]).to(device)
+    package = AvatarPackage.load(args.package, device)
+    state, gaussians, model = package.state, package.gaussians, package.model
     with torch.no_grad():
         shape = state["shape"][None].to(device)
-        w = gaussians(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3))  # canonical pose
+        w = gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3)))  # canonical pose
     viewmats = orbit_viewmats(args.frames, radius=0.65, height=0.03, target=(0.0, 0.0, 0.0), device=device)
     K = intrinsics_from_fov(args.size, args.size, 30.0, device=device)[None]
     background = state["background"].to(device)[None]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from avatar_files import write_test_avatar
 
 from avatar.drive.retarget import RetargetConfig, retarget
 from avatar.drive.sources import (
@@ -21,6 +22,7 @@ from avatar.drive.sources import (
     from_arkit_csv,
     load_drive,
 )
+from avatar.gaussians.base import FrameState
 from avatar.landmarks.filters import OneEuroFilter
 from avatar.models.ict import EXPRESSION_NAMES
 
@@ -115,14 +117,8 @@ def package(tmp_path_factory, ict_assets):
 
     model = avatar.models.load("ict", asset_path=str(root))
     g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=16, sh_degree=0, init_opacity=0.9))
-    f = 1.4 * 64
-    pkg = {"model": "ict", "shape": torch.zeros(100), "faces": g.faces, "binding": g.binding,
-           "params": {k: v.detach() for k, v in g.params.items()}, "sh_degree": 0, "background": torch.ones(3),
-           "K": torch.tensor([[f, 0, 32.0], [0, f, 32.0], [0, 0, 1]]), "viewmat": torch.diag(torch.tensor([1.0, -1, -1, 1])),
-           "width": 64, "height": 64, "reference_rotation": torch.zeros(3), "reference_translation": torch.tensor([0, 0, -0.6])}
-    path = tmp_path_factory.mktemp("avatar") / "avatar.pt"
-    torch.save(pkg, path)
-    return path
+    return write_test_avatar(tmp_path_factory.mktemp("avatar") / "avatar.pt", g,
+                             expression_names=list(model.expression_names))
 
 
 @pytest.mark.slow
@@ -147,10 +143,10 @@ def test_render_errors_name_the_problem(package, tmp_path, capsys):
     from avatar import cli
 
     take = _write_csv(tmp_path / "take.csv", n=3)
-    assert cli.main(["render", f"run={tmp_path / 'nothing'}", f"drive={take}", f"out={tmp_path / 'a.mp4'}"]) == 2
-    assert "train an avatar first" in capsys.readouterr().out
-    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={tmp_path / 'a.mp4'}", "layout=side_by_side"]) == 2
-    assert "needs driver frames" in capsys.readouterr().out
+    assert cli.main(["render", f"run={tmp_path / 'nothing'}", f"drive={take}", f"out={tmp_path / 'a.mp4'}"]) == 1
+    assert "train an avatar first" in capsys.readouterr().err
+    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={tmp_path / 'a.mp4'}", "layout=side_by_side"]) == 1
+    assert "needs driver frames" in capsys.readouterr().err
     import av
 
     noise = tmp_path / "noise.mp4"
@@ -164,8 +160,8 @@ def test_render_errors_name_the_problem(package, tmp_path, capsys):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-    assert cli.main(["render", f"run={package}", f"drive={noise}", f"out={tmp_path / 'b.mp4'}"]) == 2
-    assert "no face found in any frame" in capsys.readouterr().out
+    assert cli.main(["render", f"run={package}", f"drive={noise}", f"out={tmp_path / 'b.mp4'}"]) == 1
+    assert "no face found in any frame" in capsys.readouterr().err
 
 
 def _real_video(name: str) -> Path:
@@ -199,10 +195,10 @@ def test_live_errors(package, tmp_path, capsys, monkeypatch):
     from avatar import cli
 
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["live", f"run={package}", "source=7", "display=false", f"report={tmp_path / 'r.json'}"]) == 2
-    assert "cannot open webcam index 7" in capsys.readouterr().out
-    assert cli.main(["live", f"run={tmp_path}", "source=0", "display=false", f"report={tmp_path / 'r.json'}"]) == 2
-    assert "train an avatar first" in capsys.readouterr().out
+    assert cli.main(["live", f"run={package}", "source=7", "display=false", f"report={tmp_path / 'r.json'}"]) == 1
+    assert "cannot open webcam index 7" in capsys.readouterr().err
+    assert cli.main(["live", f"run={tmp_path}", "source=0", "display=false", f"report={tmp_path / 'r.json'}"]) == 1
+    assert "train an avatar first" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -260,7 +256,7 @@ def test_posing_only_the_bound_part_of_the_mesh_matches_the_full_model(package):
     fast = pkg.posed_gaussians(e, r, t)
     with torch.no_grad():
         verts = pkg.model(shape=pkg.state["shape"][None].float(), expression=e, rotation=r, translation=t).vertices
-        full = pkg.gaussians(verts, e, r)
+        full = pkg.gaussians(FrameState(verts, e, r))
     for name in ("means", "quats", "scales", "opacities", "sh", "sh_frame"):
         torch.testing.assert_close(getattr(fast, name), getattr(full, name), rtol=1e-4, atol=1e-6)
 
@@ -271,9 +267,10 @@ def test_stored_visibility_is_used_and_matches_a_fresh_computation(package, tmp_
 
     pkg = AvatarPackage.load(package, torch.device("cpu"))
     fresh = pkg.visibility(size=64)
-    state = dict(torch.load(package, weights_only=True), visibility=fresh * 0 + torch.arange(len(fresh)).float())
-    path = tmp_path / "avatar.pt"
-    torch.save(state, path)
+    g = pkg.gaussians
+    order = torch.arange(len(fresh)).float()
+    path = write_test_avatar(tmp_path / "avatar.pt", g, expression_names=list(pkg.expression_names), visibility=order)
+    state = {"visibility": order}
     stored = AvatarPackage.load(path, torch.device("cpu"))
     assert torch.equal(stored.visibility(size=64), state["visibility"])  # read, not recomputed
     stored.limit_gaussians(10)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from avatar.gaussians.base import FrameState
 from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig, uv_samples
 from avatar.gaussians.ply import load_ply, save_ply
 from avatar.gaussians.strategy import DensifyConfig, DensifyStrategy
@@ -59,7 +60,7 @@ def test_init_puts_gaussians_on_the_surface_with_parts_and_resolutions():
     g = MeshGaussians.from_uv_grid(model, cfg)
     lower = model.parts["lower"].faces[g.binding]
     assert int(lower.sum()) in range(180, 221) and int((~lower).sum()) in range(45, 56)
-    w = g(model().vertices, rotation=REST)
+    w = g(FrameState(model().vertices, rotation=REST))
     assert w.means.shape == (1, len(g), 3) and w.sh.shape == (len(g), 4, 3)
     assert w.means[..., 2].abs().max() < 1e-7  # on the plane
     assert (w.means[..., :2] >= 0).all() and (w.means[..., :2] <= 0.1 + 1e-6).all()
@@ -79,18 +80,18 @@ def test_gaussians_follow_rigid_and_non_rigid_motion():
         g.params["local_xyz"][:, 2] += 0.05
         g.params["log_scale"][:, 0] += 0.3
     v = model().vertices
-    base = g(v, rotation=REST)
+    base = g(FrameState(v, rotation=REST))
     aa = torch.tensor([0.3, -0.5, 0.2])
     rot = axis_angle_to_matrix(aa)
     shift = torch.tensor([0.01, 0.02, 0.5])
-    moved = g(v @ rot.T + shift, rotation=aa)
+    moved = g(FrameState(v @ rot.T + shift, rotation=aa))
     torch.testing.assert_close(moved.sh_frame[0], rot)
     torch.testing.assert_close(moved.means, base.means @ rot.T + shift, atol=1e-6, rtol=0)
     torch.testing.assert_close(moved.scales, base.scales, atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(
         quaternion_to_matrix(moved.quats), rot @ quaternion_to_matrix(base.quats), atol=1e-5, rtol=0
     )
-    grown = g(v * 2.0, rotation=REST)  # a uniformly scaled mesh scales positions and sizes
+    grown = g(FrameState(v * 2.0, rotation=REST))  # a uniformly scaled mesh scales positions and sizes
     torch.testing.assert_close(grown.means, base.means * 2, atol=1e-6, rtol=0)
     torch.testing.assert_close(grown.scales, base.scales * 2, atol=1e-7, rtol=1e-5)
 
@@ -98,7 +99,7 @@ def test_gaussians_follow_rigid_and_non_rigid_motion():
 def _render_plane(g: MeshGaussians, model, rotation: Tensor, viewmat: Tensor) -> Tensor:
     """The plane turned by ``rotation`` (axis-angle, about the origin) seen by ``viewmat``."""
     verts = model().vertices @ axis_angle_to_matrix(rotation).T
-    w = g(verts, rotation=rotation[None])
+    w = g(FrameState(verts, rotation=rotation[None]))
     K = torch.tensor([[300.0, 0, 24], [0, 300.0, 24], [0, 0, 1]])[None]
     img, _, _ = w.render(viewmat[None], K, 48, 48, g.sh_degree, backgrounds=torch.ones(1, 3))
     return img[0]
@@ -133,18 +134,20 @@ def test_head_frame_colours_turn_with_the_head(sh_frame):
 def test_head_frame_needs_the_rotation():
     g = MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="head"))
     with pytest.raises(ValueError, match="head rotation"):
-        g(PlaneModel()().vertices)
+        g(FrameState(PlaneModel()().vertices))
     with pytest.raises(ValueError, match="sh_frame must be one of"):
         MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="camera"))
 
 
 def test_packages_from_before_sh_frame_load_with_world_colours():
-    from avatar.train.trainer import gaussians_from_state
-
     g = MeshGaussians.from_uv_grid(PlaneModel(), MeshGaussiansConfig(uv_resolution=8, sh_frame="head"))
-    state = {"faces": g.faces, "binding": g.binding, "params": dict(g.params), "sh_degree": g.sh_degree}
-    assert gaussians_from_state(state, torch.device("cpu")).sh_frame == "world"  # no key: trained in world axes
-    assert gaussians_from_state({**state, "sh_frame": "head"}, torch.device("cpu")).sh_frame == "head"
+    state = g.state()
+    assert state["sh_frame"] == "head"
+    del state["sh_frame"]
+    assert MeshGaussians.from_state(state, torch.device("cpu")).sh_frame == "world"  # no key: trained in world axes
+    back = MeshGaussians.from_state({**state, "sh_frame": "head"}, torch.device("cpu"))
+    assert back.sh_frame == "head" and torch.equal(back.binding, g.binding)
+    torch.testing.assert_close(back.params["local_xyz"], g.params["local_xyz"])
 
 
 def _optimizer(g: MeshGaussians) -> torch.optim.Adam:
@@ -152,7 +155,7 @@ def _optimizer(g: MeshGaussians) -> torch.optim.Adam:
 
 
 def _render_step(g, model, opt, strategy, step):
-    w = g(model().vertices, rotation=REST)
+    w = g(FrameState(model().vertices, rotation=REST))
     K = torch.tensor([[200.0, 0, 32], [0, 200.0, 32], [0, 0, 1]])[None]
     viewmat = torch.eye(4)[None]
     viewmat[0, :3, 3] = torch.tensor([-0.05, -0.05, 0.4])
@@ -179,7 +182,7 @@ def test_densify_clone_split_prune_keep_bindings_and_optimizer_state():
     strategy = DensifyStrategy(DensifyConfig(refine_start=2, refine_every=2, grad_threshold=0.0, split_scale=0.5,
                                              prune_opacity=0.005, reset_opacity_every=0))
     n0, binding0 = len(g), g.binding.clone()
-    w0 = g(model().vertices, rotation=REST)
+    w0 = g(FrameState(model().vertices, rotation=REST))
     _render_step(g, model, opt, strategy, 1)
     changed, _ = _render_step(g, model, opt, strategy, 2)
     visible = changed["cloned"] + changed["split"]
@@ -195,9 +198,21 @@ def test_densify_clone_split_prune_keep_bindings_and_optimizer_state():
     assert torch.equal(g.binding, binding0[ids])
     assert torch.bincount(ids, minlength=n0).max() == 2  # split and cloned parents have one child
     assert not (ids < 5).any()  # the transparent ones were pruned
+    # Placed on the mesh after densifying: a clone sits where its parent was (two Adam steps of
+    # 1e-3 triangle sizes away at most); the two children of a split sit apart, near their parent.
+    w1 = g(FrameState(model().vertices, rotation=REST))
+    assert w1.means.shape[1] == len(g)
+    count = torch.bincount(ids, minlength=n0)
+    twice = count[ids] == 2
+    cloned = twice & (ids % 2 == 1)  # the small ones (odd ids) were cloned
+    split = twice & (ids % 2 == 0)  # the large ones split
+    assert cloned.any() and split.any()
+    torch.testing.assert_close(w1.means[0, cloned], w0.means[0, ids[cloned]], atol=1e-4, rtol=0)
+    parent_size = w0.scales[0].max(-1).values
+    offset = (w1.means[0, split] - w0.means[0, ids[split]]).norm(dim=-1)
+    assert (offset < 4 * parent_size[ids[split]]).all() and offset.median() > 1e-4
     # The optimizer keeps working on the resized parameters.
     _render_step(g, model, opt, strategy, 3)
-    assert w0.means.shape[1] == n0
 
 
 def test_densify_respects_the_cap():
@@ -235,10 +250,10 @@ def test_deformer_starts_as_identity_and_follows_the_condition():
                                      n_condition=5)
     v = model().vertices
     cond = torch.rand(1, 5)
-    torch.testing.assert_close(dyn(v, cond, REST).means, plain(v, rotation=REST).means)  # zero-initialised last layer
+    torch.testing.assert_close(dyn(FrameState(v, cond, REST)).means, plain(FrameState(v, rotation=REST)).means)  # zero-initialised last layer
     with torch.no_grad():
         dyn.deformer.mlp[-1].weight.normal_(0, 0.05)
-    a, b = dyn(v, cond, REST), dyn(v, torch.zeros(1, 5), REST)
+    a, b = dyn(FrameState(v, cond, REST)), dyn(FrameState(v, torch.zeros(1, 5), REST))
     assert (a.means - b.means).abs().max() > 1e-5  # offsets depend on the expression
     with pytest.raises(ValueError, match="n_condition"):
         MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, deform=True))

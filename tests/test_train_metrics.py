@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -42,6 +41,34 @@ def test_losses():
     assert math.isclose(float(excess(torch.tensor([0.0, 1.0, 3.0]), 1.0)), 2 / 3, rel_tol=1e-6)
 
 
-def test_lpips_is_optional():
-    out = lpips(torch.rand(1, 32, 32, 3), torch.rand(1, 32, 32, 3))
-    assert out is None or np.isfinite(out.numpy()).all()
+def test_lpips_is_none_without_the_package(monkeypatch, caplog):
+    import logging
+    import sys
+
+    from avatar.train import metrics
+
+    monkeypatch.setitem(sys.modules, "lpips", None)  # `import lpips` raises ImportError
+    with caplog.at_level(logging.INFO, logger="avatar.train.metrics"):
+        assert metrics.lpips_model.__wrapped__() is None
+    assert "'lpips' package is not installed" in caplog.text
+    monkeypatch.setattr(metrics, "lpips_model", lambda: None)
+    assert metrics.lpips(torch.rand(1, 8, 8, 3), torch.rand(1, 8, 8, 3)) is None
+
+
+def test_lpips_feeds_the_network_nchw_images_in_minus_one_to_one(monkeypatch):
+    from avatar.train import metrics
+
+    seen = {}
+
+    class Distance(torch.nn.Module):  # stands in for the AlexNet LPIPS: mean |x - y| per image
+        def forward(self, x, y):
+            seen["shape"], seen["range"] = tuple(x.shape), (float(x.min()), float(x.max()))
+            return (x - y).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+    monkeypatch.setattr(metrics, "lpips_model", lambda: Distance())
+    pred, target = torch.rand(2, 3, 16, 12, 3), torch.rand(2, 3, 16, 12, 3)
+    out = lpips(pred, target)
+    assert out.shape == (2, 3) and seen["shape"] == (6, 3, 16, 12)
+    assert -1.0 <= seen["range"][0] and seen["range"][1] <= 1.0 and seen["range"][0] < -0.9
+    torch.testing.assert_close(out, 2 * (pred - target).abs().mean(dim=(-3, -2, -1)))
+    assert float(lpips(pred, pred).max()) == 0.0

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from avatar.data.capture import Capture, CaptureMeta, CaptureWriter, Landmarks
+from avatar.gaussians.base import FrameState
 from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
 from avatar.gaussians.strategy import DensifyConfig
 from avatar.geometry import axis_angle_to_matrix
+from avatar.io.avatar_file import checkpoint_avatar, read_checkpoint
 from avatar.models.engine import Part
 from avatar.render import rasterization
 from avatar.tracking.sequence import TrackedSequence
@@ -84,7 +86,7 @@ def sheet_capture(tmp_path_factory):
     verts = model(expression=t(seq.expression), rotation=t(seq.rotation), translation=t(seq.translation)).vertices
     for i in range(seq.n_frames):
         with torch.no_grad():
-            w = teacher(verts[i], rotation=t(seq.rotation[i]))
+            w = teacher(FrameState(verts[i], rotation=t(seq.rotation[i])))
             img, alpha, _ = rasterization(w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh, t(seq.viewmat)[None],
                                           t(seq.K)[None], SIZE, SIZE, sh_degree=0, backgrounds=torch.ones(1, 3))
         writer.write_frame(i, (img[0].numpy() * 255 + 0.5).astype(np.uint8))
@@ -178,6 +180,26 @@ def test_resume_matches_an_uninterrupted_run(sheet_capture, tmp_path, one_thread
         assert full.gaussians.deformer.mlp[-1].weight.abs().max() > 0  # the deformer was trained
 
 
+def test_resume_from_a_checkpoint_of_the_earlier_layout(sheet_capture, tmp_path, one_thread):
+    """Checkpoints written before the avatar file format 2 kept the Gaussians' entries at the top level."""
+    kw = dict(iterations=20, checkpoint_every=10)
+    first = _trainer(sheet_capture, tmp_path / "run", **kw)
+    first.run(until=10, progress=False)
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = read_checkpoint(path)
+    kind, avatar_state = checkpoint_avatar(state)
+    legacy = {k: v for k, v in state.items() if k not in ("format", "avatar")}
+    legacy.update(avatar_state)  # faces, binding, params, sh_degree, sh_frame at the top, no format
+    torch.save(legacy, path)
+    second = _trainer(sheet_capture, tmp_path / "run", **kw)
+    assert second.resume() and second.step == 10
+    assert torch.equal(second.gaussians.binding, first.gaussians.binding)
+    for name, p in first.gaussians.params.items():
+        assert torch.equal(p.detach(), second.gaussians.params[name].detach()), name
+    second.run(progress=False)
+    assert second.step == 20
+
+
 def test_non_finite_loss_skips_the_step_and_lowers_the_lr(sheet_capture, tmp_path, monkeypatch):
     tr = _trainer(sheet_capture, tmp_path / "run", iterations=6)
     real = trainer_mod.photometric
@@ -188,8 +210,8 @@ def test_non_finite_loss_skips_the_step_and_lowers_the_lr(sheet_capture, tmp_pat
     assert tr.skipped_steps == [3] and tr.lr_factor == 0.5
     assert all(torch.isfinite(p).all() for p in tr.gaussians.params.values())
     path = tr.save_checkpoint()
-    state = torch.load(path, weights_only=True)
-    assert all(torch.isfinite(v).all() for v in state["params"].values())
+    kind, state = checkpoint_avatar(read_checkpoint(path))
+    assert kind == "mesh_gaussians" and all(torch.isfinite(v).all() for v in state["params"].values())
 
 
 def test_frame_count_mismatch_is_a_clear_error(sheet_capture):
@@ -222,8 +244,8 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     assert metrics["iterations"] == 30 and metrics["heldout_frames"] == 5 and metrics["backend"] == "torch"
     assert metrics["psnr"] > 10 and metrics["n_gaussians"] == len(load_ply(out / "avatar.ply")["means"])
     capsys.readouterr()
-    assert cli.main(["train", *args]) == 2  # never overwrites a trained run
-    assert "already holds a trained run" in capsys.readouterr().out
+    assert cli.main(["train", *args]) == 1  # never overwrites a trained run
+    assert "already holds a trained run" in capsys.readouterr().err
     recorded = (out / "config.yaml").read_text()
     assert cli.main(["eval", f"run={out}", "renderer.eps2d=0.3"]) == 0
     assert (out / "config.yaml").read_text() == recorded  # eval never rewrites the run's record
@@ -232,8 +254,8 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     assert cli.main(["export", f"run={out}"]) == 0
     assert (out / "export" / "avatar.ply").is_file() and (out / "export" / "avatar.pt").is_file()
     capsys.readouterr()
-    assert cli.main(["eval", f"run={tmp_path / 'nothing'}"]) == 2
-    assert "is not a trained run" in capsys.readouterr().out
+    assert cli.main(["eval", f"run={tmp_path / 'nothing'}"]) == 1
+    assert "is not a trained run" in capsys.readouterr().err
 
 
 def test_train_without_tracking_says_run_track(sheet_capture, tmp_path, capsys):
@@ -245,8 +267,8 @@ def test_train_without_tracking_says_run_track(sheet_capture, tmp_path, capsys):
 
     shutil.copytree(root, bare)
     (bare / "tracking.npz").unlink(missing_ok=True)
-    assert cli.main(["train", f"capture={bare}", f"out={tmp_path / 'run'}"]) == 2
-    assert "avatar track" in capsys.readouterr().out
+    assert cli.main(["train", f"capture={bare}", f"out={tmp_path / 'run'}"]) == 1
+    assert "avatar track" in capsys.readouterr().err
 
 
 def test_joint_tracking_refinement_removes_pose_jitter(sheet_capture, tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import atomic_write
 from .reports import write_json
 
 N_FACE_LANDMARKS = 478
@@ -86,13 +87,6 @@ class Landmarks:
             raise CaptureError(f"pose landmarks must be [F, {N_POSE_LANDMARKS}, 4], got {self.pose.shape}")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def encode_image(image: np.ndarray, ext: str, quality: int = 95) -> bytes:
     """Encode an RGB ``[H,W,3]`` or grey ``[H,W]`` uint8 image as ``ext`` (jpg or png)."""
     import cv2  # noqa: PLC0415
@@ -123,13 +117,13 @@ class CaptureWriter:
 
     def write_frame(self, index: int, rgb: np.ndarray) -> None:
         data = encode_image(rgb, self.frame_format, self.jpeg_quality)
-        _atomic_write_bytes(self.root / "frames" / f"{index:06d}.{self.frame_format}", data)
+        atomic_write(self.root / "frames" / f"{index:06d}.{self.frame_format}", data)
 
     def write_mask(self, index: int, mask: np.ndarray) -> None:
         """``mask``: ``[H, W]`` float in 0..1 or uint8."""
         if mask.dtype != np.uint8:
             mask = (np.clip(mask, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        _atomic_write_bytes(self.root / "masks" / f"{index:06d}.png", encode_image(mask, "png"))
+        atomic_write(self.root / "masks" / f"{index:06d}.png", encode_image(mask, "png"))
 
     def finish(self, meta: CaptureMeta, landmarks: Landmarks) -> Path:
         if landmarks.face.shape[0] != meta.n_frames:
@@ -139,9 +133,7 @@ class CaptureWriter:
         if landmarks.pose is not None:
             arrays["pose"] = landmarks.pose.astype(np.float32)
             arrays["pose_present"] = landmarks.pose_present.astype(bool)
-        tmp = self.root / ".landmarks.partial.npz"
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, self.root / "landmarks.npz")
+        atomic_write(self.root / "landmarks.npz", lambda f: np.savez_compressed(f, **arrays))
         write_json(self.root / "meta.json", meta.to_json())
         return self.root
 

@@ -13,6 +13,8 @@ from types import TracebackType
 
 import numpy as np
 
+from ..io.atomic import commit, partial_path
+
 
 def to_uint8_rgb(frame) -> np.ndarray:
     """``[H, W, 3]`` uint8 from a uint8 array or a float array/tensor in 0..1."""
@@ -39,14 +41,14 @@ class VideoWriter:
         self.crf = crf
         self.codec = codec
         self.frames = 0
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._tmp: Path | None = None
         self._container = None
         self._stream = None
 
     def __enter__(self) -> "VideoWriter":
         import av  # noqa: PLC0415
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = partial_path(self.path)
         self._container = av.open(str(self._tmp), mode="w")
         return self
 
@@ -76,7 +78,7 @@ class VideoWriter:
         finally:
             self._container.close()
         if exc_type is None and self.frames > 0:
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
             if exc_type is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .animate import AvatarPackage
+from .animate import AvatarPackage, expression_range
 from .retarget import RetargetConfig, Retargeter
 from .sources import DriveError
 
@@ -223,7 +223,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         th.start()
 
     ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
-    retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, package.expression_range())
+    retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, expression_range(package))
     version = 0
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, torch.float32)

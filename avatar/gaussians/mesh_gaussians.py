@@ -29,9 +29,17 @@ import torch
 from torch import Tensor, nn
 
 from ..geometry.mesh import triangle_frames
-from ..geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize_quaternion, quaternion_multiply
-from ..render.rasterization import rasterization
-from ..render.sh import num_sh_bases, sh_colors
+from ..geometry.rotations import (
+    axis_angle_to_matrix,
+    matrix_to_quaternion,
+    normalize_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
+from ..render.sh import num_sh_bases
+from .base import FrameState, GaussianAvatar, WorldGaussians
+
+__all__ = ["FrameState", "MeshGaussians", "MeshGaussiansConfig", "SH_FRAMES", "WorldGaussians", "uv_samples"]
 
 SH_FRAMES = ("head", "world")
 
@@ -42,43 +50,21 @@ _SH_C0 = 0.28209479177387814
 class MeshGaussiansConfig:
     """How to initialise mesh-bound Gaussians (YAML in ``conf/avatar/`` picks and overrides)."""
 
+    kind: str = "mesh_gaussians"  # the avatar kind built from this config (avatar.gaussians.registry)
     uv_resolution: float = 128  # samples per unit of UV (FlashAvatar: a 128x128 grid on FLAME's UV square)
     part_uv_resolution: dict = field(default_factory=dict)  # per-part overrides, e.g. {"eyeball_left": 24}
     parts: tuple[str, ...] | None = None  # model parts to cover (None: all the model has)
-    sh_degree: int = 3
+    sh_degree: int = 3  # view-dependent colour: SH degree 0 (none) to 3
     sh_frame: str = "head"  # axes of the SH view directions: "head" (turn with the head) or "world"
-    init_opacity: float = 0.1
+    init_opacity: float = 0.1  # opacity of every Gaussian at start
     init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
-    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1 at start
     # Expression-conditioned offsets (avatar=mesh_gaussians_dynamic): an MLP of the canonical
     # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer).
     deform: bool = False
-    deform_hidden: int = 128
-    deform_layers: int = 3
-    deform_frequencies: int = 4
-
-
-@dataclass
-class WorldGaussians:
-    """Gaussians in world space, ready for :func:`avatar.render.rasterization` (one frame each)."""
-
-    means: Tensor  # [B, N, 3]
-    quats: Tensor  # [B, N, 4] (w, x, y, z)
-    scales: Tensor  # [B, N, 3]
-    opacities: Tensor  # [N]
-    sh: Tensor  # [N, K, 3]
-    sh_frame: Tensor | None = None  # [B, 3, 3] axes the SH directions are taken in (None: world)
-
-    def render(self, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int, index: int = 0, **kwargs):
-        """:func:`avatar.render.rasterization` of frame ``index`` seen by ``viewmats [C, 4, 4]`` /
-        ``Ks [C, 3, 3]`` (``kwargs``: its other arguments), SH of degree ``sh_degree`` shaded in
-        :attr:`sh_frame`: world directions are left to the rasterizer, head-frame colours are
-        evaluated here."""
-        colors, degree = self.sh, sh_degree
-        if self.sh_frame is not None:
-            colors, degree = sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
-        return rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities, colors,
-                             viewmats, Ks, width, height, sh_degree=degree, **kwargs)
+    deform_hidden: int = 128  # expression MLP: hidden width
+    deform_layers: int = 3  # expression MLP: hidden layers
+    deform_frequencies: int = 4  # expression MLP: positional-encoding octaves of the canonical positions
 
 
 def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:
@@ -125,13 +111,19 @@ def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: flo
     return face_ids[owner[first]], bary[first].clamp_min(0).float()
 
 
-class MeshGaussians(nn.Module):
+class MeshGaussians(GaussianAvatar):
     """Gaussians bound to mesh triangles: ``binding [N]`` plus per-Gaussian local parameters.
 
     ``params``: ``local_xyz [N,3]`` (triangle-frame coordinates in units of the triangle's
     scale), ``local_quat [N,4]`` (w,x,y,z, relative to the frame), ``log_scale [N,3]``
     (relative to the triangle's scale), ``opacity_logit [N]``, ``sh0 [N,1,3]``, ``shN [N,K-1,3]``.
+    Sizes and distances the strategy and the trainer's regularisers see are in units of the
+    parent triangle's scale.
     """
+
+    kind = "mesh_gaussians"
+    learning_rates = {"local_xyz": "lr_xyz", "local_quat": "lr_quat", "log_scale": "lr_scale",
+                      "opacity_logit": "lr_opacity", "sh0": "lr_sh0", "shN": "lr_shN", "deformer": "lr_deform"}
 
     def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int,
                  canonical_vertices: Tensor | None = None, deformer: nn.Module | None = None,
@@ -156,6 +148,12 @@ class MeshGaussians(nn.Module):
         for name, value in zip(("canonical_origin", "canonical_rotation", "canonical_scale"), frames):
             self.register_buffer(name, None if value is None else value.detach().clone(), persistent=False)
         self.deformer = deformer
+
+    @classmethod
+    def initialise(cls, model, cfg: MeshGaussiansConfig, vertices: Tensor | None = None,
+                   n_condition: int | None = None) -> "MeshGaussians":
+        """The kind's initialisation from its config (the registry's entry point): :meth:`from_uv_grid`."""
+        return cls.from_uv_grid(model, cfg, vertices, n_condition)
 
     @classmethod
     def from_uv_grid(cls, model, cfg: MeshGaussiansConfig, vertices: Tensor | None = None,
@@ -236,6 +234,35 @@ class MeshGaussians(nn.Module):
     def __len__(self) -> int:
         return self.binding.shape[0]
 
+    # ------------------------------------------------------------ the interface's densification side
+    def per_gaussian_buffers(self) -> dict[str, Tensor]:
+        return {"binding": self.binding}
+
+    def other_parameters(self) -> dict:
+        return {} if self.deformer is None else {"deformer": list(self.deformer.parameters())}
+
+    def local_scales(self) -> Tensor:
+        return torch.exp(self.params["log_scale"])
+
+    def anchor_distances(self) -> Tensor:
+        return self.params["local_xyz"].norm(dim=-1)
+
+    def opacities(self) -> Tensor:
+        return torch.sigmoid(self.params["opacity_logit"])
+
+    def split_children(self, index: Tensor, factor: float) -> dict[str, Tensor]:
+        """Two children per parent, sampled from the parent Gaussian in its triangle's frame,
+        ``factor`` times smaller."""
+        p = self.params
+        scale = torch.exp(p["log_scale"][index])  # [S, 3]
+        rot = quaternion_to_matrix(p["local_quat"][index])  # [S, 3, 3]
+        noise = torch.randn(2, *scale.shape, device=scale.device, dtype=scale.dtype)
+        offsets = (rot[None] @ (noise * scale)[..., None])[..., 0]
+        out = {k: v[index][None].expand(2, *v[index].shape).clone() for k, v in p.items()}
+        out["local_xyz"] = p["local_xyz"][index][None] + offsets
+        out["log_scale"] = out["log_scale"] - math.log(factor)
+        return out
+
     def subset(self, index: Tensor) -> "MeshGaussians":
         """A new :class:`MeshGaussians` with the Gaussians ``index`` (indices or a bool mask),
         the same mesh and the same deformer (shared, not copied)."""
@@ -243,16 +270,62 @@ class MeshGaussians(nn.Module):
                              self.sh_degree, canonical_vertices=self.canonical_vertices, deformer=self.deformer,
                              sh_frame=self.sh_frame)
 
-    def forward(self, vertices: Tensor, condition: Tensor | None = None, rotation: Tensor | None = None) -> WorldGaussians:
-        """World-space Gaussians on the posed mesh ``vertices [B, V, 3]`` (or ``[V, 3]``).
+    def compact(self) -> tuple[Tensor, "MeshGaussians"]:
+        """The vertices of the triangles the Gaussians sit on ``[V']``, and these Gaussians re-bound
+        to that sub-mesh (same parameters; the deformer shared)."""
+        used_faces, binding = torch.unique(self.binding, return_inverse=True)
+        vidx, faces = torch.unique(self.faces[used_faces], return_inverse=True)
+        canonical = None if self.canonical_vertices is None else self.canonical_vertices[vidx]
+        sub = MeshGaussians(faces, binding, {k: v.detach() for k, v in self.params.items()}, self.sh_degree,
+                            canonical_vertices=canonical, deformer=self.deformer, sh_frame=self.sh_frame)
+        return vidx, sub
 
-        ``condition [B, E]`` (or ``[E]``): the frames' expression coefficients, used by the
-        deformer when there is one (zeros when not given).
-        ``rotation [B, 3]`` / ``[3]`` (axis-angle) or ``[B, 3, 3]`` (matrices): the head rotation the mesh
-        was posed with; needed when ``sh_frame`` is ``"head"``, ignored for ``"world"``.
+    # ------------------------------------------------------------ saving
+    def state(self) -> dict:
+        """Parameters, binding, mesh faces, SH settings and the deformer (weights, config and
+        canonical mesh): plain tensors and values."""
+        out = {
+            "faces": self.faces.detach().cpu().clone(),
+            "binding": self.binding.detach().cpu().clone(),
+            "params": {k: v.detach().cpu().clone() for k, v in self.params.items()},
+            "sh_degree": self.sh_degree,
+            "sh_frame": self.sh_frame,
+        }
+        if self.deformer is not None:
+            out.update({"deformer": {k: v.detach().cpu().clone() for k, v in self.deformer.state_dict().items()},
+                        "deformer_config": dict(self.deformer.config),
+                        "canonical_vertices": self.canonical_vertices.detach().cpu().clone()})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict, device=None) -> "MeshGaussians":
+        """Rebuild from :meth:`state` (also the layout of checkpoints and packages of format 1,
+        whose ``sh_frame`` defaults to ``"world"`` when they predate it)."""
+        deformer = None
+        if state.get("deformer") is not None:
+            from .deform import ExpressionDeformer  # noqa: PLC0415
+
+            deformer = ExpressionDeformer(**state["deformer_config"])
+            deformer.load_state_dict(state["deformer"])
+            deformer = deformer.to(device)
+        canonical = state.get("canonical_vertices")
+        return cls(state["faces"].to(device), state["binding"].to(device),
+                   {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"],
+                   canonical_vertices=None if canonical is None else canonical.to(device), deformer=deformer,
+                   sh_frame=state.get("sh_frame", "world"))
+
+    # ------------------------------------------------------------ posing
+    def forward(self, state: FrameState) -> WorldGaussians:
+        """World-space Gaussians on the posed mesh ``state.vertices [B, V, 3]``.
+
+        ``state.expression [B, E]``: the frames' expression coefficients, used by the deformer
+        when there is one (zeros when not given). ``state.rotation [B, 3]`` (axis-angle) or
+        ``[B, 3, 3]`` (matrices): the head rotation the mesh was posed with; needed when
+        ``sh_frame`` is ``"head"``, ignored for ``"world"``.
         """
-        if vertices.dim() == 2:
-            vertices = vertices[None]
+        if not isinstance(state, FrameState):
+            raise TypeError(f"MeshGaussians takes a FrameState, got {type(state).__name__}")
+        vertices, condition, rotation = state.vertices, state.expression, state.rotation
         frame = None
         if self.sh_frame == "head":
             if rotation is None:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..io.atomic import atomic_write
+
 
 def _columns(n_rest: int) -> list[str]:
     return (
@@ -42,14 +44,7 @@ def save_ply(path: str | os.PathLike, means: Tensor, quats: Tensor, scales: Tens
     names = _columns(k - 1)
     header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(np.ascontiguousarray(data, dtype="<f4").tobytes())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, header.encode("ascii") + np.ascontiguousarray(data, dtype="<f4").tobytes())
 
 
 def load_ply(path: str | os.PathLike) -> dict[str, Tensor]:

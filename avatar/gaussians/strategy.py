@@ -1,13 +1,18 @@
-"""Densification and pruning of mesh-bound Gaussians, as a policy object (gsplat ``strategy/`` style).
+"""Densification and pruning of any avatar's Gaussians, as a policy object (gsplat ``strategy/`` style).
 
-The trainer calls :meth:`DensifyStrategy.step_pre_backward` before ``loss.backward()``
-(it asks autograd to keep the gradient of the projected centres) and
+The strategy works over the avatar interface (:class:`avatar.gaussians.base.GaussianAvatar`):
+its ``params`` and per-Gaussian buffers, which grow and shrink together, plus what the kind
+says about sizes, opacities and where split children go. Its own state (the accumulated
+gradient statistics) is held here, outside the avatar.
+
+The trainer calls :meth:`DensifyStrategy.step_pre_backward` before ``loss.backward()`` (it
+asks autograd to keep the gradient of the projected centres) and
 :meth:`DensifyStrategy.step_post_backward` after it. Every ``refine_every`` steps inside
 ``[refine_start, refine_stop)`` Gaussians whose average screen-space gradient is high are
 cloned (small ones) or split in two (large ones), and nearly transparent or oversized ones
-are pruned; new Gaussians inherit their parent's ``binding``, so they stay on the same
-triangle. Parameters and the optimizer's per-parameter state (Adam moments) grow and
-shrink together. ``max_gaussians`` caps the count.
+are pruned; new Gaussians inherit their parent's per-Gaussian buffers (a mesh-bound
+Gaussian's ``binding``: it stays on the same triangle). Parameters and the optimizer's
+per-parameter state (Adam moments) grow and shrink together. ``max_gaussians`` caps the count.
 """
 
 from __future__ import annotations
@@ -18,27 +23,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..geometry.rotations import quaternion_to_matrix
-from .mesh_gaussians import MeshGaussians
+from .base import GaussianAvatar
 
 
 @dataclass
 class DensifyConfig:
-    refine_start: int = 500
-    refine_stop: int = 15_000
-    refine_every: int = 100
+    refine_start: int = 500  # first step that may clone, split or prune
+    refine_stop: int = 15_000  # no refinement from this step on
+    refine_every: int = 100  # refine every this many steps (gradient statistics restart after each)
     grad_threshold: float = 2e-4  # mean |d loss / d means2d| in normalised image units (gsplat's)
-    split_scale: float = 0.5  # Gaussians larger than this (in units of their triangle's scale) split, smaller clone
+    split_scale: float = 0.5  # larger Gaussians split, smaller clone (the kind's units: the triangle's scale)
     split_factor: float = 1.6  # children of a split are this much smaller
-    prune_opacity: float = 0.005
-    prune_scale: float = 4.0  # Gaussians larger than this (triangle-scale units) are pruned
+    prune_opacity: float = 0.005  # Gaussians more transparent than this are pruned
+    prune_scale: float = 4.0  # Gaussians larger than this (the kind's size units) are pruned
     reset_opacity_every: int = 3000  # 0 disables; opacities are clamped down to 2 x prune_opacity
     reset_steps_left: int = 1000  # no reset this close to the end of training (opacities need time to recover)
-    max_gaussians: int = 200_000
+    max_gaussians: int = 200_000  # cap on the count; the highest-gradient candidates grow first
 
 
 class DensifyStrategy:
-    """Grows and prunes a :class:`MeshGaussians` together with its optimizer.
+    """Grows and prunes any :class:`GaussianAvatar` together with its optimizer.
 
     The optimizer must hold each parameter of ``gaussians.params`` in its own param group
     (as the trainer builds it), so that per-parameter state can be resized.
@@ -56,7 +60,7 @@ class DensifyStrategy:
             meta["means2d"].retain_grad()
 
     @torch.no_grad()
-    def step_post_backward(self, gaussians: MeshGaussians, optimizer, meta: dict, step: int,
+    def step_post_backward(self, gaussians: GaussianAvatar, optimizer, meta: dict, step: int,
                            total_steps: int | None = None) -> dict[str, int]:
         """Accumulate screen-space gradients; refine when due. Returns what changed.
 
@@ -75,12 +79,13 @@ class DensifyStrategy:
             self.reset_opacity(gaussians, optimizer)
         return changed
 
-    def _accumulate(self, gaussians: MeshGaussians, meta: dict) -> None:
+    def _accumulate(self, gaussians: GaussianAvatar, meta: dict) -> None:
         n = len(gaussians)
         grad = meta["means2d"].grad
         if self.grad_sum is None or self.grad_sum.shape[0] != n:
-            self.grad_sum = torch.zeros(n, device=gaussians.binding.device)
-            self.count = torch.zeros(n, device=gaussians.binding.device)
+            device = next(iter(gaussians.params.values())).device
+            self.grad_sum = torch.zeros(n, device=device)
+            self.count = torch.zeros(n, device=device)
         if grad is None:
             return
         # Normalise to image units as gsplat does: pixels * 2 / size.
@@ -92,10 +97,10 @@ class DensifyStrategy:
         self.grad_sum += (norm * visible).sum(0)
         self.count += visible.sum(0)
 
-    def refine(self, gaussians: MeshGaussians, optimizer) -> dict[str, int]:
+    def refine(self, gaussians: GaussianAvatar, optimizer) -> dict[str, int]:
         cfg, p = self.cfg, gaussians.params
         mean_grad = self.grad_sum / self.count.clamp_min(1)
-        size = torch.exp(p["log_scale"]).max(-1).values  # triangle-scale units
+        size = gaussians.sizes()
         high = mean_grad > cfg.grad_threshold
         room = max(0, cfg.max_gaussians - len(gaussians))
         clone = high & (size <= cfg.split_scale)
@@ -103,15 +108,17 @@ class DensifyStrategy:
         clone, split = _limit(clone, split, room, mean_grad)
         n_clone, n_split = int(clone.sum()), int(split.sum())
         if n_clone:
-            _append(gaussians, optimizer, {k: v[clone] for k, v in p.items()}, gaussians.binding[clone])
+            _append(gaussians, optimizer, {k: v[clone] for k, v in p.items()},
+                    {k: v[clone] for k, v in gaussians.per_gaussian_buffers().items()})
         if n_split:
             idx = split.nonzero().squeeze(-1)
-            children = _split_children(p, idx, cfg.split_factor)
+            children = gaussians.split_children(idx, cfg.split_factor)
             # The parent becomes the first child; the second is appended.
             _overwrite(gaussians, optimizer, idx, {k: v[0] for k, v in children.items()})
-            _append(gaussians, optimizer, {k: v[1] for k, v in children.items()}, gaussians.binding[idx])
-        opacity = torch.sigmoid(p["opacity_logit"])
-        size = torch.exp(p["log_scale"]).max(-1).values
+            _append(gaussians, optimizer, {k: v[1] for k, v in children.items()},
+                    {k: v[idx] for k, v in gaussians.per_gaussian_buffers().items()})
+        opacity = gaussians.opacities()
+        size = gaussians.sizes()
         prune = (opacity < cfg.prune_opacity) | (size > cfg.prune_scale)
         n_prune = int(prune.sum())
         if n_prune and n_prune < len(gaussians):
@@ -122,7 +129,9 @@ class DensifyStrategy:
         self.last = {"cloned": n_clone, "split": n_split, "pruned": n_prune}
         return self.last
 
-    def reset_opacity(self, gaussians: MeshGaussians, optimizer) -> None:
+    def reset_opacity(self, gaussians: GaussianAvatar, optimizer) -> None:
+        """Clamp opacities down to ``2 x prune_opacity`` (kinds keep opacity as the logit
+        ``params["opacity_logit"]``) and zero their optimizer moments."""
         p = gaussians.params["opacity_logit"]
         cap = 2 * self.cfg.prune_opacity
         p.data.clamp_(max=math.log(cap / (1 - cap)))
@@ -143,18 +152,7 @@ def _limit(clone: Tensor, split: Tensor, room: int, score: Tensor) -> tuple[Tens
     return clone & keep, split & keep
 
 
-def _split_children(p, idx: Tensor, factor: float) -> dict[str, Tensor]:
-    """Two children per parent, sampled from the parent Gaussian in its triangle's frame."""
-    scale = torch.exp(p["log_scale"][idx])  # [S, 3]
-    rot = quaternion_to_matrix(p["local_quat"][idx])  # [S, 3, 3]
-    offsets = (rot[None] @ (torch.randn(2, *scale.shape, device=scale.device, dtype=scale.dtype) * scale)[..., None])[..., 0]
-    out = {k: v[idx][None].expand(2, *v[idx].shape).clone() for k, v in p.items()}
-    out["local_xyz"] = p["local_xyz"][idx][None] + offsets
-    out["log_scale"] = out["log_scale"] - math.log(factor)
-    return out
-
-
-def _replace_param(gaussians: MeshGaussians, optimizer, name: str, new_value: Tensor, state_fn) -> None:
+def _replace_param(gaussians: GaussianAvatar, optimizer, name: str, new_value: Tensor, state_fn) -> None:
     """Swap ``params[name]`` for ``new_value`` and map the optimizer's state with ``state_fn``."""
     old = gaussians.params[name]
     new = torch.nn.Parameter(new_value, requires_grad=old.requires_grad)
@@ -170,17 +168,18 @@ def _replace_param(gaussians: MeshGaussians, optimizer, name: str, new_value: Te
     gaussians.params[name] = new
 
 
-def _append(gaussians: MeshGaussians, optimizer, values: dict[str, Tensor], binding: Tensor) -> None:
+def _append(gaussians: GaussianAvatar, optimizer, values: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
     for name, extra in values.items():
         old = gaussians.params[name]
         _replace_param(
             gaussians, optimizer, name, torch.cat((old.data, extra)),
             lambda s, n=extra.shape[0]: torch.cat((s, s.new_zeros((n,) + s.shape[1:]))),
         )
-    gaussians.binding = torch.cat((gaussians.binding, binding))
+    current = gaussians.per_gaussian_buffers()
+    gaussians.set_per_gaussian_buffers({k: torch.cat((current[k], v)) for k, v in buffers.items()})
 
 
-def _overwrite(gaussians: MeshGaussians, optimizer, idx: Tensor, values: dict[str, Tensor]) -> None:
+def _overwrite(gaussians: GaussianAvatar, optimizer, idx: Tensor, values: dict[str, Tensor]) -> None:
     for name, value in values.items():
         p = gaussians.params[name]
         p.data[idx] = value
@@ -189,7 +188,7 @@ def _overwrite(gaussians: MeshGaussians, optimizer, idx: Tensor, values: dict[st
                 s[idx] = 0
 
 
-def _keep(gaussians: MeshGaussians, optimizer, mask: Tensor) -> None:
+def _keep(gaussians: GaussianAvatar, optimizer, mask: Tensor) -> None:
     for name in list(gaussians.params.keys()):
         _replace_param(gaussians, optimizer, name, gaussians.params[name].data[mask], lambda s: s[mask])
-    gaussians.binding = gaussians.binding[mask]
+    gaussians.set_per_gaussian_buffers({k: v[mask] for k, v in gaussians.per_gaussian_buffers().items()})

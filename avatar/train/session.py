@@ -20,11 +20,14 @@ from ..data.capture import Capture
 from ..data.reports import write_json
 from ..data.video import VideoWriter
 from ..device import pick_device
+from ..gaussians.base import FrameState
+from ..gaussians.package import AvatarPackage
 from ..gaussians.ply import save_ply
+from ..io import atomic_write, avatar_file
 from ..tracking.expression_range import ExpressionRange
 from ..tracking.sequence import TrackedSequence, load_tracking
 from .data import load_frames
-from .trainer import TrainConfig, Trainer, atomic_torch_save, deformer_state, gaussians_from_state, init_gaussians
+from .trainer import TrainConfig, Trainer, init_gaussians
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,14 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     tcfg = train_config(cfg.get("train"))
     device = pick_device(cfg.get("device", "auto"))
     options = cfg.get("model_options")
-    model = _load_model(tracking.model, device, OmegaConf.to_container(options) if options is not None else {})
+    options = OmegaConf.to_container(options) if options is not None else {}
+    model = _load_model(tracking.model, device, options)
     try:
         frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device, mask=tcfg.mask,
                              head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin)
         trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames), out,
-                          renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model)
+                          renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model,
+                          model_options=options)
     except torch.OutOfMemoryError as exc:
         raise RunError(
             f"out of memory while loading {capture.root} on {device}: lower train.resolution, "
@@ -74,49 +79,52 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     if cfg.resume and not trainer.resume():
         log.info("resume=true but %s has no checkpoint: starting from scratch", out)
     if write_config:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".config.yaml.partial"
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        os.replace(tmp, out / "config.yaml")
+        atomic_write(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return trainer, tracking, model
 
 
-def avatar_package(trainer: Trainer, tracking: TrackedSequence) -> dict:
-    """Everything render/live need to drive the trained avatar."""
-    g = trainer.gaussians
+def avatar_entries(trainer: Trainer, tracking: TrackedSequence) -> dict:
+    """The avatar file's entries (:mod:`avatar.io.avatar_file`): everything render and live need
+    to drive the trained avatar, in the current format's layout."""
+    g, f = trainer.gaussians, trainer.frames
+    first = int(f.train[0])
+    config = getattr(trainer.cfg, "gaussians", None)
     return {
-        "format": 1,
+        "format": avatar_file.AVATAR_FORMAT,
         "model": tracking.model,
+        "model_options": dict(trainer.model_options),
+        "avatar": {"kind": g.kind, "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
+                   "state": g.state()},
         "expression_names": list(tracking.expression_names),
         "shape": torch.as_tensor(tracking.shape),
-        "faces": g.faces.cpu(),
-        "binding": g.binding.cpu(),
-        "params": {k: v.detach().cpu() for k, v in g.params.items()},
-        "sh_degree": g.sh_degree,
-        "sh_frame": g.sh_frame,
-        **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in deformer_state(g).items()},
-        "K": trainer.frames.K[int(trainer.frames.train[0])].cpu(),  # a reference camera for driving
-        "reference_rotation": trainer.frames.rotation[int(trainer.frames.train[0])].cpu(),  # head pose there
-        "reference_translation": trainer.frames.translation[int(trainer.frames.train[0])].cpu(),
-        "viewmat": trainer.frames.viewmat.cpu(),
-        "width": trainer.frames.width,
-        "height": trainer.frames.height,
+        "K": f.K[first].cpu(),  # a reference camera for driving
+        "reference_rotation": f.rotation[first].cpu(),  # head pose there
+        "reference_translation": f.translation[first].cpu(),
+        "viewmat": f.viewmat.cpu(),
+        "width": f.width,
+        "height": f.height,
         "background": trainer.background.cpu(),
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
-        "expression_range": ExpressionRange.from_sequence(
-            tracking.expression[trainer.frames.frame_ids[trainer.frames.train]]).state(),
+        "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
     }
 
 
-def with_visibility(package: dict, model) -> dict:
-    """The package with ``visibility`` (how much each Gaussian shows in typical driven poses),
+def with_visibility(entries: dict, trainer: Trainer) -> dict:
+    """The entries with ``visibility`` (how much each Gaussian shows in typical driven poses),
     so that live driving can pick a Gaussian budget without rendering at start."""
-    from ..drive.animate import AvatarPackage  # noqa: PLC0415
+    device = trainer.frames.vertices.device
+    pkg = AvatarPackage(entries, trainer.gaussians, trainer.model, device)
+    entries["visibility"] = pkg.visibility().cpu()
+    return entries
 
-    device = model.faces.device
-    pkg = AvatarPackage(package, gaussians_from_state(package, device), model, device)
-    package["visibility"] = pkg.visibility().cpu()
-    return package
+
+def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path:
+    """Write the trained avatar's file (``avatar.pt``) through :mod:`avatar.io.avatar_file`."""
+    entries = with_visibility(avatar_entries(trainer, tracking), trainer)
+    entries.pop("format")
+    avatar = entries.pop("avatar")
+    return avatar_file.write_avatar(path, kind=avatar["kind"], config=avatar["config"], avatar_state=avatar["state"],
+                                    **entries)
 
 
 def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -> Path:
@@ -124,7 +132,7 @@ def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -
     device = trainer.frames.vertices.device
     with torch.no_grad():
         shape = torch.as_tensor(tracking.shape, dtype=trainer.frames.vertices.dtype, device=device)[None]
-        w = trainer.gaussians(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3))
+        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3)))
     # No rotation: the head's frame is the world's, so the SH coefficients are what a viewer evaluates.
     return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
 
@@ -175,7 +183,7 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
         refined_tracking(trainer, tracking).save(out / "tracking_refined.npz")
     heldout_video(trainer, out / "heldout_side_by_side.mp4", fps)
     export_ply(trainer, tracking, model, out / "avatar.ply")
-    atomic_torch_save(with_visibility(avatar_package(trainer, tracking), model), out / "avatar.pt")
+    save_avatar(trainer, tracking, out / "avatar.pt")
     return metrics
 
 

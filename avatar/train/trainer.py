@@ -1,4 +1,4 @@
-"""Training mesh-bound Gaussians against a tracked capture.
+"""Training an avatar (any kind behind :class:`avatar.gaussians.base.GaussianAvatar`) against a tracked capture.
 
 The loop: pick a training frame, place the Gaussians on that frame's tracked mesh, render
 with :func:`avatar.render.rasterization`, compare with the frame composited on the
@@ -23,9 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+from ..gaussians.base import FrameState, GaussianAvatar
+from ..gaussians.mesh_gaussians import MeshGaussiansConfig
+from ..gaussians.registry import avatar_from_state, avatar_kind
 from ..gaussians.strategy import DensifyConfig, DensifyStrategy
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from ..io import atomic_write, avatar_file
 from .data import FrameSet
 from .losses import alpha_mask, excess, photometric
 from .metrics import lpips, psnr, ssim
@@ -35,29 +38,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    iterations: int = 3000
+    iterations: int = 3000  # training steps (one frame each)
     resolution: int | None = 256  # training width in pixels (None: the capture's)
     holdout: float = 0.15  # last fraction of usable frames kept out for evaluation
     mask: str = "head"  # "head": person mask cut to the tracked head (+ hair margin); "person": as captured
     head_dilate: float = 0.04  # hair margin around the head's silhouette, fraction of the width
     neck_below_chin: float | None = 0.04  # mask=head: cut across the neck this far under the chin (metres); None: no cut
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    seed: int = 0
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB in 0..1 behind the masked subject
+    seed: int = 0  # frame order, densification noise: same seed, same run (with one thread)
     # Learning rates per parameter kind; positions decay exponentially to lr_xyz_final.
     lr_xyz: float = 2e-3  # local units: the parent triangle's size
-    lr_xyz_final: float = 2e-5
-    lr_quat: float = 1e-3
-    lr_scale: float = 5e-3
-    lr_opacity: float = 5e-2
-    lr_sh0: float = 2.5e-3
-    lr_shN: float = 1.25e-4
+    lr_xyz_final: float = 2e-5  # where lr_xyz has decayed to at the last step
+    lr_quat: float = 1e-3  # Gaussian rotations (quaternions relative to their anchor)
+    lr_scale: float = 5e-3  # log-scales
+    lr_opacity: float = 5e-2  # opacity logits
+    lr_sh0: float = 2.5e-3  # base colour (SH band 0)
+    lr_shN: float = 1.25e-4  # view-dependent colour (SH bands 1-3)
     lr_deform: float = 1e-3  # the expression deformer's MLP (avatar=mesh_gaussians_dynamic)
     # Joint refinement of the tracking: per-frame offsets of rotation, translation and
     # expression trained with the Gaussians (held-out frames keep their tracking).
     refine_tracking: bool = False
     lr_rotation: float = 1e-4  # radians
     lr_translation: float = 1e-5  # metres
-    lr_expression: float = 1e-3
+    lr_expression: float = 1e-3  # refine_tracking: expression coefficients
     # Evaluation: also report metrics after aligning each held-out frame's head pose to the
     # image (rotation + translation only, Gaussians and expression frozen), as a photometric
     # tracker would; 0 steps: only the tracked poses.
@@ -71,50 +74,51 @@ class TrainConfig:
     sh_increase_every: int = 1000  # one more SH degree every this many steps
     # (1 - w) L1 + w D-SSIM, D-SSIM = (1 - SSIM) / 2: 0.4 weighs (1 - SSIM) by 0.2 as 3DGS does
     ssim_weight: float = 0.4
-    alpha_weight: float = 0.1
-    scale_weight: float = 1.0
+    alpha_weight: float = 0.1  # rendered opacity vs the foreground mask
+    scale_weight: float = 1.0  # weight of the penalty on Gaussians larger than scale_threshold
     scale_threshold: float = 0.6  # Gaussian std beyond this many triangle sizes is penalised
-    xyz_weight: float = 0.01
+    xyz_weight: float = 0.01  # weight of the penalty on Gaussians further than xyz_threshold from their anchor
     xyz_threshold: float = 1.0  # distance from the triangle centroid beyond this (triangle sizes) is penalised
-    preview_every: int = 500
-    checkpoint_every: int = 500
+    preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
+    checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end
     gaussians: MeshGaussiansConfig = field(default_factory=MeshGaussiansConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
 
 
-_LR_KEYS = {"local_xyz": "lr_xyz", "local_quat": "lr_quat", "log_scale": "lr_scale",
-            "opacity_logit": "lr_opacity", "sh0": "lr_sh0", "shN": "lr_shN", "deformer": "lr_deform",
-            "rotation": "lr_rotation", "translation": "lr_translation", "expression": "lr_expression"}
+# The tracking offsets' learning rates (train.refine_tracking); the avatar's come from its kind.
+_OFFSET_LR_KEYS = {"rotation": "lr_rotation", "translation": "lr_translation", "expression": "lr_expression"}
+_DECAYING_LR = "lr_xyz"  # the one learning rate that decays exponentially to lr_xyz_final
 
 
-def make_optimizer(gaussians: MeshGaussians, cfg: TrainConfig, offsets: torch.nn.ParameterDict | None = None):
-    groups = [{"params": [p], "name": n, "lr": getattr(cfg, _LR_KEYS[n])} for n, p in gaussians.params.items()]
-    if gaussians.deformer is not None:
-        groups.append({"params": list(gaussians.deformer.parameters()), "name": "deformer", "lr": cfg.lr_deform})
+def lr_keys(gaussians: GaussianAvatar) -> dict[str, str]:
+    """Optimizer group name -> the :class:`TrainConfig` field holding its learning rate."""
+    return {**gaussians.learning_rates, **_OFFSET_LR_KEYS}
+
+
+def make_optimizer(gaussians: GaussianAvatar, cfg: TrainConfig, offsets: torch.nn.ParameterDict | None = None):
+    """Adam with one group per per-Gaussian parameter (the strategy resizes their state), one per
+    other module of the avatar and one per tracking offset."""
+    keys = lr_keys(gaussians)
+    groups = [{"params": [p], "name": n, "lr": getattr(cfg, keys[n])} for n, p in gaussians.params.items()]
+    for name, params in gaussians.other_parameters().items():
+        groups.append({"params": list(params), "name": name, "lr": getattr(cfg, keys[name])})
     for name, p in (offsets or {}).items():
-        groups.append({"params": [p], "name": name, "lr": getattr(cfg, _LR_KEYS[name])})
+        groups.append({"params": [p], "name": name, "lr": getattr(cfg, keys[name])})
     return torch.optim.Adam(groups, eps=1e-15)
-
-
-def atomic_torch_save(obj, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 class Trainer:
     """Owns the Gaussians, the optimizer and the strategy for one run folder."""
 
-    def __init__(self, cfg: TrainConfig, frames: FrameSet, gaussians: MeshGaussians, out: str | os.PathLike,
-                 renderer: dict | None = None, model=None):
+    def __init__(self, cfg: TrainConfig, frames: FrameSet, gaussians: GaussianAvatar, out: str | os.PathLike,
+                 renderer: dict | None = None, model=None, model_options: dict | None = None):
         self.cfg = cfg
         self.frames = frames
         self.gaussians = gaussians
         self.out = Path(out)
         self.renderer = dict(renderer or {})
         self.model = model
+        self.model_options = dict(model_options or {})  # how `model` was loaded: recorded in avatar.pt
         self.offsets = None
         if cfg.refine_tracking:
             if model is None:
@@ -138,14 +142,14 @@ class Trainer:
     def sh_degree(self) -> int:
         return min(self.gaussians.sh_degree, self.step // max(1, self.cfg.sh_increase_every))
 
-    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Posed vertices ``[1, V, 3]``, expression ``[1, E]`` and head rotation ``[1, 3]`` (axis-angle)
-        of frame ``index`` (refined if enabled).
+    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> FrameState:
+        """The posed model of frame ``index`` (refined if enabled): vertices ``[1, V, 3]``,
+        expression ``[1, E]`` and head rotation ``[1, 3]`` (axis-angle).
 
         ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
         if self.offsets is None and pose is None:
-            return f.vertices[index][None], f.conditions[index][None], f.rotation[index][None]
+            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None])
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
         if self.offsets is not None:
             o = self.offsets
@@ -154,14 +158,14 @@ class Trainer:
         if pose is not None:
             rotation, translation = rotation + pose[0], translation + pose[1]
         out = self.model(shape=f.shape[None], expression=expression, rotation=rotation, translation=translation)
-        return out.vertices, expression, rotation
+        return FrameState(out.vertices, expression, rotation)
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
                downscale: int = 1):
         """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``
         (``downscale``: that many times fewer pixels each way)."""
         f = self.frames
-        w = self.gaussians(*self.mesh(index, pose))
+        w = self.gaussians(self.mesh(index, pose))
         K = f.K[index]
         if downscale > 1:
             K = torch.cat((K[:2] / downscale, K[2:]))
@@ -181,9 +185,10 @@ class Trainer:
         cfg = self.cfg
         t = min(1.0, self.step / max(1, cfg.iterations))
         xyz = cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** t
+        keys = lr_keys(self.gaussians)
         for group in self.optimizer.param_groups:
-            base = xyz if group["name"] == "local_xyz" else getattr(cfg, _LR_KEYS[group["name"]])
-            group["lr"] = base * self.lr_factor
+            key = keys[group["name"]]
+            group["lr"] = (xyz if key == _DECAYING_LR else getattr(cfg, key)) * self.lr_factor
 
     def training_frame(self, step: int) -> int:
         """The frame trained on at ``step`` (1-based): every training frame once per epoch, in
@@ -197,7 +202,7 @@ class Trainer:
         return int(self.frames.train[self._epoch_order[1][k]])
 
     def train_step(self) -> dict[str, float]:
-        cfg, p = self.cfg, self.gaussians.params
+        cfg, g = self.cfg, self.gaussians
         self.step += 1
         self._set_lrs()
         index = self.training_frame(self.step)
@@ -207,15 +212,15 @@ class Trainer:
         if cfg.alpha_weight:
             loss = loss + cfg.alpha_weight * alpha_mask(alpha, mask)
         if cfg.scale_weight:
-            loss = loss + cfg.scale_weight * excess(torch.exp(p["log_scale"]), cfg.scale_threshold)
+            loss = loss + cfg.scale_weight * excess(g.local_scales(), cfg.scale_threshold)
         if cfg.xyz_weight:
-            loss = loss + cfg.xyz_weight * excess(p["local_xyz"].norm(dim=-1), cfg.xyz_threshold)
+            loss = loss + cfg.xyz_weight * excess(g.anchor_distances(), cfg.xyz_threshold)
         self.strategy.step_pre_backward(meta)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return self._skip(f"loss is {float(loss.detach())}")
         loss.backward()
-        bad = [n for n, q in p.items() if q.grad is not None and not torch.isfinite(q.grad).all()]
+        bad = [n for n, q in g.params.items() if q.grad is not None and not torch.isfinite(q.grad).all()]
         if bad:
             return self._skip(f"non-finite gradient in {bad}")
         self.strategy.step_post_backward(self.gaussians, self.optimizer, meta, self.step, cfg.iterations)
@@ -346,41 +351,34 @@ class Trainer:
         f = self.frames
         index = int(f.heldout[0]) if len(f.heldout) else int(f.train[0])
         frame = (self.side_by_side(index).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        path = self.out / "progress" / f"step_{self.step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_bytes(encode_image(frame, "png"))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(self.out / "progress" / f"step_{self.step:06d}.png", encode_image(frame, "png"))
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:
+        """The checkpoint's content (:func:`avatar.io.avatar_file.checkpoint_state`)."""
         g = self.gaussians
-        return {
-            "step": self.step,
-            "params": {k: v.detach().clone() for k, v in g.params.items()},
-            "binding": g.binding.clone(),
-            "faces": g.faces.clone(),
-            "sh_degree": g.sh_degree,
-            "sh_frame": g.sh_frame,
-            **deformer_state(g),
-            "optimizer": self.optimizer.state_dict(),
-            "offsets": None if self.offsets is None else {k: v.detach().clone() for k, v in self.offsets.items()},
-            "strategy": {"grad_sum": self.strategy.grad_sum, "count": self.strategy.count},
-            "torch_rng": torch.get_rng_state(),
-            "lr_factor": self.lr_factor,
-            "skipped_steps": list(self.skipped_steps),
-            "train_seconds": self.train_seconds,
-        }
+        return avatar_file.checkpoint_state(
+            g.kind, g.state(),
+            step=self.step,
+            optimizer=self.optimizer.state_dict(),
+            offsets=None if self.offsets is None else {k: v.detach().clone() for k, v in self.offsets.items()},
+            strategy={"grad_sum": self.strategy.grad_sum, "count": self.strategy.count},
+            torch_rng=torch.get_rng_state(),
+            lr_factor=self.lr_factor,
+            skipped_steps=list(self.skipped_steps),
+            train_seconds=self.train_seconds,
+        )
 
     def save_checkpoint(self) -> Path:
-        path = atomic_torch_save(self.state(), self.out / "checkpoints" / f"step_{self.step:06d}.pt")
-        atomic_torch_save(self.state(), self.out / "checkpoints" / "last.pt")
+        state = self.state()
+        path = avatar_file.save(self.out / "checkpoints" / f"step_{self.step:06d}.pt", state)
+        avatar_file.save(self.out / "checkpoints" / "last.pt", state)
         return path
 
     def load_state(self, state: dict) -> None:
-        device = self.frames.vertices.device
-        self.gaussians = gaussians_from_state(state, device)
+        """Continue from a checkpoint's content (also checkpoints written before format 2)."""
+        kind, avatar_state = avatar_file.checkpoint_avatar(state)
+        self.gaussians = avatar_from_state(kind, avatar_state, self.frames.vertices.device)
         if self.offsets is not None and state.get("offsets") is not None:
             with torch.no_grad():
                 for k, v in state["offsets"].items():
@@ -400,36 +398,14 @@ class Trainer:
         path = self.out / "checkpoints" / "last.pt"
         if not path.is_file():
             return False
-        self.load_state(torch.load(path, map_location="cpu", weights_only=True))
+        self.load_state(avatar_file.read_checkpoint(path))
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
 
-def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet) -> MeshGaussians:
-    """UV-grid Gaussians measured on the first training frame's mesh (frames share one identity)."""
-    return MeshGaussians.from_uv_grid(model, cfg, vertices=frames.vertices[int(frames.train[0])],
-                                      n_condition=frames.conditions.shape[-1])
-
-
-def deformer_state(g: MeshGaussians) -> dict:
-    """The deformer's weights, configuration and canonical mesh (empty without a deformer)."""
-    if g.deformer is None:
-        return {}
-    return {"deformer": {k: v.detach().clone() for k, v in g.deformer.state_dict().items()},
-            "deformer_config": dict(g.deformer.config), "canonical_vertices": g.canonical_vertices.clone()}
-
-
-def gaussians_from_state(state: dict, device: torch.device) -> MeshGaussians:
-    """Rebuild :class:`MeshGaussians` (and its deformer) from a checkpoint or avatar package."""
-    deformer = None
-    if "deformer" in state:
-        from ..gaussians.deform import ExpressionDeformer  # noqa: PLC0415
-
-        deformer = ExpressionDeformer(**state["deformer_config"])
-        deformer.load_state_dict(state["deformer"])
-        deformer = deformer.to(device)
-    canonical = state.get("canonical_vertices")
-    return MeshGaussians(state["faces"].to(device), state["binding"].to(device),
-                         {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"],
-                         canonical_vertices=None if canonical is None else canonical.to(device), deformer=deformer,
-                         sh_frame=state.get("sh_frame", "world"))  # packages from before sh_frame: world
+def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet) -> GaussianAvatar:
+    """A new avatar of the kind ``cfg.kind`` names (:mod:`avatar.gaussians.registry`), measured
+    on the first training frame's mesh (frames share one identity)."""
+    cls = avatar_kind(cfg.kind).load_class()
+    return cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
+                          n_condition=frames.conditions.shape[-1])
