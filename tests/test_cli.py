@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from avatar import cli
+from avatar.apps import schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +76,14 @@ def fake_demo(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls: list[dict] = []
 
     def main(cfg):
+        """+demo.write=NAME: write out/NAME first; +demo.fail=input|interrupt|bug: then raise."""
         calls.append({"cfg": OmegaConf.to_container(cfg, resolve=True), "cwd": os.getcwd()})
+        if cfg.demo.get("write"):
+            (Path(cfg.out) / cfg.demo.write).write_text("output\n")
+        failure = {"input": FileNotFoundError(f"capture folder {cfg.out}/cap not found: run avatar preprocess"),
+                   "interrupt": KeyboardInterrupt(), "bug": RuntimeError("a bug")}.get(cfg.demo.get("fail"))
+        if failure is not None:
+            raise failure
         return cfg.demo.get("status")
 
     module = types.ModuleType("fake_avatar_demo")
@@ -140,6 +149,64 @@ def test_config_values(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None
     }
 
 
+def test_dataclasses_give_the_defaults(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from avatar.gaussians.mesh_gaussians import MeshGaussiansConfig
+    from avatar.train.trainer import TrainConfig
+
+    def plain(value):  # tuples as YAML lists
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+    expected = plain(dataclasses.asdict(TrainConfig()))
+    # conf/avatar/mesh_gaussians.yaml: fewer samples on ICT's large eye, mouth and teeth charts, on purpose
+    expected["gaussians"]["part_uv_resolution"] = {"eyeball_left": 24, "eyeball_right": 24,
+                                                   "gums_and_tongue": 48, "teeth": 64}
+    status, out, err = run_cli(capsys, "train", "--cfg", "job")
+    assert status == 0, err
+    assert yaml.safe_load(out)["train"] == expected
+    _, out, _ = run_cli(capsys, "train", "--cfg", "job", "avatar=mesh_gaussians_dynamic")
+    assert yaml.safe_load(out)["train"] == {**expected, "gaussians": {**expected["gaussians"], "deform": True}}
+    # The YAML picks and overrides only: no dataclass value is written twice.
+    for name, paths in schema.SCHEMAS.items():
+        primary = yaml.safe_load((REPO_ROOT / "conf" / f"{name}.yaml").read_text())
+        assert not set(paths) & set(primary), name
+    defaults = dataclasses.asdict(MeshGaussiansConfig())
+    for path in (REPO_ROOT / "conf" / "avatar").glob("*.yaml"):
+        for key, value in yaml.safe_load(path.read_text()).items():
+            assert key == "defaults" or plain(defaults[key]) != value, (path.name, key)
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["train", "capture=c", "out=r", "train.iterations=abc"], "train.iterations=abc: expected an integer >= 0"),
+    (["train", "capture=c", "out=r", "train.iterations=-5"], "train.iterations=-5: expected an integer >= 0"),
+    (["train", "capture=c", "out=r", "train.holdout=1.5"], "train.holdout=1.5: expected a number in [0, 1)"),
+    (["train", "capture=c", "out=r", "train.background=[a,1,1]"],
+     "train.background=[a,1,1]: expected a list of 3 numbers"),
+    (["train", "capture=c", "out=r", "resume=maybe"], "resume=maybe: expected true or false"),
+    (["train", "capture=c", "out=r", "+train.colour=1"], "unknown key 'train.colour'"),
+    (["preprocess", "input=v.mp4", "out=r", "preprocess.max_frames=abc"],
+     "preprocess.max_frames=abc: expected an integer >= 1 or null"),
+    (["preprocess", "input=v.mp4", "out=r", "preprocess.crop=wobbly"], "preprocess.crop must be one of"),
+    (["render", "run=a", "drive=d.csv", "out=r/o.mp4", "max_frames=abc"],
+     "max_frames=abc: expected an integer >= 1 or null"),
+    (["render", "run=a", "drive=d.csv", "out=r/o.mp4", "camera=top"], "camera=top: expected one of tracked, fixed"),
+    (["track", "capture=r", "track.fit.full_iterations=abc"], "track.fit.full_iterations=abc: expected an integer"),
+    (["live", "run=a", "max_gaussians=lots"], "max_gaussians=lots: expected an integer >= 1, auto or null"),
+    (["demo", "out=r", "demo.fps=fast"], "demo.fps=fast: expected an integer"),
+    (["demo", "--cfg", "job", "renderer.eps2d=-1"], "renderer.eps2d=-1: expected a number >= 0"),
+])
+def test_a_bad_value_exits_2_naming_the_key(
+    argv: list[str], line: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2 and out == ""
+    assert err.startswith(f"avatar {argv[0]}: {line}") and err.count("\n") == 1, err
+    assert list(in_tmp.iterdir()) == []  # before any work: no output folder, no .hydra, no log
+
+
 def test_overrides_change_the_printed_config(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,13 +227,36 @@ def test_subprocess_cfg_job_with_override(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_subcommand_help_is_hydras(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_subcommand_help_lists_keys_with_docs(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # no wrapping: one line per key
     status, out, _ = run_cli(capsys, "train", "--help")
     assert status == 0
     assert out.startswith(f"avatar train: {cli.SUBCOMMANDS['train'].summary}")
-    assert "renderer: auto, gsplat, torch" in out and "capture: ???" in out
+    assert "usage: avatar train capture=CAPTURE_DIR out=RUN_DIR" in out
+    assert re.search(r"^  renderer +auto\*, gsplat, torch$", out, re.M)
+    lines = out.splitlines()
+    # key, value and doc on one line: from a YAML comment, a dataclass field's comment, a group's YAML
+    assert re.search(r"^  capture +\?\?\? +tracked capture folder", out, re.M)
+    assert re.search(r"^  train\.resolution +256 +training width in pixels", out, re.M)
+    assert re.search(r"^  train\.densify\.grad_threshold +0\.0002 +mean \|d loss", out, re.M)
+    assert re.search(r"^  renderer\.eps2d +0\.3 +2D blur", out, re.M)
+    assert "train  (avatar.train.trainer.TrainConfig):" in lines
+    assert any(line.startswith("train.gaussians  (avatar=mesh_gaussians;") for line in lines)
+    status, out, _ = run_cli(capsys, "train", "--help", "avatar=mesh_gaussians_dynamic", "train.iterations=7")
+    assert status == 0 and re.search(r"^  train\.iterations +7 +training steps", out, re.M)
+    assert re.search(r"^  train\.gaussians\.deform +true ", out, re.M)
+    status, out, _ = run_cli(capsys, "track", "--help")
+    assert re.search(r"^  track\.progress +true +tqdm progress bars", out, re.M)
+    status, out, _ = run_cli(capsys, "render", "--help")
+    assert re.search(r"^  max_frames +null +render at most this many driver frames", out, re.M)
+    assert re.search(r"^  retarget\.gain +null +one gain on the driver's deviations .* parameter files", out, re.M)
+    assert "retarget  (how the driver's expressions map onto the avatar" in out
     status, out, _ = run_cli(capsys, "train", "--hydra-help")
     assert status == 0 and "--multirun" in out
+    status, _, err = run_cli(capsys, "train", "--help", "train.iteration=3")
+    assert status == 2 and "unknown key 'train.iteration'" in err
     assert list(in_tmp.iterdir()) == []
 
 
@@ -241,13 +331,51 @@ def test_not_built_subcommand_exits_2_after_checking(
 def test_job_runs_with_its_config_and_status(
     fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, err = run_cli(capsys, "demo", "demo.n_frames=5", "out=run1", "+demo.status=3")
-    assert status == 3, err
+    status, _, err = run_cli(capsys, "demo", "demo.n_frames=5", "out=run1", "+demo.status=0")
+    assert status == 0, err
     (call,) = fake_demo
     assert call["cfg"]["demo"]["n_frames"] == 5 and call["cfg"]["out"] == "run1"
     assert call["cwd"] == str(in_tmp)  # hydra.job.chdir is false
     assert (in_tmp / "run1" / ".hydra" / "demo" / "config.yaml").is_file()
+    assert (in_tmp / "run1" / "demo.log").is_file()
     assert sorted(p.name for p in in_tmp.iterdir()) == ["run1"]
+    status, _, err = run_cli(capsys, "demo", "out=run2", "+demo.status=3", "+demo.write=result.txt")
+    assert status == 3, err  # the job's own status; what it wrote stays, with the records
+    assert {p.name for p in (in_tmp / "run2").iterdir()} == {".hydra", "demo.log", "result.txt"}
+
+
+@pytest.mark.parametrize(("fail", "status", "line"), [
+    ("input", 1, "avatar demo: capture folder run/a/cap not found: run avatar preprocess"),
+    ("interrupt", 130, "avatar demo: interrupted"),
+])
+def test_a_job_failing_before_work_leaves_no_folder(
+    fail: str, status: int, line: str,
+    fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "demo", "out=run/a", f"+demo.fail={fail}")
+    assert code == status and err.strip() == line and "Traceback" not in out + err
+    assert list(in_tmp.iterdir()) == []  # not run/a, nor run, nor their .hydra and demo.log
+
+
+def test_a_failing_job_removes_only_what_it_added(
+    fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (in_tmp / "kept").mkdir()
+    (in_tmp / "kept" / "frames.txt").write_text("the capture\n")
+    assert run_cli(capsys, "demo", "out=kept", "+demo.fail=input")[0] == 1
+    assert [p.name for p in (in_tmp / "kept").iterdir()] == ["frames.txt"]
+    assert run_cli(capsys, "demo", "out=kept", "+demo.status=0")[0] == 0
+    assert run_cli(capsys, "demo", "out=kept", "+demo.fail=input")[0] == 1
+    assert (in_tmp / "kept" / ".hydra" / "demo" / "config.yaml").is_file()  # an earlier run's records stay
+    assert (in_tmp / "kept" / "demo.log").is_file()
+
+
+def test_a_job_failing_after_writing_keeps_its_folder(
+    fake_demo: list[dict], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_cli(capsys, "demo", "out=run", "+demo.write=half.txt", "+demo.fail=input")
+    assert status == 1 and err.count("\n") == 1
+    assert {p.name for p in (in_tmp / "run").iterdir()} == {".hydra", "demo.log", "half.txt"}
 
 
 def test_multirun_runs_the_job_per_value(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from avatar_files import write_test_avatar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,10 +21,7 @@ def test_orbit_avatar_renders_a_package(ict_assets, tmp_path):
 
     model = avatar.models.load("ict", asset_path=str(ict_assets))
     g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=16, sh_degree=1, init_opacity=0.9))
-    package = {"model": "ict", "shape": torch.zeros(100), "faces": g.faces, "binding": g.binding,
-               "params": {k: v.detach() for k, v in g.params.items()}, "sh_degree": 1,
-               "background": torch.ones(3)}
-    torch.save(package, tmp_path / "avatar.pt")
+    write_test_avatar(tmp_path / "avatar.pt", g)
     out = tmp_path / "orbit.mp4"
     env = {**os.environ, "AVATAR_ASSETS": str(ict_assets), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(REPO / "demos" / "orbit_avatar.py"), str(tmp_path / "avatar.pt"),
@@ -64,5 +61,5 @@ def test_demo_falls_back_to_the_procedural_orbit_without_ict(tmp_path, monkeypat
     args = [f"out={out}", "demo.n_frames=2", "demo.width=32", "demo.height=32", "demo.n_gaussians=500"]
     assert cli.main(["demo", *args]) == 0
     assert "procedural head instead" in capsys.readouterr().out and (out / "orbit.mp4").is_file()
-    assert cli.main(["demo", *args, "mode=pipeline"]) == 2
-    assert "needs the ICT-FaceKit head model" in capsys.readouterr().out
+    assert cli.main(["demo", *args, "mode=pipeline"]) == 1  # a missing input: avatar.errors
+    assert "needs the ICT-FaceKit head model" in capsys.readouterr().err

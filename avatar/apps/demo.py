@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ..data.reports import write_json
+from ..errors import command
 from ..device import pick_device
 from ..data.video import VideoWriter, to_uint8_rgb
 from ..gaussians.procedural import procedural_head
@@ -36,6 +37,7 @@ def _save_png(path: Path, image: np.ndarray) -> None:
     tmp.replace(path)
 
 
+@command("avatar demo")
 def main(cfg: DictConfig) -> int:
     """The full pipeline when the ICT head model is available (``mode=auto|pipeline``), else the orbit."""
     mode = cfg.get("mode", "orbit")
@@ -47,9 +49,8 @@ def main(cfg: DictConfig) -> int:
             print(summary(run_pipeline(cfg, model)))
             return 0
         if mode == "pipeline":
-            print("avatar demo: mode=pipeline needs the ICT-FaceKit head model: set AVATAR_ASSETS or run "
-                  "python data_tools/fetch_ict.py")
-            return 2
+            raise FileNotFoundError("mode=pipeline needs the ICT-FaceKit head model: set AVATAR_ASSETS or run "
+                                    "python data_tools/fetch_ict.py")
         print("avatar demo: the ICT-FaceKit head model is not on this machine (AVATAR_ASSETS, user cache), so the "
               "demo renders the procedural head instead; python data_tools/fetch_ict.py gets the model")
     return render_orbit(cfg)

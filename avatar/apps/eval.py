@@ -6,18 +6,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..data.capture import CaptureError
 from ..data.reports import write_json
-from ..tracking.sequence import TrackingError
-from ..train.session import RunError, frame_rate, heldout_video, load_run, pose_aligned_metrics, summary
+from ..errors import command
+from ..train.session import frame_rate, heldout_video, load_run, pose_aligned_metrics, summary
 
 
+@command("avatar eval")
 def main(cfg: DictConfig) -> int:
-    try:
-        trainer, _, _, run_cfg = load_run(cfg.run, DictConfig({"renderer": cfg.renderer}) if "renderer" in cfg else None)
-    except (CaptureError, TrackingError, RunError, FileNotFoundError) as exc:
-        print(f"avatar eval: {exc}")
-        return 2
+    trainer, _, _, run_cfg = load_run(cfg.run, DictConfig({"renderer": cfg.renderer}) if "renderer" in cfg else None)
     out = Path(cfg.out)
     metrics = trainer.evaluate()
     steps = cfg.get("pose_steps")

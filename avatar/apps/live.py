@@ -12,19 +12,16 @@ from ..device import pick_device
 from ..drive.animate import AvatarPackage, limit_gaussians
 from ..drive.live import run_live
 from ..drive.retarget import retarget_config
-from ..drive.sources import DriveError
+from ..errors import command
 
 
+@command("avatar live")
 def main(cfg: DictConfig) -> int:
-    try:
-        package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")))
-        limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
-        report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
-                          max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
-                          renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity)
-    except DriveError as exc:
-        print(f"avatar live: {exc}")
-        return 2
+    package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")), _options(cfg))
+    limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
+    report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
+                      max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
+                      renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity)
     report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
                    "n_gaussians": len(package.gaussians), "device": str(package.device)})
     path = Path(cfg.report)
@@ -35,3 +32,9 @@ def main(cfg: DictConfig) -> int:
           f"{report['latency_ms']['mean']} ms / p95 {report['latency_ms']['p95']} ms ({report['stop_reason']})\n"
           f"  report: {path}" + "".join(f"\n  note: {n}" for n in report["notes"]))
     return 0
+
+
+def _options(cfg: DictConfig) -> dict:
+    """``model_options=`` overrides of the options recorded in the avatar file (e.g. a moved model file)."""
+    options = cfg.get("model_options")
+    return OmegaConf.to_container(options) if options else {}
