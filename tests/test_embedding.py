@@ -60,6 +60,20 @@ def test_yaw_pitch_axis_angle_round_trip():
     assert np.allclose(R.numpy(), ref, atol=1e-6)
 
 
+def test_read_embedding_checks_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    faces, bary = rng.integers(0, 100, 478), rng.dirichlet(np.ones(3), 478)
+    np.savez(tmp_path / "emb.npz", faces=faces, bary=bary)
+    emb = E.read_embedding(tmp_path / "emb.npz", num_faces=100)
+    assert torch.equal(emb.faces, torch.as_tensor(faces)) and emb.view_offsets is None
+    assert emb.contour.nonzero().squeeze(1).tolist() == sorted(E.FACE_OVAL)  # default: the face oval
+    np.savez(tmp_path / "short.npz", lmk_face_idx=faces[:105], lmk_b_coords=bary[:105])  # a partial embedding
+    with pytest.raises(ValueError, match="needs 478 points, found 105"):
+        E.read_embedding(tmp_path / "short.npz", num_faces=100)
+    with pytest.raises(ValueError, match="outside the model's 50"):
+        E.read_embedding(tmp_path / "emb.npz", num_faces=50)
+
+
 @pytest.mark.slow
 def test_embedding_is_on_the_rendered_surface_and_cached(ict, calibrated):
     emb, cache = calibrated

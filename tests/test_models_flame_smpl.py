@@ -155,6 +155,43 @@ def test_flame_missing_file_and_bad_counts(flame_pkl, tmp_path):
         models.load("flame", model_path=str(flame_pkl), num_expression=101)
 
 
+def test_flame_tracking_profile(flame_pkl, tmp_path):
+    from avatar.models.profile import require_profile
+
+    model = models.load("flame", model_path=str(flame_pkl), num_shape=20, num_expression=10)
+    assert model.expression_names == tuple(f"expr{i:03d}" for i in range(10))
+    profile = require_profile(model)
+    assert profile.calibration_parts == ("head",) and profile.eyeball_parts is None and profile.lid_part is None
+    assert profile.eye_joints == ("right_eye", "left_eye") and profile.jaw_joint == "jaw"
+    assert profile.gaze is None and profile.jaw_blendshape is None and profile.antagonists == ()
+    assert profile.signed_expressions and profile.face_part == "head"
+    # A masks file with the eyeballs (FLAME_masks.pkl's names): iris and lid parts, photometric face part.
+    masks = tmp_path / "FLAME_masks.pkl"
+    masks.write_bytes(pickle.dumps({"face": np.arange(10, 30), "left_eyeball": np.array([0, 1, 5]),
+                                    "right_eyeball": np.array([3, 4, 9])}, protocol=2))
+    embedding = tmp_path / "mediapipe.npz"
+    with_masks = models.load("flame", model_path=str(flame_pkl), masks_path=str(masks),
+                             mediapipe_embedding_path=str(embedding))
+    profile = require_profile(with_masks)
+    assert profile.eyeball_parts == ("right_eyeball", "left_eyeball") and profile.lid_part == "face"
+    assert profile.face_part == "face" and profile.embedding_path == str(embedding)
+
+
+def test_profile_names_what_a_model_lacks(flame_pkl):
+    from avatar.models.profile import TrackingProfile, TrackingProfileError, require_profile
+
+    model = models.load("flame", model_path=str(flame_pkl), num_shape=20, num_expression=10)
+    model.tracking_profile = TrackingProfile(calibration_parts=("head",), eyeball_parts=("eyeball_right", "eyeball_left"))
+    with pytest.raises(TrackingProfileError, match=r"model 'flame' lacks the eyeball parts .*'eyeballs'"):
+        require_profile(model)
+    model.tracking_profile = TrackingProfile(calibration_parts=("head",), eye_joints=("right_eye", "left_eye"),
+                                             blinks=("eyeBlink_R", "eyeBlink_L"))
+    with pytest.raises(TrackingProfileError, match=r"lacks the blendshapes \['eyeBlink_L', 'eyeBlink_R'\]"):
+        require_profile(model)
+    with pytest.raises(ValueError, match="low < high"):
+        TrackingProfile(calibration_parts=("head",), expression_bounds=(1.0, 0.0))
+
+
 SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
 
 
@@ -171,6 +208,21 @@ def test_smpl_from_chumpy_pickle(tmp_path, fake_chumpy):
     posed = model(shape=torch.randn(2, 10), pose=0.3 * torch.randn(2, 69), translation=torch.ones(2, 3))
     assert posed.vertices.shape == (2, V, 3) and posed.joints.shape[:2] == (2, 24)
     assert model.uvs is None and model.landmarks(posed.vertices).shape == (2, 0, 3)
+    _assert_no_face_tracking(model, "smpl")
+
+
+def _assert_no_face_tracking(model, name: str) -> None:
+    """A body model has no face-tracking profile; the error says so and what it lacks, and the
+    landmark model refuses it the same way."""
+    from avatar.models.profile import TrackingProfileError, require_profile
+    from avatar.tracking.landmark_model import LandmarkModel
+
+    assert model.tracking_profile is None
+    with pytest.raises(TrackingProfileError, match=f"^model '{name}' has no face-tracking profile: it lacks ") as err:
+        require_profile(model)
+    assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+    with pytest.raises(TrackingProfileError, match="has no face-tracking profile"):
+        LandmarkModel.from_model(model, None)
 
 
 def smplx_arrays(rng) -> dict:
@@ -206,6 +258,7 @@ def test_smplx_loads_and_poses(tmp_path, ext):
     assert out.vertices.shape == (3, V, 3) and (out.vertices - rest.vertices).abs().max() > 1e-3
     with pytest.raises(TypeError, match="unexpected"):
         model(hand=torch.zeros(1, 3))
+    _assert_no_face_tracking(model, "smplx")
 
 
 def test_load_rejects_unknown_model():

@@ -34,6 +34,18 @@ def lm(tmp_path_factory):
     return LandmarkModel.from_model(model, emb), model, emb
 
 
+def test_ict_landmark_model_takes_the_ict_profile(lm):
+    from avatar.models.ict import TRACKING_PROFILE
+    from avatar.models.profile import ARKIT_GAZE
+    from avatar.tracking.fit import EXCLUSIVE_EXPRESSIONS
+
+    lm, model, _ = lm
+    assert model.tracking_profile is TRACKING_PROFILE
+    assert lm.gaze == ARKIT_GAZE and lm.antagonists == EXCLUSIVE_EXPRESSIONS
+    assert lm.expression_bounds == (0.0, 1.0) and not lm.signed_expressions
+    assert lm.root_template is None  # no skeleton: rotation about the model origin, as the model's own
+
+
 def synthetic(lm, F=48, noise=1.0, seed=0):
     from avatar.tracking.landmark_model import project, to_camera, view_directions
 

@@ -1,4 +1,6 @@
-"""``avatar track capture=DIR``: fit the head model to a capture's landmarks.
+"""``avatar track capture=DIR [model=flame +model_options.model_path=FILE]``: fit the head model
+to a capture's landmarks (any model with a tracking profile: ICT, FLAME; one without, such as
+SMPL-X, raises :class:`avatar.models.profile.TrackingProfileError` saying what it lacks).
 
 Writes ``tracking.npz``, ``tracking_report.json`` and ``tracking_overlay.mp4`` to ``out``
 (the capture folder by default); see :mod:`avatar.tracking.track`.
@@ -6,35 +8,38 @@ Writes ``tracking.npz``, ``tracking_report.json`` and ``tracking_overlay.mp4`` t
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger(__name__)
+from ..errors import command
+from ..tracking.track import TrackConfig
+from .schema import register
 
 
+@dataclass
+class TrackOptions(TrackConfig):
+    """``track:`` of conf/track.yaml: :class:`TrackConfig` and the app's own switches."""
+
+    progress: bool = True  # tqdm progress bars
+
+
+@command("avatar track")
 def main(cfg: DictConfig) -> int:
     import avatar.models  # noqa: PLC0415
+    from avatar.models.profile import require_profile  # noqa: PLC0415
     from avatar.device import pick_device  # noqa: PLC0415
     from avatar.landmarks.embedding import load_embedding  # noqa: PLC0415
-    from avatar.tracking.fit import FitConfig  # noqa: PLC0415
-    from avatar.tracking.photometric import PhotometricConfig  # noqa: PLC0415
-    from avatar.tracking.track import TrackConfig, track_capture  # noqa: PLC0415
+    from avatar.tracking.track import track_capture  # noqa: PLC0415
 
-    t = OmegaConf.to_container(cfg.track, resolve=True)
-    progress = bool(t.pop("progress", True))
-    fit = FitConfig(**t.pop("fit", {}))
-    photometric = t.pop("photometric", None) or {}
-    if "blur" in photometric:
-        photometric["blur"] = tuple(photometric["blur"])
-    track_cfg = TrackConfig(fit=fit, photometric=PhotometricConfig(**photometric), **t)
-    track_cfg.device = str(pick_device(track_cfg.device))
-    if cfg.model != "ict":
-        log.error("avatar track: model=%s has no calibrated 478-landmark embedding yet; use model=ict", cfg.model)
-        return 2
-    model = avatar.models.load(cfg.model)
+    options = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrackOptions), cfg.track))
+    options.photometric.blur = tuple(options.photometric.blur)
+    options.device = str(pick_device(options.device))
+    model_options = OmegaConf.to_container(cfg.model_options, resolve=True) if cfg.get("model_options") else {}
+    model = avatar.models.load(cfg.model, **model_options)
+    require_profile(model)  # TrackingProfileError: a model that cannot be face-tracked says what it lacks
     embedding = load_embedding(model)
-    report = track_capture(cfg.capture, model, embedding, track_cfg, out=cfg.out, progress=progress)
+    report = track_capture(cfg.capture, model, embedding, options, out=cfg.out, progress=options.progress)
     r = report["reprojection"]
     print(
         f"avatar track: {report['valid_frames']}/{report['frames']} frames fitted in {report['fit_seconds']} s; "
@@ -47,3 +52,6 @@ def main(cfg: DictConfig) -> int:
               f"{p['rotation_change_deg']['median']} deg (median); landmark error after it "
               f"{p['reprojection_after']['median_px']} px")
     return 0
+
+
+register("track")  # conf/track.yaml composes once this module is imported

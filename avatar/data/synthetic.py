@@ -1,21 +1,23 @@
-"""Synthetic ground-truth captures: a textured ICT-FaceKit head under a scripted performance.
+"""Synthetic ground-truth captures: a textured ICT-FaceKit head (or another head model, flat
+coloured) under a scripted performance.
 
 :func:`make_synthetic_capture` writes a capture folder (:mod:`avatar.data.capture`) that
 every later stage reads like a real one, plus the parameters that made it:
 
 - ``frames/``: the head (a seeded random identity, the face texture of
-  :mod:`avatar.data.synthetic_texture`, Lambert-shaded) rendered with a fixed pinhole camera
-  over a softly textured background;
+  :mod:`avatar.data.synthetic_texture` for ICT or a flat skin colour for other models such as
+  FLAME, Lambert-shaded) rendered with a fixed pinhole camera over a softly textured background;
 - ``masks/``: the rendered silhouette (exactly the pixels the mesh covers);
 - ``landmarks.npz``: the *real* MediaPipe face mesh run on every rendered frame (frames
   where it finds nothing have ``face_present = False`` and are flagged "no face");
 - ``meta.json``: fps 25, source ``"synthetic:<seed>"``;
-- ``ground_truth.npz``: ``model`` ("ict"), ``parts`` (part names kept), ``shape [S]``,
-  ``expression [F, 53]``, ``expression_names [53]``, ``rotation [F, 3]`` (axis-angle about
+- ``ground_truth.npz``: ``model`` ("ict", "flame"), ``parts`` (part names kept), ``shape [S]``,
+  ``expression [F, E]``, ``expression_names [E]``, ``rotation [F, 3]`` (axis-angle about
   the model origin, radians), ``translation [F, 3]`` (metres), ``euler_deg [F, 3]`` (yaw,
   pitch, roll: ``R = Ry(yaw) Rx(pitch) Rz(roll)`` in model axes, +y up, +z toward the
   camera; pitch > 0 looks down), ``K [3, 3]``, ``viewmat [4, 4]`` (OpenCV world-to-camera),
-  ``landmarks68 [F, 68, 2]`` (the model's iBUG-68 landmarks projected, pixels), ``fps``,
+  ``landmarks68 [F, 68, 2]`` (the model's iBUG-68 landmarks projected, pixels; ``[F, L, 2]`` with
+  the model's own embedding, ``L = 0`` without one), ``fps``,
   ``width``, ``height``, ``valid [F]`` (all True); the mesh of frame i is
   ``model(shape, expression[i], rotation[i], translation[i])`` seen through ``viewmat``/``K``.
   The keys are a superset of ``tracking.npz``'s, so tracking results compare key by key;
@@ -24,6 +26,8 @@ every later stage reads like a real one, plus the parameters that made it:
 The performance (:func:`scripted_sequence`) is defined on normalised time, so any frame
 count plays the whole script: yaw +-30 deg, pitch +-15 deg, a little roll, small
 translations, jaw opening, smiles, brow raises, blinks and their combinations, all smooth.
+A model without ARKit-named blendshapes plays :data:`COMPONENT_EVENTS` on its first
+expression components instead (signed, as PCA components are).
 """
 
 from __future__ import annotations
@@ -68,6 +72,23 @@ EXPRESSION_EVENTS: tuple[tuple[tuple[str, ...], float, float, float, float], ...
     (BLINK, 0.60, 0.025, 0.008, 0.9),
     (BLINK, 0.78, 0.025, 0.008, 1.0),
 )
+# The same kind of script on expression components by index (models whose expressions are
+# unnamed PCA components, e.g. FLAME): (component, centre, half width, plateau, peak); an
+# index beyond the model's components wraps around.
+COMPONENT_EVENTS: tuple[tuple[int, float, float, float, float], ...] = (
+    (0, 0.17, 0.08, 0.03, 0.8),
+    (1, 0.34, 0.08, 0.03, 0.8),
+    (3, 0.50, 0.08, 0.03, 0.8),
+    (0, 0.68, 0.07, 0.02, 0.5),
+    (1, 0.68, 0.07, 0.02, 0.6),
+    (4, 0.86, 0.06, 0.02, 0.7),
+    (1, 0.94, 0.05, 0.015, -0.4),
+    (2, 0.08, 0.025, 0.008, 0.9),
+    (2, 0.42, 0.025, 0.008, 0.9),
+    (5, 0.60, 0.06, 0.02, 0.6),
+)
+SKIN = (0.80, 0.62, 0.52)  # flat albedo of models without a texture
+EYEBALL = (0.90, 0.88, 0.85)
 
 
 @dataclass
@@ -87,6 +108,8 @@ class SyntheticConfig:
         texture_size: texels per atlas tile; cache_dir: texture cache (default: user cache).
         batch_size: frames rendered at once.
         frame_format: "jpg" or "png" frames.
+        texture: "photo" (the portrait texture; ICT only), "flat" (:data:`SKIN`, eyeballs
+            :data:`EYEBALL` when the model has eyeball parts) or "auto" (photo for ICT, else flat).
     """
 
     n_frames: int = 120
@@ -103,6 +126,7 @@ class SyntheticConfig:
     cache_dir: str | None = None
     batch_size: int = 8
     frame_format: str = "jpg"
+    texture: str = "auto"
 
 
 @dataclass
@@ -122,24 +146,39 @@ def _bump(t: np.ndarray, centre: float, half_width: float, plateau: float) -> np
     return 1.0 - x * x * (3 - 2 * x)
 
 
-def scripted_sequence(n_frames: int, expression_names: tuple[str, ...]) -> Performance:
+def component_events(expression_names: tuple[str, ...]):
+    """:data:`COMPONENT_EVENTS` with each component index replaced by its name."""
+    if not expression_names:
+        raise ValueError("the model has no expressions to script")
+    n = len(expression_names)
+    return tuple(((expression_names[k % n],), *rest) for k, *rest in COMPONENT_EVENTS)
+
+
+def scripted_sequence(n_frames: int, expression_names: tuple[str, ...], events=None) -> Performance:
     """The scripted performance sampled at ``n_frames`` frames (see the module doc).
 
+    ``events``: ``(names, centre, half width, plateau half width, peak)`` on normalised time;
+    default :data:`EXPRESSION_EVENTS` when ``expression_names`` has any ARKit name they use,
+    else :func:`component_events`. Overlapping events keep the value of larger magnitude.
     Short sequences widen the events to at least ~1.5 frames so each peak is sampled.
     """
     if n_frames < 2:
         raise ValueError(f"a synthetic sequence needs at least 2 frames, got {n_frames}")
+    if events is None:
+        arkit = any(n in expression_names for names, *_ in EXPRESSION_EVENTS for n in names)
+        events = EXPRESSION_EVENTS if arkit else component_events(tuple(expression_names))
     t = np.linspace(0.0, 1.0, n_frames)
     index = {n: i for i, n in enumerate(expression_names)}
     expression = np.zeros((n_frames, len(expression_names)), np.float32)
-    for names, centre, half_width, plateau, peak in EXPRESSION_EVENTS:
+    for names, centre, half_width, plateau, peak in events:
         plateau = max(plateau, 0.6 / (n_frames - 1))
         half_width = max(half_width, plateau + 1.5 / (n_frames - 1))
         for name in names:
             if name not in index:
                 raise ValueError(f"the model has no expression '{name}'; it has {', '.join(expression_names)}")
             col = index[name]
-            expression[:, col] = np.maximum(expression[:, col], peak * _bump(t, centre, half_width, plateau))
+            value = peak * _bump(t, centre, half_width, plateau)
+            expression[:, col] = np.where(np.abs(value) > np.abs(expression[:, col]), value, expression[:, col])
     two_pi = 2 * math.pi
     yaw = 30.0 * np.sin(two_pi * t)
     pitch = 15.0 * np.sin(2 * two_pi * t + 0.5)
@@ -200,10 +239,25 @@ class SyntheticCapture:
         return float(self.report["mediapipe_detection_rate"])
 
 
-def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Performance, texture: torch.Tensor):
-    """Yield ``(first index, images [B, R, R, 3] uint8, masks [B, R, R] bool)`` batch by batch."""
+def flat_colors(model) -> torch.Tensor:
+    """``[V, 3]`` albedo of an untextured model: :data:`SKIN`, eyeball parts :data:`EYEBALL`."""
+    colors = torch.tensor(SKIN).expand(model.num_vertices, 3).clone()
+    for name, part in model.parts.items():
+        if "eyeball" in name:
+            colors[part.vertices.cpu()] = torch.tensor(EYEBALL)
+    return colors
+
+
+def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Performance,
+                  texture: torch.Tensor | None):
+    """Yield ``(first index, images [B, R, R, 3] uint8, masks [B, R, R] bool)`` batch by batch;
+    ``texture``: the atlas of :mod:`avatar.data.synthetic_texture`, or None for :func:`flat_colors`."""
     K, viewmat = camera(config)
-    uvs, uv_faces = atlas_uvs(model)
+    if texture is not None:
+        uvs, uv_faces = atlas_uvs(model)
+        albedo = dict(texture=texture, uvs=uvs, uv_faces=uv_faces)
+    else:
+        albedo = dict(colors=flat_colors(model))
     R = config.resolution
     backdrop = torch.as_tensor(background_image(R, config.seed))
     for start in range(0, len(perf.expression), config.batch_size):
@@ -216,7 +270,7 @@ def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Perfo
                 translation=torch.as_tensor(perf.translation[sl]),
             ).vertices
             out = render_mesh(
-                verts, model.faces, K, R, R, viewmat, texture=texture, uvs=uvs, uv_faces=uv_faces,
+                verts, model.faces, K, R, R, viewmat, **albedo,
                 ambient=config.ambient, light_dir=config.light_dir,
             )
             image = torch.where(out.mask[..., None], out.image, backdrop)
@@ -228,7 +282,8 @@ def make_synthetic_capture(
 ) -> SyntheticCapture:
     """Render the scripted performance and write the capture folder (module doc) to ``out_dir``.
 
-    ``model``: an ICT model (default: ``avatar.models.load("ict")``, found via ``AVATAR_ASSETS``).
+    ``model``: the head model (default: ``avatar.models.load("ict")``, found via ``AVATAR_ASSETS``);
+    ICT gets the portrait texture, other models (FLAME) a flat skin colour (``config.texture``).
     Returns the folder and the contents of its ``synthetic_report.json``.
     """
     config = config or SyntheticConfig()
@@ -237,14 +292,18 @@ def make_synthetic_capture(
         import avatar.models  # noqa: PLC0415
 
         model = avatar.models.load("ict")
+    if config.texture not in ("auto", "photo", "flat"):
+        raise ValueError(f"texture must be 'auto', 'photo' or 'flat', got {config.texture!r}")
+    photo = config.texture == "photo" or (config.texture == "auto" and model.name == "ict")
     t0 = time.perf_counter()
-    head_texture = load_or_build_texture(model, config.cache_dir, config.texture_size)
+    head_texture = load_or_build_texture(model, config.cache_dir, config.texture_size) if photo else None
     texture_seconds = time.perf_counter() - t0
     perf = scripted_sequence(config.n_frames, model.expression_names)
     shape = random_identity(model.num_shape, config.shape_std, config.seed)
     F = config.n_frames
     writer = CaptureWriter(out_dir, frame_format=config.frame_format)
-    landmarks, timings = _render_and_detect(writer, model, config, shape, perf, head_texture.as_tensor(), progress)
+    texture = head_texture.as_tensor() if head_texture is not None else None
+    landmarks, timings = _render_and_detect(writer, model, config, shape, perf, texture, progress)
     present = landmarks.face_present
     K, viewmat = camera(config)
     _write_ground_truth(Path(out_dir), model, config, shape, perf, K, viewmat)
@@ -252,8 +311,8 @@ def make_synthetic_capture(
         source=f"synthetic:{config.seed}", fps=config.fps, width=config.resolution, height=config.resolution,
         n_frames=F, timestamps=[i / config.fps for i in range(F)],
         flagged={int(i): "no face" for i in np.flatnonzero(~present)},
-        extra={"synthetic": True, "model": "ict", "ground_truth": GROUND_TRUTH_FILE,
-               "texture": "skimage.data.astronaut (public domain)"},
+        extra={"synthetic": True, "model": model.name, "ground_truth": GROUND_TRUTH_FILE,
+               "texture": "skimage.data.astronaut (public domain)" if photo else "flat skin colour"},
     )
     writer.finish(meta, landmarks)
     report = {
@@ -264,7 +323,7 @@ def make_synthetic_capture(
         "mediapipe_detection_rate": float(present.mean()),
         "missed_frames": np.flatnonzero(~present).tolist(),
         "texture_seconds": round(texture_seconds, 3),
-        "texture_from_cache": head_texture.from_cache,
+        "texture_from_cache": head_texture.from_cache if head_texture is not None else None,
         "render_seconds_per_frame": round(timings["render"] / F, 4),
         "mediapipe_seconds_per_frame": round(timings["mediapipe"] / F, 4),
         "seconds": round(time.perf_counter() - t_start, 3),
@@ -314,7 +373,10 @@ def _write_ground_truth(root: Path, model, config: SyntheticConfig, shape, perf:
             shape=torch.as_tensor(shape)[None], expression=torch.as_tensor(perf.expression),
             rotation=torch.as_tensor(perf.rotation), translation=torch.as_tensor(perf.translation),
         )
-        landmarks68 = project(out.landmarks, K, viewmat)[0].numpy()
+        if out.landmarks is not None:
+            landmarks68 = project(out.landmarks, K, viewmat)[0].numpy()
+        else:  # no landmark embedding (e.g. FLAME without its landmark file)
+            landmarks68 = np.zeros((len(perf.expression), 0, 2), np.float32)
     atomic_savez(
         root / GROUND_TRUTH_FILE,
         model=np.array(model.name), parts=np.array(model.part_names), shape=shape,

@@ -15,10 +15,11 @@ Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)
   amplitude; 1 for parameter files, tracked captures and ARKit CSVs), times, with
   ``range=true``, per blendshape the avatar's range over the driver's, clamped to
   ``gain_limits``: the driver's strongest smile becomes the avatar's strongest trained smile;
-- *antagonists* (``antagonists=true``): for the pairs of :data:`RETARGET_PAIRS` (blink and
-  wide, smile and frown, brow down and inner up, gaze in and out, up and down, jaw and mouth
-  left and right) the pair is one signed coordinate, so a deviation below the driver's
-  neutral moves the avatar the other way (a smile that falls below neutral is a frown).
+- *antagonists* (``antagonists=true``): for the antagonist pairs of the avatar model's
+  tracking profile (ICT's, :data:`RETARGET_PAIRS`: blink and wide, smile and frown, brow down
+  and inner up, gaze in and out, up and down, jaw and mouth left and right) the pair is one
+  signed coordinate, so a deviation below the driver's neutral moves the avatar the other way
+  (a smile that falls below neutral is a frown).
 
 Head pose: the driver's motion relative to its reference pose (offline: the clip's mean
 rotation and median translation; live and ``neutral_frame``: that frame) applied on top of
@@ -36,8 +37,9 @@ import torch
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.filters import OneEuroFilter
+from ..models.ict import TRACKING_PROFILE as ICT_PROFILE
+from ..models.profile import disjoint_pairs
 from ..tracking.expression_range import ExpressionRange
-from ..tracking.fit import EXCLUSIVE_EXPRESSIONS
 from .sources import DriveError, DriveSequence
 
 # The per-frame fit follows MediaPipe's landmarks at 0.55-0.8 of their amplitude (eyes least;
@@ -48,17 +50,9 @@ PER_FRAME_FIT_GAIN = 1.6
 MIN_SPAN = 0.05  # a blendshape that moves less than this in a clip has no usable range (gain 1)
 
 
-def _disjoint(pairs) -> tuple[tuple[str, str], ...]:
-    used, out = set(), []
-    for a, b in pairs:
-        if a not in used and b not in used:
-            out.append((a, b))
-            used.update((a, b))
-    return tuple(out)
-
-
-# One antagonist per blendshape (browDown pairs with browInnerUp; browOuterUp stays unpaired).
-RETARGET_PAIRS = _disjoint(EXCLUSIVE_EXPRESSIONS)
+# ICT's antagonists, one per blendshape (browDown pairs with browInnerUp; browOuterUp stays
+# unpaired): the default for ARKit-named drivers and avatars.
+RETARGET_PAIRS = disjoint_pairs(ICT_PROFILE.antagonists)
 
 
 @dataclass
@@ -115,10 +109,12 @@ def mean_rotation(rotation: np.ndarray) -> np.ndarray:
     return matrix_to_axis_angle(torch.as_tensor(R)).numpy()
 
 
-def pair_indices(names) -> np.ndarray:
-    """``[K, 2]`` column indices of the :data:`RETARGET_PAIRS` that ``names`` has."""
+def pair_indices(names, antagonists=None) -> np.ndarray:
+    """``[K, 2]`` column indices of the antagonist pairs that ``names`` has: ``antagonists`` (a
+    tracking profile's, one antagonist per blendshape kept) or :data:`RETARGET_PAIRS`."""
     names = list(names)
-    return np.array([(names.index(a), names.index(b)) for a, b in RETARGET_PAIRS if a in names and b in names],
+    pairs = RETARGET_PAIRS if antagonists is None else disjoint_pairs(antagonists)
+    return np.array([(names.index(a), names.index(b)) for a, b in pairs if a in names and b in names],
                     dtype=int).reshape(-1, 2)
 
 
@@ -152,12 +148,13 @@ class Retargeter:
     neutral is a running low percentile of the last ``window`` frames, refreshed every
     ``refresh`` frames) until :meth:`set_neutral` fixes it. The head-pose reference is the
     first frame seen unless given. ``per_frame_fit``: the driver is tracked frame by frame
-    (the default gain is then :data:`PER_FRAME_FIT_GAIN`).
+    (the default gain is then :data:`PER_FRAME_FIT_GAIN`). ``antagonists``: the avatar model's
+    antagonist pairs (``model.tracking_profile.antagonists``; None: :data:`RETARGET_PAIRS`).
     """
 
     def __init__(self, ref_rotation: np.ndarray, ref_translation: np.ndarray, names, cfg: RetargetConfig | None = None,
                  avatar_range: ExpressionRange | None = None, driver_range: ExpressionRange | None = None,
-                 window: int = 900, refresh: int = 10, per_frame_fit: bool = True):
+                 window: int = 900, refresh: int = 10, per_frame_fit: bool = True, antagonists=None):
         self.cfg = cfg = cfg or RetargetConfig()
         self.base_gain = cfg.gain if cfg.gain is not None else (PER_FRAME_FIT_GAIN if per_frame_fit else 1.0)
         E = len(names)
@@ -165,7 +162,7 @@ class Retargeter:
         self.t_ref = np.asarray(ref_translation, np.float64)
         self.avatar = avatar_range if avatar_range is not None else ExpressionRange.neutral(E)
         self.rest = self.avatar.rest if cfg.rest else np.zeros(E)
-        self.pairs = pair_indices(names) if cfg.antagonists else None
+        self.pairs = pair_indices(names, antagonists) if cfg.antagonists else None
         self.filter = OneEuroFilter(cfg.min_cutoff, cfg.beta) if cfg.min_cutoff is not None else None
         self.R0 = self.t0 = None
         self.driver = driver_range
@@ -242,12 +239,13 @@ def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> Expr
 
 def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, names=None,
              cfg: RetargetConfig | None = None, avatar_range: ExpressionRange | None = None,
-             neutral_frame: int | None = None, driver: ExpressionRange | None = None):
+             neutral_frame: int | None = None, driver: ExpressionRange | None = None, antagonists=None):
     """``(expression [F,E], rotation [F,3], translation [F,3])`` for the avatar, for a whole sequence.
 
     The driver's neutral is its robust per-blendshape estimate (or frame ``neutral_frame``); its
     head-pose reference is its mean pose over the frames with a face (or that frame).
     ``driver``: :func:`driver_range` of ``drive`` when the caller has it already.
+    ``antagonists``: the avatar model's pairs (its tracking profile's; None: :data:`RETARGET_PAIRS`).
     """
     if neutral_frame is not None and not 0 <= neutral_frame < drive.n_frames:
         raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
@@ -255,7 +253,7 @@ def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np
     if driver is None:
         driver = driver_range(drive, neutral_frame)
     rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver,
-                    per_frame_fit=bool(drive.info.get("per_frame_fit")))
+                    per_frame_fit=bool(drive.info.get("per_frame_fit")), antagonists=antagonists)
     if neutral_frame is not None:
         rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])
     else:

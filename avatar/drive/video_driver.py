@@ -9,6 +9,10 @@ Two passes over the clip:
 
 A frame without a face holds the previous frame's values instead of snapping (and is marked
 invalid); frames before the first face take its values.
+
+The driver is tracked with the avatar's own model when the caller passes it (``model=``, a
+loaded model or a name with ``model_options``), so that the driver's expressions are in the
+avatar's space (a FLAME avatar is driven by FLAME expressions); ICT otherwise.
 """
 
 from __future__ import annotations
@@ -58,30 +62,40 @@ def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, kee
 
 
 def from_video(path: str | os.PathLike, model=None, embedding=None, max_frames: int | None = None,
-               keep_frames: bool = False, progress: bool = True, identity: bool = True) -> DriveSequence:
-    """Track ``path``; ``model``/``embedding`` default to ICT and its calibrated embedding.
+               keep_frames: bool = False, progress: bool = True, identity: bool = True,
+               model_options: dict | None = None) -> DriveSequence:
+    """Track ``path`` with ``model``: the avatar's model (loaded, or a name for
+    ``avatar.models.load`` with ``model_options``); default ICT. ``embedding`` defaults to the
+    model's calibrated MediaPipe embedding.
 
     ``identity=False`` tracks with the mean face and a 40-degree field of view instead of the
-    driver's estimated identity (for comparison)."""
+    driver's estimated identity (for comparison). A model that cannot be face-tracked is a
+    :class:`DriveError` saying what it lacks (before the video is read)."""
+    lm = landmark_model(model, embedding, model_options)
     points, frames, fps, size, notes = detect_landmarks(path, max_frames, keep_frames, progress)
-    seq = track_landmarks(points[..., :2], size, fps, str(Path(path)), landmark_model(model, embedding), identity)
+    seq = track_landmarks(points[..., :2], size, fps, str(Path(path)), lm, identity)
     seq.notes[:0] = notes
     if keep_frames:
         seq.frames = frames  # type: ignore[attr-defined]
     return seq
 
 
-def landmark_model(model=None, embedding=None):
-    """The float64 CPU :class:`LandmarkModel` the per-frame fitter runs on (default: ICT)."""
+def landmark_model(model=None, embedding=None, model_options: dict | None = None):
+    """The float64 CPU :class:`LandmarkModel` the per-frame fitter runs on: ``model`` loaded, or
+    a model name loaded with ``model_options`` (default: ICT)."""
     from ..landmarks.embedding import load_embedding  # noqa: PLC0415
+    from ..models.profile import TrackingProfileError  # noqa: PLC0415
     from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
 
-    if model is None:
+    if model is None or isinstance(model, str):
         from .. import models  # noqa: PLC0415
 
-        model = models.load("ict")
-    embedding = embedding or load_embedding(model)
-    return LandmarkModel.from_model(model, embedding).to(torch.device("cpu"), torch.float64)
+        model = models.load(model or "ict", **(model_options or {}))
+    try:
+        embedding = embedding or load_embedding(model)
+        return LandmarkModel.from_model(model, embedding).to(torch.device("cpu"), torch.float64)
+    except TrackingProfileError as exc:
+        raise DriveError(f"cannot track the driver video: {exc}") from exc
 
 
 def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, source: str, lm,

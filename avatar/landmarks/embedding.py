@@ -9,9 +9,14 @@ of all views are averaged with weights favouring views in which that point is se
 frontally (face-oval points: only the near-frontal views, since MediaPipe slides them onto
 the silhouette as the head turns), and the average is snapped back to the closest point
 of the rendered surface. The result is ``faces [478]`` + ``bary [478, 3]``. Exceptions: the
-two iris centres go to the front poles of the eyeballs (see :data:`IRIS_CENTRE_PARTS`), and
-eye-contour (lid margin) points that land on an eyeball are moved onto the lid skin (see
-:data:`EYE_CONTOUR`).
+two iris centres go to the front poles of the eyeballs, and eye-contour (lid margin) points
+that land on an eyeball are moved onto the lid skin (see :data:`EYE_CONTOUR`).
+
+What is rendered and which parts are the eyeballs and the lid skin come from the model's
+tracking profile (:class:`avatar.models.profile.TrackingProfile`: ``calibration_parts``,
+``eyeball_parts``, ``lid_part``); a model without eyeball parts keeps MediaPipe's iris
+centres, one without a lid part its lid points. A profile with an ``embedding_path`` is
+read from that file instead of calibrated.
 
 MediaPipe's points also slide over the surface as the head turns (its mesh regresses
 toward a frontal face), which biases a fit with fixed surface points: turns and nods come
@@ -42,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.mesh import face_normals, interpolate_barycentric
+from ..models.profile import require_profile
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +59,22 @@ FACE_OVAL = (
     10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
     152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
 )
-CALIBRATION_PARTS = ("face", "head_and_neck", "eyeballs")
 # (yaw, pitch) in radians of the calibration renders.
 CALIBRATION_VIEWS = ((0.0, 0.0), (0.25, 0.0), (-0.25, 0.0), (0.45, 0.0), (-0.45, 0.0), (0.0, 0.2), (0.0, -0.2),
                      (0.25, 0.2), (-0.25, 0.2), (0.25, -0.2), (-0.25, -0.2), (0.0, 0.35), (0.0, -0.35))
 VIEW_RIDGE = 0.05  # ridge weight on the view offsets (in units of summed view weights x direction^2)
-# The iris centres are not calibrated with MediaPipe (the renders show no iris: its guess
-# lands a few mm toward the nose, which would bias the gaze by ~10-20 degrees) but placed
-# at the front pole of each eyeball at the neutral pose (looking straight ahead, +z).
-IRIS_CENTRE_PARTS = {468: "eyeball_right", 473: "eyeball_left"}
+# The iris centres (468 right, 473 left) are not calibrated with MediaPipe when the model
+# has eyeball parts (the renders show no iris: its guess lands a few mm toward the nose,
+# which would bias the gaze by ~10-20 degrees) but placed at the front pole of each eyeball
+# (the profile's ``eyeball_parts``, right then left) at the neutral pose (looking straight
+# ahead, +z).
+IRIS_CENTRES = (468, 473)
 # MediaPipe's eye contours (FACEMESH_RIGHT_EYE, FACEMESH_LEFT_EYE): the lid margins. On the
 # untextured renders MediaPipe puts some upper-lid points a few mm too low, onto the
 # eyeball, where a blink cannot move them; those are moved to the nearest point of the
-# lid skin (:data:`LID_PART`).
+# lid skin (the profile's ``lid_part``).
 EYE_CONTOUR = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
                249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
-LID_PART = "face"
 EMBEDDING_FORMAT = 4
 
 
@@ -139,8 +145,11 @@ def yaw_pitch_to_axis_angle(yaw: float, pitch: float) -> Tensor:
     return torch.tensor(axis * angle, dtype=torch.float32)
 
 
-def part_faces(model, parts=CALIBRATION_PARTS) -> Tensor:
-    """Indices ``[F']`` of the model's faces belonging to any of ``parts`` (names absent in the model are skipped)."""
+def part_faces(model, parts=None) -> Tensor:
+    """Indices ``[F']`` of the model's faces belonging to any of ``parts`` (names absent in the model are
+    skipped; default: the tracking profile's ``calibration_parts``)."""
+    parts = calibration_parts(model, parts)
+
     def wanted(name: str) -> bool:  # "eyeballs" selects "eyeball_left" and "eyeball_right"
         side = name.rsplit("_", 1)
         return name in parts or (len(side) == 2 and side[1] in ("left", "right") and side[0] + "s" in parts)
@@ -222,15 +231,23 @@ def closest_surface_points(points: Tensor, vertices: Tensor, faces: Tensor, k: i
     return cand[rows, idx].to(faces.dtype), best_bary[rows, idx]
 
 
+def calibration_parts(model, parts=None) -> tuple[str, ...]:
+    """``parts``, or the model's tracking profile's ``calibration_parts`` when None."""
+    return tuple(parts) if parts is not None else require_profile(model).calibration_parts
+
+
 def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None = None,
-              parts=CALIBRATION_PARTS) -> tuple[LandmarkEmbedding, dict]:
+              parts=None) -> tuple[LandmarkEmbedding, dict]:
     """Calibrate the 478-landmark embedding of ``model`` with MediaPipe (see the module doc).
 
-    Returns the embedding and a report (views used, per-view detection, spread of the
-    per-view surface points in mm).
+    ``parts``: the parts rendered (default: the tracking profile's). Returns the embedding and a
+    report (views used, per-view detection, spread of the per-view surface points in mm).
+    Raises :class:`~avatar.models.profile.TrackingProfileError` for a model without a profile.
     """
     from .face_mesh import FaceMeshDetector  # noqa: PLC0415
 
+    profile = require_profile(model)
+    parts = calibration_parts(model, parts)
     camera = camera or CalibrationCamera()
     K, viewmat = camera.K(), camera.viewmat()
     sub = part_faces(model, parts)
@@ -246,7 +263,7 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
         for yaw, pitch in views:
             rot = yaw_pitch_to_axis_angle(yaw, pitch)
             with torch.no_grad():
-                posed = model(rotation=rot[None].to(template)).vertices[0].float()
+                posed = turned_about_origin(model, rot[None].to(template))[0].float()
             image, raster = render_for_mediapipe(posed[None], faces, K, viewmat, camera.width, camera.height)
             faces_found = det.detect(image)
             found.append(bool(faces_found))
@@ -271,7 +288,8 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
             wts.append(w)
             dirs.append(view_directions(R, cam_pos))
     if not pts:
-        raise RuntimeError("MediaPipe found no face on any calibration render of the model")
+        raise RuntimeError(f"MediaPipe found no face on any calibration render of model '{model.name}' "
+                           f"(parts {list(parts)}): is it a head seen from the front along +z, in metres?")
     P, Wt = torch.stack(pts), torch.stack(wts)  # [views, L, 3], [views, L]
     if (Wt.sum(0) <= 0).any():
         missing = (Wt.sum(0) <= 0).nonzero().squeeze(1).tolist()
@@ -280,13 +298,13 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     spread = (((P - mean) ** 2).sum(-1).sqrt() * (Wt > 0)).sum(0) / (Wt > 0).sum(0)
     tri, bary = closest_surface_points(mean, template, faces)
     tri = sub[tri]
-    on_lids = lid_points(model, tri)
+    on_lids = lid_points(model, tri, profile.eyeball_parts, profile.lid_part)
     if on_lids is not None and len(on_lids[0]):
         idx = on_lids[0]
         t1, b1 = closest_surface_points(interpolate_barycentric(template, model.faces, tri[idx], bary[idx]),
                                         template, model.faces[on_lids[1]])
         tri[idx], bary[idx] = on_lids[1][t1], b1
-    for idx, part in IRIS_CENTRE_PARTS.items():  # straight-ahead iris: the eyeball's front pole
+    for idx, part in zip(IRIS_CENTRES, profile.eyeball_parts or ()):  # straight-ahead iris: the eyeball's front pole
         if part in model.parts:
             on_part = model.parts[part].faces.nonzero().squeeze(1)
             eye = template[model.parts[part].vertices]
@@ -308,16 +326,26 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     return emb, report
 
 
-def lid_points(model, tri: Tensor) -> tuple[Tensor, Tensor] | None:
-    """The :data:`EYE_CONTOUR` landmarks whose triangle ``tri [478]`` lies on an eyeball, and the
-    lid-skin triangles to move them onto; None when the model has no eyeball or lid part."""
+def turned_about_origin(model, rotation: Tensor) -> Tensor:
+    """The neutral model's vertices ``[1, V, 3]`` turned by ``rotation [1, 3]`` (axis-angle) about the
+    model origin; a skinned model turns about its root joint, so it is moved back by ``R j - j``."""
+    out = model(rotation=rotation)
+    if out.joints is None:
+        return out.vertices
+    j = model().joints[:, 0]  # [1, 3] the root joint at rest
+    return out.vertices + (_rotation_matrix(rotation[0]) @ j[0] - j[0])
+
+
+def lid_points(model, tri: Tensor, eyeball_parts, lid_part: str | None) -> tuple[Tensor, Tensor] | None:
+    """The :data:`EYE_CONTOUR` landmarks whose triangle ``tri [478]`` lies on one of ``eyeball_parts``,
+    and the triangles of ``lid_part`` to move them onto; None when the model has no such parts."""
     parts = getattr(model, "parts", None) or {}
-    eyeballs = [p.faces for n, p in parts.items() if n.startswith("eyeball")]
-    if not eyeballs or LID_PART not in parts:
+    eyeballs = [parts[n].faces for n in eyeball_parts or () if n in parts]
+    if not eyeballs or lid_part not in parts:
         return None
     on_eyeball = torch.stack(eyeballs).any(0)
     contour = torch.tensor(EYE_CONTOUR, device=tri.device)
-    return contour[on_eyeball[tri[contour]]], parts[LID_PART].faces.nonzero().squeeze(1)
+    return contour[on_eyeball[tri[contour]]], parts[lid_part].faces.nonzero().squeeze(1)
 
 
 def fit_view_model(P: Tensor, W: Tensor, dirs: Tensor, ridge: float = VIEW_RIDGE) -> tuple[Tensor, Tensor]:
@@ -342,8 +370,10 @@ def _rotation_matrix(axis_angle: Tensor) -> Tensor:
     return axis_angle_to_matrix(axis_angle[None])[0]
 
 
-def model_key(model, parts=CALIBRATION_PARTS) -> str:
-    """16 hex digits identifying a model's neutral mesh, faces and the calibration parts."""
+def model_key(model, parts=None) -> str:
+    """16 hex digits identifying a model's neutral mesh, faces and the calibration parts
+    (default: the tracking profile's)."""
+    parts = calibration_parts(model, parts)
     h = hashlib.sha256()
     h.update(f"{model.name}:{EMBEDDING_FORMAT}:{','.join(parts)}:{CALIBRATION_VIEWS}".encode())
     with torch.no_grad():
@@ -360,9 +390,18 @@ def embedding_path(model, cache_dir: str | Path | None = None) -> Path:
 
 
 def load_embedding(model, cache_dir: str | Path | None = None, recalibrate: bool = False) -> LandmarkEmbedding:
-    """The model's 478-landmark embedding, calibrated once (a few seconds) then read from the cache."""
+    """The model's 478-landmark embedding, calibrated once (a few seconds) then read from the cache;
+    or read from the tracking profile's ``embedding_path`` when it names one (see
+    :func:`read_embedding`).
+
+    Raises :class:`~avatar.models.profile.TrackingProfileError` for a model without a profile.
+    """
     from ..models.assets import atomic_savez  # noqa: PLC0415
 
+    profile = require_profile(model)
+    if profile.embedding_path:
+        emb = read_embedding(profile.embedding_path, model.faces.shape[0])
+        return emb.to(model.faces.device, model.template.dtype if hasattr(model, "template") else None)
     path = embedding_path(model, cache_dir)
     if recalibrate or not path.exists():
         emb, report = calibrate(model)
@@ -376,8 +415,39 @@ def load_embedding(model, cache_dir: str | Path | None = None, recalibrate: bool
     return emb.to(device, model.template.dtype if hasattr(model, "template") else None)
 
 
+def read_embedding(path: str | Path, num_faces: int) -> LandmarkEmbedding:
+    """A 478-landmark embedding from a file: an ``.npz`` with ``faces [478]`` + ``bary [478, 3]``
+    (optional ``contour [478]``, ``view_offsets [478, 3, 2]``; what :func:`load_embedding` caches),
+    or any file with a face-index / barycentric key pair that
+    :func:`avatar.models.flame.read_landmark_embedding` reads. ``num_faces``: the model's
+    triangle count (indices are checked against it)."""
+    from ..models.flame import read_landmark_embedding  # noqa: PLC0415
+    from ..models.restricted_pickle import load_arrays  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"landmark embedding file not found: {path}")
+    data = load_arrays(path)
+    if "faces" in data and "bary" in data:
+        faces = np.asarray(data["faces"], np.int64).reshape(-1)
+        bary = np.asarray(data["bary"], np.float32).reshape(-1, 3)
+    else:
+        faces, bary = read_landmark_embedding(path)
+    if len(faces) != N_LANDMARKS or len(bary) != N_LANDMARKS:
+        raise ValueError(f"{path}: a MediaPipe embedding needs {N_LANDMARKS} points, found {len(faces)} faces and "
+                         f"{len(bary)} barycentrics")
+    if faces.min() < 0 or faces.max() >= num_faces:
+        raise ValueError(f"{path}: triangle indices {faces.min()}..{faces.max()} outside the model's {num_faces}")
+    contour = np.zeros(N_LANDMARKS, bool)
+    contour[list(FACE_OVAL)] = True
+    contour = np.asarray(data.get("contour", contour), bool).reshape(-1)
+    offsets = data.get("view_offsets")
+    return LandmarkEmbedding(torch.from_numpy(faces), torch.from_numpy(bary), torch.from_numpy(contour),
+                             None if offsets is None else torch.from_numpy(np.asarray(offsets, np.float32)))
+
+
 def reprojection_errors(model, emb: LandmarkEmbedding, cases, camera: CalibrationCamera | None = None,
-                        parts=CALIBRATION_PARTS) -> dict[str, np.ndarray]:
+                        parts=None) -> dict[str, np.ndarray]:
     """Pixel distance between MediaPipe on renders of ``model`` and the projected embedding.
 
     ``cases``: list of dicts of model inputs (``rotation [1, 3]``, ``expression [1, E]``,

@@ -10,7 +10,10 @@ Front door::
 
 Every model exposes ``faces``, ``uvs``/``uv_faces``, ``parts``, ``lmk_faces``/``lmk_bary``,
 ``landmarks(vertices)``, ``triangle_frames(vertices)`` and ``expression_names`` /
-``joint_names`` where they exist. Options are the fields of each model's config class.
+``joint_names`` where they exist, and ``tracking_profile``: what face tracking needs from it
+(:class:`TrackingProfile`; None for the body models, :func:`require_profile` raises
+:class:`TrackingProfileError` saying what they lack). Options are the fields of each model's
+config class.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from avatar.models.engine import (
 )
 from avatar.models.flame import FLAME, FLAMEConfig
 from avatar.models.ict import ICTConfig
+from avatar.models.profile import GazeBlendshapes, TrackingProfile, TrackingProfileError, require_profile
 from avatar.models.restricted_pickle import RestrictedUnpicklingError, restricted_load
 from avatar.models.smpl import SMPLConfig, SMPLFamilyModel
 
@@ -55,8 +59,8 @@ def load(name: str, **options) -> ParametricModel:
 
 
 __all__ = [
-    "AssetNotFoundError", "BlendshapeModel", "CONFIGS", "FLAME", "FLAMEConfig", "ICTConfig",
+    "AssetNotFoundError", "BlendshapeModel", "CONFIGS", "FLAME", "FLAMEConfig", "GazeBlendshapes", "ICTConfig",
     "ModelData", "ModelOutput", "ParametricModel", "Part", "RestrictedUnpicklingError",
-    "SMPLConfig", "SMPLFamilyModel", "Skeleton", "blend", "evaluate_landmarks", "load",
-    "restricted_load", "rigid_transform",
+    "SMPLConfig", "SMPLFamilyModel", "Skeleton", "TrackingProfile", "TrackingProfileError", "blend",
+    "evaluate_landmarks", "load", "require_profile", "restricted_load", "rigid_transform",
 ]

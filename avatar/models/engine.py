@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from avatar.geometry.mesh import interpolate_barycentric, triangle_frames
 from avatar.geometry.rotations import axis_angle_to_matrix
+from avatar.models.profile import TrackingProfile
 
 
 @dataclass
@@ -84,6 +85,9 @@ class ModelData:
         lmk_faces, lmk_bary: ``(L,)`` triangle and ``(L, 3)`` barycentric weights per landmark.
         expression_names: names of the ``E`` expressions, or empty when unnamed.
         skeleton: joint tree for skinning, or None for a rigid-only model.
+        tracking_profile: what face tracking needs from the model
+            (:class:`avatar.models.profile.TrackingProfile`), or None when it cannot be face-tracked;
+            ``tracking_profile_lacks`` then says what it lacks.
     """
 
     name: str
@@ -98,6 +102,8 @@ class ModelData:
     lmk_bary: np.ndarray | None = None
     expression_names: tuple[str, ...] = ()
     skeleton: Skeleton | None = None
+    tracking_profile: TrackingProfile | None = None
+    tracking_profile_lacks: str | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,11 +165,17 @@ class ParametricModel(nn.Module):
     Buffers: ``faces (F, 3)`` long, ``uvs (T, 2)`` and ``uv_faces (F, 3)`` (UV seams allowed:
     uv indices differ from vertex indices; absent -> None), ``lmk_faces (L,)``,
     ``lmk_bary (L, 3)``, part masks. Subclasses implement ``forward``.
+
+    ``tracking_profile``: what face tracking needs (:class:`~avatar.models.profile.TrackingProfile`),
+    set by the loader; None with ``tracking_profile_lacks`` saying why (see
+    :func:`avatar.models.profile.require_profile`).
     """
 
     name: str = "model"
     expression_names: tuple[str, ...] = ()
     joint_names: tuple[str, ...] = ()
+    tracking_profile: TrackingProfile | None = None
+    tracking_profile_lacks: str | None = None
 
     def _register_common(
         self,
@@ -246,6 +258,8 @@ class BlendshapeModel(ParametricModel):
         self.num_shape = data.shapedirs.shape[-1]
         self.num_expression = data.exprdirs.shape[-1]
         self.expression_names = tuple(data.expression_names)
+        self.tracking_profile = data.tracking_profile
+        self.tracking_profile_lacks = data.tracking_profile_lacks
         self.register_buffer("template", torch.as_tensor(data.template, dtype=dtype))
         dirs = np.concatenate((data.shapedirs, data.exprdirs), axis=-1)
         self.register_buffer("blenddirs", torch.as_tensor(dirs, dtype=dtype))

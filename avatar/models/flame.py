@@ -7,7 +7,14 @@ Reads the 2020 ``generic_model.pkl`` and 2023 ``flame2023.pkl`` layouts (keys
 restricted unpickler, or the same keys in an ``.npz``. Units are metres.
 
 Joints: 0 root (global rotation), 1 neck, 2 jaw, 3 left eye, 4 right eye; pose
-correctives and skinning through :func:`smplx.lbs.lbs`.
+correctives and skinning through :func:`smplx.lbs.lbs`. The expressions are unnamed PCA
+components: they are called ``expr000``, ``expr001``...
+
+Tracking profile (:func:`tracking_profile`): the whole mesh is rendered for the landmark
+calibration; gaze and jaw are joints (not tracked as expressions); the expression
+coefficients are signed (:data:`EXPRESSION_BOUNDS`); with a masks file that has
+``left_eyeball``/``right_eyeball`` (as ``FLAME_masks.pkl``) the iris centres go to the
+eyeballs' front poles and the lid landmarks onto the ``face`` part.
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ import torch
 from torch import Tensor
 
 from avatar.models.engine import BlendshapeModel, ModelData, ModelOutput, Skeleton
+from avatar.models.profile import TrackingProfile
 from avatar.models.restricted_pickle import dense, load_arrays
 
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 SHAPE_SPACE_DIM = 300
+# Range the trackers keep FLAME's expression coefficients in (PCA units, signed).
+EXPRESSION_BOUNDS = (-3.0, 3.0)
+EYEBALL_MASKS = ("right_eyeball", "left_eyeball")  # (subject's right, left), FLAME_masks.pkl names
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 # Key pairs of known landmark-embedding files, preferred first (68 landmarks before 51).
 LANDMARK_KEYS = (
@@ -46,6 +57,9 @@ class FLAMEConfig:
         uv_path: optional texture coordinates: an ``.npz`` with ``vt`` and ``ft`` (FLAME's
             texture space file) or an ``.obj`` with the model's topology.
         masks_path: optional vertex masks (e.g. ``FLAME_masks.pkl``: name -> vertex indices).
+        mediapipe_embedding_path: optional 478-point MediaPipe landmark embedding of this mesh
+            (``.npz`` with ``faces`` + ``bary``, as ``avatar.landmarks.embedding`` caches them, or
+            ``lmk_face_idx`` + ``lmk_b_coords``); None: calibrated by rendering the model.
         num_shape: identity coefficients used (<= 300).
         num_expression: expression coefficients used (<= 100).
         dtype: buffer dtype.
@@ -55,6 +69,7 @@ class FLAMEConfig:
     landmark_path: str | None = None
     uv_path: str | None = None
     masks_path: str | None = None
+    mediapipe_embedding_path: str | None = None
     num_shape: int = 300
     num_expression: int = 100
     dtype: str = "float32"
@@ -153,6 +168,8 @@ def flame_data(config: FLAMEConfig) -> ModelData:
     )
     return ModelData(
         name="flame",
+        expression_names=tuple(f"expr{i:03d}" for i in range(config.num_expression)),
+        tracking_profile=tracking_profile(tuple(parts), config.mediapipe_embedding_path),
         template=dense(data["v_template"]),
         shapedirs=shapedirs[..., : config.num_shape],
         exprdirs=shapedirs[..., n_id : n_id + config.num_expression],
@@ -163,6 +180,22 @@ def flame_data(config: FLAMEConfig) -> ModelData:
         lmk_faces=lmk_faces,
         lmk_bary=lmk_bary,
         skeleton=skeleton,
+    )
+
+
+def tracking_profile(part_names: tuple[str, ...], embedding_path: str | None = None) -> TrackingProfile:
+    """FLAME's :class:`TrackingProfile` for a model with these parts (see the module doc)."""
+    eyeballs = EYEBALL_MASKS if set(EYEBALL_MASKS) <= set(part_names) else None
+    return TrackingProfile(
+        calibration_parts=("head",),
+        eyeball_parts=eyeballs,
+        eye_joints=("right_eye", "left_eye"),
+        lid_part="face" if eyeballs and "face" in part_names else None,
+        face_part="face" if "face" in part_names else "head",
+        gaze=None,
+        jaw_joint="jaw",
+        expression_bounds=EXPRESSION_BOUNDS,
+        embedding_path=str(Path(embedding_path).expanduser()) if embedding_path else None,
     )
 
 

@@ -36,6 +36,7 @@ import torch
 from avatar.models.assets import AssetNotFoundError, atomic_savez, find_asset, fingerprint, user_cache_dir
 from avatar.models.engine import BlendshapeModel, ModelData, vertex_landmark_embedding
 from avatar.models.obj import parse_obj, parse_obj_vertices
+from avatar.models.profile import ARKIT_ANTAGONISTS, ARKIT_GAZE, TrackingProfile
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,20 @@ EXPRESSION_NAMES: tuple[str, ...] = (
     "mouthPress_L", "mouthPress_R", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
     "mouthShrugLower", "mouthShrugUpper", "mouthSmile_L", "mouthSmile_R", "mouthStretch_L",
     "mouthStretch_R", "mouthUpperUp_L", "mouthUpperUp_R", "noseSneer_L", "noseSneer_R",
+)
+
+# What face tracking needs from ICT: its face, head and eyeballs rendered for the landmark
+# calibration, eyeballs that stay still (gaze is the ARKit eyeLook* shapes, which only move
+# the lids), the jaw as a blendshape, activations in 0..1.
+TRACKING_PROFILE = TrackingProfile(
+    calibration_parts=("face", "head_and_neck", "eyeballs"),
+    eyeball_parts=("eyeball_right", "eyeball_left"),
+    lid_part="face",
+    gaze=ARKIT_GAZE,
+    jaw_blendshape="jawOpen",
+    antagonists=ARKIT_ANTAGONISTS,
+    blinks=("eyeBlink_R", "eyeBlink_L"),
+    expression_bounds=(0.0, 1.0),
 )
 
 # Where the raw model may be, relative to each lookup root (see avatar.models.assets).
@@ -339,6 +354,7 @@ def model_data(arrays: dict[str, np.ndarray], num_shape: int = NUM_IDENTITIES) -
         lmk_faces=lmk_faces,
         lmk_bary=lmk_bary,
         expression_names=tuple(arrays["expression_names"].tolist()),
+        tracking_profile=TRACKING_PROFILE,
     )
 
 
@@ -355,5 +371,5 @@ def load_ict(config: ICTConfig | None = None, **options) -> BlendshapeModel:
 
 __all__ = [
     "AssetNotFoundError", "DEFAULT_PARTS", "EXPRESSION_NAMES", "ICTConfig", "LANDMARK_VERTICES",
-    "PART_GROUPS", "PART_RANGES", "convert", "converted", "find_source", "load_ict", "model_data",
+    "PART_GROUPS", "PART_RANGES", "TRACKING_PROFILE", "convert", "converted", "find_source", "load_ict", "model_data",
 ]

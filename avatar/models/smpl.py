@@ -32,6 +32,13 @@ SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "k
 SMPLX_KEYS = SMPL_KEYS + ("hands_componentsl", "hands_componentsr", "hands_meanl", "hands_meanr",
                           "lmk_faces_idx", "lmk_bary_coords")
 _INT_KEYS = {"f", "ft", "kintree_table", "lmk_faces_idx", "dynamic_lmk_faces_idx"}
+# Why SMPL/SMPL-X have no face-tracking profile (the error of avatar.models.profile.require_profile).
+NO_FACE_PROFILE = {
+    "smpl": "a face: SMPL is a body model without expression blendshapes or face landmarks; "
+            "track a head with model=ict or model=flame",
+    "smplx": "named eyeball and face parts and a calibrated MediaPipe face embedding: SMPL-X is a body model "
+             "whose face is tracked with the body; track a head with model=ict or model=flame",
+}
 _HINT = "SMPL and SMPL-X are licence-gated: download them yourself (smpl-x.is.tue.mpg.de) and pass model_path=..."
 
 
@@ -110,6 +117,8 @@ class SMPLFamilyModel(ParametricModel):
     def __init__(self, kind: str, arrays: dict[str, np.ndarray], config: SMPLConfig) -> None:
         super().__init__()
         self.name = kind
+        self.tracking_profile = None
+        self.tracking_profile_lacks = NO_FACE_PROFILE[kind]
         self.body = _build_smplx_module(kind, arrays, config)
         V = self.body.v_template.shape[0]
         self._disable_out_of_range_extra_joints(V)

@@ -10,11 +10,12 @@ Energy (pixels at the capture's resolution):
   face-oval (contour) landmarks are weighted by how frontally their surface is seen
   (``cos^2`` of the normal to the viewing ray, not differentiated), so the jawline does
   not pull the mesh when the head turns; iris ring points are not used, iris centres drive
-  the ``eyeLook*`` gaze (see :mod:`.landmark_model`);
+  the gaze blendshapes (see :mod:`.landmark_model`; unused for a model without them);
 - the embedded points slide with the view direction as MediaPipe's do (the embedding's
   ``view_offsets``, evaluated at the current pose, not differentiated);
-- priors: ``|shape|^2`` (PCA units), ``sum(expression)`` (sparse, non-negative), focal
-  length toward its initial value (log scale);
+- priors: ``|shape|^2`` (PCA units), ``sum(expression)`` (sparse, non-negative; for a model
+  with signed coefficients, a PCA space such as FLAME's, ``|expression|^2``), focal length
+  toward its initial value (log scale);
 - temporal smoothness: squared second differences of rotation, translation (in
   pixel-equivalent units) and expression across consecutive frames;
 - eye closure (the eye-closure loss of DECA): the 2D offsets from upper to lower eyelid
@@ -28,9 +29,11 @@ Energy (pixels at the capture's resolution):
   embedding's in a way that stays from frame to frame (where the face's texture puts the
   features, not the mesh); without offsets the fit explains that constant part with
   expressions held all through the sequence;
-- exclusion of antagonists (:data:`EXCLUSIVE_EXPRESSIONS`: an eye cannot blink and open
-  wide at once, a mouth corner smile and frown): ``w_exclusive * a * b`` per pair, for the
-  models that have those blendshapes.
+- exclusion of antagonists (the tracking profile's, e.g. :data:`EXCLUSIVE_EXPRESSIONS` for
+  ARKit names: an eye cannot blink and open wide at once, a mouth corner smile and frown):
+  ``w_exclusive * a * b`` per pair, for the models that have those blendshapes.
+
+Expression coefficients stay within the profile's bounds (0..1 for ICT) by projection.
 
 Stages: ``rigid`` (pose only, contour excluded, robust scale widened by
 ``rigid_robust_factor`` so that frames starting far off are not ignored), then ``full``
@@ -50,30 +53,22 @@ import torch
 from torch import Tensor
 
 from ..landmarks.embedding import IRIS
+from ..models.profile import ARKIT_ANTAGONISTS
 from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_camera, view_directions
 
 # MediaPipe (upper lid, lower lid) pairs across the middle of each eye's opening (subject's
 # right eye, then left; the pairs nearer the corners move little in a blink).
 EYE_CLOSURE_PAIRS = ((160, 144), (159, 145), (158, 153), (387, 373), (386, 374), (385, 380))
-# Blendshapes (ARKit names) that move the same feature in opposite directions; a face does
-# one or the other, and a fit that uses both at once is explaining detector noise.
-EXCLUSIVE_EXPRESSIONS = tuple(
-    pair for side in ("L", "R") for pair in (
-        (f"eyeBlink_{side}", f"eyeWide_{side}"),
-        (f"mouthSmile_{side}", f"mouthFrown_{side}"),
-        (f"browDown_{side}", f"browInnerUp_{side}"),
-        (f"browDown_{side}", f"browOuterUp_{side}"),
-        (f"eyeLookIn_{side}", f"eyeLookOut_{side}"),
-        (f"eyeLookUp_{side}", f"eyeLookDown_{side}"),
-    )
-) + (("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"))
+# Blendshapes (ARKit names) that move the same feature in opposite directions (ICT's tracking
+# profile lists them; other models name their own).
+EXCLUSIVE_EXPRESSIONS = ARKIT_ANTAGONISTS
 
 
 def antagonist_indices(lm: LandmarkModel, device: torch.device | str | None = None) -> Tensor | None:
-    """Column indices ``[2, K]`` of the :data:`EXCLUSIVE_EXPRESSIONS` pairs that ``lm`` has
-    (None when it has none, e.g. a model without ARKit-named blendshapes)."""
+    """Column indices ``[2, K]`` of the antagonist pairs of ``lm``'s tracking profile that it
+    has (None when it has none, e.g. a model without ARKit-named blendshapes)."""
     names = set(lm.expression_names)
-    pairs = [(lm.index(a), lm.index(b)) for a, b in EXCLUSIVE_EXPRESSIONS if a in names and b in names]
+    pairs = [(lm.index(a), lm.index(b)) for a, b in lm.antagonists if a in names and b in names]
     return torch.tensor(pairs, device=device).T if pairs else None
 
 
@@ -179,6 +174,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
     expression = torch.zeros(F, lm.num_expression, device=dev, dtype=dt, requires_grad=True)
     offset = torch.zeros(L, 3, device=dev, dtype=dt, requires_grad=cfg.w_landmark_offset > 0)
     n_valid = valid.sum()
+    low, high = lm.expression_bounds
     depth0 = float(-trans0.detach()[valid, 2].mean())
     m_to_px = f0 / depth0  # pixel-equivalent of a metre at the head's distance
 
@@ -205,7 +201,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             with torch.no_grad():
                 normals = to_camera(lm.normals(shape, expr), rotation, torch.zeros_like(translation))
                 w = landmark_weights(lm, normals, cam, contour=full)
-                w[:, [IRIS_RIGHT, IRIS_LEFT]] *= cfg.w_iris
+                w[:, [IRIS_RIGHT, IRIS_LEFT]] *= cfg.w_iris if lm.gaze is not None else 0.0
                 cache.update(w=w * valid[:, None], full=full)
         w = cache["w"]
         scale = cfg.robust_px * (1.0 if full else cfg.rigid_robust_factor)
@@ -217,7 +213,10 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
         terms = {"data": data, "smooth_pose": smooth}
         if full:
             terms["shape"] = cfg.w_shape * shape.pow(2).sum() / 1.0
-            terms["expression"] = cfg.w_expression * expression.sum() / F
+            if lm.signed_expressions:  # a PCA space: Gaussian prior
+                terms["expression"] = cfg.w_expression * expression.pow(2).sum() / F
+            else:  # activations: sparse
+                terms["expression"] = cfg.w_expression * expression.sum() / F
             terms["smooth_expression"] = cfg.w_smooth_expression * second_difference(expression).pow(2).sum() / F * 100
             if pairs is not None:
                 gap = px[:, pairs[0]] - px[:, pairs[1]]
@@ -243,7 +242,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             loss.backward()
             opt.step()
             with torch.no_grad():
-                expression.clamp_(0.0, 1.0)
+                expression.clamp_(low, high)
         seconds = time.perf_counter() - t0
         stats[name] = {
             "iterations": iters, "seconds": round(seconds, 3),
@@ -285,9 +284,12 @@ def reprojection_errors(lm: LandmarkModel, result: FitResult, target: Tensor, wi
 
 
 def reported_landmarks(lm: LandmarkModel, contour: bool = False) -> Tensor:
-    """``[L]`` bool: the landmarks whose errors are reported (no iris ring; no contour unless asked)."""
+    """``[L]`` bool: the landmarks whose errors are reported (no iris ring, no iris centres for a model
+    without gaze; no contour unless asked)."""
     keep = torch.ones(lm.contour.shape[0], dtype=torch.bool)
     keep[[i for i in IRIS if i not in (IRIS_RIGHT, IRIS_LEFT)]] = False
+    if lm.gaze is None:  # iris centres not modelled
+        keep[[IRIS_RIGHT, IRIS_LEFT]] = False
     if not contour:
         keep &= ~lm.contour.cpu()
     return keep

@@ -10,15 +10,19 @@ the energy (else the damping grows and the step is tried again), so a frame cann
 head away, as plain Gauss-Newton steps from a far start did (a head turned 150 degrees,
 10 m away).
 
-Unknowns per step: expression ``psi [E]`` (projected to 0..1 after each step), a rotation
+Unknowns per step: expression ``psi [E]`` (projected to the profile's bounds, 0..1 for ICT,
+after each step), a rotation
 increment ``dw [3]`` applied on the left (``R <- exp(dw) R``) and the translation ``t [3]``.
 Residuals are IRLS-weighted (Geman-McClure, as the batched fitter), with contour landmarks
-weighted by their frontality and iris ring points unused. Regularisers: an L1 push of
-``psi`` toward 0 and a pull toward the previous frame's expression and translation. The
+weighted by their frontality and iris ring points unused (iris centres too for a model
+without gaze blendshapes). Regularisers: an L1 push of ``psi`` toward 0 (L2 for signed
+coefficients: FLAME's PCA space) and a pull toward the previous frame's expression and
+translation. The
 batched fitter's eye terms apply here too: lid-to-lid offsets that match MediaPipe's
 (:data:`.fit.EYE_CLOSURE_PAIRS`, unweighted rows on the expressions only) and no two
 antagonist blendshapes active together (:data:`.fit.EXCLUSIVE_EXPRESSIONS`; the product's
-gradient, linearised at the current step).
+gradient, linearised at the current step). The returned translation is the model's own
+(:func:`.landmark_model.model_translation`: skinned models turn about their root joint).
 
 Start and recovery: the first frame (and any frame after :meth:`FrameTracker.reset`) first
 fits the rigid pose alone (contour points out, a wider robust scale), then everything. After
@@ -41,7 +45,7 @@ from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.embedding import IRIS, view_directions
 from .fit import EYE_CLOSURE_PAIRS, antagonist_indices, initial_pose
 from .landmark_model import (
-    CAMERA_FLIP, GAZE_MAX_PITCH, GAZE_MAX_YAW, IRIS_LEFT, IRIS_RIGHT, LandmarkModel,
+    CAMERA_FLIP, GAZE_MAX_PITCH, GAZE_MAX_YAW, IRIS_LEFT, IRIS_RIGHT, LandmarkModel, model_translation,
 )
 
 
@@ -62,7 +66,7 @@ class OnlineConfig:
     # Plausibility (checked after every frame; an implausible state re-initialises):
     max_rotation_deg: float = 90.0  # turned further from facing the camera
     depth_range_m: tuple[float, float] = (0.05, 3.0)  # head centre distance in front of the camera
-    max_pinned: float = 0.25  # share of expression coefficients at 1
+    max_pinned: float = 0.25  # share of expression coefficients at their upper bound
     max_error_iod: float = 0.25  # median landmark error over the inter-ocular distance
 
 
@@ -85,22 +89,28 @@ class FrameTracker:
         self.flip = torch.tensor(CAMERA_FLIP, dtype=dt, device=dev)
         use = torch.ones(L, dtype=torch.bool, device=dev)
         use[[i for i in IRIS if i not in (IRIS_RIGHT, IRIS_LEFT)]] = False
+        if lm.gaze is None:  # the iris centres do not turn: not modelled
+            use[[IRIS_RIGHT, IRIS_LEFT]] = False
         self.use = use
+        self.signed = lm.signed_expressions
+        self.low, self.high = lm.expression_bounds
         self.contour = lm.contour.to(dev)
         self.view_offsets = None if lm.view_offsets is None else lm.view_offsets.to(dev, dt)
         self.iris = torch.tensor([IRIS_RIGHT, IRIS_LEFT], device=dev)
         self.pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T  # [2, P]
         self.exclusive = antagonist_indices(lm, dev)  # [2, K] or None
         self.ey = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev)
-        # d(yaw)/d(psi) and d(pitch)/d(psi) per eye as [2, 1, E] selectors (see gaze_angles).
+        # d(yaw)/d(psi) and d(pitch)/d(psi) per eye as [2, 1, E] selectors (see gaze_angles);
+        # zeros for a model without gaze blendshapes.
         self.yaw_sel = torch.zeros(2, 1, E, dtype=dt, device=dev)
         self.pitch_sel = torch.zeros(2, 1, E, dtype=dt, device=dev)
-        for eye, side in enumerate("RL"):
-            sign_in = 1.0 if side == "R" else -1.0  # looking in turns the right eye toward +x
-            self.yaw_sel[eye, 0, lm.index(f"eyeLookIn_{side}")] = sign_in
-            self.yaw_sel[eye, 0, lm.index(f"eyeLookOut_{side}")] = -sign_in
-            self.pitch_sel[eye, 0, lm.index(f"eyeLookDown_{side}")] = 1.0
-            self.pitch_sel[eye, 0, lm.index(f"eyeLookUp_{side}")] = -1.0
+        g = lm.gaze
+        for eye in range(2 if g is not None else 0):  # 0: right, 1: left
+            sign_in = 1.0 if eye == 0 else -1.0  # looking in turns the right eye toward +x
+            self.yaw_sel[eye, 0, lm.index(g.look_in[eye])] = sign_in
+            self.yaw_sel[eye, 0, lm.index(g.look_out[eye])] = -sign_in
+            self.pitch_sel[eye, 0, lm.index(g.look_down[eye])] = 1.0
+            self.pitch_sel[eye, 0, lm.index(g.look_up[eye])] = -1.0
         self.set_identity(shape, focal, landmark_offset)
         self.reinitialisations = 0  # frames that were fitted again from a fresh start
         self.rejected = 0  # frames whose fit stayed implausible (the previous state was kept)
@@ -119,6 +129,7 @@ class FrameTracker:
         lm = self.lm
         dt, dev = lm.template.dtype, lm.template.device
         shape = shape.to(dev, dt)
+        self.shape = shape
         base = lm.template + torch.einsum("lks,s->lk", lm.shapedirs, shape)  # [L, 3]
         if landmark_offset is not None:
             base = base + landmark_offset.to(dev, dt)
@@ -183,7 +194,10 @@ class FrameTracker:
         base_w = torch.where(self.contour, torch.zeros_like(cos) if rigid else cos**2, self.use.to(cos))
         cost = 0.5 * (base_w * s2 * sq / (sq + s2)).sum()
         if not rigid:  # the priors' energy
-            cost = cost + 0.5 * cfg.w_expression * psi.sum()  # L1 on psi >= 0
+            if self.signed:  # L2 on a signed (PCA) psi
+                cost = cost + 0.5 * cfg.w_expression * psi.pow(2).sum()
+            else:
+                cost = cost + 0.5 * cfg.w_expression * psi.sum()  # L1 on psi >= 0
             if prev is not None:  # pull toward the previous frame's expression and translation
                 psi_prev, t_prev = prev
                 cost = cost + 0.5 * (cfg.w_temporal_expression * (psi - psi_prev).pow(2).sum()
@@ -229,7 +243,11 @@ class FrameTracker:
             reg[E + 3 :] += w_t
             b[:E] -= cfg.w_temporal_expression * (psi - psi_prev)
             b[E + 3 :] -= w_t * (self.t - t_prev)
-        b[:E] -= cfg.w_expression * 0.5
+        if self.signed:
+            reg[:E] += cfg.w_expression
+            b[:E] -= cfg.w_expression * psi
+        else:
+            b[:E] -= cfg.w_expression * 0.5
         if cfg.w_eye_closure > 0:  # rows J_upper - J_lower, expressions only (how open, not where)
             J_gap = torch.nn.functional.pad((J3[up, :, :E] - J3[lo, :, :E]).reshape(-1, E), (0, 6))
             A = A + cfg.w_eye_closure * (J_gap.T @ J_gap)
@@ -250,7 +268,7 @@ class FrameTracker:
             delta = torch.linalg.solve(A + torch.diag(lam * (A.diagonal() + 1.0)), b)
             saved = (self.expression, self.R, self.t)
             if not rigid:
-                self.expression = (self.expression + delta[:E]).clamp(0.0, 1.0)
+                self.expression = (self.expression + delta[:E]).clamp(self.low, self.high)
                 delta = delta[E:]
             self.R = axis_angle_to_matrix(delta[None, :3])[0] @ self.R
             self.t = self.t + delta[3:]
@@ -284,9 +302,9 @@ class FrameTracker:
         lo, hi = cfg.depth_range_m
         if not lo <= depth <= hi:
             return f"head {depth:.2f} m in front of the camera"
-        pinned = float((self.expression >= 0.999).to(self.t.dtype).mean())
+        pinned = float((self.expression >= self.high - 1e-3).to(self.t.dtype).mean())
         if pinned > cfg.max_pinned:
-            return f"{pinned:.0%} of the expression coefficients pinned at 1"
+            return f"{pinned:.0%} of the expression coefficients pinned at {self.high:g}"
         if px is None:
             px = self._project(self._model_points(self.expression)[0])[2]
         iod = float((target[33] + target[133] - target[362] - target[263]).norm() / 2)
@@ -297,7 +315,8 @@ class FrameTracker:
 
     @torch.inference_mode()
     def __call__(self, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Fit one frame's landmarks ``target [478, 2]`` (pixels); returns ``(expression [E], rotation [3], translation [3])``."""
+        """Fit one frame's landmarks ``target [478, 2]`` (pixels); returns ``(expression [E], rotation [3], translation [3])``
+        with the translation the model's own (:func:`.landmark_model.model_translation`)."""
         cfg = self.cfg
         target = target.to(self.base)
         if self.R is None:
@@ -317,7 +336,11 @@ class FrameTracker:
                 else:
                     self.reset()
                     raise ImplausibleFrame("no plausible head pose fits this frame's landmarks")
-        return self.expression.clone(), matrix_to_axis_angle(self.R), self.t.clone()
+        rotation = matrix_to_axis_angle(self.R)
+        if self.lm.root_template is None:
+            return self.expression.clone(), rotation, self.t.clone()
+        t = model_translation(self.lm, self.shape, self.expression[None], rotation[None], self.t[None])[0]
+        return self.expression.clone(), rotation, t
 
 
 class ImplausibleFrame(ValueError):

@@ -1,6 +1,7 @@
 """``tracking_overlay.mp4``: the fitted mesh drawn over the capture's frames.
 
-Each frame shows the flat-shaded fitted mesh (face and scalp parts) blended over the
+Each frame shows the flat-shaded fitted mesh (face and scalp parts; for a model without
+them, the parts its tracking profile renders for calibration) blended over the
 image, the detected MediaPipe landmarks (green) and the fitted model's landmarks (red),
 so a user sees at once whether tracking worked. Frames without data are marked.
 """
@@ -16,10 +17,17 @@ import torch
 
 from ..data.video import VideoWriter
 from ..landmarks.embedding import part_faces
+from ..models.profile import require_profile
 from ..render import render_mesh
 from .sequence import TrackedSequence
 
 OVERLAY_PARTS = ("face", "head_and_neck")
+
+
+def overlay_parts(model) -> tuple[str, ...]:
+    """The parts drawn: those of :data:`OVERLAY_PARTS` the model has, else its tracking profile's
+    ``calibration_parts``."""
+    return tuple(p for p in OVERLAY_PARTS if p in model.parts) or require_profile(model).calibration_parts
 
 
 def overlay_frame(image: np.ndarray, vertices: torch.Tensor, faces: torch.Tensor, seq: TrackedSequence,
@@ -52,7 +60,7 @@ def write_overlay(path: str | os.PathLike, model, seq: TrackedSequence, load_fra
 
     ``detected`` / ``fitted``: optional ``[F, L, 2+]`` landmarks in pixels to draw.
     """
-    faces = model.faces[part_faces(model, OVERLAY_PARTS)]
+    faces = model.faces[part_faces(model, overlay_parts(model))]
     frames = range(0, seq.n_frames, max(1, stride))
     if progress:
         from tqdm import tqdm  # noqa: PLC0415

@@ -9,7 +9,8 @@ and expression, and the subject's identity, so that the face's colours agree acr
 frames, in the spirit of the photometric terms of metrical-tracker and VHAP, but without a
 mesh renderer in the loop:
 
-- a few thousand vertices of the model's ``face`` part (the identity and the frame's
+- a few thousand vertices of the model's face (the tracking profile's ``face_part``: ICT's
+  ``face``; the identity and the frame's
   expression) are projected into every frame and the (blurred) frame is sampled there;
 - every vertex has one albedo (RGB), shared by all frames, lit by one second-order
   spherical-harmonics light in camera space (a phone on a stand: the light stays put
@@ -24,13 +25,17 @@ mesh renderer in the loop:
   corrections are therefore kept at zero mean over the frames, so the average pose stays
   the landmarks';
 - the blendshapes named by ``expressions`` (glob patterns, ``"*"`` by default) less those
-  of ``exclude_expressions`` are refined per frame and kept in 0..1; ``shape=True``
+  of ``exclude_expressions`` are refined per frame and kept within the profile's bounds
+  (0..1 for ICT); ``shape=True``
   refines the identity (one for all frames); the focal length stays the landmark fit's;
 - coarse to fine: the frames are blurred less and less; visibility is refreshed now and then.
 
 On the synthetic capture (``benchmarks/track_synthetic.py``) refining the pose only left
 the face vertices 4.4 mm off in camera space (median); with the expressions and the
 identity refined too, 2.65 mm (see the README's figures).
+
+Poses are the trackers' (rotation about the model origin, :mod:`.landmark_model`); the
+whole-head z-buffer poses the model with :func:`.landmark_model.model_translation`.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ from ..data.capture import Capture
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..render import rasterize_mesh, vertex_normals
 from .fit import geman_mcclure
-from .landmark_model import CAMERA_FLIP, LandmarkModel, to_camera, view_directions
+from ..models.profile import require_profile
+from .landmark_model import CAMERA_FLIP, LandmarkModel, model_translation, to_camera, view_directions
 from .sequence import TrackedSequence
 
 
@@ -152,8 +158,9 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     refined sequence and a report of the stage."""
     if cfg.iterations <= 0:
         raise ValueError("track.photometric.iterations must be > 0 to run the photometric stage")
-    if "face" not in model.parts:
-        raise ValueError(f"track.photometric needs a 'face' part on model '{model.name}' "
+    face_part = require_profile(model).face_part
+    if face_part not in model.parts:
+        raise ValueError(f"track.photometric needs a '{face_part}' part on model '{model.name}' "
                          f"(it has: {', '.join(model.parts)}); set track.photometric.iterations=0")
     t0 = time.perf_counter()
     device, dtype = lm.template.device, lm.template.dtype
@@ -176,7 +183,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     viewmat = t(seq.viewmat)
 
     # The sampled face vertices: identity blended once; expressions per frame.
-    face = torch.nonzero(model.parts["face"].vertices.to(device))[:, 0]
+    face = torch.nonzero(model.parts[face_part].vertices.to(device))[:, 0]
     g = torch.Generator().manual_seed(cfg.seed)
     pick = face[torch.randperm(len(face), generator=g)[: cfg.vertices].to(device)]
     mdl = model.to(device)
@@ -201,8 +208,9 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     # The sampled points in model space at the landmark fit's expressions, blended once.
     local0 = base[None] + torch.einsum("vke,be->bvk", exprdirs, expression)  # [F, N, 3]
     exprdirs_refined = exprdirs[..., refined]
-    # The refined coefficients stay in 0..1: bounds on their changes.
-    change_min, change_max = -expression[:, refined], 1 - expression[:, refined]
+    # The refined coefficients stay within the model's bounds (0..1 for ICT): bounds on their changes.
+    low, high = lm.expression_bounds
+    change_min, change_max = -(expression[:, refined] - low), high - expression[:, refined]
     d_shape = torch.zeros_like(shape, requires_grad=cfg.shape)
 
     def current_shape() -> Tensor:
@@ -229,8 +237,9 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
             for s in range(0, n_frames, 32):
                 sl = slice(s, min(n_frames, s + 32))
                 b = sl.stop - sl.start
+                posed_t = model_translation(lm, shape_now, expression_now[sl], rotation[sl], translation[sl])
                 verts = mdl(shape=shape_now[None].expand(b, -1).to(mdl.template.dtype), expression=expression_now[sl],
-                            rotation=rotation[sl], translation=translation[sl]).vertices.to(dtype)
+                            rotation=rotation[sl], translation=posed_t).vertices.to(dtype)
                 # The nearest surface of the closed head faces the camera: back faces need no z-test.
                 r = rasterize_mesh(verts, mdl.faces, K[sl], width, height, viewmats=viewmat[None].expand(b, -1, -1),
                                    cull_backfaces=True)
@@ -309,7 +318,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         with torch.no_grad():  # colours pin poses relative to each other only: keep the landmarks' mean pose
             for d in (d_rotation, d_translation):
                 d.sub_(d[valid].mean(0))
-            if wanted:  # coefficients stay in 0..1
+            if wanted:  # coefficients stay within their bounds
                 d_expression.clamp_(change_min, change_max)
         losses.append(float(photo.detach()))
         if bar is not None:

@@ -4,10 +4,11 @@ Contents (numpy arrays, lengths in metres, angles in radians)::
 
     model             str    parametric model name ("ict")
     shape             [S]    identity coefficients
-    expression        [F, E] expression coefficients (0..1)
+    expression        [F, E] expression coefficients (0..1 for ICT; FLAME's are signed)
     expression_names  [E]    str
-    rotation          [F, 3] head rotation, axis-angle about the model origin (model world)
-    translation       [F, 3] head translation (model world)
+    rotation          [F, 3] head rotation, axis-angle about the model origin (model world;
+                             skinned models such as FLAME: about their root joint)
+    translation       [F, 3] head translation (model world), as the model's forward takes it
     K                 [3, 3] camera intrinsics, pixels, or [F, 3, 3] one per frame (a capture
                              whose crop follows the head: one source camera seen through moving crops)
     viewmat           [4, 4] world-to-camera (OpenCV): the tracking camera, diag(1, -1, -1, 1)

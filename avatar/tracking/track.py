@@ -16,7 +16,7 @@ import torch
 from ..data.capture import Capture, CaptureError
 from ..data.reports import write_json
 from .fit import FitConfig, FitResult, fit_sequence, reported_landmarks, reprojection_errors
-from .landmark_model import LandmarkModel, project, to_camera, tracking_viewmat, view_directions
+from .landmark_model import LandmarkModel, model_translation, project, to_camera, tracking_viewmat, view_directions
 from .photometric import PhotometricConfig, refine_photometric, sequence_landmarks
 from .sequence import TRACKING_FILE, TrackedSequence
 
@@ -99,6 +99,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         refined_px = sequence_landmarks(lm, seq)  # the capture's pixels
         refined_err = (refined_px - target_capture).norm(dim=-1)[valid_t][:, reported_landmarks(lm).to(device)]
         photometric["reprojection_after"] = error_summary(refined_err)
+    seq = model_pose(seq, lm)
     seq.save(out / TRACKING_FILE)
     err = (reprojection_errors(lm, result, target, W, H) * to_capture_px)[valid_t]
     err_contour = (reprojection_errors(lm, result, target, W, H, contour=True) * to_capture_px)[valid_t]
@@ -159,6 +160,17 @@ def crop_sequence(seq: TrackedSequence, scale: np.ndarray, origin: np.ndarray, w
     A[:, 2, 2] = 1.0
     K = (A @ seq.K.astype(np.float64)).astype(np.float32)
     return dataclasses.replace(seq, K=K, width=width, height=height)
+
+
+def model_pose(seq: TrackedSequence, lm: LandmarkModel) -> TrackedSequence:
+    """``seq`` (the fitters' poses: rotation about the model origin) with the translations the
+    model itself takes (:func:`.landmark_model.model_translation`; unchanged without a skeleton)."""
+    if lm.root_template is None:
+        return seq
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=lm.template.dtype, device=lm.template.device)  # noqa: E731
+    with torch.no_grad():
+        translation = model_translation(lm, t(seq.shape), t(seq.expression), t(seq.rotation), t(seq.translation))
+    return dataclasses.replace(seq, translation=translation.cpu().numpy().astype(np.float32))
 
 
 def sequence_from_fit(result: FitResult, lm: LandmarkModel, width: int, height: int,
