@@ -94,6 +94,25 @@ def test_a_model_file_that_moved_names_the_option_to_set(ict, tmp_path):
         AvatarPackage.load(path, torch.device("cpu"))
 
 
+def test_render_and_live_exit_1_naming_the_file_and_the_key(ict, tmp_path, capsys):
+    from avatar import cli
+
+    _, g = ict
+    moved = write_test_avatar(tmp_path / "flame" / "avatar.pt", g, model_name="flame",
+                              model_options={"model_path": str(tmp_path / "gone.pkl")})
+    state = torch.load(moved, weights_only=True)
+    torch.save({**state, "format": AVATAR_FORMAT + 1}, tmp_path / "newer.pt")
+    csv = tmp_path / "take.csv"
+    csv.write_text("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,0.5\n")
+    for run, expected in ((moved, "model_options.model_path="), (tmp_path / "newer.pt", "upgrade the toolkit")):
+        assert cli.main(["render", f"run={run}", f"drive={csv}", f"out={tmp_path / 'out' / 'a.mp4'}"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(run) in err[0] and expected in err[0], err
+        assert cli.main(["live", f"run={run}", "source=0", "display=false", f"report={tmp_path / 'r.json'}"]) == 1
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing left behind
+
+
 def test_upgrade_leaves_current_files_alone():
     state = {"format": AVATAR_FORMAT, "model": "ict", "avatar": {"kind": "mesh_gaussians"}}
     assert upgrade(state) is state

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from avatar.data.capture import Capture, CaptureError, CaptureMeta, CaptureWriter, Landmarks
+from avatar.io.capture import Capture, CaptureError, CaptureMeta, CaptureWriter, Landmarks
 
 
 def _write(root, n=3, flagged=None):

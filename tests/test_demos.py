@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_orbit_avatar_renders_a_package(ict_assets, tmp_path):
     import avatar.models
-    from avatar.data.video_reader import open_source
+    from avatar.io.video_reader import open_source
     from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
 
     model = avatar.models.load("ict", asset_path=str(ict_assets))

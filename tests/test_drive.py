@@ -125,7 +125,7 @@ def package(tmp_path_factory, ict_assets):
 @pytest.mark.parametrize("camera", ["tracked", "fixed", "orbit"])
 def test_render_command_from_an_arkit_csv(package, tmp_path, camera):
     from avatar import cli
-    from avatar.data.video_reader import open_source
+    from avatar.io.video_reader import open_source
 
     take = _write_csv(tmp_path / "take.csv", n=6)
     out = tmp_path / "out" / "anim.mp4"
@@ -175,7 +175,7 @@ def _real_video(name: str) -> Path:
 @pytest.mark.slow
 def test_live_from_a_video_standing_in_for_a_webcam(package, tmp_path, monkeypatch):
     from avatar import cli
-    from avatar.data.video_reader import open_source
+    from avatar.io.video_reader import open_source
 
     video = _real_video("drive_expressive_512.mp4")
     monkeypatch.chdir(tmp_path)  # live's Hydra folder goes under ./outputs

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.landmarks import embedding as E
+from avatar.tracking import embedding as E
 
 SHARED_ICT = Path(__file__).resolve().parents[2] / "shared" / "assets" / "ict-facekit"
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import avatar.models as models
-from avatar.data.synthetic_flame import EXPRESSION_SHAPES, write_flame_like
+from avatar.synthetic.flame_file import EXPRESSION_SHAPES, write_flame_like
 
 # ---- the FLAME-format model -------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ def test_flame_profile_and_landmark_model(flame):
 
 def random_embedding(model, seed: int = 0):
     """478 points on the face part (the fitters only need an embedding, not MediaPipe's)."""
-    from avatar.landmarks.embedding import FACE_OVAL, N_LANDMARKS, LandmarkEmbedding
+    from avatar.tracking.embedding import FACE_OVAL, N_LANDMARKS, LandmarkEmbedding
 
     g = torch.Generator().manual_seed(seed)
     faces = model.parts["face"].faces.nonzero().squeeze(1)
@@ -171,11 +171,12 @@ def test_fitters_recover_signed_flame_expressions(flame):
 
 @pytest.fixture(scope="module")
 def embedding_file(flame, tmp_path_factory):
-    """The FLAME model's MediaPipe embedding, calibrated by rendering it (13 views), as a user's
-    embedding file (every later command reads it: model_options.mediapipe_embedding_path)."""
-    from avatar.landmarks.embedding import calibrate
+    """The FLAME model's MediaPipe embedding, calibrated by rendering it (7 of the 13 views, for
+    time), as a user's embedding file (every later command reads it:
+    model_options.mediapipe_embedding_path)."""
+    from avatar.tracking.embedding import CALIBRATION_VIEWS, calibrate
 
-    emb, report = calibrate(flame)
+    emb, report = calibrate(flame, views=CALIBRATION_VIEWS[:7])
     assert all(report["detected"]), report
     path = tmp_path_factory.mktemp("embedding") / "flame_mediapipe478.npz"
     np.savez(path, faces=emb.faces.numpy(), bary=emb.bary.numpy(), contour=emb.contour.numpy(),
@@ -191,7 +192,7 @@ def model_overrides(flame_files, embedding_file):
 
 @pytest.fixture(scope="module")
 def capture(flame, tmp_path_factory):
-    from avatar.data.synthetic import SyntheticConfig, make_synthetic_capture
+    from avatar.synthetic.capture import SyntheticConfig, make_synthetic_capture
 
     return make_synthetic_capture(tmp_path_factory.mktemp("capture") / "cap",
                                   SyntheticConfig(n_frames=16, resolution=160, seed=1), flame, progress=False)
@@ -199,7 +200,7 @@ def capture(flame, tmp_path_factory):
 
 @pytest.mark.slow
 def test_embedding_calibrates_on_flame_renders(flame, flame_files, embedding_file):
-    from avatar.landmarks.embedding import load_embedding, part_faces
+    from avatar.tracking.embedding import load_embedding, part_faces
 
     path, emb, report = embedding_file
     assert report["spread_mm_median"] < 6.0, report  # measured: 3.1 mm
@@ -214,7 +215,7 @@ def test_embedding_calibrates_on_flame_renders(flame, flame_files, embedding_fil
 
 @pytest.mark.slow
 def test_synthetic_capture_renders_flame(capture, flame):
-    from avatar.data.synthetic import load_ground_truth
+    from avatar.synthetic.capture import load_ground_truth
 
     assert capture.detection_rate >= 0.9, capture.report  # measured: 100% at 160 px, flat skin colour
     gt = load_ground_truth(capture.root)
@@ -226,8 +227,8 @@ def test_synthetic_capture_renders_flame(capture, flame):
 @pytest.mark.slow
 def test_track_command_with_flame(capture, model_overrides, flame):
     from avatar import cli
-    from avatar.data.synthetic import load_ground_truth
-    from avatar.tracking.sequence import load_tracking
+    from avatar.synthetic.capture import load_ground_truth
+    from avatar.io.tracking import load_tracking
 
     assert cli.main(["track", f"capture={capture.root}", "model=flame", *model_overrides,
                      "track.fit.rigid_iterations=80", "track.fit.full_iterations=200",
@@ -301,8 +302,8 @@ def test_train_render_live_with_flame(capture, model_overrides, tmp_path, monkey
     """Needs the track test's tracking.npz (same module, runs first) and an avatar file that
     records the model's options (render and live load FLAME with them)."""
     from avatar import cli
-    from avatar.data.capture import Capture
-    from avatar.data.video_reader import open_source
+    from avatar.io.capture import Capture
+    from avatar.io.video_reader import open_source
 
     if not (capture.root / "tracking.npz").is_file():
         pytest.skip("the capture was not tracked (test_track_command_with_flame failed)")

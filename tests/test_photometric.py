@@ -38,7 +38,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def embedding(model, tmp_path_factory):
-    from avatar.landmarks.embedding import load_embedding
+    from avatar.tracking.embedding import load_embedding
 
     return load_embedding(model, cache_dir=tmp_path_factory.mktemp("emb"))
 
@@ -61,10 +61,10 @@ def rotation_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def render_capture(model, lm, root: Path, shape: torch.Tensor, expression: torch.Tensor):
     """Render the painted head at known poses into a capture folder at ``root``: (true TrackedSequence,
     landmark targets [F, 478, 2])."""
-    from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
+    from avatar.io.capture import CaptureMeta, CaptureWriter, Landmarks
     from avatar.render import interpolate, rasterize_mesh
     from avatar.tracking.landmark_model import project, to_camera, tracking_viewmat, view_directions
-    from avatar.tracking.sequence import TrackedSequence
+    from avatar.io.tracking import TrackedSequence
 
     t = torch.linspace(0, 1, N_FRAMES)
     rotation = torch.stack((0.15 * torch.sin(2 * math.pi * t), 0.4 * torch.sin(math.pi * t) - 0.2, 0.05 * t), -1)
@@ -123,7 +123,7 @@ def rendered_expressive(model, lm, tmp_path_factory):
 
 
 def test_colours_bring_perturbed_poses_back(model, lm, rendered):
-    from avatar.data.capture import Capture
+    from avatar.io.capture import Capture
     from avatar.tracking.photometric import PhotometricConfig, refine_photometric
 
     root, truth, targets = rendered
@@ -147,7 +147,7 @@ def test_colours_bring_perturbed_poses_back(model, lm, rendered):
 
 
 def test_true_poses_stay_put(model, lm, rendered):
-    from avatar.data.capture import Capture
+    from avatar.io.capture import Capture
     from avatar.tracking.photometric import PhotometricConfig, refine_photometric
 
     root, truth, targets = rendered
@@ -157,7 +157,7 @@ def test_true_poses_stay_put(model, lm, rendered):
 
 
 def test_bad_settings_give_clear_errors(model, lm, rendered):
-    from avatar.data.capture import Capture
+    from avatar.io.capture import Capture
     from avatar.tracking.photometric import PhotometricConfig, refine_photometric
 
     root, truth, targets = rendered
@@ -175,10 +175,10 @@ def test_track_app_runs_the_stage_from_the_config(embedding, rendered, tmp_path,
     from omegaconf import OmegaConf
 
     from avatar.apps import track as app
-    from avatar.tracking.sequence import load_tracking
+    from avatar.io.tracking import load_tracking
 
     root, truth, _ = rendered
-    monkeypatch.setattr("avatar.landmarks.embedding.load_embedding", lambda model, **kw: embedding)
+    monkeypatch.setattr("avatar.tracking.embedding.load_embedding", lambda model, **kw: embedding)
     out = tmp_path / "tracked"
     cfg = OmegaConf.create({
         "capture": str(root), "out": str(out), "model": "ict",
@@ -211,7 +211,7 @@ def test_colours_refine_identity_and_expressions(model, lm, rendered_expressive)
     """``expressions=["*"]``, ``shape=True``: from the mean identity and expressions at half their
     amplitude (how landmarks leave a jaw whose chin the detector hardly moves), the colours alone
     (landmark anchor off) bring the face back; ``exclude_expressions`` keeps what it names."""
-    from avatar.data.capture import Capture
+    from avatar.io.capture import Capture
     from avatar.tracking.photometric import PhotometricConfig, refine_photometric
 
     root, truth, targets = rendered_expressive
@@ -233,7 +233,7 @@ def test_colours_refine_identity_and_expressions(model, lm, rendered_expressive)
 
 
 def test_refined_expression_names_are_checked(model, lm, rendered):
-    from avatar.data.capture import Capture
+    from avatar.io.capture import Capture
     from avatar.tracking.photometric import PhotometricConfig, refine_photometric
 
     root, truth, targets = rendered

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from test_video_reader import astronaut_scene, write_test_video
 
-from avatar.data.capture import Capture, CaptureError
-from avatar.data.preprocess import REPORT_NAME, PreprocessConfig, PreprocessError, frame_ranges, preprocess
+from avatar.io.capture import Capture, CaptureError
+from avatar.preprocess import REPORT_NAME, PreprocessConfig, PreprocessError, frame_ranges, preprocess
 from avatar.geometry.crop import crop_image, crop_transform, smooth_track, transform_landmarks
 
 pytest.importorskip("skimage.data")

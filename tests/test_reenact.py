@@ -322,7 +322,7 @@ def _real_video(name: str):
 def test_a_driver_with_two_faces_drives_with_the_largest_and_says_so(tmp_path):
     import cv2
 
-    from avatar.data.video import VideoWriter
+    from avatar.io.video import VideoWriter
     from avatar.drive.video_driver import detect_landmarks
 
     points, frames, fps, size, _ = detect_landmarks(_real_video("drive_expressive_512.mp4"), max_frames=6,
@@ -338,3 +338,15 @@ def test_a_driver_with_two_faces_drives_with_the_largest_and_says_so(tmp_path):
     assert (w, h) == (832, 512) and any("more than one face" in n and "largest" in n for n in notes), notes
     found = np.isfinite(two).all(axis=(1, 2))
     assert found.all() and (np.nanmax(two[..., 0], axis=1) < 520).all()  # the large face, on the left
+
+
+def test_signed_expression_models_keep_negative_coefficients():
+    """FLAME's expression components are signed (its profile's bounds): retargeting keeps them."""
+    e = np.array([[-1.5, 0.4], [2.0, -0.2]])
+    out = map_expressions(e, np.zeros(2), np.zeros(2), np.ones(2), None, bounds=(-3.0, 3.0))
+    np.testing.assert_allclose(out, e)
+    np.testing.assert_allclose(map_expressions(e, np.zeros(2), np.zeros(2), np.ones(2), None), np.clip(e, 0, 1))
+    rt = Retargeter(np.zeros(3), np.zeros(3), ["a", "b"], RetargetConfig(min_cutoff=None, gain=1.0),
+                    driver_range=ExpressionRange(np.zeros(2), np.ones(2), 10), bounds=(-3.0, 3.0))
+    got, _, _ = rt(e[0], np.zeros(3), np.zeros(3), 0.0)
+    np.testing.assert_allclose(got, e[0], atol=1e-6)

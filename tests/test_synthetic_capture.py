@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.data import synthetic, synthetic_texture
-from avatar.data.capture import Capture
+from avatar.synthetic import capture as synthetic
+from avatar.synthetic import texture as synthetic_texture
+from avatar.io.capture import Capture
 from avatar.models import ict
 
 SHARED_ICT = Path(__file__).resolve().parents[2] / "shared" / "assets" / "ict-facekit"

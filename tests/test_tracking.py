@@ -26,7 +26,7 @@ def lm(tmp_path_factory):
     if not root.is_dir():
         pytest.skip(f"ICT-FaceKit assets not found in $AVATAR_ASSETS or {SHARED_ICT}")
     import avatar.models
-    from avatar.landmarks.embedding import load_embedding
+    from avatar.tracking.embedding import load_embedding
     from avatar.tracking.landmark_model import LandmarkModel
 
     model = avatar.models.load("ict", asset_path=str(root))
@@ -138,7 +138,7 @@ def test_matrix_to_axis_angle_round_trip():
 
 
 def make_sequence(F=5, model="ict"):
-    from avatar.tracking.sequence import TrackedSequence
+    from avatar.io.tracking import TrackedSequence
 
     rng = np.random.default_rng(0)
     return TrackedSequence(
@@ -151,7 +151,7 @@ def make_sequence(F=5, model="ict"):
 
 
 def test_tracking_npz_round_trip_and_model_mismatch(tmp_path):
-    from avatar.tracking.sequence import TrackingError, load_tracking
+    from avatar.io.tracking import TrackingError, load_tracking
 
     seq = make_sequence()
     seq.save(tmp_path / "tracking.npz")
@@ -167,7 +167,7 @@ def test_tracking_npz_round_trip_and_model_mismatch(tmp_path):
 
 
 def write_capture(root, lm, F=12, res=128, drop_landmarks=False, present=None):
-    from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
+    from avatar.io.capture import CaptureMeta, CaptureWriter, Landmarks
     from avatar.tracking.landmark_model import project, to_camera, view_directions
 
     t = torch.linspace(0, 1, F)
@@ -202,11 +202,11 @@ def track_cfg(capture, **fit):
 @pytest.mark.slow
 def test_track_app_writes_tracking_report_and_overlay(lm, tmp_path, monkeypatch):
     from avatar.apps import track as app
-    from avatar.data.reports import write_json  # noqa: F401  (the app writes through it)
-    from avatar.tracking.sequence import load_tracking
+    from avatar.io.reports import write_json  # noqa: F401  (the app writes through it)
+    from avatar.io.tracking import load_tracking
 
     lm_, _, emb = lm
-    monkeypatch.setattr("avatar.landmarks.embedding.load_embedding", lambda model, **kw: emb)
+    monkeypatch.setattr("avatar.tracking.embedding.load_embedding", lambda model, **kw: emb)
     cap = write_capture(tmp_path / "cap", lm_)
     assert app.main(track_cfg(cap)) == 0
     seq = load_tracking(cap, model="ict")
@@ -221,7 +221,7 @@ def test_track_app_writes_tracking_report_and_overlay(lm, tmp_path, monkeypatch)
 
 
 def test_capture_without_landmarks_gives_a_clear_error(lm, tmp_path):
-    from avatar.data.capture import Capture, CaptureError
+    from avatar.io.capture import Capture, CaptureError
     from avatar.tracking.track import capture_targets
 
     lm_, _, _ = lm
@@ -262,12 +262,12 @@ def test_online_jacobian_matches_autograd(lm):
 def test_moving_crops_are_tracked_as_one_source_camera(lm, tmp_path, monkeypatch):
     """A capture whose crop follows the head (preprocess crop=follow): per-frame intrinsics."""
     from avatar.apps import track as app
-    from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
+    from avatar.io.capture import CaptureMeta, CaptureWriter, Landmarks
     from avatar.tracking.landmark_model import project, to_camera, view_directions
-    from avatar.tracking.sequence import load_tracking
+    from avatar.io.tracking import load_tracking
 
     lm_, model, emb = lm
-    monkeypatch.setattr("avatar.landmarks.embedding.load_embedding", lambda model, **kw: emb)
+    monkeypatch.setattr("avatar.tracking.embedding.load_embedding", lambda model, **kw: emb)
     F, src, res = 12, 320, 128
     t = torch.linspace(0, 1, F)
     rot = torch.stack((0 * t, 0.3 * torch.sin(4 * t), 0 * t), -1)
@@ -307,7 +307,7 @@ def test_moving_crops_are_tracked_as_one_source_camera(lm, tmp_path, monkeypatch
 
 def test_eye_contour_points_sit_on_the_lids(lm):
     """The calibration moves lid-margin points that MediaPipe put on the eyeballs onto the lid skin."""
-    from avatar.landmarks.embedding import EYE_CONTOUR
+    from avatar.tracking.embedding import EYE_CONTOUR
 
     _, model, emb = lm
     eyeball = model.parts["eyeball_left"].faces | model.parts["eyeball_right"].faces
@@ -321,7 +321,7 @@ def test_eye_closure_term_keeps_blinks_with_misregistered_eyes(lm):
     """MediaPipe's eyes on a real (or textured) face are not exactly the embedding's: here the
     detected eye contours are 30% larger and 3 px higher than the model's. The eye-closure
     term (lid-to-lid offsets) keeps the blinks; the same fit without it tracks them worse."""
-    from avatar.landmarks.embedding import EYE_CONTOUR
+    from avatar.tracking.embedding import EYE_CONTOUR
     from avatar.tracking.fit import EYE_CLOSURE_PAIRS, FitConfig, fit_sequence
 
     lm, _, _ = lm
@@ -376,7 +376,7 @@ def test_per_subject_landmark_offsets_absorb_a_constant_misregistration(lm):
     offsets and tracks the expressions better. Measured when written: mean summed expression
     9.2 without offsets, 4.9 with; jawOpen / smile / blink correlation 0.98 / 0.98 / 0.62
     without, 0.99 / 0.99 / 0.97 with; cosine of recovered and true offsets 0.65."""
-    from avatar.landmarks.embedding import IRIS
+    from avatar.tracking.embedding import IRIS
     from avatar.tracking.fit import FitConfig, fit_sequence
     from avatar.tracking.landmark_model import project, to_camera, view_directions
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.data.video_reader import VideoReadError, open_source, upright
+from avatar.io.video_reader import VideoReadError, open_source, upright
 
 CODECS = {".mp4": "libx264", ".mov": "libx264", ".webm": "libvpx", ".avi": "mpeg4", ".mkv": "libx264"}
 
@@ -107,7 +107,7 @@ def test_rotation_metadata_makes_frames_upright(tmp_path, rotation):
 def test_legacy_rotate_tag_is_clockwise():
     from types import SimpleNamespace
 
-    from avatar.data.video_reader import VideoSource
+    from avatar.io.video_reader import VideoSource
 
     assert VideoSource._rotate_tag(SimpleNamespace(metadata={"rotate": "90"})) == 270
     assert VideoSource._rotate_tag(SimpleNamespace(metadata={"rotate": "180"})) == 180

@@ -17,12 +17,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from ..data.reports import write_json
-from ..errors import command
+from avatar.io.reports import write_json
+from avatar.io.video import VideoWriter, to_uint8_rgb
+
 from ..device import pick_device
-from ..data.video import VideoWriter, to_uint8_rgb
+from ..errors import command
 from ..gaussians.procedural import procedural_head
 from ..geometry.cameras import intrinsics_from_fov, orbit_viewmats
+from ..io.atomic import atomic_write
 from ..render import rasterization
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,10 @@ log = logging.getLogger(__name__)
 def _save_png(path: Path, image: np.ndarray) -> None:
     import cv2  # noqa: PLC0415
 
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-    tmp.replace(path)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write(path, buf.tobytes())
 
 
 @command("avatar demo")

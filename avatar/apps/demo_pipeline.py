@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.reports import write_json
+from avatar.io.reports import write_json
 
 
 def run_pipeline(cfg: DictConfig, model) -> dict:
     """Run every stage into ``cfg.out``; returns the summary report."""
-    from ..data.synthetic import SyntheticConfig, make_synthetic_capture, scripted_sequence  # noqa: PLC0415
+    from avatar.synthetic.capture import SyntheticConfig, make_synthetic_capture, scripted_sequence  # noqa: PLC0415
     from ..device import pick_device  # noqa: PLC0415
     from ..drive.animate import AvatarPackage, render_driven  # noqa: PLC0415
     from ..drive.sources import DriveSequence  # noqa: PLC0415
-    from ..landmarks.embedding import load_embedding  # noqa: PLC0415
+    from avatar.tracking.embedding import load_embedding  # noqa: PLC0415
     from ..tracking.fit import FitConfig  # noqa: PLC0415
     from ..tracking.track import TrackConfig, track_capture  # noqa: PLC0415
     from ..train.session import finish, frame_rate, setup  # noqa: PLC0415

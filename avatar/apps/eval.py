@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..data.reports import write_json
+from avatar.io.reports import write_json
 from ..errors import command
 from ..train.session import frame_rate, heldout_video, load_run, pose_aligned_metrics, summary
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..data.reports import write_json
+from avatar.io.reports import write_json
 from ..errors import command
 from ..train.session import export_ply, load_run, save_avatar
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.reports import write_json
+from avatar.io.reports import write_json
 from ..device import pick_device
 from ..drive.animate import AvatarPackage, limit_gaussians
 from ..drive.live import run_live

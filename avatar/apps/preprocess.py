@@ -1,6 +1,6 @@
 """``avatar preprocess input=VIDEO out=CAPTURE_DIR``: video or image folder -> capture folder.
 
-The work is :func:`avatar.data.preprocess.preprocess`; this app turns the config into its
+The work is :func:`avatar.preprocess.preprocess`; this app turns the config into its
 options and logs a one-line summary. Its errors go through :mod:`avatar.errors`: an input
 that cannot be preprocessed exits 1 with one line naming the file (and frame), a bad option
 value exits 2.
@@ -12,7 +12,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.preprocess import REPORT_NAME, PreprocessConfig, preprocess
+from avatar.preprocess import REPORT_NAME, PreprocessConfig, preprocess
 from ..errors import UsageError, command
 from .schema import register
 

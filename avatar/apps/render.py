@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.capture import Capture
-from ..data.reports import write_json
+from avatar.io.capture import Capture
+from avatar.io.reports import write_json
 from ..device import pick_device
 from ..drive.animate import AvatarPackage, limit_gaussians, render_driven
 from ..drive.retarget import retarget_config

@@ -30,7 +30,7 @@ from ..gaussians.registry import AVATAR_KINDS
 
 # Subcommand -> {config path: "module:Class"} of the dataclasses its config nodes follow.
 SCHEMAS: dict[str, dict[str, str]] = {
-    "preprocess": {"preprocess": "avatar.data.preprocess:PreprocessConfig"},
+    "preprocess": {"preprocess": "avatar.preprocess:PreprocessConfig"},
     "track": {"track": "avatar.apps.track:TrackOptions"},
     "train": {"train": "avatar.train.trainer:TrainConfig"},
 }

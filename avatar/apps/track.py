@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> int:
     import avatar.models  # noqa: PLC0415
     from avatar.models.profile import require_profile  # noqa: PLC0415
     from avatar.device import pick_device  # noqa: PLC0415
-    from avatar.landmarks.embedding import load_embedding  # noqa: PLC0415
+    from avatar.tracking.embedding import load_embedding  # noqa: PLC0415
     from avatar.tracking.track import track_capture  # noqa: PLC0415
 
     options = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrackOptions), cfg.track))

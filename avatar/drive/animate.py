@@ -22,6 +22,15 @@ from .sources import DriveError, DriveSequence
 log = logging.getLogger(__name__)
 
 
+def profile_options(package: AvatarPackage) -> dict:
+    """What retargeting takes from the avatar model's tracking profile: its antagonist pairs and
+    the range of its expression coefficients (none for a model without a profile)."""
+    profile = getattr(package.model, "tracking_profile", None)
+    if profile is None:
+        return {}
+    return {"antagonists": profile.antagonists, "bounds": profile.expression_bounds}
+
+
 def expression_range(package: AvatarPackage):
     """How the avatar's expressions moved in its training frames (:class:`ExpressionRange`):
     stored in the avatar file by training; for files written before, read from the training
@@ -36,7 +45,7 @@ def expression_range(package: AvatarPackage):
         return None
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from ..tracking.sequence import TrackingError, load_tracking  # noqa: PLC0415
+    from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
 
     try:
         capture = OmegaConf.load(config).get("capture")
@@ -84,7 +93,7 @@ def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "t
     avatar_range = expression_range(package)
     drv = driver_range(drive, neutral_frame)
     expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
-                                neutral_frame, drv)
+                                neutral_frame, drv, **profile_options(package))
     if notes is not None:
         notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
     if camera == "fixed":
@@ -102,7 +111,7 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
                   layout: str = "avatar", size: int | None = None, retarget_cfg: RetargetConfig | None = None,
                   neutral_frame: int | None = None, renderer: dict | None = None, progress: bool = True) -> dict:
     """Render ``drive`` on ``package`` into the video ``out``; returns the report."""
-    from ..data.video import VideoWriter  # noqa: PLC0415
+    from avatar.io.video import VideoWriter  # noqa: PLC0415
 
     if layout not in ("avatar", "side_by_side"):
         raise DriveError(f"layout must be avatar or side_by_side, got {layout!r}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .animate import AvatarPackage, expression_range
+from .animate import AvatarPackage, expression_range, profile_options
 from .retarget import RetargetConfig, Retargeter
 from .sources import DriveError
 
@@ -134,9 +134,9 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     head-pose reference, and the running neutral starts over."""
     import cv2  # noqa: PLC0415
 
-    from ..data.video import VideoWriter  # noqa: PLC0415
+    from avatar.io.video import VideoWriter  # noqa: PLC0415
     from ..landmarks import FaceMeshDetector  # noqa: PLC0415
-    from ..landmarks.embedding import load_embedding  # noqa: PLC0415
+    from avatar.tracking.embedding import load_embedding  # noqa: PLC0415
     from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
     from ..tracking.identity import BackgroundIdentity  # noqa: PLC0415
     from ..tracking.online import FrameTracker, ImplausibleFrame  # noqa: PLC0415
@@ -223,7 +223,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         th.start()
 
     ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
-    retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, expression_range(package))
+    retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, expression_range(package),
+                            **profile_options(package))
     version = 0
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, torch.float32)

@@ -126,9 +126,10 @@ def gains(avatar: ExpressionRange, driver: ExpressionRange, limits=(0.5, 2.0)) -
 
 
 def map_expressions(e: np.ndarray, neutral: np.ndarray, rest: np.ndarray, gain: np.ndarray,
-                    pairs: np.ndarray | None) -> np.ndarray:
-    """``rest + gain * (e - neutral)`` clipped to 0..1, with each antagonist pair ``[K, 2]`` as one
-    signed coordinate; ``e [..., E]``."""
+                    pairs: np.ndarray | None, bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """``rest + gain * (e - neutral)`` clipped to the model's ``bounds`` (blendshapes 0..1; FLAME's
+    signed components wider), with each antagonist pair ``[K, 2]`` as one signed coordinate;
+    ``e [..., E]``."""
     d = e - neutral
     out = rest + gain * d
     if pairs is not None and len(pairs):
@@ -137,7 +138,7 @@ def map_expressions(e: np.ndarray, neutral: np.ndarray, rest: np.ndarray, gain: 
         signed = rest[a] - rest[b] + np.where(c > 0, gain[a], gain[b]) * c
         out[..., a] = np.maximum(signed, 0.0)
         out[..., b] = np.maximum(-signed, 0.0)
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(out, *bounds)
 
 
 class Retargeter:
@@ -150,11 +151,13 @@ class Retargeter:
     first frame seen unless given. ``per_frame_fit``: the driver is tracked frame by frame
     (the default gain is then :data:`PER_FRAME_FIT_GAIN`). ``antagonists``: the avatar model's
     antagonist pairs (``model.tracking_profile.antagonists``; None: :data:`RETARGET_PAIRS`).
+    ``bounds``: the range of its expression coefficients (``tracking_profile.expression_bounds``).
     """
 
     def __init__(self, ref_rotation: np.ndarray, ref_translation: np.ndarray, names, cfg: RetargetConfig | None = None,
                  avatar_range: ExpressionRange | None = None, driver_range: ExpressionRange | None = None,
-                 window: int = 900, refresh: int = 10, per_frame_fit: bool = True, antagonists=None):
+                 window: int = 900, refresh: int = 10, per_frame_fit: bool = True, antagonists=None,
+                 bounds: tuple[float, float] = (0.0, 1.0)):
         self.cfg = cfg = cfg or RetargetConfig()
         self.base_gain = cfg.gain if cfg.gain is not None else (PER_FRAME_FIT_GAIN if per_frame_fit else 1.0)
         E = len(names)
@@ -163,6 +166,7 @@ class Retargeter:
         self.avatar = avatar_range if avatar_range is not None else ExpressionRange.neutral(E)
         self.rest = self.avatar.rest if cfg.rest else np.zeros(E)
         self.pairs = pair_indices(names, antagonists) if cfg.antagonists else None
+        self.bounds = (float(bounds[0]), float(bounds[1]))
         self.filter = OneEuroFilter(cfg.min_cutoff, cfg.beta) if cfg.min_cutoff is not None else None
         self.R0 = self.t0 = None
         self.driver = driver_range
@@ -216,12 +220,12 @@ class Retargeter:
         if not self.fixed:
             self._observe(e)
         if self.cfg.relative:
-            e = map_expressions(e, self.neutral, self.rest, self.gain, self.pairs)
+            e = map_expressions(e, self.neutral, self.rest, self.gain, self.pairs, self.bounds)
             R = self.R_ref @ self.R0.T @ R  # the driver's motion since its reference, on the avatar's pose
             t = self.t_ref + (t - self.t0)
         if self.filter is not None:
             signal = self.filter(np.concatenate((e, R.reshape(9), t)), time_s)
-            e, R, t = np.clip(signal[: len(e)], 0, 1), signal[len(e) : len(e) + 9].reshape(3, 3), signal[-3:]
+            e, R, t = np.clip(signal[: len(e)], *self.bounds), signal[len(e) : len(e) + 9].reshape(3, 3), signal[-3:]
             u, _, vt = np.linalg.svd(R)  # back onto a rotation after averaging
             R = u @ vt
         rotation = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
@@ -239,13 +243,15 @@ def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> Expr
 
 def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, names=None,
              cfg: RetargetConfig | None = None, avatar_range: ExpressionRange | None = None,
-             neutral_frame: int | None = None, driver: ExpressionRange | None = None, antagonists=None):
+             neutral_frame: int | None = None, driver: ExpressionRange | None = None, antagonists=None,
+             bounds: tuple[float, float] = (0.0, 1.0)):
     """``(expression [F,E], rotation [F,3], translation [F,3])`` for the avatar, for a whole sequence.
 
     The driver's neutral is its robust per-blendshape estimate (or frame ``neutral_frame``); its
     head-pose reference is its mean pose over the frames with a face (or that frame).
     ``driver``: :func:`driver_range` of ``drive`` when the caller has it already.
-    ``antagonists``: the avatar model's pairs (its tracking profile's; None: :data:`RETARGET_PAIRS`).
+    ``antagonists``: the avatar model's pairs (its tracking profile's; None: :data:`RETARGET_PAIRS`);
+    ``bounds``: the range of its expression coefficients.
     """
     if neutral_frame is not None and not 0 <= neutral_frame < drive.n_frames:
         raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
@@ -253,7 +259,7 @@ def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np
     if driver is None:
         driver = driver_range(drive, neutral_frame)
     rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver,
-                    per_frame_fit=bool(drive.info.get("per_frame_fit")), antagonists=antagonists)
+                    per_frame_fit=bool(drive.info.get("per_frame_fit")), antagonists=antagonists, bounds=bounds)
     if neutral_frame is not None:
         rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])
     else:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .sequence import DriveError, DriveSequence
+
+__all__ = ["DriveError", "DriveSequence", "VIDEO_SUFFIXES", "from_arkit_csv", "from_params", "load_drive"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 
@@ -38,26 +41,6 @@ ARKIT_BLENDSHAPES = (
 )
 ARKIT_OTHER = ("Timecode", "BlendShapeCount", "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch",
                "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
-
-
-class DriveError(ValueError):
-    """A driving source is missing, malformed or does not fit the avatar."""
-
-
-@dataclass
-class DriveSequence:
-    expression: np.ndarray  # [F, E] in the avatar model's expression order, 0..1
-    rotation: np.ndarray  # [F, 3] head rotation, axis-angle (model world)
-    translation: np.ndarray  # [F, 3] head translation, metres (model world)
-    fps: float
-    source: str
-    valid: np.ndarray | None = None  # [F] frames where the driver's face was found
-    notes: list[str] = field(default_factory=list)
-    info: dict = field(default_factory=dict)  # how the driver was tracked (identity, re-initialisations)
-
-    @property
-    def n_frames(self) -> int:
-        return self.expression.shape[0]
 
 
 def arkit_to_model(name: str, model_names) -> list[str]:
@@ -147,7 +130,7 @@ def from_params(path: str | os.PathLike, model_names) -> DriveSequence:
             out[:, list(model_names).index(n)] = expr[:, j]
     notes = [f"expressions the avatar's model lacks, ignored: {unknown}"] if unknown else []
     if path.parent.joinpath("meta.json").is_file():  # a capture folder: its frame rate
-        from ..data.capture import Capture  # noqa: PLC0415
+        from avatar.io.capture import Capture  # noqa: PLC0415
 
         fps = float(Capture(path.parent).meta.fps) or fps
     return DriveSequence(out, rotation.astype(np.float32), translation.astype(np.float32), fps, str(path),

@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sources import DriveError, DriveSequence
+from .sequence import DriveError, DriveSequence
 
 
 def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, keep_frames: bool = False,
                      progress: bool = True):
     """``(landmarks [F, 478, 3] pixels (NaN without a face; MediaPipe's depth scaled like x), frames or None,
     fps, (width, height), notes)``."""
-    from ..data.video_reader import VideoReadError, open_source  # noqa: PLC0415
+    from avatar.io.video_reader import VideoReadError, open_source  # noqa: PLC0415
+
     from ..landmarks import FaceMeshDetector  # noqa: PLC0415
 
     try:
@@ -83,7 +84,8 @@ def from_video(path: str | os.PathLike, model=None, embedding=None, max_frames: 
 def landmark_model(model=None, embedding=None, model_options: dict | None = None):
     """The float64 CPU :class:`LandmarkModel` the per-frame fitter runs on: ``model`` loaded, or
     a model name loaded with ``model_options`` (default: ICT)."""
-    from ..landmarks.embedding import load_embedding  # noqa: PLC0415
+    from avatar.tracking.embedding import load_embedding  # noqa: PLC0415
+
     from ..models.profile import TrackingProfileError  # noqa: PLC0415
     from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from avatar.io.atomic import atomic_write
 
 ASSETS_ENV = "AVATAR_ASSETS"
 
@@ -91,14 +92,4 @@ def fingerprint(path: Path, chunk: int = 1 << 22) -> str:
 
 def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
     """``np.savez`` (uncompressed: fast to load) to ``path`` through a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))

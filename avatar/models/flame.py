@@ -58,7 +58,7 @@ class FLAMEConfig:
             texture space file) or an ``.obj`` with the model's topology.
         masks_path: optional vertex masks (e.g. ``FLAME_masks.pkl``: name -> vertex indices).
         mediapipe_embedding_path: optional 478-point MediaPipe landmark embedding of this mesh
-            (``.npz`` with ``faces`` + ``bary``, as ``avatar.landmarks.embedding`` caches them, or
+            (``.npz`` with ``faces`` + ``bary``, as ``avatar.tracking.embedding`` caches them, or
             ``lmk_face_idx`` + ``lmk_b_coords``); None: calibrated by rendering the model.
         num_shape: identity coefficients used (<= 300).
         num_expression: expression coefficients used (<= 100).

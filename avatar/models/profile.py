@@ -63,7 +63,7 @@ class TrackingProfile:
             activations (sparse L1 prior in the fitters), signed for PCA spaces such as FLAME's
             (L2 prior).
         embedding_path: a 478-landmark MediaPipe embedding file to read instead of calibrating
-            one (:func:`avatar.landmarks.embedding.load_embedding`), or None.
+            one (:func:`avatar.tracking.embedding.load_embedding`), or None.
     """
 
     calibration_parts: tuple[str, ...]

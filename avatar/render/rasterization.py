@@ -62,7 +62,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             raise ValueError(f"backend='gsplat' needs CUDA tensors, got inputs on {device}")
         return "gsplat"
     if backend != "auto":
-        raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
+        raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if device.type != "cuda":
         _log_fallback_once(f"the inputs are on {device}, not a CUDA device")
         return "torch"
@@ -218,12 +218,17 @@ def rasterization(
         meta.update({"width": width, "height": height, "tile_size": tile_size, "n_cameras": C, "backend": used})
         return out, alphas, meta
 
-    if used == "gsplat":
-        return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-            radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode,
-        )
+    return BACKENDS[used](
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
+        radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode,
+    )
 
+
+def _rasterize_torch(
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
+    radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode,
+):
+    C = viewmats.shape[0]
     proj = torch_backend.project_gaussians(
         means, quats, scales, opacities, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d,
@@ -281,3 +286,8 @@ def _rasterize_gsplat(
     meta = dict(meta)
     meta.update({"n_cameras": viewmats.shape[0], "backend": "gsplat"})
     return out, alphas, meta
+
+
+# The backends by name: ``backend=`` (the config's ``renderer.backend``) picks one; "auto"
+# resolves to one of them (:func:`resolve_backend`).
+BACKENDS = {"torch": _rasterize_torch, "gsplat": _rasterize_gsplat}

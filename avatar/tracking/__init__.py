@@ -10,7 +10,7 @@
 from .fit import FitConfig, FitResult, fit_sequence
 from .landmark_model import LandmarkModel, tracking_viewmat
 from .online import FrameTracker, OnlineConfig
-from .sequence import TRACKING_FILE, TrackedSequence, TrackingError, load_tracking
+from avatar.io.tracking import TRACKING_FILE, TrackedSequence, TrackingError, load_tracking
 
 __all__ = [
     "FitConfig", "FitResult", "FrameTracker", "LandmarkModel", "OnlineConfig", "TRACKING_FILE",

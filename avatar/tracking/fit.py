@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..landmarks.embedding import IRIS
+from avatar.tracking.embedding import IRIS
 from ..models.profile import ARKIT_ANTAGONISTS
 from .landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel, project, to_camera, view_directions
 

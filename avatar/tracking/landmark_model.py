@@ -79,7 +79,7 @@ class LandmarkModel:
     contour: Tensor
     expression_names: tuple[str, ...]
     model_name: str
-    view_offsets: Tensor | None = None  # [L, 3, 2] sliding with the view direction (see avatar.landmarks.embedding)
+    view_offsets: Tensor | None = None  # [L, 3, 2] sliding with the view direction (see avatar.tracking.embedding)
     gaze: GazeBlendshapes | None = None
     expression_bounds: tuple[float, float] = (0.0, 1.0)
     antagonists: tuple[tuple[str, str], ...] = ()
@@ -221,9 +221,9 @@ def gaze_rotations(lm: LandmarkModel, expression: Tensor) -> Tensor:
 
 def view_directions(rotation: Tensor, translation: Tensor) -> Tensor:
     """``[B, 2]`` view directions (head to camera, head frame; see
-    :func:`avatar.landmarks.embedding.view_directions`) of head poses ``rotation [B, 3]``
+    :func:`avatar.tracking.embedding.view_directions`) of head poses ``rotation [B, 3]``
     (axis-angle) and ``translation [B, 3]``, for the tracking camera at the world origin."""
-    from ..landmarks.embedding import view_directions as directions  # noqa: PLC0415
+    from avatar.tracking.embedding import view_directions as directions  # noqa: PLC0415
 
     return directions(axis_angle_to_matrix(rotation), -translation)
 

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from ..landmarks.embedding import IRIS, view_directions
+from avatar.tracking.embedding import IRIS, view_directions
 from .fit import EYE_CLOSURE_PAIRS, antagonist_indices, initial_pose
 from .landmark_model import (
     CAMERA_FLIP, GAZE_MAX_PITCH, GAZE_MAX_YAW, IRIS_LEFT, IRIS_RIGHT, LandmarkModel, model_translation,

@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.video import VideoWriter
-from ..landmarks.embedding import part_faces
+from avatar.io.video import VideoWriter
+from avatar.tracking.embedding import part_faces
 from ..models.profile import require_profile
 from ..render import render_mesh
-from .sequence import TrackedSequence
+from avatar.io.tracking import TrackedSequence
 
 OVERLAY_PARTS = ("face", "head_and_neck")
 

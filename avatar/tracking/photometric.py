@@ -51,13 +51,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.capture import Capture
+from avatar.io.capture import Capture
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..render import rasterize_mesh, vertex_normals
 from .fit import geman_mcclure
 from ..models.profile import require_profile
 from .landmark_model import CAMERA_FLIP, LandmarkModel, model_translation, to_camera, view_directions
-from .sequence import TrackedSequence
+from avatar.io.tracking import TrackedSequence
 
 
 @dataclass

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.capture import Capture, CaptureError
-from ..data.reports import write_json
+from avatar.io.capture import Capture, CaptureError
+from avatar.io.reports import write_json
 from .fit import FitConfig, FitResult, fit_sequence, reported_landmarks, reprojection_errors
 from .landmark_model import LandmarkModel, model_translation, project, to_camera, tracking_viewmat, view_directions
 from .photometric import PhotometricConfig, refine_photometric, sequence_landmarks
-from .sequence import TRACKING_FILE, TrackedSequence
+from avatar.io.tracking import TRACKING_FILE, TrackedSequence
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.capture import Capture
-from ..tracking.sequence import TrackedSequence
+from avatar.io.capture import Capture
+from avatar.io.tracking import TrackedSequence
 
 
 class TrainDataError(ValueError):
@@ -67,8 +67,9 @@ def neck_height(model, neck_below_chin: float | None) -> tuple[Tensor, float] | 
     and the height of the neck cut, ``neck_below_chin`` metres under the chin (the lowest
     landmark). None without a cut (``neck_below_chin`` None) or without landmarks.
     """
-    if neck_below_chin is None or getattr(model, "lmk_faces", None) is None:
-        return None
+    lmk_faces = getattr(model, "lmk_faces", None)
+    if neck_below_chin is None or lmk_faces is None or lmk_faces.numel() == 0:
+        return None  # a model loaded without its landmark embedding: no chin to cut under
     with torch.no_grad():
         out = model()
         chin = float(model.landmarks(out.vertices)[0, :, 1].min())

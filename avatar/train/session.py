@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.capture import Capture
-from ..data.reports import write_json
-from ..data.video import VideoWriter
+from avatar.io.capture import Capture
+from avatar.io.reports import write_json
+from avatar.io.video import VideoWriter
 from ..device import pick_device
 from ..gaussians.base import FrameState
 from ..gaussians.package import AvatarPackage
 from ..gaussians.ply import save_ply
 from ..io import atomic_write, avatar_file
 from ..tracking.expression_range import ExpressionRange
-from ..tracking.sequence import TrackedSequence, load_tracking
+from avatar.io.tracking import TrackedSequence, load_tracking
 from .data import load_frames
 from .trainer import TrainConfig, Trainer, init_gaussians
 
@@ -68,7 +68,7 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     try:
         frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device, mask=tcfg.mask,
                              head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin)
-        trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames), out,
+        trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames, tcfg.seed), out,
                           renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model,
                           model_options=options)
     except torch.OutOfMemoryError as exc:

@@ -346,7 +346,7 @@ class Trainer:
         return torch.cat((gt, img, ((img - gt).abs() * 4).clamp(0, 1)), dim=1)
 
     def save_preview(self) -> Path:
-        from ..data.capture import encode_image  # noqa: PLC0415
+        from avatar.io.capture import encode_image  # noqa: PLC0415
 
         f = self.frames
         index = int(f.heldout[0]) if len(f.heldout) else int(f.train[0])
@@ -403,9 +403,13 @@ class Trainer:
         return True
 
 
-def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet) -> GaussianAvatar:
+def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet, seed: int = 0) -> GaussianAvatar:
     """A new avatar of the kind ``cfg.kind`` names (:mod:`avatar.gaussians.registry`), measured
-    on the first training frame's mesh (frames share one identity)."""
+    on the first training frame's mesh (frames share one identity). Its random parts (an
+    expression MLP's weights) come from ``seed`` alone, not from whatever used the global
+    random state before."""
     cls = avatar_kind(cfg.kind).load_class()
-    return cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
-                          n_condition=frames.conditions.shape[-1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
+                              n_condition=frames.conditions.shape[-1])

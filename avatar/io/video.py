@@ -13,7 +13,7 @@ from types import TracebackType
 
 import numpy as np
 
-from ..io.atomic import commit, partial_path
+from avatar.io.atomic import commit, partial_path
 
 
 def to_uint8_rgb(frame) -> np.ndarray:

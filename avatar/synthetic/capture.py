@@ -1,11 +1,11 @@
 """Synthetic ground-truth captures: a textured ICT-FaceKit head (or another head model, flat
 coloured) under a scripted performance.
 
-:func:`make_synthetic_capture` writes a capture folder (:mod:`avatar.data.capture`) that
+:func:`make_synthetic_capture` writes a capture folder (:mod:`avatar.io.capture`) that
 every later stage reads like a real one, plus the parameters that made it:
 
 - ``frames/``: the head (a seeded random identity, the face texture of
-  :mod:`avatar.data.synthetic_texture` for ICT or a flat skin colour for other models such as
+  :mod:`avatar.synthetic.texture` for ICT or a flat skin colour for other models such as
   FLAME, Lambert-shaded) rendered with a fixed pinhole camera over a softly textured background;
 - ``masks/``: the rendered silhouette (exactly the pixels the mesh covers);
 - ``landmarks.npz``: the *real* MediaPipe face mesh run on every rendered frame (frames
@@ -42,11 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.data.capture import CaptureMeta, CaptureWriter, Landmarks
-from avatar.data.reports import write_json
-from avatar.data.synthetic_texture import atlas_uvs, load_or_build_texture
 from avatar.geometry.cameras import intrinsics, look_at
+from avatar.io.capture import CaptureMeta, CaptureWriter, Landmarks
+from avatar.io.reports import write_json
 from avatar.render import render_mesh
+from avatar.synthetic.texture import atlas_uvs, load_or_build_texture
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def flat_colors(model) -> torch.Tensor:
 def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Performance,
                   texture: torch.Tensor | None):
     """Yield ``(first index, images [B, R, R, 3] uint8, masks [B, R, R] bool)`` batch by batch;
-    ``texture``: the atlas of :mod:`avatar.data.synthetic_texture`, or None for :func:`flat_colors`."""
+    ``texture``: the atlas of :mod:`avatar.synthetic.texture`, or None for :func:`flat_colors`."""
     K, viewmat = camera(config)
     if texture is not None:
         uvs, uv_faces = atlas_uvs(model)
@@ -365,8 +365,8 @@ def _render_and_detect(
 
 
 def _write_ground_truth(root: Path, model, config: SyntheticConfig, shape, perf: Performance, K, viewmat) -> None:
-    from avatar.data.synthetic_texture import project  # noqa: PLC0415
     from avatar.models.assets import atomic_savez  # noqa: PLC0415
+    from avatar.synthetic.texture import project  # noqa: PLC0415
 
     with torch.no_grad():
         out = model(
@@ -403,7 +403,7 @@ def preview_strip(root: str | os.PathLike, n: int = 5, height: int = 256) -> np.
     landmarks (green) and, when present, the ground-truth iBUG-68 landmarks (red)."""
     import cv2  # noqa: PLC0415
 
-    from avatar.data.capture import Capture  # noqa: PLC0415
+    from avatar.io.capture import Capture  # noqa: PLC0415
 
     cap = Capture(root)
     gt = load_ground_truth(root) if (Path(root) / GROUND_TRUTH_FILE).is_file() else None

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch import Tensor
 
 from avatar.geometry.cameras import intrinsics, look_at
 from avatar.geometry.rotations import axis_angle_to_matrix
+from avatar.io.atomic import atomic_write
 from avatar.models.assets import user_cache_dir
 from avatar.render import interpolate, rasterize_mesh, vertex_normals
 
@@ -437,15 +437,7 @@ def _atomic_write_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"could not encode the {rgb.shape} texture as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, buf.tobytes())
 
 
 def ict_model_key(asset_path: str | None = None) -> str:

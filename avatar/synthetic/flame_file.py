@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from avatar.io.atomic import atomic_write
 from avatar.models.assets import atomic_savez
 from avatar.models.flame import JOINT_NAMES, SHAPE_SPACE_DIM
 
@@ -282,7 +282,7 @@ def flame_like_arrays(ict, config: FlameLikeConfig | None = None) -> tuple[dict,
 def landmark_embedding(ict, vertices: np.ndarray, faces: np.ndarray) -> dict:
     """ICT's 68 landmarks on its neutral mesh, at the closest points of ``vertices``/``faces``,
     in ``landmark_embedding.npy``'s keys."""
-    from avatar.landmarks.embedding import closest_surface_points  # noqa: PLC0415
+    from avatar.tracking.embedding import closest_surface_points  # noqa: PLC0415
 
     with torch.no_grad():
         points = ict.landmarks(ict.template[None])[0].double()
@@ -300,17 +300,10 @@ def _key(ict, config: FlameLikeConfig) -> str:
 
 def _atomic_write(path: Path, obj, npy: bool = False) -> None:
     """Pickle ``obj`` (protocol 2), or ``np.save`` it as an object array when ``npy``, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if npy:
-                np.save(f, obj, allow_pickle=True)
-            else:
-                pickle.dump(obj, f, protocol=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if npy:
+        atomic_write(path, lambda f: np.save(f, obj, allow_pickle=True))
+    else:
+        atomic_write(path, lambda f: pickle.dump(obj, f, protocol=2))
 
 
 def write_flame_like(out_dir: str | os.PathLike, ict=None, config: FlameLikeConfig | None = None) -> FlameLikeFiles:

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..io.atomic import atomic_write
+from avatar.io.atomic import atomic_write
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:

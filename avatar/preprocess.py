@@ -43,14 +43,14 @@ from typing import Iterator
 
 import numpy as np
 
-from ..geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
-from ..landmarks import FaceDetection, FaceMeshDetector
-from ..landmarks.face_finder import SmallFaceFinder, choose_face
-from ..landmarks.segmentation import SelfieSegmenter
-from .capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
-from .reports import write_json
-from .video import VideoWriter
-from .video_reader import Frame, open_source
+from avatar.geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
+from avatar.landmarks import FaceDetection, FaceMeshDetector
+from avatar.landmarks.face_finder import SmallFaceFinder, choose_face
+from avatar.landmarks.segmentation import SelfieSegmenter
+from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
+from avatar.io.reports import write_json
+from avatar.io.video import VideoWriter
+from avatar.io.video_reader import Frame, open_source
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
     """Turn a video or image folder into the capture folder ``out``; returns the report.
 
     Writes ``out/frames``, ``out/masks``, ``out/landmarks.npz``, ``out/meta.json`` (last),
-    ``out/preprocess_report.json`` and, with ``cfg.preview``, ``out/preprocess_preview.mp4``. Raises :class:`~avatar.data.video_reader.VideoReadError`
+    ``out/preprocess_report.json`` and, with ``cfg.preview``, ``out/preprocess_preview.mp4``. Raises :class:`~avatar.io.video_reader.VideoReadError`
     for an unreadable input and :class:`PreprocessError` when no frame shows a face; in both
     cases nothing is written.
     """

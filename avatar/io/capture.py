@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_write
-from .reports import write_json
+from avatar.io.atomic import atomic_write
+from avatar.io.reports import write_json
 
 N_FACE_LANDMARKS = 478
 N_POSE_LANDMARKS = 33

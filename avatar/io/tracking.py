@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.assets import atomic_savez
+from .atomic import atomic_write
 
 TRACKING_FILE = "tracking.npz"
 
@@ -71,13 +71,14 @@ class TrackedSequence:
         return K if index is None else K[index]
 
     def save(self, path: str | os.PathLike) -> Path:
-        return atomic_savez(
-            Path(path), model=np.array(self.model), shape=self.shape.astype(np.float32),
+        arrays = dict(
+            model=np.array(self.model), shape=self.shape.astype(np.float32),
             expression=self.expression.astype(np.float32), expression_names=np.array(self.expression_names),
             rotation=self.rotation.astype(np.float32), translation=self.translation.astype(np.float32),
             K=self.K.astype(np.float32), viewmat=self.viewmat.astype(np.float32),
             width=np.array(self.width), height=np.array(self.height), valid=self.valid.astype(bool),
         )
+        return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_tracking(path: str | os.PathLike, model: str | None = None) -> TrackedSequence:

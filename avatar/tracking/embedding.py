@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..geometry.mesh import face_normals, interpolate_barycentric
-from ..models.profile import require_profile
+from avatar.geometry.mesh import face_normals, interpolate_barycentric
+from avatar.models.profile import require_profile
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def render_for_mediapipe(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Te
     """Flat-shaded grey render ``uint8 [H, W, 3]`` and its :class:`MeshRaster` (triangle ids index
     ``faces``) through the pinhole ``K [3, 3]`` / world-to-camera ``viewmat [4, 4]`` (e.g.
     :class:`CalibrationCamera`'s)."""
-    from ..render import render_mesh  # noqa: PLC0415
+    from avatar.render import render_mesh  # noqa: PLC0415
 
     out = render_mesh(vertices, faces, K.to(vertices), width, height, viewmat.to(vertices), shading="flat",
                       background=0.0)
@@ -178,7 +178,7 @@ def backproject(points_px: Tensor, raster, attr: Tensor, faces: Tensor) -> tuple
     Bilinear over the four nearest pixel centres that are covered. Returns values ``[L, C]``
     and ``ok [L]`` (False where none of the four is covered).
     """
-    from ..render import interpolate  # noqa: PLC0415
+    from avatar.render import interpolate  # noqa: PLC0415
 
     amap = interpolate(attr, faces, raster)[0]  # [H, W, C]
     covered = raster.mask[0]
@@ -244,7 +244,7 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     report (views used, per-view detection, spread of the per-view surface points in mm).
     Raises :class:`~avatar.models.profile.TrackingProfileError` for a model without a profile.
     """
-    from .face_mesh import FaceMeshDetector  # noqa: PLC0415
+    from avatar.landmarks.face_mesh import FaceMeshDetector  # noqa: PLC0415
 
     profile = require_profile(model)
     parts = calibration_parts(model, parts)
@@ -365,7 +365,7 @@ def fit_view_model(P: Tensor, W: Tensor, dirs: Tensor, ridge: float = VIEW_RIDGE
 
 
 def _rotation_matrix(axis_angle: Tensor) -> Tensor:
-    from ..geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
+    from avatar.geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
 
     return axis_angle_to_matrix(axis_angle[None])[0]
 
@@ -383,7 +383,7 @@ def model_key(model, parts=None) -> str:
 
 
 def embedding_path(model, cache_dir: str | Path | None = None) -> Path:
-    from ..models.assets import user_cache_dir  # noqa: PLC0415
+    from avatar.models.assets import user_cache_dir  # noqa: PLC0415
 
     folder = Path(cache_dir).expanduser() if cache_dir else user_cache_dir() / "embeddings"
     return folder / f"mediapipe478-{model.name}-{model_key(model)}.npz"
@@ -396,7 +396,7 @@ def load_embedding(model, cache_dir: str | Path | None = None, recalibrate: bool
 
     Raises :class:`~avatar.models.profile.TrackingProfileError` for a model without a profile.
     """
-    from ..models.assets import atomic_savez  # noqa: PLC0415
+    from avatar.models.assets import atomic_savez  # noqa: PLC0415
 
     profile = require_profile(model)
     if profile.embedding_path:
@@ -421,8 +421,8 @@ def read_embedding(path: str | Path, num_faces: int) -> LandmarkEmbedding:
     or any file with a face-index / barycentric key pair that
     :func:`avatar.models.flame.read_landmark_embedding` reads. ``num_faces``: the model's
     triangle count (indices are checked against it)."""
-    from ..models.flame import read_landmark_embedding  # noqa: PLC0415
-    from ..models.restricted_pickle import load_arrays  # noqa: PLC0415
+    from avatar.models.flame import read_landmark_embedding  # noqa: PLC0415
+    from avatar.models.restricted_pickle import load_arrays  # noqa: PLC0415
 
     path = Path(path)
     if not path.is_file():
@@ -453,7 +453,7 @@ def reprojection_errors(model, emb: LandmarkEmbedding, cases, camera: Calibratio
     ``cases``: list of dicts of model inputs (``rotation [1, 3]``, ``expression [1, E]``,
     ``shape``...). Returns ``{"all": [n, 478] px (NaN where no face), "found": [n] bool}``.
     """
-    from .face_mesh import FaceMeshDetector  # noqa: PLC0415
+    from avatar.landmarks.face_mesh import FaceMeshDetector  # noqa: PLC0415
 
     camera = camera or CalibrationCamera()
     sub = part_faces(model, parts)

@@ -1,1 +1,0 @@
-"""data (see DESIGN.md)."""
