@@ -92,8 +92,8 @@ def driver_fit_video(lm, video: Path, max_frames):
 
 
 def driver_fit_synthetic(lm, capture_dir: Path):
-    from avatar.data.capture import Capture
-    from avatar.data.synthetic import load_ground_truth
+    from avatar.io.capture import Capture
+    from avatar.synthetic.capture import load_ground_truth
     from avatar.drive.reenact_eval import fit_agreement
     from avatar.tracking.track import capture_targets
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def embedding_accuracy(model) -> dict:
     """MediaPipe on 512 px renders at poses/expressions not used for calibration vs the
     projected embedding (the cases of tests/test_embedding.py), pixels."""
-    from avatar.landmarks import embedding as E
+    from avatar.tracking import embedding as E
 
     emb = E.load_embedding(model)
     R = lambda y, p: E.yaw_pitch_to_axis_angle(y, p)[None]  # noqa: E731
@@ -75,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import avatar.models
-    from avatar.landmarks.embedding import load_embedding
+    from avatar.tracking.embedding import load_embedding
     from avatar.tracking.fit import FitConfig, fit_sequence, reprojection_errors
     from avatar.tracking.landmark_model import LandmarkModel
     from avatar.tracking.online import FrameTracker
@@ -115,7 +115,7 @@ def main() -> None:
             "embedding": embedding_accuracy(model)}
 
     if args.capture:
-        from avatar.data.capture import Capture
+        from avatar.io.capture import Capture
         from avatar.tracking.track import capture_targets
 
         cap = Capture(args.capture)

@@ -119,7 +119,7 @@ def spread(dx: torch.Tensor, x: torch.Tensor) -> float:
 def flat_render_residual(model, gt: dict, frames: np.ndarray, truth_px: torch.Tensor, inner: torch.Tensor) -> dict:
     """MediaPipe on flat-grey renders (no texture) of the true states of ``frames`` against the
     embedding's points ``truth_px [n, 478, 2]``: what the texture adds to the offsets at the truth."""
-    from avatar.landmarks.embedding import part_faces, render_for_mediapipe
+    from avatar.tracking.embedding import part_faces, render_for_mediapipe
     from avatar.landmarks.face_mesh import FaceMeshDetector
 
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
@@ -155,11 +155,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import avatar.models
-    from avatar.data.synthetic import SyntheticConfig, load_ground_truth, make_synthetic_capture
-    from avatar.landmarks.embedding import load_embedding
+    from avatar.synthetic.capture import SyntheticConfig, load_ground_truth, make_synthetic_capture
+    from avatar.tracking.embedding import load_embedding
     from avatar.tracking.fit import FitConfig
     from avatar.tracking.photometric import PhotometricConfig
-    from avatar.tracking.sequence import load_tracking
+    from avatar.io.tracking import load_tracking
     from avatar.tracking.track import TrackConfig, track_capture
 
     work = Path(args.work or tempfile.mkdtemp(prefix="avatar-bench-track-"))

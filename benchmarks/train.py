@@ -48,7 +48,7 @@ def main() -> None:
             parser.error(f"{capture} has no tracking.npz: run avatar preprocess and avatar track first")
         data = f"{capture}, its tracking"
     else:
-        from avatar.data.synthetic import SyntheticConfig, make_synthetic_capture
+        from avatar.synthetic.capture import SyntheticConfig, make_synthetic_capture
 
         if not (capture / "meta.json").is_file():
             make_synthetic_capture(capture, SyntheticConfig(n_frames=args.frames, resolution=args.resolution),

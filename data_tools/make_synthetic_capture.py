@@ -4,7 +4,7 @@
         [--cache-dir DIR] [--preview strip.png]
 
 Needs ICT-FaceKit (``AVATAR_ASSETS`` or ``python data_tools/fetch_ict.py``). The folder
-layout and ``ground_truth.npz`` are described in :mod:`avatar.data.synthetic`.
+layout and ``ground_truth.npz`` are described in :mod:`avatar.synthetic.capture`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from avatar.data.synthetic import SyntheticConfig, make_synthetic_capture, preview_strip
+from avatar.synthetic.capture import SyntheticConfig, make_synthetic_capture, preview_strip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import argparse
 import torch
 from tqdm import tqdm
 
-from avatar.data.video import VideoWriter
+from avatar.io.video import VideoWriter
 from avatar.device import pick_device
 from avatar.gaussians.base import FrameState
 from avatar.gaussians.package import AvatarPackage
