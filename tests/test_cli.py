@@ -242,7 +242,7 @@ def test_subcommand_help_lists_keys_with_docs(
     assert re.search(r"^  train\.resolution +256 +training width in pixels", out, re.M)
     assert re.search(r"^  train\.densify\.grad_threshold +0\.0002 +mean \|d loss", out, re.M)
     assert re.search(r"^  renderer\.eps2d +0\.3 +2D blur", out, re.M)
-    assert "train  (avatar.train.trainer.TrainConfig):" in lines
+    assert "train  (avatar.train.config.TrainConfig):" in lines
     assert any(line.startswith("train.gaussians  (avatar=mesh_gaussians;") for line in lines)
     status, out, _ = run_cli(capsys, "train", "--help", "avatar=mesh_gaussians_dynamic", "train.iterations=7")
     assert status == 0 and re.search(r"^  train\.iterations +7 +training steps", out, re.M)

@@ -1,7 +1,7 @@
 """The typed schema of each subcommand's config: dataclasses, and rules for the other keys.
 
 Defaults live in the dataclasses: a config node that a dataclass describes (``train`` is
-:class:`avatar.train.trainer.TrainConfig`) gets its keys, types and default values from
+:class:`avatar.train.config.TrainConfig`) gets its keys, types and default values from
 it. :func:`register` puts those dataclasses into Hydra's ConfigStore under their class
 names, and the subcommand's YAML places them with a defaults-list entry
 (``- TrainConfig@train``), so the YAML only picks groups and sets what differs on purpose.
@@ -32,7 +32,7 @@ from ..gaussians.registry import AVATAR_KINDS
 SCHEMAS: dict[str, dict[str, str]] = {
     "preprocess": {"preprocess": "avatar.preprocess:PreprocessConfig"},
     "track": {"track": "avatar.apps.track:TrackOptions"},
-    "train": {"train": "avatar.train.trainer:TrainConfig"},
+    "train": {"train": "avatar.train.config:TrainConfig"},
 }
 
 

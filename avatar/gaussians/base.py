@@ -87,7 +87,7 @@ class GaussianAvatar(nn.Module):
     """Base class of the avatar kinds (see the module docstring for the contract).
 
     Class attributes a kind sets: ``kind`` (its registry name) and ``learning_rates``
-    (parameter name -> the :class:`avatar.train.trainer.TrainConfig` field holding its learning
+    (parameter name -> the :class:`avatar.train.config.TrainConfig` field holding its learning
     rate; :meth:`other_parameters` groups are looked up the same way).
     """
 

@@ -23,7 +23,6 @@ evaluates them in world axes as plain 3DGS does (avatars trained before this opt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -38,33 +37,13 @@ from ..geometry.rotations import (
 )
 from ..render.sh import num_sh_bases
 from .base import FrameState, GaussianAvatar, WorldGaussians
+from .config import MeshGaussiansConfig
 
 __all__ = ["FrameState", "MeshGaussians", "MeshGaussiansConfig", "SH_FRAMES", "WorldGaussians", "uv_samples"]
 
 SH_FRAMES = ("head", "world")
 
 _SH_C0 = 0.28209479177387814
-
-
-@dataclass
-class MeshGaussiansConfig:
-    """How to initialise mesh-bound Gaussians (YAML in ``conf/avatar/`` picks and overrides)."""
-
-    kind: str = "mesh_gaussians"  # the avatar kind built from this config (avatar.gaussians.registry)
-    uv_resolution: float = 128  # samples per unit of UV (FlashAvatar: a 128x128 grid on FLAME's UV square)
-    part_uv_resolution: dict = field(default_factory=dict)  # per-part overrides, e.g. {"eyeball_left": 24}
-    parts: tuple[str, ...] | None = None  # model parts to cover (None: all the model has)
-    sh_degree: int = 3  # view-dependent colour: SH degree 0 (none) to 3
-    sh_frame: str = "head"  # axes of the SH view directions: "head" (turn with the head) or "world"
-    init_opacity: float = 0.1  # opacity of every Gaussian at start
-    init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
-    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1 at start
-    # Expression-conditioned offsets (avatar=mesh_gaussians_dynamic): an MLP of the canonical
-    # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer).
-    deform: bool = False
-    deform_hidden: int = 128  # expression MLP: hidden width
-    deform_layers: int = 3  # expression MLP: hidden layers
-    deform_frequencies: int = 4  # expression MLP: positional-encoding octaves of the canonical positions
 
 
 def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:

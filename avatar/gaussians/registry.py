@@ -30,7 +30,7 @@ class AvatarKind:
 AVATAR_KINDS: dict[str, AvatarKind] = {
     "mesh_gaussians": AvatarKind(
         "mesh_gaussians", "avatar.gaussians.mesh_gaussians:MeshGaussians",
-        "avatar.gaussians.mesh_gaussians:MeshGaussiansConfig",
+        "avatar.gaussians.config:MeshGaussiansConfig",
         "Gaussians bound to the model's triangles on a UV grid (optionally with an expression MLP)"),
 }
 

@@ -18,27 +18,14 @@ per-parameter state (Adam moments) grow and shrink together. ``max_gaussians`` c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .base import GaussianAvatar
+from .config import DensifyConfig
 
-
-@dataclass
-class DensifyConfig:
-    refine_start: int = 500  # first step that may clone, split or prune
-    refine_stop: int = 15_000  # no refinement from this step on
-    refine_every: int = 100  # refine every this many steps (gradient statistics restart after each)
-    grad_threshold: float = 2e-4  # mean |d loss / d means2d| in normalised image units (gsplat's)
-    split_scale: float = 0.5  # larger Gaussians split, smaller clone (the kind's units: the triangle's scale)
-    split_factor: float = 1.6  # children of a split are this much smaller
-    prune_opacity: float = 0.005  # Gaussians more transparent than this are pruned
-    prune_scale: float = 4.0  # Gaussians larger than this (the kind's size units) are pruned
-    reset_opacity_every: int = 3000  # 0 disables; opacities are clamped down to 2 x prune_opacity
-    reset_steps_left: int = 1000  # no reset this close to the end of training (opacities need time to recover)
-    max_gaussians: int = 200_000  # cap on the count; the highest-gradient candidates grow first
+__all__ = ["DensifyConfig", "DensifyStrategy"]
 
 
 class DensifyStrategy:

@@ -1,0 +1,42 @@
+"""The configs of the avatar kinds and of densification: plain dataclasses (no torch), so that
+the command line can check and document them without importing the training code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MeshGaussiansConfig:
+    """How to initialise mesh-bound Gaussians (YAML in ``conf/avatar/`` picks and overrides)."""
+
+    kind: str = "mesh_gaussians"  # the avatar kind built from this config (avatar.gaussians.registry)
+    uv_resolution: float = 128  # samples per unit of UV (FlashAvatar: a 128x128 grid on FLAME's UV square)
+    part_uv_resolution: dict = field(default_factory=dict)  # per-part overrides, e.g. {"eyeball_left": 24}
+    parts: tuple[str, ...] | None = None  # model parts to cover (None: all the model has)
+    sh_degree: int = 3  # view-dependent colour: SH degree 0 (none) to 3
+    sh_frame: str = "head"  # axes of the SH view directions: "head" (turn with the head) or "world"
+    init_opacity: float = 0.1  # opacity of every Gaussian at start
+    init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
+    init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1 at start
+    # Expression-conditioned offsets (avatar=mesh_gaussians_dynamic): an MLP of the canonical
+    # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer).
+    deform: bool = False
+    deform_hidden: int = 128  # expression MLP: hidden width
+    deform_layers: int = 3  # expression MLP: hidden layers
+    deform_frequencies: int = 4  # expression MLP: positional-encoding octaves of the canonical positions
+
+
+@dataclass
+class DensifyConfig:
+    refine_start: int = 500  # first step that may clone, split or prune
+    refine_stop: int = 15_000  # no refinement from this step on
+    refine_every: int = 100  # refine every this many steps (gradient statistics restart after each)
+    grad_threshold: float = 2e-4  # mean |d loss / d means2d| in normalised image units (gsplat's)
+    split_scale: float = 0.5  # larger Gaussians split, smaller clone (the kind's units: the triangle's scale)
+    split_factor: float = 1.6  # children of a split are this much smaller
+    prune_opacity: float = 0.005  # Gaussians more transparent than this are pruned
+    prune_scale: float = 4.0  # Gaussians larger than this (the kind's size units) are pruned
+    reset_opacity_every: int = 3000  # 0 disables; opacities are clamped down to 2 x prune_opacity
+    reset_steps_left: int = 1000  # no reset this close to the end of training (opacities need time to recover)
+    max_gaussians: int = 200_000  # cap on the count; the highest-gradient candidates grow first

@@ -1,0 +1,57 @@
+"""The training config: a plain dataclass (no torch), so that the command line can check and
+document ``train.*`` without importing the training code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..gaussians.config import DensifyConfig, MeshGaussiansConfig
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 3000  # training steps (one frame each)
+    resolution: int | None = 256  # training width in pixels (None: the capture's)
+    holdout: float = 0.15  # last fraction of usable frames kept out for evaluation
+    mask: str = "head"  # "head": person mask cut to the tracked head (+ hair margin); "person": as captured
+    head_dilate: float = 0.04  # hair margin around the head's silhouette, fraction of the width
+    neck_below_chin: float | None = 0.04  # mask=head: cut across the neck this far under the chin (metres); None: no cut
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB in 0..1 behind the masked subject
+    seed: int = 0  # frame order, densification noise: same seed, same run (with one thread)
+    # Learning rates per parameter kind; positions decay exponentially to lr_xyz_final.
+    lr_xyz: float = 2e-3  # local units: the parent triangle's size
+    lr_xyz_final: float = 2e-5  # where lr_xyz has decayed to at the last step
+    lr_quat: float = 1e-3  # Gaussian rotations (quaternions relative to their anchor)
+    lr_scale: float = 5e-3  # log-scales
+    lr_opacity: float = 5e-2  # opacity logits
+    lr_sh0: float = 2.5e-3  # base colour (SH band 0)
+    lr_shN: float = 1.25e-4  # view-dependent colour (SH bands 1-3)
+    lr_deform: float = 1e-3  # the expression deformer's MLP (avatar=mesh_gaussians_dynamic)
+    # Joint refinement of the tracking: per-frame offsets of rotation, translation and
+    # expression trained with the Gaussians (held-out frames keep their tracking).
+    refine_tracking: bool = False
+    lr_rotation: float = 1e-4  # radians
+    lr_translation: float = 1e-5  # metres
+    lr_expression: float = 1e-3  # refine_tracking: expression coefficients
+    # Evaluation: also report metrics after aligning each held-out frame's head pose to the
+    # image (rotation + translation only, Gaussians and expression frozen), as a photometric
+    # tracker would; 0 steps: only the tracked poses.
+    eval_pose_steps: int = 0
+    eval_lr_rotation: float = 2e-3  # radians
+    eval_lr_translation: float = 2e-4  # metres
+    eval_pose_downscale: int = 2  # align on images this many times smaller each way (faster)
+    # Held-out frames whose head pose is further than this from every training frame's
+    # (tracked rotations) are "novel-pose" frames; metrics.json reports both groups apart.
+    eval_novel_pose_deg: float = 5.0
+    sh_increase_every: int = 1000  # one more SH degree every this many steps
+    # (1 - w) L1 + w D-SSIM, D-SSIM = (1 - SSIM) / 2: 0.4 weighs (1 - SSIM) by 0.2 as 3DGS does
+    ssim_weight: float = 0.4
+    alpha_weight: float = 0.1  # rendered opacity vs the foreground mask
+    scale_weight: float = 1.0  # weight of the penalty on Gaussians larger than scale_threshold
+    scale_threshold: float = 0.6  # Gaussian std beyond this many triangle sizes is penalised
+    xyz_weight: float = 0.01  # weight of the penalty on Gaussians further than xyz_threshold from their anchor
+    xyz_threshold: float = 1.0  # distance from the triangle centroid beyond this (triangle sizes) is penalised
+    preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
+    checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end
+    gaussians: MeshGaussiansConfig = field(default_factory=MeshGaussiansConfig)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
