@@ -83,18 +83,15 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     return trainer, tracking, model
 
 
-def avatar_entries(trainer: Trainer, tracking: TrackedSequence) -> dict:
-    """The avatar file's entries (:mod:`avatar.io.avatar_file`): everything render and live need
-    to drive the trained avatar, in the current format's layout."""
+def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path:
+    """Write the trained avatar's file (``avatar.pt``) through :mod:`avatar.io.avatar_file`:
+    everything render and live need to drive it, with each Gaussian's ``visibility`` in
+    typical driven poses (live picks a Gaussian budget from it without rendering at start)."""
     g, f = trainer.gaussians, trainer.frames
     first = int(f.train[0])
-    config = getattr(trainer.cfg, "gaussians", None)
-    return {
-        "format": avatar_file.AVATAR_FORMAT,
+    entries = {
         "model": tracking.model,
         "model_options": dict(trainer.model_options),
-        "avatar": {"kind": g.kind, "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
-                   "state": g.state()},
         "expression_names": list(tracking.expression_names),
         "shape": torch.as_tensor(tracking.shape),
         "K": f.K[first].cpu(),  # a reference camera for driving
@@ -107,23 +104,9 @@ def avatar_entries(trainer: Trainer, tracking: TrackedSequence) -> dict:
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
         "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
     }
-
-
-def with_visibility(entries: dict, trainer: Trainer) -> dict:
-    """The entries with ``visibility`` (how much each Gaussian shows in typical driven poses),
-    so that live driving can pick a Gaussian budget without rendering at start."""
-    device = trainer.frames.vertices.device
-    pkg = AvatarPackage(entries, trainer.gaussians, trainer.model, device)
-    entries["visibility"] = pkg.visibility().cpu()
-    return entries
-
-
-def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path:
-    """Write the trained avatar's file (``avatar.pt``) through :mod:`avatar.io.avatar_file`."""
-    entries = with_visibility(avatar_entries(trainer, tracking), trainer)
-    entries.pop("format")
-    avatar = entries.pop("avatar")
-    return avatar_file.write_avatar(path, kind=avatar["kind"], config=avatar["config"], avatar_state=avatar["state"],
+    entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility().cpu()
+    config = trainer.cfg.gaussians
+    return avatar_file.write_avatar(path, kind=g.kind, config=dataclasses.asdict(config), avatar_state=g.state(),
                                     **entries)
 
 
