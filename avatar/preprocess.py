@@ -45,6 +45,7 @@ import numpy as np
 
 from avatar.geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
 from avatar.landmarks import FaceDetection, FaceMeshDetector
+from avatar.landmarks.draw import draw_points, enlarge, preview_scale
 from avatar.landmarks.face_finder import SmallFaceFinder, choose_face
 from avatar.landmarks.segmentation import SelfieSegmenter
 from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
@@ -268,13 +269,12 @@ def _same_face(face, track: FaceTrack, i: int, A: np.ndarray) -> bool:
 
 
 def preview_image(crop: np.ndarray, mask: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-    """The crop dimmed outside the mask, with the landmarks drawn as green dots."""
-    import cv2  # noqa: PLC0415
-
-    image = (crop * (0.35 + 0.65 * mask[..., None])).astype(np.uint8)
+    """The crop dimmed outside the mask, with the landmarks drawn as green dots sized from the
+    frame (crops under 384 pixels are enlarged first: :mod:`avatar.landmarks.draw`)."""
+    scale = preview_scale(*crop.shape[:2])
+    image = enlarge((crop * (0.35 + 0.65 * mask[..., None])).astype(np.uint8), scale)
     if landmarks is not None:
-        for x, y in landmarks[:, :2].astype(int):
-            cv2.circle(image, (int(x), int(y)), 1, (0, 255, 0), -1)
+        draw_points(image, np.asarray(landmarks, np.float64)[:, :2] * scale, (0, 255, 0))
     return image
 
 

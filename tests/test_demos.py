@@ -43,13 +43,24 @@ def test_demo_pipeline_end_to_end(ict_assets, tmp_path, monkeypatch):
     monkeypatch.setenv("AVATAR_ASSETS", str(ict_assets))
     out = tmp_path / "demo"
     assert cli.main(["demo", f"out={out}", "mode=pipeline", "renderer=torch", "pipeline.frames=12",
-                     "pipeline.resolution=64", "pipeline.track_iterations=60", "pipeline.train_iterations=40",
-                     "pipeline.uv_resolution=24", "pipeline.drive_frames=6", "pipeline.render_size=64"]) == 0
+                     "pipeline.resolution=64", "pipeline.track_iterations=60", "pipeline.train.iterations=40",
+                     "pipeline.train.gaussians.uv_resolution=24", "pipeline.drive_frames=6",
+                     "pipeline.render_size=64"]) == 0
     report = json.loads((out / "demo_report.json").read_text())
     assert report["mode"] == "pipeline" and report["render"]["frames"] == 6
     assert report["training"]["iterations"] == 40 and report["training"]["psnr"] > 8
-    for name in ("driven.mp4", "orbit.mp4", "run/avatar.pt", "capture/tracking.npz", "capture/tracking_overlay.mp4"):
+    assert report["training"]["heldout_frames"] == 2 and report["training"]["train_frames"] == 10  # the last 15%
+    for name in ("driven.mp4", "orbit.mp4", "run/avatar.pt", "capture/tracking.npz", "capture/tracking_overlay.mp4",
+                 "summary.png"):
         assert (out / name).is_file(), name
+    import cv2
+
+    sheet = cv2.imread(str(out / "summary.png"))
+    assert sheet.shape[0] > 5 * 100 and sheet.shape[1] > sheet.shape[0]  # five labelled rows of frames
+    from avatar.io.video_reader import open_source
+
+    overlay = [f.image for f in open_source(out / "capture" / "tracking_overlay.mp4").frames()]
+    assert len(overlay) == 12 and overlay[0].shape[0] >= 384  # every frame, enlarged from 64 px
 
 
 def test_demo_falls_back_to_the_procedural_orbit_without_ict(tmp_path, monkeypatch, capsys):

@@ -214,3 +214,20 @@ def test_texture_cache_is_reused(capture, model, texture_cache, monkeypatch):
     # The face tile holds the photo: many distinct colours, not a flat fill.
     face_tile = again.atlas[:, :TEST_TILE].reshape(-1, 3)
     assert len(np.unique(face_tile // 8, axis=0)) > 200  # measured: ~480 at 256 texels per tile
+
+
+@needs_ict
+def test_supersampling_averages_the_samples_of_each_pixel(model):
+    """supersample=2 is the 2x render averaged over 2x2 blocks: partial coverage on the silhouette."""
+    perf = synthetic.scripted_sequence(2, model.expression_names)
+    shape = synthetic.random_identity(model.num_shape, 0.5, 0)
+    flat = dict(n_frames=2, seed=0, batch_size=2, texture="flat")
+    (_, fine_img, fine_mask), = synthetic.render_frames(model, synthetic.SyntheticConfig(resolution=96, **flat), shape,
+                                                        perf, None)
+    (_, img, mask), = synthetic.render_frames(model, synthetic.SyntheticConfig(resolution=48, supersample=2, **flat),
+                                              shape, perf, None)
+    assert img.shape == (2, 48, 48, 3) and mask.shape == (2, 48, 48)
+    assert np.allclose(mask, fine_mask.reshape(2, 48, 2, 48, 2).mean(axis=(2, 4)))
+    assert ((mask > 0) & (mask < 1)).any()  # the silhouette's pixels are partly covered
+    box = fine_img.astype(np.float32).reshape(2, 48, 2, 48, 2, 3).mean(axis=(2, 4))
+    assert np.abs(img.astype(np.float32) - box).max() <= 1.0  # the mean up to rounding

@@ -33,6 +33,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "preprocess": {"preprocess": "avatar.preprocess:PreprocessConfig"},
     "track": {"track": "avatar.apps.track:TrackOptions"},
     "train": {"train": "avatar.train.config:TrainConfig"},
+    "demo": {"pipeline.train": "avatar.train.config:TrainConfig"},  # the demo trains with train's config
 }
 
 

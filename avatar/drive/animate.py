@@ -80,10 +80,11 @@ def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, ren
 
 def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "tracked", size: int | None = None,
                   retarget_cfg: RetargetConfig | None = None, neutral_frame: int | None = None,
-                  renderer: dict | None = None, notes: list | None = None):
+                  renderer: dict | None = None, notes: list | None = None, orbit_sweep_deg: float | None = None):
     """Yield ``(image [H, W, 3] uint8, backend, rasterization seconds)`` per driver frame: ``drive``
     retargeted onto ``package`` (:func:`avatar.drive.retarget.retarget`) and rendered through
-    ``camera`` (tracked | fixed | orbit) at ``size`` pixels high. What the report should say
+    ``camera`` (tracked | fixed | orbit) at ``size`` pixels high. ``orbit_sweep_deg``: the orbit
+    swings through this many degrees in front of the face (None: all the way round). What the report should say
     about the retargeting's inputs is appended to ``notes``. Checks and retargets at once;
     renders as the frames are taken."""
     if camera not in ("tracked", "fixed", "orbit"):
@@ -102,15 +103,18 @@ def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "t
     viewmats = package.state["viewmat"].to(dev, torch.float32)[None].expand(drive.n_frames, 4, 4)
     if camera == "orbit":
         centre = tuple(float(x) for x in ref_t)
-        viewmats = orbit_viewmats(drive.n_frames, radius=float(np.linalg.norm(ref_t)), target=centre, device=dev)
+        viewmats = orbit_viewmats(drive.n_frames, radius=float(np.linalg.norm(ref_t)), target=centre,
+                                  sweep_deg=orbit_sweep_deg, device=dev)
     return (package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height, renderer)
             for i in range(drive.n_frames))
 
 
 def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",
                   layout: str = "avatar", size: int | None = None, retarget_cfg: RetargetConfig | None = None,
-                  neutral_frame: int | None = None, renderer: dict | None = None, progress: bool = True) -> dict:
-    """Render ``drive`` on ``package`` into the video ``out``; returns the report."""
+                  neutral_frame: int | None = None, renderer: dict | None = None, progress: bool = True,
+                  orbit_sweep_deg: float | None = None) -> dict:
+    """Render ``drive`` on ``package`` into the video ``out``; returns the report (``orbit_sweep_deg``:
+    :func:`driven_frames`)."""
     from avatar.io.video import VideoWriter  # noqa: PLC0415
 
     if layout not in ("avatar", "side_by_side"):
@@ -122,7 +126,7 @@ def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.Pa
     dev = package.device
     _, width, height = package.camera(size)
     notes = list(drive.notes)
-    frames = driven_frames(package, drive, camera, size, retarget_cfg, neutral_frame, renderer, notes)
+    frames = driven_frames(package, drive, camera, size, retarget_cfg, neutral_frame, renderer, notes, orbit_sweep_deg)
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
 

@@ -39,10 +39,19 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
 
 
 def orbit_viewmats(
-    n: int, radius: float, height: float = 0.0, target=(0.0, 0.0, 0.0), *, device=None, dtype=torch.float32
+    n: int, radius: float, height: float = 0.0, target=(0.0, 0.0, 0.0), *, sweep_deg: float | None = None,
+    device=None, dtype=torch.float32,
 ) -> Tensor:
-    """``[n, 4, 4]`` cameras on a circle around ``target`` in the world's x-z plane (+y up), starting on +z."""
-    angles = torch.arange(n, device=device, dtype=dtype) * (2 * math.pi / n)
+    """``[n, 4, 4]`` cameras on a circle around ``target`` in the world's x-z plane (+y up), starting on +z.
+
+    ``sweep_deg``: None goes once around; a number swings the camera smoothly from the front to
+    ``+sweep_deg / 2``, over to ``-sweep_deg / 2`` and back (one sine period over the ``n`` frames),
+    for subjects seen only from the front half."""
+    if sweep_deg is None:
+        angles = torch.arange(n, device=device, dtype=dtype) * (2 * math.pi / n)
+    else:
+        phase = torch.arange(n, device=device, dtype=dtype) * (2 * math.pi / n)
+        angles = math.radians(sweep_deg / 2) * torch.sin(phase)
     centre = torch.tensor(target, device=device, dtype=dtype)
     eye = centre + torch.stack(
         (radius * torch.sin(angles), torch.full_like(angles, height), radius * torch.cos(angles)), -1

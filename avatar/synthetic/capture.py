@@ -7,7 +7,8 @@ every later stage reads like a real one, plus the parameters that made it:
 - ``frames/``: the head (a seeded random identity, the face texture of
   :mod:`avatar.synthetic.texture` for ICT or a flat skin colour for other models such as
   FLAME, Lambert-shaded) rendered with a fixed pinhole camera over a softly textured background;
-- ``masks/``: the rendered silhouette (exactly the pixels the mesh covers);
+- ``masks/``: the rendered silhouette (exactly the pixels the mesh covers; with
+  ``supersample`` > 1, the share of each pixel it covers);
 - ``landmarks.npz``: the *real* MediaPipe face mesh run on every rendered frame (frames
   where it finds nothing have ``face_present = False`` and are flagged "no face");
 - ``meta.json``: fps 25, source ``"synthetic:<seed>"``;
@@ -24,7 +25,7 @@ every later stage reads like a real one, plus the parameters that made it:
 - ``synthetic_report.json``: frames, MediaPipe detection rate, timings.
 
 The performance (:func:`scripted_sequence`) is defined on normalised time, so any frame
-count plays the whole script: yaw +-30 deg, pitch +-15 deg, a little roll, small
+count plays the whole script: yaw +-30 deg (``yaw_deg``), pitch +-15 deg, a little roll, small
 translations, jaw opening, smiles, brow raises, blinks and their combinations, all smooth.
 A model without ARKit-named blendshapes plays :data:`COMPONENT_EVENTS` on its first
 expression components instead (signed, as PCA components are).
@@ -32,6 +33,7 @@ expression components instead (signed, as PCA components are).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -110,6 +112,10 @@ class SyntheticConfig:
         frame_format: "jpg" or "png" frames.
         texture: "photo" (the portrait texture; ICT only), "flat" (:data:`SKIN`, eyeballs
             :data:`EYEBALL` when the model has eyeball parts) or "auto" (photo for ICT, else flat).
+        yaw_deg: how far the head turns each way in the script (:func:`scripted_sequence`).
+        supersample: render ``supersample`` times larger each way and average down, as a
+            camera's pixels integrate the light (1: one sample per pixel, the texture aliases
+            where it is finer than the pixels).
     """
 
     n_frames: int = 120
@@ -127,6 +133,8 @@ class SyntheticConfig:
     batch_size: int = 8
     frame_format: str = "jpg"
     texture: str = "auto"
+    yaw_deg: float = 30.0
+    supersample: int = 1
 
 
 @dataclass
@@ -154,13 +162,15 @@ def component_events(expression_names: tuple[str, ...]):
     return tuple(((expression_names[k % n],), *rest) for k, *rest in COMPONENT_EVENTS)
 
 
-def scripted_sequence(n_frames: int, expression_names: tuple[str, ...], events=None) -> Performance:
+def scripted_sequence(n_frames: int, expression_names: tuple[str, ...], events=None,
+                      yaw_deg: float = 30.0) -> Performance:
     """The scripted performance sampled at ``n_frames`` frames (see the module doc).
 
     ``events``: ``(names, centre, half width, plateau half width, peak)`` on normalised time;
     default :data:`EXPRESSION_EVENTS` when ``expression_names`` has any ARKit name they use,
     else :func:`component_events`. Overlapping events keep the value of larger magnitude.
     Short sequences widen the events to at least ~1.5 frames so each peak is sampled.
+    ``yaw_deg``: the amplitude of the head's turn left and right.
     """
     if n_frames < 2:
         raise ValueError(f"a synthetic sequence needs at least 2 frames, got {n_frames}")
@@ -180,7 +190,7 @@ def scripted_sequence(n_frames: int, expression_names: tuple[str, ...], events=N
             value = peak * _bump(t, centre, half_width, plateau)
             expression[:, col] = np.where(np.abs(value) > np.abs(expression[:, col]), value, expression[:, col])
     two_pi = 2 * math.pi
-    yaw = 30.0 * np.sin(two_pi * t)
+    yaw = yaw_deg * np.sin(two_pi * t)
     pitch = 15.0 * np.sin(2 * two_pi * t + 0.5)
     roll = 6.0 * np.sin(1.5 * two_pi * t + 1.0)
     euler = np.stack((yaw, pitch, roll), axis=1)
@@ -250,16 +260,19 @@ def flat_colors(model) -> torch.Tensor:
 
 def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Performance,
                   texture: torch.Tensor | None):
-    """Yield ``(first index, images [B, R, R, 3] uint8, masks [B, R, R] bool)`` batch by batch;
-    ``texture``: the atlas of :mod:`avatar.synthetic.texture`, or None for :func:`flat_colors`."""
-    K, viewmat = camera(config)
+    """Yield ``(first index, images [B, R, R, 3] uint8, masks [B, R, R] float32 in 0..1)`` batch
+    by batch (masks are 0 or 1 unless ``config.supersample`` > 1); ``texture``: the atlas of
+    :mod:`avatar.synthetic.texture`, or None for :func:`flat_colors`."""
+    s = max(1, int(config.supersample))
+    R = config.resolution
+    fine = dataclasses.replace(config, resolution=R * s)  # K scales exactly: pixel centres at k + 0.5
+    K, viewmat = camera(fine)
     if texture is not None:
         uvs, uv_faces = atlas_uvs(model)
         albedo = dict(texture=texture, uvs=uvs, uv_faces=uv_faces)
     else:
         albedo = dict(colors=flat_colors(model))
-    R = config.resolution
-    backdrop = torch.as_tensor(background_image(R, config.seed))
+    backdrop = torch.as_tensor(background_image(R * s, config.seed))
     for start in range(0, len(perf.expression), config.batch_size):
         sl = slice(start, start + config.batch_size)
         with torch.no_grad():
@@ -270,11 +283,16 @@ def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Perfo
                 translation=torch.as_tensor(perf.translation[sl]),
             ).vertices
             out = render_mesh(
-                verts, model.faces, K, R, R, viewmat, **albedo,
+                verts, model.faces, K, R * s, R * s, viewmat, **albedo,
                 ambient=config.ambient, light_dir=config.light_dir,
             )
             image = torch.where(out.mask[..., None], out.image, backdrop)
-        yield start, (image * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy(), out.mask.numpy()
+            mask = out.mask.to(image.dtype)
+            if s > 1:  # box filter: each pixel the mean of its s x s samples
+                B = image.shape[0]
+                image = image.reshape(B, R, s, R, s, 3).mean(dim=(2, 4))
+                mask = mask.reshape(B, R, s, R, s).mean(dim=(2, 4))
+        yield start, (image * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy(), mask.numpy()
 
 
 def make_synthetic_capture(
@@ -298,7 +316,7 @@ def make_synthetic_capture(
     t0 = time.perf_counter()
     head_texture = load_or_build_texture(model, config.cache_dir, config.texture_size) if photo else None
     texture_seconds = time.perf_counter() - t0
-    perf = scripted_sequence(config.n_frames, model.expression_names)
+    perf = scripted_sequence(config.n_frames, model.expression_names, yaw_deg=config.yaw_deg)
     shape = random_identity(model.num_shape, config.shape_std, config.seed)
     F = config.n_frames
     writer = CaptureWriter(out_dir, frame_format=config.frame_format)
@@ -318,6 +336,7 @@ def make_synthetic_capture(
     report = {
         "frames": F,
         "resolution": config.resolution,
+        "supersample": config.supersample,
         "seed": config.seed,
         "mediapipe_detected": int(present.sum()),
         "mediapipe_detection_rate": float(present.mean()),
@@ -358,7 +377,7 @@ def _render_and_detect(
                 if found:
                     face[start + k], present[start + k] = found[0].landmarks, True
                 writer.write_frame(start + k, image)
-                writer.write_mask(start + k, mask.astype(np.uint8) * 255)
+                writer.write_mask(start + k, (mask * 255.0 + 0.5).astype(np.uint8))
             bar.update(len(images))
             t0 = time.perf_counter()
     return Landmarks(face=face, face_present=present), timings

@@ -33,7 +33,7 @@ class TrackConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     overlay: bool = True
-    overlay_stride: int = 2  # draw every n-th frame in the overlay video
+    overlay_stride: int | None = None  # draw every n-th frame in the overlay video; None: every frame up to 300, else ~300
     device: str = "cpu"
     dtype: str = "float32"
 
