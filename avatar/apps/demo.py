@@ -1,9 +1,9 @@
 """``avatar demo``: the main job on an embedded default, no downloads.
 
-For now: renders an orbit around a procedural Gaussian head with the configured
-rasterization backend and writes ``orbit.mp4``, ``preview.png`` and ``demo_report.json``
-to ``out``. (The full pipeline -- synthetic capture, tracking, training, driven
-animation -- will replace the procedural head as those stages land.)
+With the ICT-FaceKit head model (``mode=auto|pipeline``): the whole pipeline on a synthetic
+capture (:mod:`avatar.apps.demo_pipeline`). Without it (or ``mode=orbit``): an orbit around a
+procedural Gaussian head with the configured rasterization backend, written as
+``orbit.mp4``, ``preview.png`` and ``demo_report.json`` to ``out``.
 """
 
 from __future__ import annotations
