@@ -1,0 +1,105 @@
+"""Bad inputs a new user meets: each gives one line naming the file, frame, row, column or key,
+with what to do, and the exit status the README documents (1 an input cannot be used)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_drive import _write_csv
+
+from avatar.drive.sources import ARKIT_BLENDSHAPES, DriveError, from_arkit_csv, from_params
+from avatar.models.ict import EXPRESSION_NAMES
+
+NAMES = list(EXPRESSION_NAMES)
+
+
+# --- ARKit CSVs -----------------------------------------------------------------------------
+
+def _edit_csv(path: Path, edit) -> Path:
+    rows = list(csv.reader(path.open(newline="")))
+    edit(rows)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("column", ["JawOpen", "HeadPitch"])
+@pytest.mark.parametrize("cell", ["nan", "", "abc", "inf"])
+def test_csv_cell_that_is_not_a_number_names_line_and_column(tmp_path, column, cell):
+    take = _write_csv(tmp_path / "take.csv", n=6)
+    _edit_csv(take, lambda rows: rows[4].__setitem__(rows[0].index(column), cell))
+    with pytest.raises(DriveError) as err:
+        from_arkit_csv(take, NAMES)
+    assert f"{take}: line 5 (frame 3), column {column}" in str(err.value) and "fix or delete" in str(err.value)
+
+
+def test_csv_without_head_pose_says_the_pose_stays_neutral(tmp_path):
+    take = _write_csv(tmp_path / "take.csv", n=4)
+    for name in ("HeadYaw", "HeadPitch", "HeadRoll"):
+        _edit_csv(take, lambda rows: [row.pop(rows[0].index(name)) for row in rows[::-1]])
+    seq = from_arkit_csv(take, NAMES)
+    assert np.all(seq.rotation == 0)
+    assert any("HeadYaw/HeadPitch/HeadRoll" in n and "head pose stays neutral" in n for n in seq.notes), seq.notes
+
+
+def test_csv_with_bom_lower_case_names_and_semicolons_is_read(tmp_path):
+    reference = from_arkit_csv(_write_csv(tmp_path / "take.csv", n=5), NAMES)
+    rows = list(csv.reader((tmp_path / "take.csv").open(newline="")))
+    rows[0] = [h[0].lower() + h[1:] for h in rows[0]]  # ARKit's own spelling: eyeBlinkLeft, headYaw
+    other = tmp_path / "excel.csv"
+    with other.open("w", newline="", encoding="utf-8-sig") as f:  # Excel's "CSV UTF-8" in a ;-locale
+        csv.writer(f, delimiter=";").writerows(rows)
+    seq = from_arkit_csv(other, NAMES)
+    np.testing.assert_array_equal(seq.expression, reference.expression)
+    np.testing.assert_array_equal(seq.rotation, reference.rotation)
+
+
+# --- parameter files ------------------------------------------------------------------------
+
+def _params(F: int = 4, E: int = 3, **arrays) -> dict:
+    base = {"expression": np.full((F, E), 0.5, np.float32), "expression_names": np.array(NAMES[:E]),
+            "rotation": np.zeros((F, 3), np.float32), "translation": np.zeros((F, 3), np.float32)}
+    base.update(arrays)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize(("arrays", "words"), [
+    (dict(expression=np.zeros(4, np.float32)), "'expression' must be [frames, expressions], got shape [4]"),
+    (dict(rotation=np.zeros((5, 3), np.float32)), "'rotation' must be [4, 3]"),
+    (dict(translation=np.zeros((4, 2), np.float32)), "'translation' must be [4, 3]"),
+    (dict(expression_names=np.array(NAMES[:2])), "'expression_names' must be [3]"),
+    (dict(expression=np.array([["a", "b", "c"]] * 4)), "'expression' must be numbers, got <U1 values"),
+    (dict(expression=np.zeros((0, 3), np.float32), rotation=np.zeros((0, 3), np.float32),
+          translation=np.zeros((0, 3), np.float32)), "'expression' must be at least one frame"),
+    (dict(rotation=None), "lacks ['rotation']"),
+    (dict(expression=np.array([[0.1, np.nan, 0.2]] * 4, np.float32)), "'expression' holds NaN"),
+])
+def test_wrongly_shaped_parameter_file_names_file_and_key(tmp_path, arrays, words):
+    path = tmp_path / "params.npz"
+    np.savez(path, **_params(**arrays))
+    with pytest.raises(DriveError) as err:
+        from_params(path, NAMES)
+    assert str(path) in str(err.value) and words in str(err.value), str(err.value)
+
+
+def test_unreadable_parameter_files_are_named(tmp_path):
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, **_params(expression=np.array([[0.5, None, 0.1]] * 4, dtype=object)))
+    for path in (empty, objects):
+        with pytest.raises(DriveError, match=f"cannot read parameter file {path}"):
+            from_params(path, NAMES)
+
+
+def test_parameter_file_whose_names_match_nothing_is_an_error(tmp_path):
+    path = tmp_path / "flame.npz"
+    np.savez(path, **_params(expression_names=np.array(["expr_0", "expr_1", "expr_2"])))
+    with pytest.raises(DriveError, match=r"none of the 3 expression names of .*flame\.npz \(expr_0, expr_1, expr_2\)"):
+        from_params(path, NAMES)
+    np.savez(path, **_params(expression_names=np.array(["expr_0", NAMES[1], "expr_2"])))
+    assert "['expr_0', 'expr_2']" in from_params(path, NAMES).notes[0]  # some match: a note, not an error
