@@ -6,8 +6,9 @@ The one place that maps the toolkit's error types to what the command does with 
 status   meaning
 =======  ===================================================================================
 0        done
-1        an input cannot be used: a missing or corrupt file, no face, a run folder problem
-         (the line names the file and what to do)
+1        an input cannot be used: a missing or corrupt file, no face, a run folder problem,
+         an output that cannot be written (full disk, read-only folder; the line names the
+         file and what to do)
 2        the command line is wrong: an unknown key, a value of the wrong type or out of
          range, a required key not given (the line names the key)
 130      interrupted (Ctrl-C)
@@ -21,6 +22,7 @@ toolkit and sits below every other layer.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Any, Callable
@@ -33,6 +35,15 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(Exception):
     """A mistake on the command line (exit 2); the message is the whole line to print."""
+
+
+class PassedOn(BaseException):
+    """Carries ``error`` past code that would print its traceback (Hydra's callbacks run
+    inside Hydra's own error report) to :func:`run`, which answers it as ``error``."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
 
 
 # The library's "this input cannot be used" errors: exit 1 with their message.
@@ -55,6 +66,16 @@ INPUT_ERRORS: tuple[str, ...] = (
 )
 USAGE_ERRORS: tuple[str, ...] = ("avatar.errors:UsageError",)
 
+# An output that cannot be written (full disk, read-only or forbidden folder): exit 1, the
+# line names the path and what to do.
+DISK_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "free some space or choose another out=",
+    errno.EDQUOT: "free some space or choose another out=",
+    errno.EROFS: "choose an out= on a writable disk",
+    errno.EACCES: "choose an out= you may write to, or fix the folder's permissions",
+    errno.EPERM: "choose an out= you may write to, or fix the folder's permissions",
+}
+
 
 def _loaded(names: tuple[str, ...]) -> tuple[type, ...]:
     """The classes of ``names`` whose module is imported already."""
@@ -74,9 +95,13 @@ def exit_status(exc: BaseException) -> int | None:
         return EXIT_INTERRUPTED
     if isinstance(exc, _loaded(USAGE_ERRORS)):
         return EXIT_USAGE
-    if isinstance(exc, _loaded(INPUT_ERRORS)):
+    if isinstance(exc, _loaded(INPUT_ERRORS)) or _disk_error(exc):
         return EXIT_INPUT
     return None
+
+
+def _disk_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
 
 
 def describe(prog: str, exc: BaseException) -> str:
@@ -87,6 +112,8 @@ def describe(prog: str, exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         # "[Errno 2] No such file or directory: 'x'" -> "x: no such file or directory"
         text = f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+        if _disk_error(exc):
+            text += f"; {DISK_ERRNOS[exc.errno]}"
     text = " ".join(text.split())
     if not text:
         text = type(exc).__name__
@@ -100,9 +127,11 @@ def run(prog: str, function: Callable[..., int | None], *args: Any) -> int:
     try:
         status = function(*args)
     except BaseException as exc:  # KeyboardInterrupt included; SystemExit is not ours
+        if isinstance(exc, PassedOn):
+            exc = exc.error
         code = exit_status(exc)
         if code is None:
-            raise
+            raise exc
         print(describe(prog, exc), file=sys.stderr)
         return code
     return EXIT_OK if status is None else int(status)

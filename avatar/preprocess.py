@@ -47,7 +47,7 @@ from avatar.geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_l
 from avatar.landmarks import FaceDetection, FaceMeshDetector
 from avatar.landmarks.face_finder import SmallFaceFinder, choose_face
 from avatar.landmarks.segmentation import SelfieSegmenter
-from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
+from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
 from avatar.io.video import VideoWriter
 from avatar.io.video_reader import Frame, open_source
@@ -83,6 +83,7 @@ class PreprocessConfig:
     image_fps: float = 25.0  # frame rate assumed for an image-folder input
     progress: bool = True  # tqdm progress bars
     preview: bool = False  # also write preprocess_preview.mp4: crops, mask, landmarks
+    overwrite: bool = False  # replace a capture of another video that `out` already holds (its tracking and runs then refuse it)
 
     def __post_init__(self) -> None:
         choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape")}
@@ -213,19 +214,6 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
                      np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen))
 
 
-def frame_ranges(indices) -> str:
-    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
-    parts, run = [], []
-    for i in sorted(indices):
-        if run and i != run[-1] + 1:
-            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
-            run = []
-        run.append(i)
-    if run:
-        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
-    return ", ".join(parts)
-
-
 def flag_frames(track: FaceTrack, found_on_crop: np.ndarray, sizes_src: np.ndarray,
                 min_face_size: float) -> dict[int, str]:
     """Reason per flagged output frame: no face, several faces, face too small."""
@@ -337,6 +325,8 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
     cfg = cfg or PreprocessConfig()
     timer, t_start = Timer(), time.perf_counter()
     source = open_source(input_path, image_fps=cfg.image_fps)
+    if not cfg.overwrite:
+        refuse_other_capture(Path(out), source.path)
     track = track_faces(source, cfg, timer)
     if not track.present.any():
         raise _no_face_error(input_path, track, cfg)
@@ -370,6 +360,24 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
     return report
 
 
+def refuse_other_capture(out: Path, source: str | os.PathLike) -> None:
+    """PreprocessError when ``out`` holds a finished capture of another video (its frames and
+    landmarks would be replaced under the tracking and runs made from them)."""
+    import json  # noqa: PLC0415
+
+    try:
+        previous = json.loads((out / "meta.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return
+    if previous is None or Path(previous) == Path(source).resolve():
+        return
+    tracked = " (tracked: its tracking.npz would no longer fit)" if (out / "tracking.npz").exists() else ""
+    raise PreprocessError(
+        f"{out} already holds a capture of another video, {previous}{tracked}: choose a new out= folder, "
+        "or pass preprocess.overwrite=true to replace it"
+    )
+
+
 def remove_stale_files(root: Path, n_frames: int, frame_format: str) -> None:
     """Delete frames/masks a previous, longer (or other-format) run left in ``root``."""
     for folder, suffix in (("frames", f".{frame_format}"), ("masks", ".png")):
@@ -378,13 +386,20 @@ def remove_stale_files(root: Path, n_frames: int, frame_format: str) -> None:
                 path.unlink(missing_ok=True)
 
 
-def flags_by_kind(flagged: dict[int, str]) -> dict[str, list[int]]:
-    """Frames per kind of flag ("no face", "2 faces", "face too small"), details dropped."""
-    by_kind: dict[str, list[int]] = {}
-    for i, reason in sorted(flagged.items()):
-        for part in reason.split("; "):
-            by_kind.setdefault(part.split(" (")[0], []).append(i)
-    return by_kind
+def flag_notes(flagged: dict[int, str], n: int) -> list[str]:
+    """What the flags mean for the later stages, one line per kind (the report's ``notes``)."""
+    notes = []
+    for kind, frames in flags_by_kind(flagged).items():
+        where = f"{len(frames)} of {n} frames ({frame_ranges(frames)})"
+        if kind.endswith(" faces"):
+            notes.append(f"{where} show {kind}: the largest face (or the one continuing the track) was kept and "
+                         "the frames are flagged, so track and train skip them; film the subject alone to use them")
+        elif kind == "no face":
+            notes.append(f"{where} show no face: track interpolates them, train skips them")
+        elif kind == "face too small":
+            notes.append(f"{where} show a face smaller than preprocess.min_face_size: track and train skip them; "
+                         "film closer")
+    return notes
 
 
 def _warn_flags(path, flagged: dict[int, str], n: int) -> None:
@@ -414,6 +429,7 @@ def build_report(source, track: FaceTrack, boxes: np.ndarray, crops: CropResult,
         "flagged": {str(i): r for i, r in sorted(flagged.items())},
         "flagged_by_kind": {kind: {"count": len(ix), "frames": frame_ranges(ix)}
                             for kind, ix in flags_by_kind(flagged).items()},
+        "notes": flag_notes(flagged, F),
         "crop": {"mode": cfg.crop, "scale": cfg.crop_scale, "smoothing_s": cfg.crop_smoothing,
                  "median_side_src_px": _median(boxes[:, 2] - boxes[:, 0]),
                  "center_step_src_px": {"median": round(float(np.median(steps)), 4),

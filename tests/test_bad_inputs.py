@@ -103,3 +103,92 @@ def test_parameter_file_whose_names_match_nothing_is_an_error(tmp_path):
         from_params(path, NAMES)
     np.savez(path, **_params(expression_names=np.array(["expr_0", NAMES[1], "expr_2"])))
     assert "['expr_0', 'expr_2']" in from_params(path, NAMES).notes[0]  # some match: a note, not an error
+
+
+# --- capture folders and their tracking ------------------------------------------------------
+
+def _tracking(n: int, capture_id: str):
+    from avatar.io.tracking import TrackedSequence
+
+    return TrackedSequence(
+        model="ict", shape=np.zeros(3, np.float32), expression=np.zeros((n, 2), np.float32),
+        expression_names=("a", "b"), rotation=np.zeros((n, 3), np.float32), translation=np.zeros((n, 3), np.float32),
+        K=np.eye(3, dtype=np.float32), viewmat=np.eye(4, dtype=np.float32), width=64, height=64,
+        valid=np.ones(n, bool), capture_id=capture_id)
+
+
+def test_preprocess_refuses_a_folder_holding_another_videos_capture(tmp_path):
+    from test_preprocess import FAST, _moving
+    from test_video_reader import write_test_video
+
+    from avatar.io.capture import Capture
+    from avatar.io.tracking import TrackingError, load_tracking
+    from avatar.preprocess import PreprocessConfig, PreprocessError, preprocess
+
+    first = write_test_video(tmp_path / "first.mp4", _moving(3))
+    second = write_test_video(tmp_path / "second.mp4", _moving(4, scale=0.7))
+    cap = tmp_path / "cap"
+    preprocess(first, cap, PreprocessConfig(**FAST))
+    old = Capture(cap).meta
+    assert len(old.capture_id) == 16
+    _tracking(3, old.capture_id).save(cap / "tracking.npz")  # as `avatar track` leaves it
+    with pytest.raises(PreprocessError) as err:
+        preprocess(second, cap, PreprocessConfig(**FAST))
+    assert f"{cap} already holds a capture of another video, {first}" in str(err.value)
+    assert "tracking.npz" in str(err.value) and "preprocess.overwrite=true" in str(err.value)
+    assert Capture(cap).meta.capture_id == old.capture_id  # nothing was touched
+    preprocess(second, cap, PreprocessConfig(overwrite=True, **FAST))
+    new = Capture(cap).meta
+    assert new.n_frames == 4 and new.capture_id != old.capture_id
+    with pytest.raises(TrackingError, match=r"tracked from other frames than those in .*cap now.*avatar track capture="):
+        load_tracking(cap, capture_id=new.capture_id)
+    assert load_tracking(cap, capture_id=old.capture_id).n_frames == 3
+
+
+def test_train_refuses_a_tracking_made_from_other_frames(tmp_path, capsys):
+    from avatar import cli
+    from avatar.io.capture import Capture, CaptureMeta, CaptureWriter, Landmarks
+
+    writer = CaptureWriter(tmp_path / "cap", frame_format="png")
+    for i in range(3):
+        writer.write_frame(i, np.full((32, 32, 3), 40 * i, np.uint8))
+    writer.finish(CaptureMeta(source="synthetic", fps=25.0, width=32, height=32, n_frames=3),
+                  Landmarks(face=np.zeros((3, 478, 3), np.float32), face_present=np.ones(3, bool)))
+    assert Capture(tmp_path / "cap").meta.capture_id
+    _tracking(3, "0123456789abcdef").save(tmp_path / "cap" / "tracking.npz")
+    status = cli.main(["train", f"capture={tmp_path / 'cap'}", f"out={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "tracked from other frames" in err and f"avatar track capture={tmp_path / 'cap'}" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_or_misshapen_landmarks_name_the_file(tmp_path):
+    from avatar.io.capture import Capture, CaptureError, CaptureMeta, CaptureWriter, Landmarks
+
+    writer = CaptureWriter(tmp_path / "cap", frame_format="png")
+    writer.finish(CaptureMeta(source="synthetic", fps=25.0, width=32, height=32, n_frames=2),
+                  Landmarks(face=np.zeros((2, 478, 3), np.float32), face_present=np.ones(2, bool)))
+    path = tmp_path / "cap" / "landmarks.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CaptureError, match=f"{path} cannot be read .*re-run avatar preprocess for {tmp_path / 'cap'}"):
+        Capture(tmp_path / "cap").landmarks
+    np.savez(path, face=np.zeros((2, 68, 2), np.float32), face_present=np.ones(2, bool))
+    with pytest.raises(CaptureError, match=rf"{path}: face landmarks must be \[F, 478, 3\], got \(2, 68, 2\).*re-run"):
+        Capture(tmp_path / "cap").landmarks
+
+
+def test_track_with_every_frame_showing_two_faces_does_not_advise_preprocessing_again(tmp_path):
+    from avatar.io.capture import Capture, CaptureError, CaptureMeta, CaptureWriter, Landmarks
+    from avatar.tracking.track import capture_targets
+
+    writer = CaptureWriter(tmp_path / "cap", frame_format="png")
+    flagged = {i: "2 faces (kept the largest)" for i in range(4)}
+    writer.finish(CaptureMeta(source="two.mp4", fps=25.0, width=32, height=32, n_frames=4, flagged=flagged),
+                  Landmarks(face=np.ones((4, 478, 3), np.float32), face_present=np.ones(4, bool)))
+    with pytest.raises(CaptureError) as err:
+        capture_targets(Capture(tmp_path / "cap"))
+    line = str(err.value)
+    assert "4 flagged '2 faces' (0-3)" in line and "Preprocess kept the largest face" in line
+    assert "record the subject alone" in line and "re-run avatar preprocess" not in line

@@ -59,7 +59,7 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     if has_checkpoint and not cfg.resume:
         raise RunError(f"{out} already holds a trained run; pass resume=true to continue it, or choose another out=")
     capture = Capture(cfg.capture)
-    tracking = load_tracking(capture.root, model=cfg.get("model"))
+    tracking = load_tracking(capture.root, model=cfg.get("model"), capture_id=capture.meta.capture_id)
     tcfg = train_config(cfg.get("train"))
     device = pick_device(cfg.get("device", "auto"))
     options = cfg.get("model_options")
