@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _register_resolvers()
     try:  # the errors of the check, of Hydra and of the job: one line and a status (avatar.errors)
-        return errors.run(f"{PROG} {name}", _run_subcommand, name, rest)
+        with errors.sigterm_raises():
+            return errors.run(f"{PROG} {name}", _run_subcommand, name, rest)
     except SystemExit as exc:  # Hydra and argparse exit on --hydra-help and on their errors
         return _exit_status(exc)
     except BrokenPipeError:  # `avatar demo --help | head`: the reader left, nothing to say

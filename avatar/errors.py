@@ -12,6 +12,7 @@ status   meaning
 2        the command line is wrong: an unknown key, a value of the wrong type or out of
          range, a required key not given (the line names the key)
 130      interrupted (Ctrl-C)
+143      stopped by SIGTERM (``kill``, a job scheduler)
 =======  ===================================================================================
 
 The library's error classes stay in their modules; they are named here as
@@ -22,15 +23,23 @@ toolkit and sits below every other layer.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 EXIT_OK = 0
 EXIT_INPUT = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report a process that SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where it arrives as Ctrl-C's KeyboardInterrupt is (see :func:`sigterm_raises`)."""
 
 
 class UsageError(Exception):
@@ -91,6 +100,8 @@ def _loaded(names: tuple[str, ...]) -> tuple[type, ...]:
 
 def exit_status(exc: BaseException) -> int | None:
     """The exit status for ``exc``; None for an error this table does not know (a bug)."""
+    if isinstance(exc, Terminated):
+        return EXIT_TERMINATED
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(exc, _loaded(USAGE_ERRORS)):
@@ -106,8 +117,9 @@ def _disk_error(exc: BaseException) -> bool:
 
 def describe(prog: str, exc: BaseException) -> str:
     """The one line to print for ``exc``, starting with ``prog`` (e.g. ``avatar train``)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return f"{prog}: interrupted"
+    if isinstance(exc, KeyboardInterrupt):  # its text, if any, says what was kept and how to go on
+        what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        return f"{prog}: {what}" + (f" {' '.join(str(exc).split())}" if str(exc) else "")
     text = str(exc)
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         # "[Errno 2] No such file or directory: 'x'" -> "x: no such file or directory"
@@ -148,3 +160,48 @@ def command(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., in
         return main
 
     return decorate
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While the block runs, SIGTERM raises :class:`Terminated` where the program is, as Ctrl-C
+    raises KeyboardInterrupt: the same clean-up runs and the command says it was stopped.
+    Only in the main thread (elsewhere signals cannot be handled); the old handler comes back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM noted, not raised, while the block runs, for a loop that stops at a
+    safe point (``if stop.error: ...``); a second signal raises at once. Main thread only."""
+
+    def __init__(self) -> None:
+        self.error: KeyboardInterrupt | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        error = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if self.error is not None:
+            raise error
+        self.error = error
+        print("\nstopping after this step (press Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -192,3 +192,76 @@ def test_track_with_every_frame_showing_two_faces_does_not_advise_preprocessing_
     line = str(err.value)
     assert "4 flagged '2 faces' (0-3)" in line and "Preprocess kept the largest face" in line
     assert "record the subject alone" in line and "re-run avatar preprocess" not in line
+
+
+# --- resuming a run ---------------------------------------------------------------------------
+
+def test_resume_with_another_capture_or_config_is_refused(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from avatar import cli
+    from avatar.train.session import resume_config
+
+    run, cap = tmp_path / "run", tmp_path / "cap"
+    argv = ["train", f"capture={cap}", f"out={run}"]
+    assert cli.main([*argv, "--cfg", "job", "--resolve"]) == 0
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    (run / "checkpoints" / "last.pt").write_bytes(b"a checkpoint")
+    saved = (run / "config.yaml").read_text()
+    status = cli.main(["train", f"capture={tmp_path / 'other'}", f"out={run}", "resume=true", "train.seed=3"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1, err
+    assert f"capture: {cap} -> {tmp_path / 'other'}" in err and "train.seed: 0 -> 3" in err
+    assert "train into a new out=" in err and (run / "config.yaml").read_text() == saved
+    assert cli.main([*argv, "resume=true", "avatar=mesh_gaussians_dynamic"]) == 1  # a group sets train.gaussians.*
+    assert "train.gaussians.deform: False -> True" in capsys.readouterr().err
+    assert cli.main([*argv, "resume=true", "train.iterations=5000"]) == 1  # allowed: then the missing capture
+    assert "capture folder" in capsys.readouterr().err and (run / "config.yaml").read_text() == saved
+    cfg = OmegaConf.load(run / "config.yaml")
+    cfg.resume, cfg.train.iterations, cfg.train.seed = True, 5000, 7
+    merged, changes = resume_config(run, cfg, given=lambda key: key == "train.iterations")
+    assert changes == ["train.iterations: 3000 -> 5000"]  # extending a run is fine
+    assert merged.train.iterations == 5000 and merged.train.seed == 0  # not set on this command line: the run's
+
+
+# --- stopping -------------------------------------------------------------------------------
+
+def test_stop_request_notes_the_first_signal_and_raises_on_the_second():
+    import os
+    import signal
+
+    from avatar.errors import StopRequest, Terminated
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert isinstance(stop.error, Terminated)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_interrupted_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from avatar.apps import train as train_app
+
+    class Trainer:
+        cfg, out, step = SimpleNamespace(iterations=3000), tmp_path / "run", 0
+
+        def run(self, stop):
+            self.step = 120
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 120: it finishes, then the run stops
+            assert stop()
+
+    monkeypatch.setattr(train_app, "setup", lambda cfg, given: (Trainer(), None, None))
+    monkeypatch.setattr(train_app, "finish", lambda *a: pytest.fail("a stopped run is not finished"))
+    status = train_app.main(OmegaConf.create({"capture": "cap", "out": str(tmp_path / "run")}))
+    err = capsys.readouterr().err
+    assert status == 130 and "avatar train: interrupted at step 120 of 3000; checkpoint saved in" in err
+    assert f"go on with: avatar train capture=cap out={tmp_path / 'run'} resume=true" in err

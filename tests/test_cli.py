@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def fake_demo(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
         calls.append({"cfg": OmegaConf.to_container(cfg, resolve=True), "cwd": os.getcwd()})
         if cfg.demo.get("write"):
             (Path(cfg.out) / cfg.demo.write).write_text("output\n")
+        if cfg.demo.get("fail") == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
         failure = {"input": FileNotFoundError(f"capture folder {cfg.out}/cap not found: run avatar preprocess"),
                    "interrupt": KeyboardInterrupt(), "bug": RuntimeError("a bug")}.get(cfg.demo.get("fail"))
         if failure is not None:
@@ -347,6 +350,7 @@ def test_job_runs_with_its_config_and_status(
 @pytest.mark.parametrize(("fail", "status", "line"), [
     ("input", 1, "avatar demo: capture folder run/a/cap not found: run avatar preprocess"),
     ("interrupt", 130, "avatar demo: interrupted"),
+    ("sigterm", 143, "avatar demo: stopped by SIGTERM"),
 ])
 def test_a_job_failing_before_work_leaves_no_folder(
     fail: str, status: int, line: str,

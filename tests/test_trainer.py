@@ -180,6 +180,12 @@ def test_resume_matches_an_uninterrupted_run(sheet_capture, tmp_path, one_thread
         assert full.gaussians.deformer.mlp[-1].weight.abs().max() > 0  # the deformer was trained
 
 
+def test_a_stopped_run_checkpoints_where_it_stopped(sheet_capture, tmp_path):
+    tr = _trainer(sheet_capture, tmp_path / "run", iterations=40, checkpoint_every=0)
+    tr.run(progress=False, stop=lambda: tr.step >= 3)  # Ctrl-C noted during step 3
+    assert tr.step == 3 and read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
+
+
 def test_resume_from_a_checkpoint_of_the_earlier_layout(sheet_capture, tmp_path, one_thread):
     """Checkpoints written before the avatar file format 2 kept the Gaussians' entries at the top level."""
     kw = dict(iterations=20, checkpoint_every=10)

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -48,16 +49,23 @@ def _load_model(name: str, device: torch.device, model_options: dict | None = No
     return models.load(name, **(model_options or {})).to(device)
 
 
-def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedSequence, object]:
+def setup(cfg: DictConfig, write_config: bool = True, given: Callable[[str], bool] = lambda key: True
+          ) -> tuple[Trainer, TrackedSequence, object]:
     """Build the trainer for ``cfg`` (capture, out, model, device, resume, train, renderer).
 
     ``write_config``: record the resolved config as ``out/config.yaml`` (training does;
-    re-opening a finished run for eval or export does not touch it).
+    re-opening a finished run for eval or export does not touch it). Resuming a run goes on
+    with the config it was trained with (:func:`resume_config`; ``given(key)``: whether the
+    command line set ``key``).
     """
     out = Path(cfg.out)
     has_checkpoint = (out / "checkpoints" / "last.pt").is_file()
     if has_checkpoint and not cfg.resume:
         raise RunError(f"{out} already holds a trained run; pass resume=true to continue it, or choose another out=")
+    if has_checkpoint and write_config and (out / "config.yaml").is_file():
+        cfg, changes = resume_config(out, cfg, given)
+        if changes:  # config.yaml is rewritten with them below: say so
+            log.warning("resuming %s with %s (config.yaml updated)", out, "; ".join(changes))
     capture = Capture(cfg.capture)
     tracking = load_tracking(capture.root, model=cfg.get("model"), capture_id=capture.meta.capture_id)
     tcfg = train_config(cfg.get("train"))
@@ -81,6 +89,65 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     if write_config:
         atomic_write(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return trainer, tracking, model
+
+
+# Keys a resumed run may change: they do not change what was trained so far.
+RESUME_MAY_CHANGE = {
+    "resume": "the switch itself",
+    "out": "the run folder itself (the same folder, written another way)",
+    "train.iterations": "more steps extend the run",
+    "train.preview_every": "when previews are written",
+    "train.checkpoint_every": "when checkpoints are written",
+    "device": "where it runs (checkpoints load on any device)",
+    "renderer.backend": "the rasterizer's implementation (same images)",
+}
+
+
+def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lambda key: True
+                  ) -> tuple[DictConfig, list[str]]:
+    """The config to resume the run in ``out`` with, and its changes as ``key: old -> new``.
+
+    It is the run's own ``out/config.yaml``, with ``cfg``'s values for the keys of
+    :data:`RESUME_MAY_CHANGE`. A key whose value differs is refused (RunError listing them
+    all: another capture, model or training setting) when ``given(key)`` says the command line
+    set it; one it did not set keeps the run's value (the user did not repeat an option of
+    the first command)."""
+    saved_cfg = OmegaConf.load(out / "config.yaml")
+    saved = _flat(OmegaConf.to_container(saved_cfg, resolve=True))
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changes, refused = [], []
+    for key in sorted(set(saved) | set(new)):
+        old_value, new_value = saved.get(key, "(unset)"), new.get(key, "(unset)")
+        if key == "capture" and isinstance(old_value, str) and isinstance(new_value, str):
+            same = Path(old_value).resolve() == Path(new_value).resolve()
+        else:
+            same = old_value == new_value
+        if same or key == "resume":
+            continue
+        change = f"{key}: {old_value} -> {new_value}"
+        if key in RESUME_MAY_CHANGE:
+            OmegaConf.update(saved_cfg, key, new_value, force_add=True)
+            changes.append(change)
+        elif given(key):
+            refused.append(change)
+    if refused:
+        raise RunError(
+            f"{out} was trained with other settings ({'; '.join(refused)}): resume=true goes on with the run's "
+            f"own settings (only {', '.join(k for k in RESUME_MAY_CHANGE if k != 'resume')} may change); drop "
+            "those overrides, or train into a new out="
+        )
+    saved_cfg.resume = True
+    return saved_cfg, changes
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of a nested config container (lists stay values)."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
 
 
 def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path:

@@ -17,6 +17,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -186,8 +187,9 @@ class Trainer:
         log.warning("step %d skipped: %s; learning rates halved (x%.3g)", self.step, why, self.lr_factor)
         return {"loss": float("nan"), "psnr": float("nan")}
 
-    def run(self, until: int | None = None, progress: bool = True) -> None:
-        """Train up to step ``until`` (default: ``cfg.iterations``), checkpointing on the way."""
+    def run(self, until: int | None = None, progress: bool = True, stop: Callable[[], bool] | None = None) -> None:
+        """Train up to step ``until`` (default: ``cfg.iterations``), checkpointing on the way.
+        ``stop``: asked after every step; when it says yes, the run checkpoints and returns early."""
         from tqdm import tqdm  # noqa: PLC0415
 
         until = self.cfg.iterations if until is None else until
@@ -205,6 +207,9 @@ class Trainer:
                 self.save_preview()
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                 self.save_checkpoint()
+            if stop is not None and stop():
+                self.save_checkpoint()
+                break
         bar.close()
 
     # ---------------------------------------------------------------- evaluation
