@@ -265,3 +265,102 @@ def test_interrupted_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert status == 130 and "avatar train: interrupted at step 120 of 3000; checkpoint saved in" in err
     assert f"go on with: avatar train capture=cap out={tmp_path / 'run'} resume=true" in err
+
+
+def test_failed_live_and_render_leave_no_folders(tmp_path, capsys, monkeypatch):
+    from avatar import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["live", f"run={tmp_path / 'none'}", "display=false"]) == 1
+    assert f"{tmp_path / 'none'} does not exist: train an avatar first (avatar train ... out={tmp_path / 'none'})" \
+        in capsys.readouterr().err
+    assert cli.main(["render", "run=none", "drive=take.csv", "out=renders/a.mp4"]) == 1
+    assert list(tmp_path.iterdir()) == []  # no outputs/live/<time>/, no renders/ with .hydra or a log
+
+
+# --- avatar render end to end -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory, ict_assets):
+    from avatar_files import write_test_avatar
+
+    import avatar.models
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, init_opacity=0.9))
+    return write_test_avatar(tmp_path_factory.mktemp("avatar") / "avatar.pt", g, size=32,
+                             expression_names=list(model.expression_names))
+
+
+def test_render_bad_csv_cell_exits_1_naming_row_and_column(package, tmp_path, capsys):
+    from avatar import cli
+
+    take = _edit_csv(_write_csv(tmp_path / "take.csv", n=3), lambda rows: rows[2].__setitem__(5, "nan"))
+    out = tmp_path / "out" / "a.mp4"
+    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={out}", "renderer=torch"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"avatar render: {take}: line 3 (frame 1), column {ARKIT_BLENDSHAPES[3]} holds 'nan', not a finite " \
+                  "number; fix or delete that line\n"
+    assert not out.parent.exists()
+
+
+def test_render_notes_and_a_second_render_keep_the_first_report(package, tmp_path, capsys):
+    from avatar import cli
+
+    take = _write_csv(tmp_path / "take.csv", n=3)
+    no_pose = _edit_csv(_write_csv(tmp_path / "no_pose.csv", n=3), lambda rows: [r.__delitem__(slice(-9, None))
+                                                                                 for r in rows])
+    first, second = tmp_path / "out" / "a.mp4", tmp_path / "out" / "b.mp4"
+    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={first}", "renderer=torch"]) == 0
+    capsys.readouterr()
+    assert cli.main(["render", f"run={package}", f"drive={no_pose}", f"out={second}", "renderer=torch"]) == 0
+    out, err = capsys.readouterr()
+    assert "avatar render: note: no_pose.csv has no HeadYaw/HeadPitch/HeadRoll column(s): head pose stays neutral" in err
+    assert "b.render_report.json" in out and "describes another video" in err
+    reports = {p.name: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")}
+    assert reports["render_report.json"]["output"] == str(first) and reports["b.render_report.json"]["output"] == str(second)
+    assert any("head pose stays neutral" in n for n in reports["b.render_report.json"]["notes"])
+
+
+def test_a_full_disk_is_one_line_naming_the_file(package, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from avatar import cli
+    from avatar.io import atomic
+
+    def full(tmp, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic, "commit", full)
+    take = _write_csv(tmp_path / "take.csv", n=3)
+    out = tmp_path / "out" / "a.mp4"
+    assert cli.main(["render", f"run={package}", f"drive={take}", f"out={out}", "renderer=torch"]) == 1
+    line = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert line == f"avatar render: {out.parent / 'render_report.json'}: no space left on device; free some space " \
+                   "or choose another out="
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".") and "partial" in p.name]  # no half file
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from avatar import cli
+
+    (tmp_path / "file").write_text("not a folder\n")
+    argv = ["render", "run=r", "drive=d.csv"]
+    assert cli.main([*argv, f"out={tmp_path / 'file' / 'sub' / 'a.mp4'}"]) == 1
+    assert capsys.readouterr().err == f"avatar render: {tmp_path / 'file' / 'sub'}: not a directory\n"
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self.name == "ro":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert cli.main([*argv, f"out={tmp_path / 'ro' / 'a.mp4'}"]) == 1
+    assert capsys.readouterr().err == f"avatar render: {tmp_path / 'ro'}: read-only file system; choose an out= on a " \
+                                      "writable disk\n"

@@ -76,7 +76,8 @@ def load(path: str | os.PathLike, what: str = "avatar file") -> dict:
     """``torch.load`` of a file of plain tensors and values, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise AvatarFileError(f"{path} does not exist: train an avatar first (avatar train ... out={path.parent})")
+        run = path.parent if path.suffix == ".pt" else path  # a run folder or an avatar file was meant
+        raise AvatarFileError(f"{path} does not exist: train an avatar first (avatar train ... out={run})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
