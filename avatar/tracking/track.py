@@ -57,10 +57,11 @@ def capture_targets(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
 def _why_none(capture: Capture) -> str:
     """Why no frame of ``capture`` is usable, and what would help (not always preprocess again)."""
     kinds = flags_by_kind(capture.meta.flagged)
-    several = {k: v for k, v in kinds.items() if k.endswith(" faces")}
-    parts = [f"{len(v)} flagged '{k}' ({frame_ranges(v)})" for k, v in kinds.items()]
-    told = f"of its {capture.n_frames} frames, {', '.join(parts)}" if parts else f"all {capture.n_frames} frames lack a face"
-    if several:
+    faceless = [int(i) for i in np.flatnonzero(~capture.landmarks.face_present) if int(i) not in capture.meta.flagged]
+    parts = ([f"{len(faceless)} without a face ({frame_ranges(faceless)})"] if faceless else []) + [
+        f"{len(v)} flagged '{k}' ({frame_ranges(v)})" for k, v in kinds.items()]
+    told = f"of its {capture.n_frames} frames, {', '.join(parts)}"
+    if any(k.endswith(" faces") for k in kinds):
         return (f"{told}. Preprocess kept the largest face but frames with another person in view are not "
                 "trained on: record the subject alone (or cut the others out of the video), then preprocess it")
     if "face too small" in kinds:
@@ -94,7 +95,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     target = torch.as_tensor(xy, device=device, dtype=dtype)
     valid_t = torch.as_tensor(valid, device=device)
     t0 = time.perf_counter()
-    result = fit_sequence(lm, target, valid_t, W, H, cfg.fit)
+    result = fit_sequence(lm, target, valid_t, W, H, cfg.fit, progress=progress)
     fit_seconds = time.perf_counter() - t0
 
     seq = sequence_from_fit(result, lm, W, H, valid)

@@ -75,7 +75,7 @@ def setup(cfg: DictConfig, write_config: bool = True, given: Callable[[str], boo
     model = _load_model(tracking.model, device, options)
     try:
         frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device, mask=tcfg.mask,
-                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin)
+                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin, progress=True)
         trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames, tcfg.seed), out,
                           renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model,
                           model_options=options)
@@ -171,7 +171,7 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
         "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
     }
-    entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility().cpu()
+    entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility(progress=True).cpu()
     config = trainer.cfg.gaussians
     return avatar_file.write_avatar(path, kind=g.kind, config=dataclasses.asdict(config), avatar_state=g.state(),
                                     **entries)
@@ -202,8 +202,10 @@ def heldout_video(trainer: Trainer, path: Path, fps: float) -> Path | None:
     frames = trainer.frames.heldout
     if len(frames) == 0:
         return None
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
     with VideoWriter(path, fps=fps) as writer:
-        for i in frames:
+        for i in tqdm(frames, desc="held-out video", unit="frame", leave=False):
             writer.write(trainer.side_by_side(int(i)))
     return path
 
@@ -212,7 +214,7 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
     """Final checkpoint, metrics.json, held-out video, avatar.ply and avatar.pt."""
     out = trainer.out
     trainer.save_checkpoint()
-    metrics = trainer.evaluate()
+    metrics = trainer.evaluate(progress=True)
     if trainer.cfg.eval_pose_steps > 0:
         metrics["pose_aligned"] = pose_aligned_metrics(trainer, trainer.cfg.eval_pose_steps)
     iterations = trainer.step
@@ -240,7 +242,7 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
 def pose_aligned_metrics(trainer: Trainer, steps: int) -> dict:
     """Held-out metrics after aligning each frame's head pose to its image (see :meth:`Trainer.align_pose`)."""
     t0 = time.perf_counter()
-    out = trainer.evaluate(pose_steps=steps)
+    out = trainer.evaluate(pose_steps=steps, progress=True)
     out.update({"pose_steps": steps, "downscale": trainer.cfg.eval_pose_downscale,
                 "seconds": round(time.perf_counter() - t0, 1)})
     return out

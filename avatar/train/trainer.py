@@ -259,17 +259,20 @@ class Trainer:
         return torch.rad2deg(angles.amin(1)).cpu().numpy()
 
     @torch.no_grad()
-    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0) -> dict:
+    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0, progress: bool = False) -> dict:
         """Mean PSNR / SSIM / LPIPS over ``indices`` (default: the held-out frames), full frame.
 
         ``pose_steps > 0``: each frame's head pose is first aligned to its image (:meth:`align_pose`).
         Also ``per_frame`` (capture frame, PSNR, SSIM, :meth:`pose_distance_deg`) and the means
-        over the frames posed within / beyond ``eval_novel_pose_deg`` of the training poses."""
+        over the frames posed within / beyond ``eval_novel_pose_deg`` of the training poses.
+        ``progress``: a tqdm bar over the frames."""
         indices = self.frames.heldout if indices is None else indices
         if len(indices) == 0:
             return {"psnr": None, "ssim": None, "lpips": None, "frames": 0}
         scores = {"psnr": [], "ssim": [], "lpips": []}
-        for i in indices:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        for i in tqdm(indices, desc="eval", unit="frame", disable=not progress, leave=False):
             pose = self.align_pose(int(i), pose_steps) if pose_steps > 0 else None
             img, _, _ = self.render(int(i), sh_degree=self.gaussians.sh_degree, pose=pose)
             gt, _ = self.target(int(i))
