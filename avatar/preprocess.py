@@ -45,7 +45,7 @@ import numpy as np
 
 from avatar.geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
 from avatar.landmarks import FaceDetection, FaceMeshDetector
-from avatar.landmarks.face_finder import SmallFaceFinder, choose_face
+from avatar.landmarks.face_finder import SmallFaceFinder, choose_face, upright_turn
 from avatar.landmarks.segmentation import SelfieSegmenter
 from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
@@ -83,10 +83,12 @@ class PreprocessConfig:
     image_fps: float = 25.0  # frame rate assumed for an image-folder input
     progress: bool = True  # tqdm progress bars
     preview: bool = False  # also write preprocess_preview.mp4: crops, mask, landmarks
+    rotate: int = 0  # turn the frames this many degrees counter-clockwise (0, 90, 180, 270) on top of the video's rotation metadata: for a sideways video
     overwrite: bool = False  # replace a capture of another video that `out` already holds (its tracking and runs then refuse it)
 
     def __post_init__(self) -> None:
-        choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape")}
+        choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape"),
+                   "rotate": (0, 90, 180, 270)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"preprocess.{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -113,6 +115,7 @@ class FaceTrack:
     n_faces: np.ndarray  # [F] int
     frame_size: tuple[int, int]  # (width, height) of the upright source frames
     chosen: np.ndarray  # [F] int, rank by size of the kept face (0 = largest, -1 = none)
+    samples: list = field(default_factory=list)  # a few downscaled frames, to check their orientation
 
     @property
     def present(self) -> np.ndarray:
@@ -184,10 +187,21 @@ def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None
             for f in faces]
 
 
+N_SAMPLES, SAMPLE_EVERY, SAMPLE_SIZE = 3, 10, 480  # frames kept to check the orientation: count, spacing, long side
+
+
+def _downscaled(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2  # noqa: PLC0415
+
+    h, w = image.shape[:2]
+    s = min(1.0, size / max(h, w))
+    return image if s == 1.0 else cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
 def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
     """First pass: the face of every kept frame (:func:`choose_face`), on the downscaled full frame."""
     w, h = source.info.width, source.info.height
-    indices, times, boxes, landmarks, n_faces, chosen = [], [], [], [], [], []
+    indices, times, boxes, landmarks, n_faces, chosen, samples = [], [], [], [], [], [], []
     previous = None  # box of the last kept face
     frames = timer.timed_frames(source.frames(cfg.max_frames, cfg.fps))
     small = SmallFaceFinder() if cfg.small_faces else None
@@ -197,6 +211,8 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
             for frame in _progress(frames, total, "preprocess: find faces", cfg.progress):
                 with timer("detect"):
                     faces = _detect_full_frame(detector, small, frame.image, cfg.detect_size)
+                if len(samples) < N_SAMPLES and len(indices) % SAMPLE_EVERY == 0:
+                    samples.append(_downscaled(frame.image, SAMPLE_SIZE))
                 indices.append(frame.index)
                 times.append(frame.time)
                 n_faces.append(len(faces))
@@ -211,7 +227,7 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
     if not indices:
         raise PreprocessError(f"{source.path} yielded no frame to preprocess")
     return FaceTrack(np.array(indices), np.array(times, float), np.array(boxes, float),
-                     np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen))
+                     np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen), samples)
 
 
 def flag_frames(track: FaceTrack, found_on_crop: np.ndarray, sizes_src: np.ndarray,
@@ -305,7 +321,20 @@ def write_crops(source, track: FaceTrack, boxes: np.ndarray, writer: CaptureWrit
     return res
 
 
-def _no_face_error(path, track: FaceTrack, cfg: PreprocessConfig) -> PreprocessError:
+def _sideways_note(path, turn: int, scores: dict, cfg: PreprocessConfig) -> str | None:
+    """The warning for frames that look turned (see :func:`upright_turn`), or None."""
+    if not turn:
+        return None
+    return (f"{path}: the frames look sideways (the face detector scores them best turned {turn} degrees "
+            f"counter-clockwise; scores by turn: {scores}) and a sideways face gets poor landmarks: if so, preprocess "
+            f"again with preprocess.rotate={(cfg.rotate + turn) % 360} (and preprocess.overwrite=true into this folder)")
+
+
+def _no_face_error(path, track: FaceTrack, cfg: PreprocessConfig, turn: int = 0) -> PreprocessError:
+    if turn:
+        return PreprocessError(f"no face found in the {len(track.times)} frames of {path} as they are, but one "
+                               f"shows when they are turned {turn} degrees counter-clockwise: the video is sideways "
+                               f"without rotation metadata; add preprocess.rotate={(cfg.rotate + turn) % 360}")
     small = "" if cfg.small_faces else ", or set preprocess.small_faces=true"
     return PreprocessError(
         f"no face found in any of the {len(track.times)} frames of {path}: the input must show a person's face, "
@@ -324,12 +353,17 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
     """
     cfg = cfg or PreprocessConfig()
     timer, t_start = Timer(), time.perf_counter()
-    source = open_source(input_path, image_fps=cfg.image_fps)
+    source = open_source(input_path, image_fps=cfg.image_fps, rotate=cfg.rotate)
     if not cfg.overwrite:
         refuse_other_capture(Path(out), source.path)
     track = track_faces(source, cfg, timer)
+    with timer("orientation"):
+        turn, turn_scores = upright_turn(track.samples)
     if not track.present.any():
-        raise _no_face_error(input_path, track, cfg)
+        raise _no_face_error(input_path, track, cfg, turn)
+    sideways = _sideways_note(input_path, turn, turn_scores, cfg)
+    if sideways:
+        log.warning(sideways)
     boxes = crop_boxes(track, cfg.crop, cfg.crop_scale, cfg.crop_smoothing, cfg.crop_lift)
     info = source.info
     fps = min(cfg.fps, info.fps) if cfg.fps and info.fps else (cfg.fps or info.fps)
@@ -355,6 +389,9 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
         writer.finish(meta, Landmarks(face=crops.face, face_present=crops.present))
     remove_stale_files(Path(out), meta.n_frames, cfg.frame_format)
     report = build_report(source, track, boxes, crops, flagged, cfg, timer, time.perf_counter() - t_start, out)
+    report["orientation"] = {"looks_upright_after_turning_deg": turn, "detector_scores_by_turn": turn_scores}
+    if sideways:
+        report["notes"].append(sideways)
     write_json(Path(out) / REPORT_NAME, report)
     _warn_flags(input_path, flagged, len(track.times))
     return report

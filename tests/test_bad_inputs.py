@@ -364,3 +364,25 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys, monk
     assert cli.main([*argv, f"out={tmp_path / 'ro' / 'a.mp4'}"]) == 1
     assert capsys.readouterr().err == f"avatar render: {tmp_path / 'ro'}: read-only file system; choose an out= on a " \
                                       "writable disk\n"
+
+
+# --- what preprocess sees in the video ----------------------------------------------------------
+
+def test_sideways_video_without_rotation_metadata_suggests_preprocess_rotate(tmp_path):
+    from test_preprocess import FAST
+    from test_video_reader import astronaut_scene, write_test_video
+
+    from avatar.io.capture import Capture
+    from avatar.preprocess import PreprocessConfig, PreprocessError, preprocess
+
+    upright = [astronaut_scene(272, 480, [(0.5, 0.45 - 0.01 * i, 0.8)]) for i in range(3)]
+    left = write_test_video(tmp_path / "left.mp4", [np.ascontiguousarray(np.rot90(f, 1)) for f in upright])
+    report = preprocess(left, tmp_path / "cap", PreprocessConfig(**FAST))  # found, but with poor landmarks
+    assert report["orientation"]["looks_upright_after_turning_deg"] == 270
+    assert any("look sideways" in n and "preprocess.rotate=270" in n for n in report["notes"]), report["notes"]
+    report = preprocess(left, tmp_path / "fixed", PreprocessConfig(rotate=270, **FAST))
+    face = Capture(tmp_path / "fixed").landmarks.face
+    assert not report["notes"] and np.all(face[:, 10, 1] < face[:, 152, 1])  # forehead above chin
+    right = write_test_video(tmp_path / "right.mp4", [np.ascontiguousarray(np.rot90(f, 3)) for f in upright])
+    with pytest.raises(PreprocessError, match=r"turned 90 degrees counter-clockwise.*add preprocess\.rotate=90"):
+        preprocess(right, tmp_path / "cap2", PreprocessConfig(**FAST))

@@ -63,3 +63,28 @@ class SmallFaceFinder:
     def close(self) -> None:
         self._detector.close()
         self._mesh.close()
+
+
+def upright_turn(images: list[np.ndarray], margin: float = 0.05) -> tuple[int, dict[int, float]]:
+    """How far the frames ``images`` look turned: ``(degrees, scores)``, where turning them
+    ``degrees`` counter-clockwise (0, 90, 180, 270) makes the faces upright.
+
+    MediaPipe's short-range face detector scores each image turned each way (``scores``: the
+    mean best score per turn). Its score is highest for an upright face (measured on the
+    test videos: 0.93-0.98 upright, at most 0.86 turned), and the face mesh still finds a
+    sideways face but places its landmarks badly, so a video stored sideways without rotation
+    metadata shows here. 0 unless another turn beats upright by ``margin``.
+    """
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import mediapipe as mp  # noqa: PLC0415
+
+    scores = {turn: 0.0 for turn in (0, 90, 180, 270)}
+    if not images:
+        return 0, scores
+    with mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.1) as detector:
+        for image in images:
+            for turn in scores:
+                found = detector.process(np.ascontiguousarray(np.rot90(image, turn // 90))).detections or []
+                scores[turn] += max((d.score[0] for d in found), default=0.0) / len(images)
+    best = max(scores, key=scores.get)
+    return (best if scores[best] > scores[0] + margin else 0), {k: round(v, 3) for k, v in scores.items()}
