@@ -76,7 +76,7 @@ class PreprocessConfig:
     detect_size: int = 640  # first pass: long side of the downscaled full frame, pixels
     min_face_size: float = 64.0  # faces smaller than this (landmark box side, source pixels) are flagged
     max_faces: int = 2  # faces looked for per frame (>= 2 to notice a second person)
-    small_faces: bool = True  # where the face mesh finds none, look with the full-range detector
+    small_faces: bool = True  # where the face mesh finds none, look with the full-range detector (also over 480 px tiles of the full frame: faces down to ~30 px)
     mask_model: str = "general"  # MediaPipe selfie model: general (square) | landscape
     frame_format: str = "jpg"  # jpg | png
     jpeg_quality: int = 95
@@ -171,8 +171,9 @@ def _expected_frames(info, cfg: PreprocessConfig) -> int | None:
 
 
 def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None, image: np.ndarray,
-                       detect_size: int) -> list:
-    """Faces of ``image`` in its pixels, searched at most ``detect_size`` px on the long side."""
+                       detect_size: int, near: np.ndarray | None = None) -> list:
+    """Faces of ``image`` in its pixels, searched at most ``detect_size`` px on the long side
+    (the small-face finder also at full resolution, first ``near`` the previous face's box)."""
     import cv2  # noqa: PLC0415
 
     h, w = image.shape[:2]
@@ -181,7 +182,7 @@ def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None
                                                 interpolation=cv2.INTER_AREA)
     faces = detector.detect(img)
     if not faces and small is not None:
-        return small.find(image, img)
+        return small.find(image, img, near)
     sx, sy = w / img.shape[1], h / img.shape[0]
     return [FaceDetection(f.landmarks * np.array([sx, sy, sx], np.float32), f.box * np.array([sx, sy, sx, sy]))
             for f in faces]
@@ -210,7 +211,7 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
             total = _expected_frames(source.info, cfg)
             for frame in _progress(frames, total, "preprocess: find faces", cfg.progress):
                 with timer("detect"):
-                    faces = _detect_full_frame(detector, small, frame.image, cfg.detect_size)
+                    faces = _detect_full_frame(detector, small, frame.image, cfg.detect_size, previous)
                 if len(samples) < N_SAMPLES and len(indices) % SAMPLE_EVERY == 0:
                     samples.append(_downscaled(frame.image, SAMPLE_SIZE))
                 indices.append(frame.index)
@@ -335,11 +336,13 @@ def _no_face_error(path, track: FaceTrack, cfg: PreprocessConfig, turn: int = 0)
         return PreprocessError(f"no face found in the {len(track.times)} frames of {path} as they are, but one "
                                f"shows when they are turned {turn} degrees counter-clockwise: the video is sideways "
                                f"without rotation metadata; add preprocess.rotate={(cfg.rotate + turn) % 360}")
-    small = "" if cfg.small_faces else ", or set preprocess.small_faces=true"
+    if cfg.small_faces:
+        size = "at least ~30 px wide (smaller faces are looked for at full resolution, tile by tile)"
+    else:
+        size = (f"at least ~15% of the frame (or set preprocess.small_faces=true to look for faces down to ~30 px)")
     return PreprocessError(
         f"no face found in any of the {len(track.times)} frames of {path}: the input must show a person's face, "
-        f"roughly frontal, lit and at least ~30 px wide in frames searched at {cfg.detect_size} px on the long "
-        f"side (raise preprocess.detect_size for a small face in a large video{small})"
+        f"roughly frontal, lit and {size}"
     )
 
 

@@ -386,3 +386,23 @@ def test_sideways_video_without_rotation_metadata_suggests_preprocess_rotate(tmp
     right = write_test_video(tmp_path / "right.mp4", [np.ascontiguousarray(np.rot90(f, 3)) for f in upright])
     with pytest.raises(PreprocessError, match=r"turned 90 degrees counter-clockwise.*add preprocess\.rotate=90"):
         preprocess(right, tmp_path / "cap2", PreprocessConfig(**FAST))
+
+
+@pytest.mark.parametrize(("where", "scale"), [((0.5, 0.5), 0.57), ((0.07, 0.15), 0.92)], ids=["57px-centred", "92px-corner"])
+def test_small_face_in_a_1080p_frame_is_found(tmp_path, where, scale):
+    from test_video_reader import astronaut_scene
+
+    from avatar.landmarks import FaceMeshDetector
+    from avatar.landmarks.face_finder import SmallFaceFinder
+    from avatar.preprocess import _detect_full_frame
+
+    frame = astronaut_scene(1920, 1080, [(*where, scale)])  # the face's landmark box: ~60 px / ~100 px
+    small = SmallFaceFinder()
+    try:
+        with FaceMeshDetector(video=False, max_faces=2) as detector:
+            faces = _detect_full_frame(detector, small, frame, 640)
+    finally:
+        small.close()
+    assert len(faces) == 1
+    centre, side = 0.5 * (faces[0].box[:2] + faces[0].box[2:]), faces[0].box[2] - faces[0].box[0]
+    assert np.abs(centre - np.array(where) * [1920, 1080]).max() < 0.5 * side and 40 < side < 130
