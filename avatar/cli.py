@@ -18,7 +18,7 @@ A subcommand's implementation is a function ``main(cfg: DictConfig) -> int | Non
 ``"module:function"`` and imported only when that subcommand runs. ``None`` there
 means "not built yet": the config is still composed and checked, then the command
 exits 2 saying so. Exit statuses and error lines: :mod:`avatar.errors` (0 done, 1 an
-input cannot be used, 2 a usage error, 130 interrupted); a job that fails before writing
+input cannot be used, 2 a usage error, 130 interrupted, 143 SIGTERM); a job that fails before writing
 anything leaves no folder behind (:mod:`avatar.apps.run_folder`).
 
 The config folder is ``<package>/conf`` in an installed wheel, else ``<package>/../conf``
@@ -147,7 +147,7 @@ def usage() -> str:
         f"  {PROG} SUBCOMMAND --help                     its keys with their values and docs, its groups",
         "",
         "Shell completion: eval \"$(avatar --shell-completion install=bash)\" (or install=zsh).",
-        "Exit status: 0 done, 1 an input cannot be used, 2 a mistake on the command line, 130 interrupted.",
+        "Exit status: 0 done, 1 an input cannot be used, 2 a mistake on the command line, 130 interrupted, 143 SIGTERM.",
     ]
     return "\n".join(lines)
 
