@@ -11,7 +11,9 @@ Keys that no dataclass describes (``capture``, ``out``, ``max_frames`` of render
 keep their default, type and comment in the YAML: a value there must have its default's
 type (int, float or bool; strings and nulls say nothing), unless :data:`RULES` says
 more. :data:`RULES` also holds ranges and choices that a type alone lets through
-(``train.iterations=-5``, ``train.holdout=1.5``). :func:`check` applies both, and builds
+(``train.iterations=-5``, ``train.holdout=1.5``); :data:`NAMED_RANGES` gives the dataclass
+fields it does not name a range from their names (counts of steps >= 0, strides >= 1,
+learning rates and weights >= 0). :func:`check` applies both, and builds
 each dataclass once so that its own ``__post_init__`` checks run before any work.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -160,6 +163,35 @@ RULES: dict[str, dict[str, Rule]] = {
 }
 
 
+# Ranges that a dataclass field's name implies, for the fields no RULES entry names (the
+# last part of the key, as a regular expression; first match wins): counts of steps are not
+# negative, strides and sizes are at least 1, learning rates and weights not negative.
+NAMED_RANGES: tuple[tuple[str, Rule], ...] = (
+    (r"(refine|sh_increase|weights|visibility)_every", integer(1)),  # a step modulo them
+    (r"(.*_)?(iterations|steps|every|start|stop|steps_left)|seed|vertices", integer(0)),
+    (r".*(stride|downscale|resolution|_hidden|_layers|_frequencies)|max_gaussians|max_faces|max_frames", integer(1)),
+    (r"jpeg_quality", integer(0, 100)),
+    (r"fov_deg", number(1e-6, 180, open_high=True)),
+    (r"focal|.*_fps", number(1e-6)),
+    (r"(lr|w)_.*|.*_(weight|prior|threshold|factor|smoothing)|min_face_size|robust_px|init_opacity", number(0)),
+)
+
+
+def named_range(name: str, key: str) -> Rule | None:
+    """The :data:`NAMED_RANGES` rule of the int or float dataclass field ``key`` of subcommand
+    ``name`` (e.g. ``track.fit.full_iterations``), null allowed when the field is optional;
+    None for a key no pattern matches or that is no such field."""
+    found = dataclass_at(name, key)
+    if found is None:
+        return None
+    args = typing.get_args(_field_types(found[0])[found[1]]) or (_field_types(found[0])[found[1]],)
+    if not any(a in (int, float) for a in args):
+        return None
+    leaf = key.rsplit(".", 1)[-1]
+    rule = next((rule for pattern, rule in NAMED_RANGES if re.fullmatch(pattern, leaf)), None)
+    return None if rule is None else dataclasses.replace(rule, null=type(None) in args)
+
+
 def schema_classes(name: str) -> dict[str, type]:
     """{config path: dataclass} of subcommand ``name`` (imports their modules)."""
     classes = {}
@@ -219,7 +251,7 @@ def expected(name: str, key: str) -> str:
     key = key.split("[", 1)[0]  # train.background[0] -> train.background
     found = dataclass_at(name, key)
     schema_type = describe_type(_field_types(found[0])[found[1]]) if found else None
-    rule = RULES.get(name, {}).get(key)
+    rule = RULES.get(name, {}).get(key) or named_range(name, key)
     if rule is not None:
         return rule.describe(schema_type)
     return schema_type or "a value of another type"
@@ -236,7 +268,9 @@ def check(name: str, cfg: Any, defaults: Any) -> None:
         kind = _inferred_kind(default)
         if kind is not None and key not in RULES.get(name, {}) and not key.startswith(under_schema):
             inferred[key] = Rule(kind)
-    for key, rule in {**RULES.get(name, {}), **inferred}.items():
+    named = {key: rule for key, _ in _leaves(cfg) if key.startswith(under_schema) and key not in RULES.get(name, {})
+             and (rule := named_range(name, key)) is not None}
+    for key, rule in {**RULES.get(name, {}), **inferred, **named}.items():
         found, value = _value(cfg, key)
         if found and not rule.accepts(value):
             wanted = rule.describe() if key in inferred else expected(name, key)
