@@ -219,10 +219,12 @@ def test_resume_with_another_capture_or_config_is_refused(tmp_path, capsys):
     assert cli.main([*argv, "resume=true", "train.iterations=5000"]) == 1  # allowed: then the missing capture
     assert "capture folder" in capsys.readouterr().err and (run / "config.yaml").read_text() == saved
     cfg = OmegaConf.load(run / "config.yaml")
-    cfg.resume, cfg.train.iterations, cfg.train.seed = True, 5000, 7
+    cfg.resume, cfg.train.iterations, cfg.train.seed, cfg.device = True, 5000, 7, "cuda"
     merged, changes = resume_config(run, cfg, given=lambda key: key == "train.iterations")
     assert changes == ["train.iterations: 3000 -> 5000"]  # extending a run is fine
     assert merged.train.iterations == 5000 and merged.train.seed == 0  # not set on this command line: the run's
+    merged, changes = resume_config(run, cfg, given=lambda key: False)
+    assert changes == [] and merged.train.iterations == 3000 and merged.device == "auto"  # defaults: the run keeps its own
 
 
 # --- stopping -------------------------------------------------------------------------------

@@ -107,11 +107,10 @@ def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lam
                   ) -> tuple[DictConfig, list[str]]:
     """The config to resume the run in ``out`` with, and its changes as ``key: old -> new``.
 
-    It is the run's own ``out/config.yaml``, with ``cfg``'s values for the keys of
-    :data:`RESUME_MAY_CHANGE`. A key whose value differs is refused (RunError listing them
-    all: another capture, model or training setting) when ``given(key)`` says the command line
-    set it; one it did not set keeps the run's value (the user did not repeat an option of
-    the first command)."""
+    It is the run's own ``out/config.yaml``. Of the keys the command line set (``given(key)``)
+    with another value, those of :data:`RESUME_MAY_CHANGE` take it, and any other is refused
+    (RunError listing them all: another capture, model or training setting). A key it did
+    not set keeps the run's value (the user need not repeat the first command's options)."""
     saved_cfg = OmegaConf.load(out / "config.yaml")
     saved = _flat(OmegaConf.to_container(saved_cfg, resolve=True))
     new = _flat(OmegaConf.to_container(cfg, resolve=True))
@@ -125,10 +124,12 @@ def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lam
         if same or key == "resume":
             continue
         change = f"{key}: {old_value} -> {new_value}"
+        if not given(key):
+            continue  # a default, not asked for: the run keeps its own value
         if key in RESUME_MAY_CHANGE:
             OmegaConf.update(saved_cfg, key, new_value, force_add=True)
             changes.append(change)
-        elif given(key):
+        else:
             refused.append(change)
     if refused:
         raise RunError(
