@@ -78,6 +78,22 @@ def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, ren
     log.info("kept the %d of %d Gaussians that show most (%.1f s)", len(package.gaussians), n, time.perf_counter() - t0)
 
 
+def driven_poses(package: AvatarPackage, drive: DriveSequence, retarget_cfg: RetargetConfig | None = None,
+                 neutral_frame: int | None = None, notes: list | None = None):
+    """``(expression [F, E], rotation [F, 3], translation [F, 3])``: ``drive`` retargeted onto
+    ``package`` (:func:`avatar.drive.retarget.retarget`), the head placed relative to the avatar's
+    reference pose, in the model world of its reference camera. What the report should say
+    about the retargeting's inputs is appended to ``notes``."""
+    ref_r, ref_t = package.reference_pose(drive)
+    avatar_range = expression_range(package)
+    drv = driver_range(drive, neutral_frame)
+    poses = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
+                     neutral_frame, drv, **profile_options(package))
+    if notes is not None:
+        notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
+    return poses
+
+
 def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "tracked", size: int | None = None,
                   retarget_cfg: RetargetConfig | None = None, neutral_frame: int | None = None,
                   renderer: dict | None = None, notes: list | None = None):
@@ -90,12 +106,7 @@ def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "t
         raise DriveError(f"camera must be tracked, fixed or orbit, got {camera!r}")
     dev = package.device
     ref_r, ref_t = package.reference_pose(drive)
-    avatar_range = expression_range(package)
-    drv = driver_range(drive, neutral_frame)
-    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
-                                neutral_frame, drv, **profile_options(package))
-    if notes is not None:
-        notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
+    expr, rot, trans = driven_poses(package, drive, retarget_cfg, neutral_frame, notes)
     if camera == "fixed":
         rot[:], trans[:] = ref_r, ref_t
     K, width, height = package.camera(size)
