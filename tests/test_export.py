@@ -84,14 +84,17 @@ def test_rotated_sh_in_world_axes_match_the_frame_evaluation(degree):
 
 @pytest.fixture(scope="module")
 def avatar_run(tmp_path_factory, ict_assets):
-    """A run folder holding only an avatar.pt: ICT, ~1200 Gaussians, SH degree 2 in the head's frame."""
+    """A run folder holding only an avatar.pt: ICT, ~1200 anisotropic Gaussians, SH degree 2 in the head's frame."""
     import avatar.models
     from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
 
     model = avatar.models.load("ict", asset_path=str(ict_assets))
     g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=16, sh_degree=2, init_opacity=0.9,
                                                               sh_frame="head"))
-    g.params["shN"].data.normal_(0, 0.2, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    g.params["shN"].data.normal_(0, 0.2, generator=gen)
+    g.params["log_scale"].data += torch.randn(len(g), 3, generator=gen) * 0.5  # anisotropic: rotations show
+    g.params["local_quat"].data = torch.randn(len(g), 4, generator=gen)
     run = tmp_path_factory.mktemp("run")
     write_test_avatar(run / "avatar.pt", g, expression_names=list(model.expression_names),
                       reference_rotation=torch.tensor([0.1, 0.3, 0.0]))
@@ -119,23 +122,23 @@ def _render(s, viewmat, package) -> np.ndarray:
 def test_posed_export_moved_to_the_canonical_frame_renders_as_the_avatar_does(package):
     """The reference pose's Gaussians, moved into the canonical frame with their SH turned to world
     axes, seen by the reference camera moved alike, render as the avatar itself (head-frame SH)."""
-    from avatar.drive.export import canonical_transform, posed_splats
+    from avatar.drive.export import canonical_transform, posed_splats, reference_camera
 
     ref_r, ref_t = package.reference_pose_or(None, None)
     e = np.zeros(len(package.expression_names), np.float32)
     e[package.expression_names.index("jawOpen")] = 0.7
-    A, b = canonical_transform(package)
-    moved = posed_splats(package, e, ref_r, ref_t, (A, b))
+    turned = np.array([0.2, 0.9, 0.1], np.float32)  # 53 degrees from the reference pose: SH must turn
+    moved = posed_splats(package, e, turned, ref_t, canonical_transform(package))
     viewmat = package.state["viewmat"].float()
-    img, _, _ = package.render_frame(e, ref_r, ref_t, viewmat, *package.camera(), renderer={"backend": "torch"})
-    T = torch.eye(4)
-    T[:3, :3], T[:3, 3] = A, b
-    diff = np.abs(_render(moved, viewmat @ torch.linalg.inv(T), package) - img)
+    img, _, _ = package.render_frame(e, turned, ref_t, viewmat, *package.camera(), renderer={"backend": "torch"})
+    camera = torch.tensor(reference_camera(package)["viewmat"])  # the same camera, in the canonical frame
+    diff = np.abs(_render(moved, camera, package) - img)
     assert diff.mean() < 0.5 and (img < 200).mean() > 0.05  # the head is in view and matches
-    # The reference pose at neutral lands on the canonical avatar.
+    # The reference pose lands on the canonical avatar.
+    at_reference = posed_splats(package, e, ref_r, ref_t, canonical_transform(package))
     canonical = posed_splats(package, e, np.zeros(3), np.zeros(3))
-    torch.testing.assert_close(moved.means, canonical.means, atol=1e-5, rtol=0)
-    torch.testing.assert_close(moved.sh, canonical.sh, atol=1e-5, rtol=0)
+    torch.testing.assert_close(at_reference.means, canonical.means, atol=1e-5, rtol=0)
+    torch.testing.assert_close(at_reference.sh, canonical.sh, atol=1e-5, rtol=0)
 
 
 def _write_csv(path, n: int = 4):
@@ -169,6 +172,7 @@ def test_export_command_canonical_and_posed(avatar_run, package, tmp_path, capsy
     assert moved.max() > 0.01  # turned by 30 degrees and the jaw open
     report = json.loads((posed / "export_report.json").read_text())
     assert report["kind"] == "posed" and report["head_deg"]["yaw"] == 30 and report["expression"]["jawOpen"] == 1
+    assert len(report["reference_camera"]["viewmat"]) == 4 and "+y up" in report["axes"]
     capsys.readouterr()
     assert cli.main(["export", f"run={avatar_run}", f"out={tmp_path / 'x'}", "expression={jawOpn:1}"]) == 2
     err = capsys.readouterr().err

@@ -105,8 +105,14 @@ def _package(cfg: DictConfig):
 
 
 def _summary(package, kind: str, files: list[Path], **extra) -> dict:
+    from ..drive.export import reference_camera  # noqa: PLC0415
+
     return {"kind": kind, "n_gaussians": len(package.gaussians), "sh_degree": int(package.gaussians.sh_degree),
-            "files": [str(f) for f in files], **extra}
+            "files": [str(f) for f in files], **extra, "axes": AXES, "reference_camera": reference_camera(package)}
+
+
+AXES = ("metres; +x the subject's left, +y up, +z out of the face (right-handed, OpenGL / three.js axes); "
+        "head at the canonical pose; reference_camera: OpenCV camera axes (x right, y down, z forward)")
 
 
 def _canonical(cfg: DictConfig, out: Path, formats) -> dict:
@@ -131,8 +137,8 @@ def _canonical(cfg: DictConfig, out: Path, formats) -> dict:
     files = [ply, pkg]
     if "spz" in formats:  # the same Gaussians as avatar.ply
         files.append(write_spz(out / "avatar.spz", **{k: v.numpy() for k, v in load_ply(ply).items()}))
-    return {"kind": "canonical", "n_gaussians": len(trainer.gaussians), "sh_degree": int(trainer.gaussians.sh_degree),
-            "files": [str(f) for f in files], "ply": str(ply), "package": str(pkg), "step": trainer.step}
+    cfg = OmegaConf.merge(cfg, {"run": str(out)})  # the package just written
+    return _summary(_package(cfg), "canonical", files, ply=str(ply), package=str(pkg), step=trainer.step)
 
 
 def _posed(cfg: DictConfig, out: Path, formats, expression: dict, head: list) -> dict:

@@ -96,6 +96,19 @@ def canonical_transform(package: AvatarPackage) -> tuple[Tensor, Tensor]:
     return rigid_fit(reference, canonical)
 
 
+def reference_camera(package: AvatarPackage) -> dict:
+    """The avatar's reference (first training) camera in the canonical frame: ``viewmat`` (4 x 4
+    world-to-camera, OpenCV camera axes: x right, y down, z forward), ``K`` (pixels), ``width``,
+    ``height``, as lists (for a report): where to put a viewer's camera to see the avatar as trained."""
+    A, b = canonical_transform(package)
+    T = torch.eye(4, dtype=A.dtype, device=A.device)
+    T[:3, :3], T[:3, 3] = A, b
+    viewmat = package.state["viewmat"].to(T) @ torch.linalg.inv(T)
+    K, width, height = package.camera()
+    r = lambda t: [[round(float(x), 6) for x in row] for row in t]  # noqa: E731
+    return {"viewmat": r(viewmat), "K": r(K), "width": width, "height": height}
+
+
 def head_rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
     """Axis-angle ``[3]`` of a head pose given as ARKit's HeadYaw / HeadPitch / HeadRoll, in degrees."""
     angles = (torch.tensor(math.radians(float(a)), dtype=torch.float64) for a in (yaw_deg, pitch_deg, roll_deg))
