@@ -59,7 +59,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "render a synthetic Gaussian-splat animation (no inputs needed)",
         "avatar.apps.demo:main",
     ),
-    "export": Subcommand("export a trained avatar (3DGS .ply for splat viewers)", "avatar.apps.export:main"),
+    "export": Subcommand("export a trained avatar: 3DGS .ply and compact .spz, posed or driven", "avatar.apps.export:main"),
     "eval": Subcommand("measure a trained avatar on held-out frames -> metrics", "avatar.apps.eval:main"),
 }
 

@@ -131,7 +131,7 @@ def test_posed_export_moved_to_the_canonical_frame_renders_as_the_avatar_does(pa
     moved = posed_splats(package, e, turned, ref_t, canonical_transform(package))
     viewmat = package.state["viewmat"].float()
     img, _, _ = package.render_frame(e, turned, ref_t, viewmat, *package.camera(), renderer={"backend": "torch"})
-    camera = torch.tensor(reference_camera(package)["viewmat"])  # the same camera, in the canonical frame
+    camera = torch.tensor(reference_camera(package.model, package.state)["viewmat"])  # the same camera, in the canonical frame
     diff = np.abs(_render(moved, camera, package) - img)
     assert diff.mean() < 0.5 and (img < 200).mean() > 0.05  # the head is in view and matches
     # The reference pose lands on the canonical avatar.

@@ -265,7 +265,7 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     again = json.loads((out / "eval" / "metrics.json").read_text())
     assert abs(again["psnr"] - metrics["psnr"]) < 1e-4
     assert cli.main(["export", f"run={out}"]) == 0
-    assert (out / "export" / "avatar.ply").is_file() and (out / "export" / "avatar.pt").is_file()
+    assert all((out / "export" / name).is_file() for name in ("avatar.ply", "avatar.spz", "avatar.pt"))
     capsys.readouterr()
     assert cli.main(["eval", f"run={tmp_path / 'nothing'}"]) == 1
     assert "is not a trained run" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avatar.io.reports import write_json
 from ..errors import UsageError, command
-from ..io.avatar_file import AvatarFileError, avatar_path
+from ..io.avatar_file import AvatarFileError, avatar_path, read_avatar
 
 
 @command("avatar export")
@@ -105,10 +105,16 @@ def _package(cfg: DictConfig):
 
 
 def _summary(package, kind: str, files: list[Path], **extra) -> dict:
+    return _report(kind, package.gaussians, package.model, package.state, files, **extra)
+
+
+def _report(kind: str, gaussians, model, state: dict, files: list[Path], **extra) -> dict:
     from ..drive.export import reference_camera  # noqa: PLC0415
 
-    return {"kind": kind, "n_gaussians": len(package.gaussians), "sh_degree": int(package.gaussians.sh_degree),
-            "files": [str(f) for f in files], **extra, "axes": AXES, "reference_camera": reference_camera(package)}
+    device = next(iter(gaussians.params.values())).device
+    return {"kind": kind, "n_gaussians": len(gaussians), "sh_degree": int(gaussians.sh_degree),
+            "files": [str(f) for f in files], **extra, "axes": AXES,
+            "reference_camera": reference_camera(model, state, device)}
 
 
 AXES = ("metres; +x the subject's left, +y up, +z out of the face (right-handed, OpenGL / three.js axes); "
@@ -137,8 +143,8 @@ def _canonical(cfg: DictConfig, out: Path, formats) -> dict:
     files = [ply, pkg]
     if "spz" in formats:  # the same Gaussians as avatar.ply
         files.append(write_spz(out / "avatar.spz", **{k: v.numpy() for k, v in load_ply(ply).items()}))
-    cfg = OmegaConf.merge(cfg, {"run": str(out)})  # the package just written
-    return _summary(_package(cfg), "canonical", files, ply=str(ply), package=str(pkg), step=trainer.step)
+    return _report("canonical", trainer.gaussians, model, read_avatar(pkg), files, ply=str(ply), package=str(pkg),
+                   step=trainer.step)
 
 
 def _posed(cfg: DictConfig, out: Path, formats, expression: dict, head: list) -> dict:
@@ -165,8 +171,10 @@ def _driven(cfg: DictConfig, out: Path, formats) -> dict:
     from ..drive.retarget import retarget_config  # noqa: PLC0415
     from ..drive.sources import VIDEO_SUFFIXES, DriveError, load_drive  # noqa: PLC0415
 
-    package = _package(cfg)
     source = Path(cfg.drive)
+    if cfg.frame is not None and cfg.max_frames and int(cfg.frame) >= int(cfg.max_frames):
+        raise UsageError(f"frame={cfg.frame} is beyond max_frames={cfg.max_frames} (frames count from 0)")
+    package = _package(cfg)
     options = {}
     if source.suffix.lower() in VIDEO_SUFFIXES:
         options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames,

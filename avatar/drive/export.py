@@ -86,27 +86,33 @@ def canonical_transform(package: AvatarPackage) -> tuple[Tensor, Tensor]:
     """``(A, b)`` taking the model world of the avatar's reference camera onto the canonical frame
     (``p -> A p + b``): the neutral head at the reference pose lands on the canonical head. Fitted on
     the mesh, so it holds for models that turn about a joint as well as about their origin."""
-    dev = package.device
-    ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.zeros(3, np.float32))
-    shape = package.state["shape"].to(dev, torch.float32)[None]
-    t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None], device=dev)  # noqa: E731
+    return _canonical_transform(package.model, package.state, package.device)
+
+
+def _canonical_transform(model, state: dict, device) -> tuple[Tensor, Tensor]:
+    """:func:`canonical_transform` from the model and the avatar file's entries (``shape``, the reference pose)."""
+    zero = torch.zeros(3)
+    ref_r, ref_t = (torch.as_tensor(state.get(k, zero), dtype=torch.float32, device=device)[None]
+                    for k in ("reference_rotation", "reference_translation"))
+    shape = torch.as_tensor(state["shape"], dtype=torch.float32, device=device)[None]
     with torch.no_grad():
-        canonical = package.model(shape=shape).vertices[0]
-        reference = package.model(shape=shape, rotation=t(ref_r), translation=t(ref_t)).vertices[0]
+        canonical = model(shape=shape).vertices[0]
+        reference = model(shape=shape, rotation=ref_r, translation=ref_t).vertices[0]
     return rigid_fit(reference, canonical)
 
 
-def reference_camera(package: AvatarPackage) -> dict:
-    """The avatar's reference (first training) camera in the canonical frame: ``viewmat`` (4 x 4
-    world-to-camera, OpenCV camera axes: x right, y down, z forward), ``K`` (pixels), ``width``,
-    ``height``, as lists (for a report): where to put a viewer's camera to see the avatar as trained."""
-    A, b = canonical_transform(package)
+def reference_camera(model, state: dict, device=None) -> dict:
+    """The avatar's reference (first training) camera in the canonical frame, from its model and the
+    avatar file's entries: ``viewmat`` (4 x 4 world-to-camera, OpenCV camera axes: x right, y down,
+    z forward), ``K`` (pixels), ``width``, ``height``, as lists (for a report): where to put a
+    viewer's camera to see the avatar as it was filmed."""
+    A, b = _canonical_transform(model, state, device)
     T = torch.eye(4, dtype=A.dtype, device=A.device)
     T[:3, :3], T[:3, 3] = A, b
-    viewmat = package.state["viewmat"].to(T) @ torch.linalg.inv(T)
-    K, width, height = package.camera()
+    viewmat = torch.as_tensor(state["viewmat"]).to(T) @ torch.linalg.inv(T)
     r = lambda t: [[round(float(x), 6) for x in row] for row in t]  # noqa: E731
-    return {"viewmat": r(viewmat), "K": r(K), "width": width, "height": height}
+    return {"viewmat": r(viewmat), "K": r(torch.as_tensor(state["K"])), "width": int(state["width"]),
+            "height": int(state["height"])}
 
 
 def head_rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:

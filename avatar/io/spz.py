@@ -9,7 +9,7 @@ attribute   bytes       encoding (what :func:`decode_spz` undoes; its step is th
 ==========  ==========  =============================================================================
 positions   9 N         x, y, z as 24-bit signed fixed point with ``fractional_bits`` (step 2^-bits m)
 alphas      N           opacity (0..1) x 255
-colours     3 N         SH degree-0 coefficient x 0.15 x 255 + 127.5 (step 0.026: 1/150 of the colour)
+colours     3 N         SH degree-0 coefficient x 0.15 x 255 + 127.5 (step 0.026: colour steps of 1/136)
 scales      3 N         (ln scale + 10) x 16 (step 1/16 in ln: 6.4 % of the size)
 rotations   4 N         "smallest three": the index of the quaternion's largest component (2 bits)
                         and the other three as sign + 9 bits over [0, 1/sqrt 2] (step 0.0014)
@@ -20,7 +20,7 @@ SH          3 N (K-1)   the higher-order coefficients, coefficient-major, colour
 Quaternions are stored ``(x, y, z, w)``; this module's arrays use ``(w, x, y, z)`` like the
 rest of the toolkit. The format's axes are x right, y up, z back (OpenGL, three.js): the
 toolkit's model world (+y up, +z out of the face), so nothing is converted on the way.
-Readers that take SPZ (Niantic's library, gsply, Spark, PlayCanvas) need no other setting.
+Readers that honour the format's axes (Niantic's library, gsply) need no other setting.
 """
 
 from __future__ import annotations
