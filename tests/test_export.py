@@ -62,7 +62,12 @@ def test_spz_reads_back_in_a_third_party_reader(tmp_path):
     gsply = pytest.importorskip("gsply", reason="gsply (the dev extras' third-party SPZ reader) is not installed")
     g = _gaussians(300, 3)
     path = write_spz(tmp_path / "a.spz", **g)
-    ours, theirs = read_spz(path), gsply.read_spz(str(path))
+    before = gsply.active_backend()
+    gsply.use_backend("auto")  # its C++ reader where the wheel has one (the Python one compiles ~15 s at first use)
+    try:
+        ours, theirs = read_spz(path), gsply.read_spz(str(path))
+    finally:
+        gsply.use_backend(before)
     np.testing.assert_allclose(theirs.means, ours["means"], atol=1e-6)
     np.testing.assert_allclose(np.exp(theirs.scales), ours["scales"], rtol=1e-5)
     np.testing.assert_allclose(theirs.quats, ours["quats"], atol=1e-5)
