@@ -158,6 +158,7 @@ def _write_csv(path, n: int = 4):
     return path
 
 
+@pytest.mark.slow  # several `avatar export` commands, ~0.5 s of config composition each
 def test_export_command_canonical_and_posed(avatar_run, package, tmp_path, capsys):
     from avatar import cli
     from avatar.drive.export import posed_splats
@@ -186,6 +187,7 @@ def test_export_command_canonical_and_posed(avatar_run, package, tmp_path, capsy
     assert "holds no avatar.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several `avatar export` commands, ~0.5 s of config composition each
 def test_export_command_driven_sequence_and_one_frame(avatar_run, tmp_path, capsys):
     from avatar import cli
 
