@@ -87,6 +87,21 @@ def test_rotated_sh_in_world_axes_match_the_frame_evaluation(degree):
     assert not torch.allclose(turned, coeffs)
 
 
+def test_expression_weights_by_arkit_or_model_name():
+    from avatar.drive.sources import DriveError, expression_from_weights
+    from avatar.models.ict import EXPRESSION_NAMES
+
+    names = list(EXPRESSION_NAMES)
+    e = expression_from_weights({"JawOpen": 0.5, "browInnerUp": 1, "eyeBlink_R": 0.25}, names)
+    assert e[names.index("jawOpen")] == 0.5 and e[names.index("eyeBlink_R")] == 0.25
+    assert e[names.index("browInnerUp_L")] == e[names.index("browInnerUp_R")] == 1  # no side: both
+    assert np.count_nonzero(e) == 4
+    with pytest.raises(DriveError, match="unknown expression 'eyeBlinkLft'.*close names: eyeBlinkLeft"):
+        expression_from_weights({"eyeBlinkLft": 1}, names)
+    with pytest.raises(DriveError, match="'jawOpen': weight 'wide' is not a number"):
+        expression_from_weights({"jawOpen": "wide"}, names)
+
+
 @pytest.fixture(scope="module")
 def avatar_run(tmp_path_factory, ict_assets):
     """A run folder holding only an avatar.pt: ICT, ~1200 anisotropic Gaussians, SH degree 2 in the head's frame."""

@@ -25,10 +25,8 @@ from ..io.avatar_file import AvatarFileError, avatar_path, read_avatar
 def main(cfg: DictConfig) -> int:
     formats = _formats(cfg)
     expression = _expression(cfg.get("expression"))
-    head = list(cfg.get("head") or [0, 0, 0])
-    if len(head) != 3:
-        raise UsageError(f"head={head}: expected [yaw, pitch, roll] in degrees")
-    posed = bool(expression) or any(float(h) != 0 for h in head)
+    head = _head(cfg.get("head"))
+    posed = bool(expression) or any(h != 0 for h in head)
     if posed and cfg.drive is not None:
         raise UsageError("expression=/head= and drive= are two kinds of export: give one of them")
     if cfg.frame is not None and cfg.drive is None:
@@ -45,6 +43,18 @@ def main(cfg: DictConfig) -> int:
         f"\n  ... {len(report['files']) - 6} more" if len(report["files"]) > 6 else "")
     print(f"avatar export: {report['n_gaussians']} Gaussians, {report['kind']}{files}\n  report: {path}")
     return 0
+
+
+def _head(value) -> tuple[float, float, float]:
+    """``head=[yaw, pitch, roll]`` in degrees."""
+    value = [0, 0, 0] if value is None else value
+    try:
+        if len(value) == 3:
+            return tuple(float(h) for h in value)
+    except (TypeError, ValueError):
+        pass
+    value = list(value) if OmegaConf.is_list(value) else value
+    raise UsageError(f"head={value}: expected [yaw, pitch, roll] in degrees, e.g. head=[20,0,0]")
 
 
 def _expression(value) -> dict:
@@ -147,7 +157,7 @@ def _canonical(cfg: DictConfig, out: Path, formats) -> dict:
                    step=trainer.step)
 
 
-def _posed(cfg: DictConfig, out: Path, formats, expression: dict, head: list) -> dict:
+def _posed(cfg: DictConfig, out: Path, formats, expression: dict, head: tuple) -> dict:
     from ..drive.export import head_rotation, posed_splats  # noqa: PLC0415
     from ..drive.sources import DriveError, expression_from_weights  # noqa: PLC0415
 
@@ -156,10 +166,7 @@ def _posed(cfg: DictConfig, out: Path, formats, expression: dict, head: list) ->
         weights = expression_from_weights(expression, package.expression_names)
     except DriveError as exc:
         raise UsageError(f"expression: {exc}") from None
-    try:
-        yaw, pitch, roll = (float(h) for h in head)
-    except (TypeError, ValueError):
-        raise UsageError(f"head={head}: expected three numbers (yaw, pitch, roll in degrees)") from None
+    yaw, pitch, roll = head
     files = posed_splats(package, weights, head_rotation(yaw, pitch, roll), np.zeros(3)).save(out / "posed", formats)
     return _summary(package, "posed", files, expression={str(k): float(v) for k, v in expression.items()},
                     head_deg={"yaw": yaw, "pitch": pitch, "roll": roll})
