@@ -38,11 +38,13 @@ def expression_range(package: AvatarPackage):
     from ..tracking.expression_range import ExpressionRange  # noqa: PLC0415
 
     stored = package.state.get("expression_range")
-    if stored is not None:
+    if stored is not None and "median" in stored:
         return ExpressionRange.from_state(stored)
+    # Older files: no statistics at all, or no median; the training tracking has both.
+    fallback = ExpressionRange.from_state(stored) if stored is not None else None
     config = package.path.parent / "config.yaml" if package.path is not None else None
     if config is None or not config.is_file():
-        return None
+        return fallback
     from omegaconf import OmegaConf  # noqa: PLC0415
 
     from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
@@ -50,13 +52,14 @@ def expression_range(package: AvatarPackage):
     try:
         capture = OmegaConf.load(config).get("capture")
         if capture is None:
-            return None
+            return fallback
         tracking = load_tracking(capture)
     except (TrackingError, OSError, ValueError) as exc:
-        log.info("no expression statistics for %s (%s): rest expression zero", package.path, exc)
-        return None
+        log.info("no expression statistics for %s (%s): %s", package.path, exc,
+                 "rest at the stored low percentile" if fallback is not None else "rest expression zero")
+        return fallback
     if list(tracking.expression_names) != list(package.expression_names):
-        return None
+        return fallback
     return ExpressionRange.from_sequence(tracking.expression, tracking.valid)
 
 
