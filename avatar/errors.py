@@ -68,12 +68,13 @@ INPUT_ERRORS: tuple[str, ...] = (
     "avatar.models.profile:TrackingProfileError",
     "avatar.models.restricted_pickle:RestrictedUnpicklingError",
     "avatar.io.tracking:TrackingError",
+    "avatar.io.spz:SpzError",
     "avatar.train.data:TrainDataError",
     "avatar.train.session:RunError",
     "builtins:FileNotFoundError",
     "builtins:NotADirectoryError",
 )
-USAGE_ERRORS: tuple[str, ...] = ("avatar.errors:UsageError",)
+USAGE_ERRORS: tuple[str, ...] = ("avatar.errors:UsageError", "avatar.device:DeviceUnavailableError")
 
 # An output that cannot be written (full disk, read-only or forbidden folder): exit 1, the
 # line names the path and what to do.

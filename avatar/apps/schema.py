@@ -158,7 +158,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "max_gaussians": integer(1, null=True, choices=("auto",)),
     },
     "eval": {**_RENDERER, "pose_steps": integer(0, null=True)},
-    "export": {},
+    "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),
+               "neutral_frame": integer(0, null=True)},
     "demo": {**_RENDERER, "mode": text("auto", "pipeline", "orbit")},
 }
 
