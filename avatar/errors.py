@@ -50,6 +50,7 @@ INPUT_ERRORS: tuple[str, ...] = (
     "avatar.io.tracking:TrackingError",
     "avatar.train.data:TrainDataError",
     "avatar.train.session:RunError",
+    "avatar.view.server:ViewerError",
     "builtins:FileNotFoundError",
     "builtins:NotADirectoryError",
 )
