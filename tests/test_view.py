@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,39 @@ def test_view_without_an_avatar_file_exits_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "avatar.pt does not exist" in err and "avatar train" in err and "Traceback" not in err
     assert cli.main(["view", f"run={tmp_path}", "view.port=70000"]) == 2
+
+
+def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
+    """A stand-in for the trainer (what :class:`TrainingViewer` reads of it): steps 1, 2 and 4 of
+    ``every=2`` send the avatar posed on the first training frame; every step's loss is kept."""
+    from types import SimpleNamespace
+
+    import avatar.models
+    from avatar.gaussians.base import FrameState
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+    from avatar.view.splats import unpack
+    from avatar.view.training import TrainingViewer
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0))
+    with torch.no_grad():
+        verts = model(shape=torch.zeros(1, 100), translation=torch.tensor([[0.0, 0, -0.6]])).vertices
+    viewmat = torch.diag(torch.tensor([1.0, -1, -1, 1]))
+    frames = SimpleNamespace(train=np.array([0]), viewmat=viewmat, K=torch.tensor([[[90.0, 0, 32], [0, 90, 32], [0, 0, 1]]]),
+                             height=64)
+    trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
+                              mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)))
+    viewer = TrainingViewer(trainer, port=0, every=2)
+    try:
+        for step in range(1, 5):
+            trainer.step = step
+            viewer.step({"loss": 1.0 / step, "psnr": 10.0 + step})
+            assert viewer.server.idle()
+            assert viewer.server.rate.count == {1: 1, 2: 2, 3: 2, 4: 3}[step]
+        assert viewer.steps == [1, 2, 3, 4] and viewer.psnr == [11.0, 12.0, 13.0, 14.0]
+        sent = unpack(viewer.server.node.buffer)
+        with torch.no_grad():
+            means = g(FrameState(verts, None, torch.zeros(1, 3))).means[0].numpy()
+        np.testing.assert_allclose(sent["means"], means, atol=1e-6)
+    finally:
+        viewer.close()

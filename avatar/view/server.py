@@ -120,7 +120,8 @@ class SplatServer:
             self.server.stop()
             raise ViewerError(f"port {port} on {host} is in use: set {port_key}= to another, e.g. {port_key}={got}")
         self.host = host
-        self.server.gui.configure_theme(control_layout="fixed", control_width="medium", show_share_button=False)
+        self.server.gui.configure_theme(show_share_button=False)
+        self.server.gui.main_panel.dock_right()  # beside the picture, not over it
         self.node = None
         self.rate = FrameRate()
         self.errors: list[str] = []
