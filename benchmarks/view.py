@@ -98,11 +98,12 @@ def _pose_pack_ms(run: str, drive: str, max_gaussians: int | None, frames: int =
     from avatar.drive.animate import limit_gaussians
     from avatar.drive.sources import load_drive
     from avatar.gaussians.package import AvatarPackage
-    from avatar.view.avatar_viewer import driven_poses
+    from avatar.view.avatar_viewer import driven_poses, fix_deformer
     from avatar.view.splats import pack_world
 
     package = AvatarPackage.load(run, torch.device("cpu"))
     limit_gaussians(package, max_gaussians)
+    fix_deformer(package)  # as avatar view does by default
     expression, rotation, translation = driven_poses(package, load_drive(drive, package.expression_names))
     viewmat, times = package.state["viewmat"].float(), []
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None])  # noqa: E731

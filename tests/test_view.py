@@ -131,3 +131,34 @@ def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
         np.testing.assert_allclose(sent["means"], means, atol=1e-6)
     finally:
         viewer.close()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, bf16):
+    """The viewer's expression MLP (first layer's positional part computed once; `view.bf16_deformer`:
+    bfloat16) puts the Gaussians where the avatar's own does: to float rounding in float32, well
+    under a millimetre in bfloat16 (an MLP with random weights, so its offsets are not small)."""
+    import avatar.models
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+    from avatar.gaussians.package import AvatarPackage
+    from avatar.view.avatar_viewer import FixedDeformer, fix_deformer
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, deform=True),
+                                   n_condition=len(model.expression_names))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in g.deformer.parameters():
+            p.normal_(0, 0.05)
+    pkg = AvatarPackage({"shape": torch.zeros(100)}, g, model, torch.device("cpu"))
+    e = torch.zeros(1, len(model.expression_names))
+    e[0, 5] = 0.8
+    pose = (e, torch.tensor([[0.0, 0.2, 0.0]]), torch.tensor([[0.0, 0.0, -0.6]]))
+    with torch.no_grad():
+        full = pkg.posed_gaussians(*pose).means
+        assert fix_deformer(pkg, bf16) and isinstance(g.deformer, FixedDeformer)
+        fast = pkg.posed_gaussians(*pose).means
+    assert fast.dtype == torch.float32
+    moved = (fast - full).norm(dim=-1)
+    assert moved.max() < (2e-4 if bf16 else 1e-6)  # metres
+    assert (moved.max() > 1e-7) == bf16

@@ -18,7 +18,7 @@ from ..drive.animate import AvatarPackage, limit_gaussians
 from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, load_drive
 from ..errors import command
-from ..view.avatar_viewer import AvatarViewer, driven_poses
+from ..view.avatar_viewer import AvatarViewer, driven_poses, fix_deformer
 from ..view.server import SplatServer, ViewerError
 from .schema import register
 
@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> int:
                           "avatar.pt once training finished; avatar export run=RUN writes one for an older run)")
     package = AvatarPackage.load(path, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, view.max_gaussians)
+    fix_deformer(package, view.bf16_deformer)
     poses, fps, frame_image = None, 25.0, None
     if cfg.drive is not None:
         drive_path = Path(cfg.drive)

@@ -12,6 +12,7 @@ class ViewConfig:
     port: int = 8080  # TCP port of the page (http://host:port); 0: any free port
     fps: float | None = None  # playback rate of drive= (None: the driver's own frame rate)
     max_gaussians: int | None = None  # pose and send only the N Gaussians that show most (faster; None: all)
+    bf16_deformer: bool = True  # on a CPU, run the expression MLP in bfloat16: faster posing, renders within ~58 dB
     capture_image: bool = True  # show the capture's frame beside the render when the run names a capture
     seconds: float | None = None  # stop serving after this many seconds (None: until Ctrl-C)
 
