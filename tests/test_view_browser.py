@@ -8,10 +8,12 @@ Chromium or Playwright is missing (.ci/run installs Chromium). Slow: about 35 s 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from browser import AVATAR_SHOWN_JS, avatar_shown_seconds, browser_page, missing
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")]
 
 SIZE = 128
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +56,17 @@ def avatar_and_drive(tmp_path_factory, ict_assets):
 def viewer(avatar_and_drive):
     """``(url, avatar.pt)`` of one `avatar view` process with the driven sequence, for the module's tests."""
     path, drive = avatar_and_drive
-    proc, url = _start_viewer(f"run={path}", f"drive={drive}")
+    proc, url = _start_viewer(f"run={path}", f"drive={drive}", cwd=path.parent)
     yield url, path
     proc.terminate()
     proc.wait(timeout=10)
 
 
-def _start_viewer(*args: str) -> tuple[subprocess.Popen, str]:
+def _start_viewer(*args: str, cwd) -> tuple[subprocess.Popen, str]:
+    """`avatar view ARGS` on a free port, started in ``cwd`` (its Hydra records go there)."""
     proc = subprocess.Popen([sys.executable, "-m", "avatar", "view", *args, "view.port=0", "view.seconds=120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
     for line in proc.stdout:
         found = re.search(r" at (http://\S+) ", line)
         if found:

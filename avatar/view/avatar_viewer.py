@@ -110,7 +110,6 @@ class AvatarViewer:
         self.pose = Pose(self.rest.copy())
         self.playing = False
         self._lock = threading.RLock()
-        self._syncing = False  # sliders set from Python: their callbacks do nothing
         self._shown_frame: int | None = -1
         self._stop = threading.Event()
         self._build_gui()
@@ -178,7 +177,7 @@ class AvatarViewer:
             self.pose.frame = frame
             self.pose.expression = np.asarray(self.poses[0][frame], np.float32).copy()
         if self.scrub is not None:
-            self._quietly(lambda: setattr(self.scrub, "value", frame))
+            self.scrub.value = frame  # its callback ignores values set from here
         self.refresh()
 
     def play(self) -> None:
@@ -196,7 +195,7 @@ class AvatarViewer:
             self.pose = Pose(self.rest.copy())
         self._sync_sliders()
         if self.scrub is not None:
-            self._quietly(lambda: setattr(self.scrub, "value", 0))
+            self.scrub.value = 0
         self.refresh()
 
     def close(self) -> None:
@@ -204,20 +203,12 @@ class AvatarViewer:
         self._thread.join(timeout=5)
 
     # ------------------------------------------------------------------ GUI
-    def _quietly(self, action: Callable[[], None]) -> None:
-        self._syncing = True
-        try:
-            action()
-        finally:
-            self._syncing = False
-
+    # Callbacks act only on events from a page (``event.client``); values set here come without one.
     def _sync_sliders(self) -> None:
-        def update() -> None:
-            for i, slider in self.sliders.items():
-                slider.value = float(np.clip(round(float(self.pose.expression[i]), 2), *self.bounds))
-            for name, slider in self.head.items():
-                slider.value = float(getattr(self.pose, name))
-        self._quietly(update)
+        for i, slider in self.sliders.items():
+            slider.value = float(np.clip(round(float(self.pose.expression[i]), 2), *self.bounds))
+        for name, slider in self.head.items():
+            slider.value = float(getattr(self.pose, name))
 
     def _build_gui(self) -> None:
         gui = self.server.server.gui
@@ -231,7 +222,7 @@ class AvatarViewer:
                 play.on_click(lambda _: self.play())
                 pause.on_click(lambda _: self.pause())
                 self.scrub = gui.add_slider("Frame", 0, len(self.poses[0]) - 1, 1, 0)
-                self.scrub.on_update(lambda _: None if self._syncing else (self.pause(), self.seek(self.scrub.value)))
+                self.scrub.on_update(lambda e: None if e.client is None else (self.pause(), self.seek(self.scrub.value)))
         self.image = None
         if self.frame_image is not None:
             with gui.add_folder("Capture"):
@@ -255,13 +246,13 @@ class AvatarViewer:
 
     def _on_expression(self, index: int):
         def update(event) -> None:
-            if not self._syncing:
+            if event.client is not None:  # a user moved it (not set from here)
                 self.set_expression(index, float(event.target.value))
         return update
 
     def _on_head(self, name: str):
         def update(event) -> None:
-            if not self._syncing:
+            if event.client is not None:
                 self.set_head(**{name: float(event.target.value)})
         return update
 
