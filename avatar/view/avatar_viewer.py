@@ -5,7 +5,9 @@ and the rate of posed frames pushed to the browser.
 Every control edits one :class:`avatar.view.controls.Pose`; each change asks the
 :class:`avatar.view.server.SplatServer` for a new frame, which poses the avatar
 (:meth:`AvatarPackage.posed_gaussians`), packs it (:mod:`avatar.view.splats`) and pushes it on
-its worker thread, newest request first.
+its worker thread, newest request first. View-dependent colours (spherical harmonics) are shaded
+for where the page's camera is, and re-shaded as it orbits (the last page that moved, when
+several are open).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class AvatarViewer:
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.ref_r, self.ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.6], np.float32))
         self.viewmat = package.state["viewmat"].to(package.device, torch.float32)
+        self.colour_viewmat = self.viewmat  # the camera view-dependent colours are shaded for: the page's, once known
         self.pose = Pose(self.rest.copy())
         self.playing = False
         self._lock = threading.RLock()
@@ -114,6 +117,7 @@ class AvatarViewer:
         self._stop = threading.Event()
         self._build_gui()
         self._set_camera()
+        server.server.on_client_connect(self._follow_camera)
         self.refresh()
         self._thread = threading.Thread(target=self._tick, name="viewer-playback", daemon=True)
         self._thread.start()
@@ -133,7 +137,7 @@ class AvatarViewer:
         dev = self.package.device
         t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None], device=dev)  # noqa: E731
         world = self.package.posed_gaussians(t(pose.expression), t(rotation), t(translation))
-        return pack_world(world, self.viewmat, self.package.gaussians.sh_degree)
+        return pack_world(world, self.colour_viewmat, self.package.gaussians.sh_degree)
 
     def refresh(self) -> None:
         """Ask for a frame of the current pose (and the capture image of its frame)."""
@@ -255,6 +259,19 @@ class AvatarViewer:
             if event.client is not None:
                 self.set_head(**{name: float(event.target.value)})
         return update
+
+    def _follow_camera(self, client) -> None:
+        """Shade view-dependent colours for where the page's camera is, as it orbits."""
+
+        @client.camera.on_update
+        def _(camera) -> None:
+            position, look_at = np.asarray(camera.position, np.float64), np.asarray(camera.look_at, np.float64)
+            if np.linalg.norm(look_at - position) < 1e-9:
+                return
+            cam = ViewCamera(position, look_at, np.asarray(camera.up_direction, np.float64), float(camera.fov))
+            self.colour_viewmat = cam.viewmat().to(self.package.device)
+            if not self.playing:
+                self.refresh()
 
     def _set_camera(self) -> None:
         with torch.no_grad():
