@@ -59,7 +59,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "render a synthetic Gaussian-splat animation (no inputs needed)",
         "avatar.apps.demo:main",
     ),
-    "export": Subcommand("export a trained avatar (3DGS .ply for splat viewers)", "avatar.apps.export:main"),
+    "export": Subcommand("export a trained avatar: 3DGS .ply and compact .spz, posed or driven", "avatar.apps.export:main"),
     "eval": Subcommand("measure a trained avatar on held-out frames -> metrics", "avatar.apps.eval:main"),
     "view": Subcommand("show a trained avatar in a web browser: sliders, playback", "avatar.apps.view:main"),
 }
@@ -285,13 +285,19 @@ def _run_hydra(
         statuses.append(_run_job(name, job, cfg, out_swept=out_swept))
         return statuses[-1]  # the run-folder callback reads it (avatar.apps.run_folder)
 
+    from avatar.apps import sweep
+
     app = hydra.main(config_path=str(conf_dir), config_name=name, version_base=VERSION_BASE)(task)
     saved, sys.argv = sys.argv, [f"{PROG} {name}", *argv]  # hydra.main parses sys.argv
+    sweep.reset()
     try:
         app()
     finally:
         sys.argv = saved
-    return next((s for s in statuses if s != 0), 0)
+    # A launcher that runs jobs in other processes (joblib, submitit) leaves `statuses` empty:
+    # the sweep summary read every job's status from its folder.
+    swept = sweep.sweep_statuses()
+    return next((s for s in [*statuses, *(swept or [])] if s != 0), 0)
 
 
 def _run_job(
@@ -327,9 +333,13 @@ def _checked_job(
         raise UsageError(f"{PROG} {name}: cannot resolve the config: {' '.join(str(err).split())}") from err
 
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN and "out" in cfg and not out_swept:
+    # An `out` made from other keys (track's ${capture}, eval's ${run}/eval) already differs per
+    # job; a file (render's video) goes into the job's folder under its own name.
+    if (hydra_cfg.mode == RunMode.MULTIRUN and "out" in cfg and not out_swept
+            and not OmegaConf.is_interpolation(cfg, "out")):
+        folder = Path(hydra_cfg.runtime.output_dir)
         with open_dict(cfg):
-            cfg.out = hydra_cfg.runtime.output_dir
+            cfg.out = str(folder / Path(str(cfg.out)).name) if Path(str(cfg.out)).suffix else str(folder)
 
     if job is None:  # only reached with -cp/-cn/-cd, which skip the early check
         raise UsageError(_not_built(name))

@@ -54,7 +54,7 @@ INPUT_ERRORS: tuple[str, ...] = (
     "builtins:FileNotFoundError",
     "builtins:NotADirectoryError",
 )
-USAGE_ERRORS: tuple[str, ...] = ("avatar.errors:UsageError",)
+USAGE_ERRORS: tuple[str, ...] = ("avatar.errors:UsageError", "avatar.device:DeviceUnavailableError")
 
 
 def _loaded(names: tuple[str, ...]) -> tuple[type, ...]:

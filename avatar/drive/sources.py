@@ -24,7 +24,8 @@ import torch
 
 from .sequence import DriveError, DriveSequence
 
-__all__ = ["DriveError", "DriveSequence", "VIDEO_SUFFIXES", "from_arkit_csv", "from_params", "load_drive"]
+__all__ = ["DriveError", "DriveSequence", "VIDEO_SUFFIXES", "expression_from_weights", "from_arkit_csv", "from_params",
+           "load_drive"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 
@@ -56,6 +57,33 @@ def arkit_to_model(name: str, model_names) -> list[str]:
     if base + "_L" in model_names and base + "_R" in model_names:
         return [base + "_L", base + "_R"]
     return []
+
+
+def expression_from_weights(weights, model_names) -> np.ndarray:
+    """``[E]`` expression coefficients in ``model_names`` order from ``{name: weight}``: ARKit
+    names (``jawOpen`` or ``JawOpen``; a side-less one such as ``browInnerUp`` sets both sides)
+    or the model's own names (``eyeBlink_L``); the others stay 0. An unknown name is a
+    :class:`DriveError` that lists the closest names."""
+    import difflib  # noqa: PLC0415
+
+    names = list(model_names)
+    out = np.zeros(len(names), np.float32)
+    for name, weight in dict(weights).items():
+        name = str(name)
+        targets = [name] if name in names else arkit_to_model(name, names)
+        if not targets:
+            known = [s[0].lower() + s[1:] for s in ARKIT_BLENDSHAPES if arkit_to_model(s, names)] + names
+            lower = {k.lower(): k for k in known}
+            close = [lower[k] for k in difflib.get_close_matches(name.lower(), list(lower), n=4, cutoff=0.5)]
+            hint = f"close names: {', '.join(close)}" if close else "expected ARKit names such as jawOpen, eyeBlinkLeft"
+            raise DriveError(f"unknown expression {name!r} for this avatar's {len(names)} expressions ({hint})")
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            raise DriveError(f"expression {name!r}: weight {weight!r} is not a number") from None
+        for t in targets:
+            out[names.index(t)] = value
+    return out
 
 
 def from_arkit_csv(path: str | os.PathLike, model_names, fps: float = 60.0) -> DriveSequence:
