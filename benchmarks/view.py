@@ -98,7 +98,8 @@ def _pose_pack_ms(run: str, drive: str, max_gaussians: int | None, frames: int =
     from avatar.drive.animate import limit_gaussians
     from avatar.drive.sources import load_drive
     from avatar.gaussians.package import AvatarPackage
-    from avatar.view.avatar_viewer import driven_poses, fix_deformer
+    from avatar.drive.animate import driven_poses
+    from avatar.view.avatar_viewer import fix_deformer
     from avatar.view.splats import pack_world
 
     package = AvatarPackage.load(run, torch.device("cpu"))

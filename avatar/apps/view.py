@@ -14,11 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from avatar.io.avatar_file import avatar_path
 from ..device import pick_device
-from ..drive.animate import AvatarPackage, limit_gaussians
+from ..drive.animate import AvatarPackage, driven_poses, limit_gaussians
 from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, load_drive
 from ..errors import command
-from ..view.avatar_viewer import AvatarViewer, driven_poses, fix_deformer
+from ..view.avatar_viewer import AvatarViewer, fix_deformer
 from ..view.server import SplatServer, ViewerError
 from .schema import register
 

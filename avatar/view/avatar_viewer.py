@@ -20,23 +20,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..drive.animate import expression_range, profile_options
-from ..drive.retarget import RetargetConfig, driver_range, retarget
+from ..drive.animate import expression_range
+from ..drive.retarget import RetargetConfig, typical_mask
 from ..gaussians.package import AvatarPackage
 from .controls import Pose, ViewCamera, expression_groups, head_rotation
 from .server import SplatServer
 from .splats import pack_world
 
 POSE_RANGE_DEG = 45.0  # head-pose sliders go from -this to +this
-
-
-def driven_poses(package: AvatarPackage, drive, retarget_cfg: RetargetConfig | None = None,
-                 neutral_frame: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(expression [F, E], rotation [F, 3], translation [F, 3])``: ``drive`` retargeted onto the
-    avatar as ``avatar render`` does (:func:`avatar.drive.retarget.retarget`)."""
-    ref_r, ref_t = package.reference_pose(drive)
-    return retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, expression_range(package),
-                    neutral_frame, driver_range(drive, neutral_frame), **profile_options(package))
 
 
 class FixedDeformer(torch.nn.Module):
@@ -104,7 +95,8 @@ class AvatarViewer:
         self.poses, self.fps, self.frame_image = poses, float(fps), frame_image
         names = package.expression_names
         rng = expression_range(package)
-        self.rest = np.zeros(len(names), np.float32) if rng is None else np.asarray(rng.rest, np.float32)
+        typical = typical_mask(names, RetargetConfig.typical)  # the rest a driven sequence starts from too
+        self.rest = np.zeros(len(names), np.float32) if rng is None else np.asarray(rng.level(typical), np.float32)
         bounds = getattr(getattr(package.model, "tracking_profile", None), "expression_bounds", (0.0, 1.0))
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.ref_r, self.ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.6], np.float32))
