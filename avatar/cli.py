@@ -61,6 +61,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "export": Subcommand("export a trained avatar: 3DGS .ply and compact .spz, posed or driven", "avatar.apps.export:main"),
     "eval": Subcommand("measure a trained avatar on held-out frames -> metrics", "avatar.apps.eval:main"),
+    "view": Subcommand("show a trained avatar in a web browser: sliders, playback", "avatar.apps.view:main"),
 }
 
 # Hydra options that only show things: required keys may stay missing for them.

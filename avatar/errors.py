@@ -71,6 +71,7 @@ INPUT_ERRORS: tuple[str, ...] = (
     "avatar.io.spz:SpzError",
     "avatar.train.data:TrainDataError",
     "avatar.train.session:RunError",
+    "avatar.view.server:ViewerError",
     "builtins:FileNotFoundError",
     "builtins:NotADirectoryError",
 )

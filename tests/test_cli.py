@@ -104,7 +104,7 @@ def test_help_lists_every_subcommand(tmp_path: Path) -> None:
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
     assert set(cli.SUBCOMMANDS) <= listed
     assert set(cli.SUBCOMMANDS) == {
-        "preprocess", "track", "train", "render", "live", "demo", "export", "eval",
+        "preprocess", "track", "train", "render", "live", "demo", "export", "eval", "view",
     }
 
 

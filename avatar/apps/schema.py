@@ -36,6 +36,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "preprocess": {"preprocess": "avatar.preprocess:PreprocessConfig"},
     "track": {"track": "avatar.apps.track:TrackOptions"},
     "train": {"train": "avatar.train.config:TrainConfig"},
+    "view": {"view": "avatar.view.config:ViewConfig"},
 }
 
 
@@ -143,6 +144,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "train.gaussians.kind": text(*AVATAR_KINDS),
         "train.gaussians.uv_resolution": number(1e-6),
         "train.densify.max_gaussians": integer(1),
+        "train.viewer_every": integer(1),
+        "train.viewer_port": integer(0, 65535),
     },
     "render": {
         **_RENDERER, **_DRIVING,
@@ -160,6 +163,10 @@ RULES: dict[str, dict[str, Rule]] = {
     "eval": {**_RENDERER, "pose_steps": integer(0, null=True)},
     "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),
                "neutral_frame": integer(0, null=True)},
+    "view": {"run": text(), "drive": text(null=True), "neutral_frame": integer(0, null=True),
+             "retarget.gain": number(1e-6, null=True), "smoothing.min_cutoff": number(0, null=True),
+             "smoothing.beta": number(0), "view.port": integer(0, 65535), "view.fps": number(1e-6, null=True),
+             "view.max_gaussians": integer(1, null=True), "view.seconds": number(0, null=True)},
     "demo": {**_RENDERER, "mode": text("auto", "pipeline", "orbit")},
 }
 

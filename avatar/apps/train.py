@@ -1,4 +1,5 @@
-"""``avatar train capture=DIR out=RUN``: train mesh-bound Gaussians on a tracked capture.
+"""``avatar train capture=DIR out=RUN``: train mesh-bound Gaussians on a tracked capture
+(``train.viewer=true``: watch it in a web browser while it trains).
 
 Ctrl-C (or SIGTERM) while training stops after the current step with a checkpoint, and the
 line says how to go on (``resume=true``); a second Ctrl-C stops at once.
@@ -19,8 +20,18 @@ from .schema import register
 @command("avatar train")
 def main(cfg: DictConfig) -> int:
     trainer, tracking, model = setup(cfg, given=_set_on_command_line())
-    with StopRequest() as stop:
-        trainer.run(stop=lambda: stop.error is not None)
+    viewer = None
+    if trainer.cfg.viewer:
+        from ..view.training import TrainingViewer  # noqa: PLC0415
+
+        viewer = TrainingViewer(trainer, trainer.cfg.viewer_host, trainer.cfg.viewer_port, trainer.cfg.viewer_every)
+        print(f"avatar train: watch it at {viewer.server.url}", flush=True)
+    try:
+        with StopRequest() as stop:
+            trainer.run(stop=lambda: stop.error is not None, on_step=None if viewer is None else viewer.step)
+    finally:
+        if viewer is not None:
+            viewer.close()
     if stop.error is not None:
         raise type(stop.error)(
             f"at step {trainer.step} of {trainer.cfg.iterations}; checkpoint saved in {trainer.out / 'checkpoints'}; "

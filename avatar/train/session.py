@@ -98,6 +98,10 @@ RESUME_MAY_CHANGE = {
     "train.iterations": "more steps extend the run",
     "train.preview_every": "when previews are written",
     "train.checkpoint_every": "when checkpoints are written",
+    "train.viewer": "whether a browser viewer watches the training",
+    "train.viewer_every": "how often the viewer is refreshed",
+    "train.viewer_host": "where the viewer listens",
+    "train.viewer_port": "where the viewer listens",
     "device": "where it runs (checkpoints load on any device)",
     "renderer.backend": "the rasterizer's implementation (same images)",
 }

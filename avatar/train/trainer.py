@@ -187,9 +187,11 @@ class Trainer:
         log.warning("step %d skipped: %s; learning rates halved (x%.3g)", self.step, why, self.lr_factor)
         return {"loss": float("nan"), "psnr": float("nan")}
 
-    def run(self, until: int | None = None, progress: bool = True, stop: Callable[[], bool] | None = None) -> None:
+    def run(self, until: int | None = None, progress: bool = True, stop: Callable[[], bool] | None = None,
+            on_step: Callable[[dict], None] | None = None) -> None:
         """Train up to step ``until`` (default: ``cfg.iterations``), checkpointing on the way.
-        ``stop``: asked after every step; when it says yes, the run checkpoints and returns early."""
+        ``stop``: asked after every step; when it says yes, the run checkpoints and returns early.
+        ``on_step(stats)`` (e.g. a viewer's) is called after each step with its loss and PSNR."""
         from tqdm import tqdm  # noqa: PLC0415
 
         until = self.cfg.iterations if until is None else until
@@ -203,6 +205,8 @@ class Trainer:
                 ema = stats["psnr"] if ema is None else 0.9 * ema + 0.1 * stats["psnr"]
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{ema or 0:.2f}", n=len(self.gaussians))
+            if on_step is not None:
+                on_step(stats)
             if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
                 self.save_preview()
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
