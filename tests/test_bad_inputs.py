@@ -254,9 +254,9 @@ def test_interrupted_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
     from avatar.apps import train as train_app
 
     class Trainer:
-        cfg, out, step = SimpleNamespace(iterations=3000), tmp_path / "run", 0
+        cfg, out, step = SimpleNamespace(iterations=3000, viewer=False), tmp_path / "run", 0
 
-        def run(self, stop):
+        def run(self, stop, on_step=None):
             self.step = 120
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 120: it finishes, then the run stops
             assert stop()
