@@ -1,6 +1,7 @@
 # Developer and CI entry points. `make test` is what CI runs (.ci/run).
 #   make setup   create $(VENV) and install the project with its dev extras
-#   make test    run the test suite (PYTEST_ARGS="tests/test_cli.py -x" to narrow it)
+#   make test    run the test suite on every core (PYTEST_ARGS="tests/test_cli.py -x" to narrow it,
+#                PYTEST_WORKERS= to run it in one process)
 #   make demo    render the synthetic demo (outputs/demo)
 #   make bench   run every benchmarks/*.py; each prints one JSON line (live.py and render.py
 #                need a trained avatar: make bench AVATAR_BENCH_RUN=runs/me)
@@ -9,6 +10,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core (at most 4), each with one thread (tests/conftest.py).
+PYTEST_WORKERS ?= -n auto --maxprocesses=4
 
 PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml or constraints.txt
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The ICT head model ships beside the project in ../shared on the team's machines; elsewhere
 # `python data_tools/fetch_ict.py` gets it, and without it the demo renders a procedural head.

@@ -18,7 +18,7 @@ A subcommand's implementation is a function ``main(cfg: DictConfig) -> int | Non
 ``"module:function"`` and imported only when that subcommand runs. ``None`` there
 means "not built yet": the config is still composed and checked, then the command
 exits 2 saying so. Exit statuses and error lines: :mod:`avatar.errors` (0 done, 1 an
-input cannot be used, 2 a usage error, 130 interrupted); a job that fails before writing
+input cannot be used, 2 a usage error, 130 interrupted, 143 SIGTERM); a job that fails before writing
 anything leaves no folder behind (:mod:`avatar.apps.run_folder`).
 
 The config folder is ``<package>/conf`` in an installed wheel, else ``<package>/../conf``
@@ -59,8 +59,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "render a synthetic Gaussian-splat animation (no inputs needed)",
         "avatar.apps.demo:main",
     ),
-    "export": Subcommand("export a trained avatar (3DGS .ply for splat viewers)", "avatar.apps.export:main"),
+    "export": Subcommand("export a trained avatar: 3DGS .ply and compact .spz, posed or driven", "avatar.apps.export:main"),
     "eval": Subcommand("measure a trained avatar on held-out frames -> metrics", "avatar.apps.eval:main"),
+    "view": Subcommand("show a trained avatar in a web browser: sliders, playback", "avatar.apps.view:main"),
 }
 
 # Hydra options that only show things: required keys may stay missing for them.
@@ -105,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _register_resolvers()
     try:  # the errors of the check, of Hydra and of the job: one line and a status (avatar.errors)
-        return errors.run(f"{PROG} {name}", _run_subcommand, name, rest)
+        with errors.sigterm_raises():
+            return errors.run(f"{PROG} {name}", _run_subcommand, name, rest)
     except SystemExit as exc:  # Hydra and argparse exit on --hydra-help and on their errors
         return _exit_status(exc)
     except BrokenPipeError:  # `avatar demo --help | head`: the reader left, nothing to say
@@ -146,7 +148,7 @@ def usage() -> str:
         f"  {PROG} SUBCOMMAND --help                     its keys with their values and docs, its groups",
         "",
         "Shell completion: eval \"$(avatar --shell-completion install=bash)\" (or install=zsh).",
-        "Exit status: 0 done, 1 an input cannot be used, 2 a mistake on the command line, 130 interrupted.",
+        "Exit status: 0 done, 1 an input cannot be used, 2 a mistake on the command line, 130 interrupted, 143 SIGTERM.",
     ]
     return "\n".join(lines)
 
@@ -284,13 +286,19 @@ def _run_hydra(
         statuses.append(_run_job(name, job, cfg, out_swept=out_swept))
         return statuses[-1]  # the run-folder callback reads it (avatar.apps.run_folder)
 
+    from avatar.apps import sweep
+
     app = hydra.main(config_path=str(conf_dir), config_name=name, version_base=VERSION_BASE)(task)
     saved, sys.argv = sys.argv, [f"{PROG} {name}", *argv]  # hydra.main parses sys.argv
+    sweep.reset()
     try:
         app()
     finally:
         sys.argv = saved
-    return next((s for s in statuses if s != 0), 0)
+    # A launcher that runs jobs in other processes (joblib, submitit) leaves `statuses` empty:
+    # the sweep summary read every job's status from its folder.
+    swept = sweep.sweep_statuses()
+    return next((s for s in [*statuses, *(swept or [])] if s != 0), 0)
 
 
 def _run_job(
@@ -326,9 +334,13 @@ def _checked_job(
         raise UsageError(f"{PROG} {name}: cannot resolve the config: {' '.join(str(err).split())}") from err
 
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN and "out" in cfg and not out_swept:
+    # An `out` made from other keys (track's ${capture}, eval's ${run}/eval) already differs per
+    # job; a file (render's video) goes into the job's folder under its own name.
+    if (hydra_cfg.mode == RunMode.MULTIRUN and "out" in cfg and not out_swept
+            and not OmegaConf.is_interpolation(cfg, "out")):
+        folder = Path(hydra_cfg.runtime.output_dir)
         with open_dict(cfg):
-            cfg.out = hydra_cfg.runtime.output_dir
+            cfg.out = str(folder / Path(str(cfg.out)).name) if Path(str(cfg.out)).suffix else str(folder)
 
     if job is None:  # only reached with -cp/-cn/-cd, which skip the early check
         raise UsageError(_not_built(name))

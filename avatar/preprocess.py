@@ -46,9 +46,9 @@ import numpy as np
 from avatar.geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_landmarks
 from avatar.landmarks import FaceDetection, FaceMeshDetector
 from avatar.landmarks.draw import draw_points, enlarge, preview_scale
-from avatar.landmarks.face_finder import SmallFaceFinder, choose_face
+from avatar.landmarks.face_finder import SmallFaceFinder, choose_face, upright_turn
 from avatar.landmarks.segmentation import SelfieSegmenter
-from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks
+from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
 from avatar.io.video import VideoWriter
 from avatar.io.video_reader import Frame, open_source
@@ -77,16 +77,19 @@ class PreprocessConfig:
     detect_size: int = 640  # first pass: long side of the downscaled full frame, pixels
     min_face_size: float = 64.0  # faces smaller than this (landmark box side, source pixels) are flagged
     max_faces: int = 2  # faces looked for per frame (>= 2 to notice a second person)
-    small_faces: bool = True  # where the face mesh finds none, look with the full-range detector
+    small_faces: bool = True  # where the face mesh finds none, look with the full-range detector (also over 480 px tiles of the full frame: faces down to ~30 px)
     mask_model: str = "general"  # MediaPipe selfie model: general (square) | landscape
     frame_format: str = "jpg"  # jpg | png
     jpeg_quality: int = 95
     image_fps: float = 25.0  # frame rate assumed for an image-folder input
     progress: bool = True  # tqdm progress bars
     preview: bool = False  # also write preprocess_preview.mp4: crops, mask, landmarks
+    rotate: int = 0  # turn the frames this many degrees counter-clockwise (0, 90, 180, 270) on top of the video's rotation metadata: for a sideways video
+    overwrite: bool = False  # replace a capture of another video that `out` already holds (its tracking and runs then refuse it)
 
     def __post_init__(self) -> None:
-        choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape")}
+        choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape"),
+                   "rotate": (0, 90, 180, 270)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"preprocess.{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -113,6 +116,7 @@ class FaceTrack:
     n_faces: np.ndarray  # [F] int
     frame_size: tuple[int, int]  # (width, height) of the upright source frames
     chosen: np.ndarray  # [F] int, rank by size of the kept face (0 = largest, -1 = none)
+    samples: list = field(default_factory=list)  # a few downscaled frames, to check their orientation
 
     @property
     def present(self) -> np.ndarray:
@@ -168,8 +172,9 @@ def _expected_frames(info, cfg: PreprocessConfig) -> int | None:
 
 
 def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None, image: np.ndarray,
-                       detect_size: int) -> list:
-    """Faces of ``image`` in its pixels, searched at most ``detect_size`` px on the long side."""
+                       detect_size: int, near: np.ndarray | None = None) -> list:
+    """Faces of ``image`` in its pixels, searched at most ``detect_size`` px on the long side
+    (the small-face finder also at full resolution, first ``near`` the previous face's box)."""
     import cv2  # noqa: PLC0415
 
     h, w = image.shape[:2]
@@ -178,16 +183,27 @@ def _detect_full_frame(detector: FaceMeshDetector, small: SmallFaceFinder | None
                                                 interpolation=cv2.INTER_AREA)
     faces = detector.detect(img)
     if not faces and small is not None:
-        return small.find(image, img)
+        return small.find(image, img, near)
     sx, sy = w / img.shape[1], h / img.shape[0]
     return [FaceDetection(f.landmarks * np.array([sx, sy, sx], np.float32), f.box * np.array([sx, sy, sx, sy]))
             for f in faces]
 
 
+N_SAMPLES, SAMPLE_EVERY, SAMPLE_SIZE = 3, 10, 480  # frames kept to check the orientation: count, spacing, long side
+
+
+def _downscaled(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2  # noqa: PLC0415
+
+    h, w = image.shape[:2]
+    s = min(1.0, size / max(h, w))
+    return image if s == 1.0 else cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
 def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
     """First pass: the face of every kept frame (:func:`choose_face`), on the downscaled full frame."""
     w, h = source.info.width, source.info.height
-    indices, times, boxes, landmarks, n_faces, chosen = [], [], [], [], [], []
+    indices, times, boxes, landmarks, n_faces, chosen, samples = [], [], [], [], [], [], []
     previous = None  # box of the last kept face
     frames = timer.timed_frames(source.frames(cfg.max_frames, cfg.fps))
     small = SmallFaceFinder() if cfg.small_faces else None
@@ -196,7 +212,9 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
             total = _expected_frames(source.info, cfg)
             for frame in _progress(frames, total, "preprocess: find faces", cfg.progress):
                 with timer("detect"):
-                    faces = _detect_full_frame(detector, small, frame.image, cfg.detect_size)
+                    faces = _detect_full_frame(detector, small, frame.image, cfg.detect_size, previous)
+                if len(samples) < N_SAMPLES and len(indices) % SAMPLE_EVERY == 0:
+                    samples.append(_downscaled(frame.image, SAMPLE_SIZE))
                 indices.append(frame.index)
                 times.append(frame.time)
                 n_faces.append(len(faces))
@@ -211,20 +229,7 @@ def track_faces(source, cfg: PreprocessConfig, timer: Timer) -> FaceTrack:
     if not indices:
         raise PreprocessError(f"{source.path} yielded no frame to preprocess")
     return FaceTrack(np.array(indices), np.array(times, float), np.array(boxes, float),
-                     np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen))
-
-
-def frame_ranges(indices) -> str:
-    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
-    parts, run = [], []
-    for i in sorted(indices):
-        if run and i != run[-1] + 1:
-            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
-            run = []
-        run.append(i)
-    if run:
-        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
-    return ", ".join(parts)
+                     np.array(landmarks, np.float32), np.array(n_faces), (w, h), np.array(chosen), samples)
 
 
 def flag_frames(track: FaceTrack, found_on_crop: np.ndarray, sizes_src: np.ndarray,
@@ -317,12 +322,27 @@ def write_crops(source, track: FaceTrack, boxes: np.ndarray, writer: CaptureWrit
     return res
 
 
-def _no_face_error(path, track: FaceTrack, cfg: PreprocessConfig) -> PreprocessError:
-    small = "" if cfg.small_faces else ", or set preprocess.small_faces=true"
+def _sideways_note(path, turn: int, scores: dict, cfg: PreprocessConfig) -> str | None:
+    """The warning for frames that look turned (see :func:`upright_turn`), or None."""
+    if not turn:
+        return None
+    return (f"{path}: the frames look sideways (the face detector scores them best turned {turn} degrees "
+            f"counter-clockwise; scores by turn: {scores}) and a sideways face gets poor landmarks: if so, preprocess "
+            f"again with preprocess.rotate={(cfg.rotate + turn) % 360} (and preprocess.overwrite=true into this folder)")
+
+
+def _no_face_error(path, track: FaceTrack, cfg: PreprocessConfig, turn: int = 0) -> PreprocessError:
+    if turn:
+        return PreprocessError(f"no face found in the {len(track.times)} frames of {path} as they are, but one "
+                               f"shows when they are turned {turn} degrees counter-clockwise: the video is sideways "
+                               f"without rotation metadata; add preprocess.rotate={(cfg.rotate + turn) % 360}")
+    if cfg.small_faces:
+        size = "at least ~30 px wide (smaller faces are looked for at full resolution, tile by tile)"
+    else:
+        size = (f"at least ~15% of the frame (or set preprocess.small_faces=true to look for faces down to ~30 px)")
     return PreprocessError(
         f"no face found in any of the {len(track.times)} frames of {path}: the input must show a person's face, "
-        f"roughly frontal, lit and at least ~30 px wide in frames searched at {cfg.detect_size} px on the long "
-        f"side (raise preprocess.detect_size for a small face in a large video{small})"
+        f"roughly frontal, lit and {size}"
     )
 
 
@@ -336,10 +356,17 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
     """
     cfg = cfg or PreprocessConfig()
     timer, t_start = Timer(), time.perf_counter()
-    source = open_source(input_path, image_fps=cfg.image_fps)
+    source = open_source(input_path, image_fps=cfg.image_fps, rotate=cfg.rotate)
+    if not cfg.overwrite:
+        refuse_other_capture(Path(out), source.path)
     track = track_faces(source, cfg, timer)
+    with timer("orientation"):
+        turn, turn_scores = upright_turn(track.samples)
     if not track.present.any():
-        raise _no_face_error(input_path, track, cfg)
+        raise _no_face_error(input_path, track, cfg, turn)
+    sideways = _sideways_note(input_path, turn, turn_scores, cfg)
+    if sideways:
+        log.warning(sideways)
     boxes = crop_boxes(track, cfg.crop, cfg.crop_scale, cfg.crop_smoothing, cfg.crop_lift)
     info = source.info
     fps = min(cfg.fps, info.fps) if cfg.fps and info.fps else (cfg.fps or info.fps)
@@ -365,9 +392,30 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
         writer.finish(meta, Landmarks(face=crops.face, face_present=crops.present))
     remove_stale_files(Path(out), meta.n_frames, cfg.frame_format)
     report = build_report(source, track, boxes, crops, flagged, cfg, timer, time.perf_counter() - t_start, out)
+    report["orientation"] = {"looks_upright_after_turning_deg": turn, "detector_scores_by_turn": turn_scores}
+    if sideways:
+        report["notes"].append(sideways)
     write_json(Path(out) / REPORT_NAME, report)
     _warn_flags(input_path, flagged, len(track.times))
     return report
+
+
+def refuse_other_capture(out: Path, source: str | os.PathLike) -> None:
+    """PreprocessError when ``out`` holds a finished capture of another video (its frames and
+    landmarks would be replaced under the tracking and runs made from them)."""
+    import json  # noqa: PLC0415
+
+    try:
+        previous = json.loads((out / "meta.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return
+    if previous is None or Path(previous) == Path(source).resolve():
+        return
+    tracked = " (tracked: its tracking.npz would no longer fit)" if (out / "tracking.npz").exists() else ""
+    raise PreprocessError(
+        f"{out} already holds a capture of another video, {previous}{tracked}: choose a new out= folder, "
+        "or pass preprocess.overwrite=true to replace it"
+    )
 
 
 def remove_stale_files(root: Path, n_frames: int, frame_format: str) -> None:
@@ -378,13 +426,20 @@ def remove_stale_files(root: Path, n_frames: int, frame_format: str) -> None:
                 path.unlink(missing_ok=True)
 
 
-def flags_by_kind(flagged: dict[int, str]) -> dict[str, list[int]]:
-    """Frames per kind of flag ("no face", "2 faces", "face too small"), details dropped."""
-    by_kind: dict[str, list[int]] = {}
-    for i, reason in sorted(flagged.items()):
-        for part in reason.split("; "):
-            by_kind.setdefault(part.split(" (")[0], []).append(i)
-    return by_kind
+def flag_notes(flagged: dict[int, str], n: int) -> list[str]:
+    """What the flags mean for the later stages, one line per kind (the report's ``notes``)."""
+    notes = []
+    for kind, frames in flags_by_kind(flagged).items():
+        where = f"{len(frames)} of {n} frames ({frame_ranges(frames)})"
+        if kind.endswith(" faces"):
+            notes.append(f"{where} show {kind}: the largest face (or the one continuing the track) was kept and "
+                         "the frames are flagged, so track and train skip them; film the subject alone to use them")
+        elif kind == "no face":
+            notes.append(f"{where} show no face: track interpolates them, train skips them")
+        elif kind == "face too small":
+            notes.append(f"{where} show a face smaller than preprocess.min_face_size: track and train skip them; "
+                         "film closer")
+    return notes
 
 
 def _warn_flags(path, flagged: dict[int, str], n: int) -> None:
@@ -414,6 +469,7 @@ def build_report(source, track: FaceTrack, boxes: np.ndarray, crops: CropResult,
         "flagged": {str(i): r for i, r in sorted(flagged.items())},
         "flagged_by_kind": {kind: {"count": len(ix), "frames": frame_ranges(ix)}
                             for kind, ix in flags_by_kind(flagged).items()},
+        "notes": flag_notes(flagged, F),
         "crop": {"mode": cfg.crop, "scale": cfg.crop_scale, "smoothing_s": cfg.crop_smoothing,
                  "median_side_src_px": _median(boxes[:, 2] - boxes[:, 0]),
                  "center_step_src_px": {"median": round(float(np.median(steps)), 4),

@@ -38,3 +38,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in cuda_items:
         item.add_marker(skip)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist each worker gets one core's worth of threads: with more runnable
+    # threads than cores, OpenMP workers spin and torch slows down many times over.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

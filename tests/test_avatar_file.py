@@ -76,7 +76,8 @@ def test_bad_avatar_files_are_named_with_what_to_do(ict, tmp_path):
     torch.save({**state, "extra": Sneaky()}, tmp_path / "code.pt")
     with pytest.raises(AvatarFileError, match="code.pt was refused.*may be unsafe.*not loaded") as err:
         read_avatar(tmp_path / "code.pt")
-    assert "weights_only" not in str(err.value)
+    assert "weights_only" not in str(err.value) and "can still be loaded" not in str(err.value)
+    assert "(print)" in str(err.value) and "\x1b" not in str(err.value)
     torch.save({k: v for k, v in state.items() if k != "K"}, tmp_path / "partial.pt")
     with pytest.raises(AvatarFileError, match="partial.pt lacks K"):
         read_avatar(tmp_path / "partial.pt")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import signal
 import shutil
 import subprocess
 import sys
@@ -80,6 +82,8 @@ def fake_demo(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
         calls.append({"cfg": OmegaConf.to_container(cfg, resolve=True), "cwd": os.getcwd()})
         if cfg.demo.get("write"):
             (Path(cfg.out) / cfg.demo.write).write_text("output\n")
+        if cfg.demo.get("fail") == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
         failure = {"input": FileNotFoundError(f"capture folder {cfg.out}/cap not found: run avatar preprocess"),
                    "interrupt": KeyboardInterrupt(), "bug": RuntimeError("a bug")}.get(cfg.demo.get("fail"))
         if failure is not None:
@@ -100,7 +104,7 @@ def test_help_lists_every_subcommand(tmp_path: Path) -> None:
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
     assert set(cli.SUBCOMMANDS) <= listed
     assert set(cli.SUBCOMMANDS) == {
-        "preprocess", "track", "train", "render", "live", "demo", "export", "eval",
+        "preprocess", "track", "train", "render", "live", "demo", "export", "eval", "view",
     }
 
 
@@ -347,6 +351,7 @@ def test_job_runs_with_its_config_and_status(
 @pytest.mark.parametrize(("fail", "status", "line"), [
     ("input", 1, "avatar demo: capture folder run/a/cap not found: run avatar preprocess"),
     ("interrupt", 130, "avatar demo: interrupted"),
+    ("sigterm", 143, "avatar demo: stopped by SIGTERM"),
 ])
 def test_a_job_failing_before_work_leaves_no_folder(
     fail: str, status: int, line: str,
@@ -426,7 +431,7 @@ def test_configs_resolve_from_an_installed_wheel(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = (tmp_path / "dist").glob("avatar-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("splat_avatar-*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
@@ -443,3 +448,22 @@ def test_configs_resolve_from_an_installed_wheel(tmp_path: Path) -> None:
     assert cfg["demo"]["seed"] == 5 and cfg["demo"]["n_gaussians"] == 20000
     assert cfg["renderer"]["backend"] == "auto"
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_in_parallel_through_the_joblib_launcher(tmp_path: Path) -> None:
+    """Hydra's joblib launcher (PyPI) runs the jobs in worker processes; the summary still
+    collects every job's status and report, and the command exits with the failing job's status."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="hydra-joblib-launcher is not installed")
+    import torch
+
+    result = run_module("demo", "-m", "mode=orbit", "demo.n_frames=2", "demo.width=32", "demo.height=32",
+                        "demo.n_gaussians=200", "device=cpu,cuda", "out=sweep", "hydra/launcher=joblib",
+                        "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    cuda = torch.cuda.is_available()
+    assert result.returncode == (0 if cuda else 2), result.stderr
+    summary = json.loads((tmp_path / "sweep" / "multirun" / "summary.json").read_text())
+    assert [job["status"] for job in summary["jobs"]] == [0, 0 if cuda else 2]
+    assert summary["jobs"][0]["figures"]["n_gaussians"] == 200
+    assert "device=cuda" in summary["jobs"][1]["overrides"]
+    assert "sweep summary:" in result.stdout

@@ -24,8 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "preprocess": {"geometry", "landmarks", "io"},  # the module avatar/preprocess.py
     "train": {"geometry", "models", "tracking", "render", "gaussians", "io", "device"},
     "drive": {"geometry", "models", "landmarks", "tracking", "render", "gaussians", "io", "device"},
+    "view": {"geometry", "models", "tracking", "render", "gaussians", "drive", "io", "device"},
     "apps": {"geometry", "models", "landmarks", "tracking", "render", "gaussians", "train", "drive", "synthetic",
-             "preprocess", "io", "device", "errors"},
+             "preprocess", "io", "device", "errors", "view"},
     "cli": {"apps", "errors"},
     "__main__": {"cli"},
     "__init__": set(),

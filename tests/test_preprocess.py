@@ -150,6 +150,7 @@ def test_two_people_keep_the_largest_and_flag(tmp_path):
     cap = Capture(tmp_path / "cap")
     assert cap.meta.flagged == {i: "2 faces (kept the largest)" for i in range(6)}
     assert report["flagged_by_kind"] == {"2 faces": {"count": 6, "frames": "0-5"}}
+    assert len(report["notes"]) == 1 and "6 of 6 frames (0-5) show 2 faces: the largest face" in report["notes"][0]
     assert np.abs(_centres(cap.meta.crop_boxes)[:, 0] - 0.27 * 600).max() < 30  # on the larger face (left)
     assert cap.landmarks.face_present.all() and len(cap.valid_frames()) == 0
 

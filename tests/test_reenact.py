@@ -81,6 +81,30 @@ def test_retarget_uses_the_drivers_rest_not_its_first_frame_and_the_avatars_rest
     assert no_pairs[40:45, frown] == pytest.approx(0) and no_pairs[:, NAMES.index("mouthPress_L")].max() == 0
 
 
+def test_eyelids_map_the_drivers_usual_opening_onto_the_avatars_usual_opening():
+    """Eyes rest open, mid-range: blinks are short and some moments are wider. The driver's
+    typical (median) lid level becomes the avatar's typical level; a blink still closes."""
+    F, E = 100, len(NAMES)
+    blink, wide, jaw = NAMES.index("eyeBlink_L"), NAMES.index("eyeWide_L"), NAMES.index("jawOpen")
+    expr = np.zeros((F, E), np.float32)
+    expr[:, blink] = np.linspace(0.15, 0.35, F)  # the lids drift around 0.25 as the driver looks about
+    expr[50:54, blink] = 1.0  # a blink
+    drive = DriveSequence(expr, np.zeros((F, 3), np.float32), np.zeros((F, 3), np.float32), 25.0, "test")
+    train = np.zeros((200, E))
+    train[:, blink] = np.linspace(0.0, 0.2, 200)  # the avatar's lids in training: typically 0.1
+    train[:, jaw] = np.linspace(0.0, 0.4, 200)
+    avatar = ExpressionRange.from_sequence(train)
+    cfg = RetargetConfig(min_cutoff=None, gain=1.6)
+    e, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, cfg, avatar)
+    typical = int(np.argmin(np.abs(expr[:, blink] - np.median(expr[:, blink]))))
+    assert e[typical, blink] == pytest.approx(0.1, abs=0.01) and e[typical, wide] == 0
+    assert e[52, blink] == 1.0  # the blink closes the avatar's eye
+    assert e[10, jaw] == pytest.approx(avatar.rest[jaw])  # other blendshapes keep the low-end rest
+    old, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None, gain=1.6,
+                                                                                              typical=()), avatar)
+    assert old[typical, blink] > e[typical, blink] + 0.04  # from the low end, the usual lids sit lower
+
+
 def test_range_gain_maps_the_drivers_span_onto_the_avatars():
     E = len(NAMES)
     jaw = NAMES.index("jawOpen")

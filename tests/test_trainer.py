@@ -8,6 +8,7 @@ starts from the UV-grid initialisation and must reproduce held-out frames.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -180,6 +181,12 @@ def test_resume_matches_an_uninterrupted_run(sheet_capture, tmp_path, one_thread
         assert full.gaussians.deformer.mlp[-1].weight.abs().max() > 0  # the deformer was trained
 
 
+def test_a_stopped_run_checkpoints_where_it_stopped(sheet_capture, tmp_path):
+    tr = _trainer(sheet_capture, tmp_path / "run", iterations=40, checkpoint_every=0)
+    tr.run(progress=False, stop=lambda: tr.step >= 3)  # Ctrl-C noted during step 3
+    assert tr.step == 3 and read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
+
+
 def test_resume_from_a_checkpoint_of_the_earlier_layout(sheet_capture, tmp_path, one_thread):
     """Checkpoints written before the avatar file format 2 kept the Gaussians' entries at the top level."""
     kw = dict(iterations=20, checkpoint_every=10)
@@ -265,7 +272,7 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     again = json.loads((out / "eval" / "metrics.json").read_text())
     assert abs(again["psnr"] - metrics["psnr"]) < 1e-4
     assert cli.main(["export", f"run={out}"]) == 0
-    assert (out / "export" / "avatar.ply").is_file() and (out / "export" / "avatar.pt").is_file()
+    assert all((out / "export" / name).is_file() for name in ("avatar.ply", "avatar.spz", "avatar.pt"))
     capsys.readouterr()
     assert cli.main(["eval", f"run={tmp_path / 'nothing'}"]) == 1
     assert "is not a trained run" in capsys.readouterr().err
@@ -389,3 +396,37 @@ def test_heldout_pose_alignment_recovers_a_misplaced_head(sheet_capture, tmp_pat
     assert aligned > off + 0.6 * (good - off), (good, off, aligned)
     for k, v in tr.gaussians.params.items():
         assert torch.equal(v, before[k]) and v.requires_grad
+
+
+def test_a_sweep_over_captures_trains_each_and_sums_up(sheet_capture, tmp_path, monkeypatch, capsys):
+    """`avatar train -m capture=A,B` (Hydra's basic launcher): one run per capture, a failing job
+    does not stop the others, and the sweep ends with summary.json and the failing job's status."""
+    import json
+    import shutil
+
+    from avatar import cli
+    from avatar.train import session
+
+    root, seq = sheet_capture
+    seq.save(root / "tracking.npz")
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    monkeypatch.setattr(session, "_load_model", lambda name, device, options=None: SheetModel().to(device))
+    missing = tmp_path / "missing"
+    out = tmp_path / "batch"
+    status = cli.main(["train", "-m", f"capture={root},{missing},{other}", f"out={out}", "train.iterations=10",
+                       "train.resolution=null", "train.holdout=0.2", "train.preview_every=0", "train.checkpoint_every=0",
+                       "train.gaussians.uv_resolution=16", "train.gaussians.sh_degree=0", "renderer=torch"])
+    printed = capsys.readouterr()
+    assert status == 1, printed.err  # the failing job's exit status
+    summary = json.loads((out / "multirun" / "summary.json").read_text())
+    jobs = summary["jobs"]
+    assert [j["status"] for j in jobs] == [0, 1, 0] and summary["failed"] == 1
+    for job, capture in zip(jobs, (root, missing, other)):
+        assert f"capture={capture}" in job["overrides"]
+    for job in (jobs[0], jobs[2]):
+        metrics = json.loads((Path(job["folder"]) / "metrics.json").read_text())
+        assert job["figures"]["psnr"] == metrics["psnr"] and job["figures"]["iterations"] == 10
+    assert jobs[1]["figures"] == {}
+    lines = [line for line in printed.out.splitlines() if line.startswith(("job", "0 ", "1 ", "2 "))]
+    assert lines[0].split()[:3] == ["job", "capture", "status"] and "exit 1" in lines[2], printed.out

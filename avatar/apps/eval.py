@@ -15,7 +15,7 @@ from ..train.session import frame_rate, heldout_video, load_run, pose_aligned_me
 def main(cfg: DictConfig) -> int:
     trainer, _, _, run_cfg = load_run(cfg.run, DictConfig({"renderer": cfg.renderer}) if "renderer" in cfg else None)
     out = Path(cfg.out)
-    metrics = trainer.evaluate()
+    metrics = trainer.evaluate(progress=True)
     steps = cfg.get("pose_steps")
     steps = trainer.cfg.eval_pose_steps if steps is None else int(steps)
     if steps > 0:

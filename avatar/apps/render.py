@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from ..drive.animate import AvatarPackage, limit_gaussians, render_driven
 from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, load_drive
 from ..errors import command
+
+REPORT_NAME = "render_report.json"
 
 
 @command("avatar render")
@@ -45,11 +49,29 @@ def main(cfg: DictConfig) -> int:
     total = time.perf_counter() - t0
     report["end_to_end_fps"] = round(report["frames"] / total, 2)  # including loading and tracking the driver
     report["seconds_total"] = round(total, 2)
-    path = write_json(Path(cfg.out).parent / "render_report.json", report)
-    notes = "".join(f"\n  note: {n}" for n in report["notes"])
+    report["output"] = str(Path(cfg.out).resolve())
+    path = report_path(Path(cfg.out))
+    if path.name != REPORT_NAME:
+        report["notes"].append(f"{path.parent / REPORT_NAME} describes another video: this one's report is {path.name}")
+    write_json(path, report)
     print(f"avatar render: {report['frames']} frames, render {report['render_fps']} FPS, end to end "
-          f"{report['end_to_end_fps']} FPS\n  video:  {cfg.out}\n  report: {path}{notes}")
+          f"{report['end_to_end_fps']} FPS\n  video:  {cfg.out}\n  report: {path}")
+    for note in report["notes"]:  # what the driver lacked or what was done about it: stderr, like warnings
+        print(f"avatar render: note: {note}", file=sys.stderr)
     return 0
+
+
+def report_path(video: Path) -> Path:
+    """``render_report.json`` beside ``video``, unless that one describes another video of the
+    folder: then ``<video name>.render_report.json`` (a second render never replaces the first's report)."""
+    path = video.parent / REPORT_NAME
+    try:
+        previous = json.loads(path.read_text()).get("output")
+    except (OSError, ValueError, AttributeError):
+        return path
+    if previous is None or Path(previous).resolve() == video.resolve():
+        return path
+    return video.parent / f"{video.stem}.{REPORT_NAME}"
 
 
 def _options(cfg: DictConfig) -> dict:

@@ -7,7 +7,8 @@ run folder that cannot be used, Ctrl-C while loading), those records are all tha
 what the folder held before the run and, after a failed run, removes what the run added if
 it added nothing else: the log, ``.hydra`` (or just this subcommand's part of it) and the
 folders it created, up to the first one that was there before. A run that wrote outputs
-keeps everything, its log included. Multiruns are left alone.
+keeps everything, its log included. Multiruns are left alone. A run folder that cannot be
+made (a read-only or full disk, a path under a file) is answered in one line (exit 1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+
+from ..errors import PassedOn
 
 
 class RemoveRecordsOnFailure(Callback):
@@ -38,6 +41,10 @@ class RemoveRecordsOnFailure(Callback):
         while not parent.exists():
             parent = parent.parent
         self.existing_parent = parent
+        try:  # Hydra would make it next and print a traceback if it cannot: say it in one line
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PassedOn(exc) from exc
 
     def on_run_end(self, config: Any, job_return: Any = None, **kwargs: Any) -> None:
         succeeded = (job_return is not None and job_return.status == JobStatus.COMPLETED

@@ -11,7 +11,9 @@ Keys that no dataclass describes (``capture``, ``out``, ``max_frames`` of render
 keep their default, type and comment in the YAML: a value there must have its default's
 type (int, float or bool; strings and nulls say nothing), unless :data:`RULES` says
 more. :data:`RULES` also holds ranges and choices that a type alone lets through
-(``train.iterations=-5``, ``train.holdout=1.5``). :func:`check` applies both, and builds
+(``train.iterations=-5``, ``train.holdout=1.5``); :data:`NAMED_RANGES` gives the dataclass
+fields it does not name a range from their names (counts of steps >= 0, strides >= 1,
+learning rates and weights >= 0). :func:`check` applies both, and builds
 each dataclass once so that its own ``__post_init__`` checks run before any work.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "preprocess": {"preprocess": "avatar.preprocess:PreprocessConfig"},
     "track": {"track": "avatar.apps.track:TrackOptions"},
     "train": {"train": "avatar.train.config:TrainConfig"},
+    "view": {"view": "avatar.view.config:ViewConfig"},
     "demo": {"pipeline.train": "avatar.train.config:TrainConfig"},  # the demo trains with train's config
 }
 
@@ -141,6 +145,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "train.gaussians.kind": text(*AVATAR_KINDS),
         "train.gaussians.uv_resolution": number(1e-6),
         "train.densify.max_gaussians": integer(1),
+        "train.viewer_every": integer(1),
+        "train.viewer_port": integer(0, 65535),
     },
     "render": {
         **_RENDERER, **_DRIVING,
@@ -156,9 +162,45 @@ RULES: dict[str, dict[str, Rule]] = {
         "max_gaussians": integer(1, null=True, choices=("auto",)),
     },
     "eval": {**_RENDERER, "pose_steps": integer(0, null=True)},
-    "export": {},
+    "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),
+               "neutral_frame": integer(0, null=True)},
+    "view": {"run": text(), "drive": text(null=True), "neutral_frame": integer(0, null=True),
+             "retarget.gain": number(1e-6, null=True), "smoothing.min_cutoff": number(0, null=True),
+             "smoothing.beta": number(0), "view.port": integer(0, 65535), "view.fps": number(1e-6, null=True),
+             "view.max_gaussians": integer(1, null=True), "view.seconds": number(0, null=True)},
     "demo": {**_RENDERER, "mode": text("auto", "pipeline", "orbit")},
 }
+# The demo's training (pipeline.train) follows avatar train's rules.
+RULES["demo"].update({f"pipeline.{key}": rule for key, rule in RULES["train"].items() if key.startswith("train.")})
+
+
+# Ranges that a dataclass field's name implies, for the fields no RULES entry names (the
+# last part of the key, as a regular expression; first match wins): counts of steps are not
+# negative, strides and sizes are at least 1, learning rates and weights not negative.
+NAMED_RANGES: tuple[tuple[str, Rule], ...] = (
+    (r"(refine|sh_increase|weights|visibility)_every", integer(1)),  # a step modulo them
+    (r"(.*_)?(iterations|steps|every|start|stop|steps_left)|seed|vertices", integer(0)),
+    (r".*(stride|downscale|resolution|_hidden|_layers|_frequencies)|max_gaussians|max_faces|max_frames", integer(1)),
+    (r"jpeg_quality", integer(0, 100)),
+    (r"fov_deg", number(1e-6, 180, open_high=True)),
+    (r"focal|.*_fps", number(1e-6)),
+    (r"(lr|w)_.*|.*_(weight|prior|threshold|factor|smoothing)|min_face_size|robust_px|init_opacity", number(0)),
+)
+
+
+def named_range(name: str, key: str) -> Rule | None:
+    """The :data:`NAMED_RANGES` rule of the int or float dataclass field ``key`` of subcommand
+    ``name`` (e.g. ``track.fit.full_iterations``), null allowed when the field is optional;
+    None for a key no pattern matches or that is no such field."""
+    found = dataclass_at(name, key)
+    if found is None:
+        return None
+    args = typing.get_args(_field_types(found[0])[found[1]]) or (_field_types(found[0])[found[1]],)
+    if not any(a in (int, float) for a in args):
+        return None
+    leaf = key.rsplit(".", 1)[-1]
+    rule = next((rule for pattern, rule in NAMED_RANGES if re.fullmatch(pattern, leaf)), None)
+    return None if rule is None else dataclasses.replace(rule, null=type(None) in args)
 
 
 def schema_classes(name: str) -> dict[str, type]:
@@ -220,7 +262,7 @@ def expected(name: str, key: str) -> str:
     key = key.split("[", 1)[0]  # train.background[0] -> train.background
     found = dataclass_at(name, key)
     schema_type = describe_type(_field_types(found[0])[found[1]]) if found else None
-    rule = RULES.get(name, {}).get(key)
+    rule = RULES.get(name, {}).get(key) or named_range(name, key)
     if rule is not None:
         return rule.describe(schema_type)
     return schema_type or "a value of another type"
@@ -237,7 +279,9 @@ def check(name: str, cfg: Any, defaults: Any) -> None:
         kind = _inferred_kind(default)
         if kind is not None and key not in RULES.get(name, {}) and not key.startswith(under_schema):
             inferred[key] = Rule(kind)
-    for key, rule in {**RULES.get(name, {}), **inferred}.items():
+    named = {key: rule for key, _ in _leaves(cfg) if key.startswith(under_schema) and key not in RULES.get(name, {})
+             and (rule := named_range(name, key)) is not None}
+    for key, rule in {**RULES.get(name, {}), **inferred, **named}.items():
         found, value = _value(cfg, key)
         if found and not rule.accepts(value):
             wanted = rule.describe() if key in inferred else expected(name, key)

@@ -38,11 +38,13 @@ def expression_range(package: AvatarPackage):
     from ..tracking.expression_range import ExpressionRange  # noqa: PLC0415
 
     stored = package.state.get("expression_range")
-    if stored is not None:
+    if stored is not None and "median" in stored:
         return ExpressionRange.from_state(stored)
+    # Older files: no statistics at all, or no median; the training tracking has both.
+    fallback = ExpressionRange.from_state(stored) if stored is not None else None
     config = package.path.parent / "config.yaml" if package.path is not None else None
     if config is None or not config.is_file():
-        return None
+        return fallback
     from omegaconf import OmegaConf  # noqa: PLC0415
 
     from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
@@ -50,13 +52,14 @@ def expression_range(package: AvatarPackage):
     try:
         capture = OmegaConf.load(config).get("capture")
         if capture is None:
-            return None
+            return fallback
         tracking = load_tracking(capture)
     except (TrackingError, OSError, ValueError) as exc:
-        log.info("no expression statistics for %s (%s): rest expression zero", package.path, exc)
-        return None
+        log.info("no expression statistics for %s (%s): %s", package.path, exc,
+                 "rest at the stored low percentile" if fallback is not None else "rest expression zero")
+        return fallback
     if list(tracking.expression_names) != list(package.expression_names):
-        return None
+        return fallback
     return ExpressionRange.from_sequence(tracking.expression, tracking.valid)
 
 
@@ -78,6 +81,22 @@ def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, ren
     log.info("kept the %d of %d Gaussians that show most (%.1f s)", len(package.gaussians), n, time.perf_counter() - t0)
 
 
+def driven_poses(package: AvatarPackage, drive: DriveSequence, retarget_cfg: RetargetConfig | None = None,
+                 neutral_frame: int | None = None, notes: list | None = None):
+    """``(expression [F, E], rotation [F, 3], translation [F, 3])``: ``drive`` retargeted onto
+    ``package`` (:func:`avatar.drive.retarget.retarget`), the head placed relative to the avatar's
+    reference pose, in the model world of its reference camera. What the report should say
+    about the retargeting's inputs is appended to ``notes``."""
+    ref_r, ref_t = package.reference_pose(drive)
+    avatar_range = expression_range(package)
+    drv = driver_range(drive, neutral_frame)
+    poses = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
+                     neutral_frame, drv, **profile_options(package))
+    if notes is not None:
+        notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
+    return poses
+
+
 def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "tracked", size: int | None = None,
                   retarget_cfg: RetargetConfig | None = None, neutral_frame: int | None = None,
                   renderer: dict | None = None, notes: list | None = None, orbit_sweep_deg: float | None = None):
@@ -91,12 +110,7 @@ def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "t
         raise DriveError(f"camera must be tracked, fixed or orbit, got {camera!r}")
     dev = package.device
     ref_r, ref_t = package.reference_pose(drive)
-    avatar_range = expression_range(package)
-    drv = driver_range(drive, neutral_frame)
-    expr, rot, trans = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
-                                neutral_frame, drv, **profile_options(package))
-    if notes is not None:
-        notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
+    expr, rot, trans = driven_poses(package, drive, retarget_cfg, neutral_frame, notes)
     if camera == "fixed":
         rot[:], trans[:] = ref_r, ref_t
     K, width, height = package.camera(size)

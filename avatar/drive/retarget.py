@@ -10,6 +10,13 @@ Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)
 - *avatar rest*: the same percentile of the avatar's own training tracking, so a subject
   whose tracked mouth never fully closes is driven from how it looked at rest, not from
   coefficients it never showed (``rest=false``: zeros);
+- *typical* (``typical``, name patterns; default the eyelids' blink, wide and squint and the
+  brows): these blendshapes rest mid-range, not at their low end (eyes are open most of the
+  time, blinks are short, some moments wider; brows go both up and down from where they
+  usually sit), so both the driver's neutral and the avatar's rest are their clip medians:
+  the driver's usual eye opening becomes the avatar's usual eye opening. From the 10th
+  percentile instead, the driven avatars' eye opening sat at the 21st-39th percentile of their
+  own training frames' (MediaPipe-measured; docs/experiments.md): eyes half shut;
 - *gain*: ``gain`` (default: :data:`PER_FRAME_FIT_GAIN` for drivers tracked frame by frame,
   videos and webcams, whose fit follows MediaPipe's landmarks at about 0.6 of their
   amplitude; 1 for parameter files, tracked captures and ARKit CSVs), times, with
@@ -67,6 +74,8 @@ class RetargetConfig:
     gain: float | None = None
     gain_limits: tuple[float, float] = (0.5, 2.0)
     antagonists: bool = True  # below-neutral deviations move the antagonist
+    # Blendshapes (fnmatch patterns on the names) whose neutral and rest are the clip's median.
+    typical: tuple[str, ...] = ("eyeBlink*", "eyeWide*", "eyeSquint*", "brow*")
     min_cutoff: float | None = 1.5  # One Euro filter, Hz at rest (None: off)
     beta: float = 0.5
 
@@ -94,6 +103,7 @@ def retarget_config(cfg) -> RetargetConfig:
     return RetargetConfig(relative=bool(cfg.get("relative", True)), rest=bool(r.get("rest", True)),
                           range=bool(r.get("range", False)), gain=gain,
                           gain_limits=(float(limits[0]), float(limits[1])), antagonists=bool(r.get("antagonists", True)),
+                          typical=tuple(str(p) for p in r.get("typical", RetargetConfig.typical)),
                           min_cutoff=None if min_cutoff is None else number("smoothing.min_cutoff", min_cutoff),
                           beta=number("smoothing.beta", cfg.smoothing.beta))
 
@@ -164,7 +174,8 @@ class Retargeter:
         self.R_ref = _matrix(ref_rotation)
         self.t_ref = np.asarray(ref_translation, np.float64)
         self.avatar = avatar_range if avatar_range is not None else ExpressionRange.neutral(E)
-        self.rest = self.avatar.rest if cfg.rest else np.zeros(E)
+        self.typical = typical_mask(names, cfg.typical)
+        self.rest = self.avatar.level(self.typical) if cfg.rest else np.zeros(E)
         self.pairs = pair_indices(names, antagonists) if cfg.antagonists else None
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.filter = OneEuroFilter(cfg.min_cutoff, cfg.beta) if cfg.min_cutoff is not None else None
@@ -180,7 +191,7 @@ class Retargeter:
         if self.driver is None:
             self.neutral, self.gain = None, np.full(E, self.base_gain)
             return
-        self.neutral = self.driver.rest
+        self.neutral = self.driver.level(self.typical)
         self.gain = self.base_gain * (gains(self.avatar, self.driver, self.cfg.gain_limits) if self.cfg.range else np.ones(E))
 
     def set_pose_reference(self, rotation: np.ndarray, translation: np.ndarray) -> None:
@@ -190,7 +201,7 @@ class Retargeter:
         """Take this driver face as neutral (and its head pose as the reference) from now on."""
         e = np.asarray(expression, np.float64)
         span = self.driver.high - self.driver.rest if self.driver is not None else np.ones_like(e)
-        self.driver = ExpressionRange(e, e + span, 1)
+        self.driver = ExpressionRange(e, e + span, 1, median=e)
         self.fixed = True
         self._update_gain()
         self.set_pose_reference(rotation, translation)
@@ -232,12 +243,19 @@ class Retargeter:
         return e.astype(np.float32), rotation.astype(np.float32), t.astype(np.float32)
 
 
+def typical_mask(names, patterns) -> np.ndarray:
+    """``[E]`` bool: the blendshapes whose name matches one of ``patterns`` (fnmatch)."""
+    from fnmatch import fnmatchcase  # noqa: PLC0415
+
+    return np.array([any(fnmatchcase(str(n), p) for p in patterns) for n in names], bool)
+
+
 def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> ExpressionRange:
     """The driver's expression statistics over its frames with a face; ``neutral_frame`` fixes the rest there."""
     rng = ExpressionRange.from_sequence(drive.expression, drive.valid)
     if neutral_frame is not None:
         rest = drive.expression[neutral_frame].astype(np.float64)
-        rng = ExpressionRange(rest, rest + rng.span, rng.frames, rng.at_rest)
+        rng = ExpressionRange(rest, rest + rng.span, rng.frames, rng.at_rest, median=rest)
     return rng
 
 

@@ -159,11 +159,12 @@ class AvatarPackage:
                 views.append((e, r, np.asarray(ref_t, np.float32)))
         return views
 
-    def visibility(self, size: int = 128, renderer: dict | None = None) -> torch.Tensor:
+    def visibility(self, size: int = 128, renderer: dict | None = None, progress: bool = False) -> torch.Tensor:
         """``[N]`` how much each Gaussian shows in :meth:`budget_views`: its blending weight
         summed over the pixels (:func:`avatar.gaussians.importance.visibility`), seen by the
         reference camera at ``size`` pixels high. Training stores it in the package
-        (``visibility``); it is computed here for packages without it."""
+        (``visibility``); it is computed here for packages without it. ``progress``: a tqdm bar
+        over the poses."""
         from .importance import visibility  # noqa: PLC0415
 
         stored = self.state.get("visibility")
@@ -174,7 +175,10 @@ class AvatarPackage:
         viewmat = st["viewmat"].to(dev, torch.float32)
 
         def worlds():
-            for e, r, t in self.budget_views():
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            views = self.budget_views()
+            for e, r, t in tqdm(views, desc="visibility", unit="pose", disable=not progress, leave=False):
                 tt = lambda a: torch.as_tensor(a[None], dtype=torch.float32, device=dev)  # noqa: E731
                 with torch.no_grad():
                     w = self.posed_gaussians(tt(e), tt(r), tt(t))

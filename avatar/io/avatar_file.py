@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -75,14 +76,17 @@ def load(path: str | os.PathLike, what: str = "avatar file") -> dict:
     """``torch.load`` of a file of plain tensors and values, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise AvatarFileError(f"{path} does not exist: train an avatar first (avatar train ... out={path.parent})")
+        run = path.parent if path.suffix == ".pt" else path  # a run folder or an avatar file was meant
+        raise AvatarFileError(f"{path} does not exist: train an avatar first (avatar train ... out={run})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))  # torch's advice is left out
+        holds = f" ({found.group(1)})" if found else ""
         raise AvatarFileError(
-            f"{path} was refused: it holds Python objects besides tensors and values, and loading them could run "
-            f"code, so it may be unsafe ({str(exc).splitlines()[0][:160]}); it was not loaded. Use a {what} "
-            "written by avatar train or avatar export") from None
+            f"{path} was refused: it holds Python objects{holds} besides tensors and values, and loading them could "
+            f"run code, so it may be unsafe; it was not loaded. Use only a {what} that avatar train or avatar export wrote"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise AvatarFileError(f"{path} is not a readable {what} (truncated or not written by avatar train: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None

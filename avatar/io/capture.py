@@ -9,7 +9,8 @@ Layout (DESIGN.md)::
                               scale, MediaPipe's relative depth), face_present [F] bool,
                               optional pose [F,33,4] (x, y, z, visibility) and pose_present [F]
       meta.json               source, fps, width, height, rotation, n_frames, timestamps (s),
-                              flagged frames {index: reason}, crop boxes, free-form extras
+                              flagged frames {index: reason}, crop boxes, capture_id (a hash of
+                              the frames and landmarks, which tracking.npz records), extras
 
 ``meta.json`` is written last and atomically: a folder without it is incomplete and is never
 trusted. Frames and masks are written atomically one by one, so an interrupted run leaves
@@ -18,8 +19,10 @@ no truncated image either. Later stages skip flagged frames (:meth:`Capture.vali
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +54,7 @@ class CaptureMeta:
     crop_boxes: list[list[float]] = field(default_factory=list)  # per frame [x0, y0, x1, y1] in source pixels
     frame_format: str = "jpg"
     extra: dict = field(default_factory=dict)
+    capture_id: str = ""  # sha256 of the frames and landmarks ("" in captures written before it existed)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -110,6 +114,7 @@ class CaptureWriter:
         self.root = Path(root)
         self.frame_format = frame_format
         self.jpeg_quality = jpeg_quality
+        self._digests: dict[int, bytes] = {}  # frame index -> sha256 of its encoded file
         (self.root / "frames").mkdir(parents=True, exist_ok=True)
         (self.root / "masks").mkdir(parents=True, exist_ok=True)
         # A rewrite invalidates the old capture until finish() succeeds.
@@ -118,6 +123,7 @@ class CaptureWriter:
     def write_frame(self, index: int, rgb: np.ndarray) -> None:
         data = encode_image(rgb, self.frame_format, self.jpeg_quality)
         atomic_write(self.root / "frames" / f"{index:06d}.{self.frame_format}", data)
+        self._digests[index] = hashlib.sha256(data).digest()
 
     def write_mask(self, index: int, mask: np.ndarray) -> None:
         """``mask``: ``[H, W]`` float in 0..1 or uint8."""
@@ -134,8 +140,20 @@ class CaptureWriter:
             arrays["pose"] = landmarks.pose.astype(np.float32)
             arrays["pose_present"] = landmarks.pose_present.astype(bool)
         atomic_write(self.root / "landmarks.npz", lambda f: np.savez_compressed(f, **arrays))
+        meta.capture_id = capture_id(self._digests, arrays)
         write_json(self.root / "meta.json", meta.to_json())
         return self.root
+
+
+def capture_id(frame_digests: dict[int, bytes], arrays: dict[str, np.ndarray]) -> str:
+    """A short hash of a capture's content: its frames' digests in index order and its landmark
+    arrays. Two preprocess runs that write the same frames and landmarks give the same id."""
+    h = hashlib.sha256()
+    for index in sorted(frame_digests):
+        h.update(index.to_bytes(8, "little") + frame_digests[index])
+    for key in sorted(arrays):
+        h.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()[:16]
 
 
 class Capture:
@@ -193,16 +211,25 @@ class Capture:
             path = self.root / "landmarks.npz"
             if not path.is_file():
                 raise CaptureError(f"{self.root} has no landmarks.npz; re-run avatar preprocess for this capture")
-            with np.load(path, allow_pickle=False) as z:
-                if "face" not in z or "face_present" not in z:
-                    raise CaptureError(f"{path} lacks 'face'/'face_present'; re-run avatar preprocess")
-                self._landmarks = Landmarks(
-                    face=z["face"], face_present=z["face_present"],
-                    pose=z["pose"] if "pose" in z else None,
-                    pose_present=z["pose_present"] if "pose_present" in z else None,
-                )
+            redo = f"re-run avatar preprocess for {self.root}"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    if "face" not in z or "face_present" not in z:
+                        raise CaptureError(f"{path} lacks 'face'/'face_present'; {redo}")
+                    self._landmarks = Landmarks(
+                        face=z["face"], face_present=z["face_present"],
+                        pose=z["pose"] if "pose" in z else None,
+                        pose_present=z["pose_present"] if "pose_present" in z else None,
+                    )
+            except CaptureError as exc:
+                if str(path) in str(exc):
+                    raise
+                raise CaptureError(f"{path}: {exc}; {redo}") from exc
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise CaptureError(f"{path} cannot be read (truncated or not an .npz: "
+                                   f"{' '.join(str(exc).split()) or type(exc).__name__}); {redo}") from exc
             if self._landmarks.face.shape[0] != self.n_frames:
-                raise CaptureError(f"{path} has {self._landmarks.face.shape[0]} frames, meta.json says {self.n_frames}")
+                raise CaptureError(f"{path} has {self._landmarks.face.shape[0]} frames, meta.json says {self.n_frames}; {redo}")
         return self._landmarks
 
     def crop_transforms(self) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
@@ -226,3 +253,25 @@ class Capture:
             if 0 <= i < self.n_frames:
                 ok[i] = False
         return np.flatnonzero(ok)
+
+
+def frame_ranges(indices) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    parts, run = [], []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+            run = []
+        run.append(i)
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+    return ", ".join(parts)
+
+
+def flags_by_kind(flagged: dict[int, str]) -> dict[str, list[int]]:
+    """Frames per kind of flag ("no face", "2 faces", "face too small"), details dropped."""
+    by_kind: dict[str, list[int]] = {}
+    for i, reason in sorted(flagged.items()):
+        for part in reason.split("; "):
+            by_kind.setdefault(part.split(" (")[0], []).append(i)
+    return by_kind

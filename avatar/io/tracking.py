@@ -14,6 +14,8 @@ Contents (numpy arrays, lengths in metres, angles in radians)::
     viewmat           [4, 4] world-to-camera (OpenCV): the tracking camera, diag(1, -1, -1, 1)
     width, height     int    image size, pixels
     valid             [F]    bool: frame had landmarks (others are interpolated)
+    capture_id        str    the capture's ``meta.json`` capture_id it was tracked from
+                             (optional: absent in older files)
 
 Posed vertices of frame i: ``model(shape, expression[i], rotation[i], translation[i])``,
 seen by the camera ``(viewmat, K)``. Written atomically.
@@ -22,6 +24,7 @@ seen by the camera ``(viewmat, K)``. Written atomically.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +52,7 @@ class TrackedSequence:
     width: int
     height: int
     valid: np.ndarray
+    capture_id: str = ""  # the capture it was tracked from (meta.json's capture_id); "" unknown
 
     def __post_init__(self) -> None:
         F, E = self.expression.shape
@@ -78,21 +82,30 @@ class TrackedSequence:
             K=self.K.astype(np.float32), viewmat=self.viewmat.astype(np.float32),
             width=np.array(self.width), height=np.array(self.height), valid=self.valid.astype(bool),
         )
+        if self.capture_id:
+            arrays["capture_id"] = np.array(self.capture_id)
         return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_tracking(path: str | os.PathLike, model: str | None = None) -> TrackedSequence:
+def load_tracking(path: str | os.PathLike, model: str | None = None, capture_id: str | None = None) -> TrackedSequence:
     """Read ``tracking.npz`` (a file, or a capture folder holding one).
 
     ``model``: the model name the caller is configured with; a different tracked model is
-    an error (re-track, or configure the model that was tracked).
+    an error (re-track, or configure the model that was tracked). ``capture_id``: the id of
+    the capture the caller pairs it with (``meta.json``); a file tracked from another capture
+    (other frames or landmarks, e.g. preprocessed again since) is an error. Files or captures
+    without an id are not checked.
     """
     path = Path(path)
     if path.is_dir():
         path = path / TRACKING_FILE
     if not path.is_file():
         raise TrackingError(f"{path} does not exist; run `avatar track capture={path.parent}` first")
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise TrackingError(f"{path} cannot be read (truncated or not an .npz); re-run avatar track") from exc
+    with z:
         missing = [k for k in ("model", "shape", "expression", "expression_names", "rotation", "translation",
                                "K", "viewmat", "width", "height", "valid") if k not in z]
         if missing:
@@ -101,11 +114,16 @@ def load_tracking(path: str | os.PathLike, model: str | None = None) -> TrackedS
             model=str(z["model"]), shape=z["shape"], expression=z["expression"],
             expression_names=tuple(str(n) for n in z["expression_names"]), rotation=z["rotation"],
             translation=z["translation"], K=z["K"], viewmat=z["viewmat"], width=int(z["width"]),
-            height=int(z["height"]), valid=z["valid"],
+            height=int(z["height"]), valid=z["valid"], capture_id=str(z["capture_id"]) if "capture_id" in z else "",
         )
     if model is not None and seq.model != model:
         raise TrackingError(
             f"capture tracked with {seq.model}, config says {model}: set model={seq.model} "
             f"or re-run `avatar track capture={path.parent} model={model}`"
+        )
+    if capture_id and seq.capture_id and seq.capture_id != capture_id:
+        raise TrackingError(
+            f"{path} was tracked from other frames than those in {path.parent} now (preprocessed again since?): "
+            f"re-run `avatar track capture={path.parent}`"
         )
     return seq

@@ -21,6 +21,8 @@ Conventions:
   before the damage; ``source.decode_error`` then says where decoding stopped. A file
   that cannot be opened, holds no video stream or no decodable frame raises
   :class:`VideoReadError` naming the file.
+- ``rotate`` (degrees counter-clockwise, a multiple of 90) turns the frames further, on top
+  of the metadata: for a sideways video whose metadata does not say so.
 - An image folder is read in name order (``.jpg``, ``.jpeg``, ``.png``); its frames are
   ``1 / image_fps`` seconds apart. All images must have the same size.
 """
@@ -71,14 +73,16 @@ class Frame:
     image: np.ndarray  # [H, W, 3] uint8 RGB, upright
 
 
-def open_source(path: str | os.PathLike, image_fps: float = 25.0) -> "VideoSource | ImageFolderSource":
-    """A video file or an image folder; raises :class:`VideoReadError` when it is neither."""
+def open_source(path: str | os.PathLike, image_fps: float = 25.0,
+                rotate: int = 0) -> "VideoSource | ImageFolderSource":
+    """A video file or an image folder; raises :class:`VideoReadError` when it is neither.
+    ``rotate``: degrees counter-clockwise added to the metadata's rotation (multiples of 90)."""
     path = Path(path)
     if not path.exists():
         raise VideoReadError(f"input {path} does not exist")
     if path.is_dir():
-        return ImageFolderSource(path, fps=image_fps)
-    return VideoSource(path)
+        return ImageFolderSource(path, fps=image_fps, rotate=rotate)
+    return VideoSource(path, rotate=rotate)
 
 
 class FrameSampling:
@@ -130,7 +134,7 @@ class VideoSource:
 
     kind = "video"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rotate: int = 0):
         self.path = Path(path)
         self.decode_error: str | None = None  # set when decoding stopped early
         self.sampling: FrameSampling | None = None
@@ -140,6 +144,7 @@ class VideoSource:
             stream = container.streams.video[0]
             first = self._first_frame(container, stream)
             rotation = _display_rotation(first.rotation) if first.rotation else self._rotate_tag(stream)
+            rotation = (rotation + rotate) % 360
             w, h = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             duration = None
@@ -235,7 +240,7 @@ class ImageFolderSource:
 
     kind = "images"
 
-    def __init__(self, path: Path, fps: float = 25.0):
+    def __init__(self, path: Path, fps: float = 25.0, rotate: int = 0):
         self.path = Path(path)
         self.decode_error: str | None = None
         self.sampling: FrameSampling | None = None
@@ -243,9 +248,12 @@ class ImageFolderSource:
         if not self.files:
             raise VideoReadError(f"{self.path} holds no .jpg/.jpeg/.png image")
         first = self._read(self.files[0])
+        self.stored_size = (first.shape[1], first.shape[0])
+        rotation = rotate % 360
+        w, h = self.stored_size[::-1] if rotation in (90, 270) else self.stored_size
         self.info = SourceInfo(
-            path=str(self.path), kind=self.kind, width=first.shape[1], height=first.shape[0],
-            fps=float(fps), rotation=0, n_frames=len(self.files), duration=len(self.files) / fps,
+            path=str(self.path), kind=self.kind, width=w, height=h,
+            fps=float(fps), rotation=rotation, n_frames=len(self.files), duration=len(self.files) / fps,
         )
 
     def _read(self, file: Path) -> np.ndarray:
@@ -266,9 +274,9 @@ class ImageFolderSource:
             if not sampler.keep(time):
                 continue
             img = self._read(file)
-            if img.shape[:2] != (self.info.height, self.info.width):
+            if (img.shape[1], img.shape[0]) != self.stored_size:
                 raise VideoReadError(
                     f"{file} is {img.shape[1]}x{img.shape[0]}, the first image of {self.path} is "
-                    f"{self.info.width}x{self.info.height}: all images of a folder must have one size"
+                    f"{self.stored_size[0]}x{self.stored_size[1]}: all images of a folder must have one size"
                 )
-            yield Frame(index, time, img)
+            yield Frame(index, time, upright(img, self.info.rotation))

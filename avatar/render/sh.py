@@ -91,3 +91,37 @@ def sh_colors(degree: int, coeffs: Tensor, means: Tensor, viewmats: Tensor, fram
     if coeffs.dim() == 3:
         coeffs = coeffs[None].expand(dirs.shape[0], -1, -1, -1)
     return (eval_sh(degree, dirs, coeffs) + 0.5).clamp_min(0.0)
+
+
+def rotate_sh(coeffs: Tensor, frame: Tensor) -> Tensor:
+    """Coefficients in world axes of SH given in ``frame``'s axes: the ``c'`` with
+    ``eval_sh(deg, d, c') == eval_sh(deg, frame^T d, c)`` for every direction ``d``.
+
+    Args:
+        coeffs: ``[..., K, D]`` with ``K = (degree + 1)^2``, degree 0..3.
+        frame: ``[3, 3]`` rotation whose columns are the frame's axes in world coordinates (as
+            in :func:`sh_colors`).
+
+    Each band turns on its own (degree 0 never does): its ``(2l+1) x (2l+1)`` matrix is solved
+    by least squares from the basis at 64 directions spread over the sphere, exact up to
+    rounding since a rotated band is a linear map of the band.
+    """
+    k = coeffs.shape[-2]
+    degree = round(k ** 0.5) - 1
+    if (degree + 1) ** 2 != k:
+        raise ValueError(f"rotate_sh: {k} coefficients per channel is not (degree + 1)^2")
+    if degree == 0:
+        return coeffs.clone()
+    dtype = torch.float64
+    i = torch.arange(64, dtype=dtype) + 0.5
+    z = 1 - 2 * i / 64
+    phi = i * torch.pi * (3 - 5 ** 0.5)
+    dirs = torch.stack(((1 - z * z).sqrt() * phi.cos(), (1 - z * z).sqrt() * phi.sin(), z), -1)
+    basis = sh_basis(degree, dirs)  # [S, K]
+    turned = sh_basis(degree, dirs @ frame.detach().to("cpu", dtype))  # [S, K]: frame^T d
+    out = coeffs.clone()
+    for band in range(1, degree + 1):
+        b = slice(band * band, (band + 1) * (band + 1))
+        m = torch.linalg.lstsq(basis[:, b], turned[:, b]).solution  # basis @ m = turned
+        out[..., b, :] = torch.einsum("nm,...md->...nd", m.to(coeffs), coeffs[..., b, :])
+    return out

@@ -8,7 +8,9 @@ blendshape goes above its rest in the clip).
 
 Rest is a low percentile per blendshape, not the first frame and not zero: a clip whose
 first frame already smiles, or a subject whose mouth never fully closes, still gets the
-level the face returns to. The range is a high percentile minus the rest. How sure the rest
+level the face returns to. The range is a high percentile minus the rest. Blendshapes whose
+rest is mid-range rather than at the low end (the eyelids: open most of the time, blinks are
+short, some frames wider) use the *typical* level, the median (``median``). How sure the rest
 estimate is: ``at_rest``, the share of frames that sit near it, averaged over the blendshapes
 (talking clips measure about 0.5; a clip with extreme expressions throughout, less), and
 the rest levels themselves (:meth:`ExpressionRange.high_rest`).
@@ -34,6 +36,7 @@ class ExpressionRange:
     high: np.ndarray
     frames: int
     at_rest: float = 1.0  # share of frames within NEAR_REST of the rest, mean over the blendshapes
+    median: np.ndarray | None = None  # [E] the typical level (None: not known, e.g. older files)
 
     @classmethod
     def from_sequence(cls, expression: np.ndarray, valid: np.ndarray | None = None) -> "ExpressionRange":
@@ -47,16 +50,22 @@ class ExpressionRange:
             raise ValueError("no valid frame to estimate the expression range from")
         rest = np.percentile(e, REST_PERCENTILE, axis=0)
         at_rest = float(np.mean(e - rest <= NEAR_REST))
-        return cls(rest, np.percentile(e, HIGH_PERCENTILE, axis=0), len(e), at_rest)
+        return cls(rest, np.percentile(e, HIGH_PERCENTILE, axis=0), len(e), at_rest, np.median(e, axis=0))
 
     @classmethod
     def neutral(cls, n_expressions: int) -> "ExpressionRange":
         """All blendshapes at rest at 0 with a full range (no statistics known)."""
-        return cls(np.zeros(n_expressions), np.ones(n_expressions), 0, 1.0)
+        return cls(np.zeros(n_expressions), np.ones(n_expressions), 0, 1.0, np.zeros(n_expressions))
 
     def high_rest(self, names, level: float = 0.3) -> dict[str, float]:
         """``{name: rest}`` of the blendshapes that rest above ``level`` (held through the clip)."""
         return {n: round(float(r), 2) for n, r in zip(names, self.rest) if r > level}
+
+    def level(self, typical: np.ndarray | None = None) -> np.ndarray:
+        """``[E]`` the rest, with the blendshapes marked in ``typical [E] bool`` at their median."""
+        if typical is None or self.median is None or not np.any(typical):
+            return self.rest
+        return np.where(typical, self.median, self.rest)
 
     @property
     def span(self) -> np.ndarray:
@@ -69,9 +78,11 @@ class ExpressionRange:
 
         return {"rest": torch.as_tensor(self.rest, dtype=torch.float32),
                 "high": torch.as_tensor(self.high, dtype=torch.float32),
-                "frames": int(self.frames), "at_rest": float(self.at_rest)}
+                "frames": int(self.frames), "at_rest": float(self.at_rest),
+                **({"median": torch.as_tensor(self.median, dtype=torch.float32)} if self.median is not None else {})}
 
     @classmethod
     def from_state(cls, state: dict) -> "ExpressionRange":
         arr = lambda k: np.asarray(state[k], np.float64)  # noqa: E731
-        return cls(arr("rest"), arr("high"), int(state["frames"]), float(state.get("at_rest", 1.0)))
+        return cls(arr("rest"), arr("high"), int(state["frames"]), float(state.get("at_rest", 1.0)),
+                   arr("median") if "median" in state else None)

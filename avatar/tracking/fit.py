@@ -149,10 +149,11 @@ def second_difference(x: Tensor) -> Tensor:
 
 
 def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, height: int,
-                 cfg: FitConfig | None = None) -> FitResult:
+                 cfg: FitConfig | None = None, progress: bool = False) -> FitResult:
     """Fit ``lm`` to ``target [F, 478, 2]`` pixel landmarks; ``valid [F]`` bool marks frames with data.
 
-    Device and dtype follow ``target``; ``lm`` is moved to them.
+    Device and dtype follow ``target``; ``lm`` is moved to them. ``progress``: a tqdm bar
+    over the iterations of both stages.
     """
     cfg = cfg or FitConfig()
     F, L = target.shape[:2]
@@ -230,6 +231,10 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
         return sum(terms.values()), terms
 
     stats = {"frames": F, "valid_frames": int(n_valid)}
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    bar = tqdm(total=cfg.rigid_iterations + cfg.full_iterations, desc="track: landmark fit", unit="it",
+               disable=not progress)
     stages = [("rigid", cfg.rigid_iterations, cfg.lr_rigid, [rotation, translation], False),
               ("full", cfg.full_iterations, cfg.lr_full, [rotation, translation, shape, expression, log_f, offset], True)]
     for name, iters, lr, params, full in stages:
@@ -243,6 +248,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             opt.step()
             with torch.no_grad():
                 expression.clamp_(low, high)
+            bar.update(1)
         seconds = time.perf_counter() - t0
         stats[name] = {
             "iterations": iters, "seconds": round(seconds, 3),
@@ -251,6 +257,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
             "frame_iterations_per_second": round(F * iters / max(seconds, 1e-9), 1),
             "final_losses": {k: round(float(v.detach()), 4) for k, v in terms.items()},
         }
+    bar.close()
     with torch.no_grad():
         rot, trans, expr = (interpolate_invalid(x.detach(), valid) for x in (rotation, translation, expression))
     fitted_offset = (offset * offset_mask).detach() if cfg.w_landmark_offset > 0 else None

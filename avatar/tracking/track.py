@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.io.capture import Capture, CaptureError
+from avatar.io.capture import Capture, CaptureError, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
 from .fit import FitConfig, FitResult, fit_sequence, reported_landmarks, reprojection_errors
 from .landmark_model import LandmarkModel, model_translation, project, to_camera, tracking_viewmat, view_directions
@@ -50,11 +50,23 @@ def capture_targets(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
                     int(bad.sum()), np.flatnonzero(bad)[:10].tolist())
         valid &= ~bad
     if not valid.any():
-        raise CaptureError(
-            f"{capture.root}: no frame has face landmarks (all {capture.n_frames} missing or flagged); "
-            "check the video shows a face and re-run avatar preprocess"
-        )
+        raise CaptureError(f"{capture.root}: no frame can be tracked: {_why_none(capture)}")
     return np.nan_to_num(xy), valid
+
+
+def _why_none(capture: Capture) -> str:
+    """Why no frame of ``capture`` is usable, and what would help (not always preprocess again)."""
+    kinds = flags_by_kind(capture.meta.flagged)
+    faceless = [int(i) for i in np.flatnonzero(~capture.landmarks.face_present) if int(i) not in capture.meta.flagged]
+    parts = ([f"{len(faceless)} without a face ({frame_ranges(faceless)})"] if faceless else []) + [
+        f"{len(v)} flagged '{k}' ({frame_ranges(v)})" for k, v in kinds.items()]
+    told = f"of its {capture.n_frames} frames, {', '.join(parts)}"
+    if any(k.endswith(" faces") for k in kinds):
+        return (f"{told}. Preprocess kept the largest face but frames with another person in view are not "
+                "trained on: record the subject alone (or cut the others out of the video), then preprocess it")
+    if "face too small" in kinds:
+        return f"{told}: film closer (or lower preprocess.min_face_size and re-run avatar preprocess)"
+    return f"{told}: check that the video shows a face, lit and roughly frontal, then re-run avatar preprocess"
 
 
 def error_summary(err: torch.Tensor) -> dict:
@@ -83,7 +95,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
     target = torch.as_tensor(xy, device=device, dtype=dtype)
     valid_t = torch.as_tensor(valid, device=device)
     t0 = time.perf_counter()
-    result = fit_sequence(lm, target, valid_t, W, H, cfg.fit)
+    result = fit_sequence(lm, target, valid_t, W, H, cfg.fit, progress=progress)
     fit_seconds = time.perf_counter() - t0
 
     seq = sequence_from_fit(result, lm, W, H, valid)
@@ -99,7 +111,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         refined_px = sequence_landmarks(lm, seq)  # the capture's pixels
         refined_err = (refined_px - target_capture).norm(dim=-1)[valid_t][:, reported_landmarks(lm).to(device)]
         photometric["reprojection_after"] = error_summary(refined_err)
-    seq = model_pose(seq, lm)
+    seq = dataclasses.replace(model_pose(seq, lm), capture_id=capture.meta.capture_id)
     seq.save(out / TRACKING_FILE)
     err = (reprojection_errors(lm, result, target, W, H) * to_capture_px)[valid_t]
     err_contour = (reprojection_errors(lm, result, target, W, H, contour=True) * to_capture_px)[valid_t]

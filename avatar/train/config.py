@@ -53,5 +53,9 @@ class TrainConfig:
     xyz_threshold: float = 1.0  # distance from the triangle centroid beyond this (triangle sizes) is penalised
     preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
     checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end
+    viewer: bool = False  # serve the avatar being trained in a web browser (avatar view's viewer), loss and PSNR plotted
+    viewer_every: int = 100  # send the avatar to the viewer every this many steps
+    viewer_host: str = "127.0.0.1"  # the viewer's address; any other than localhost warns (the page has no login)
+    viewer_port: int = 8080  # the viewer's TCP port (0: any free one)
     gaussians: MeshGaussiansConfig = field(default_factory=MeshGaussiansConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)

@@ -77,7 +77,7 @@ def neck_height(model, neck_below_chin: float | None) -> tuple[Tensor, float] | 
 
 
 def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, width: int, height: int,
-               dilate: float, batch: int = 8, neck: tuple[Tensor, float] | None = None) -> Tensor:
+               dilate: float, batch: int = 8, neck: tuple[Tensor, float] | None = None, progress: bool = False) -> Tensor:
     """``[F, H, W]`` silhouettes of the tracked head mesh, grown by ``dilate`` x width pixels.
 
     The person mask times this keeps the head, hair and neck and cuts the torso, which a
@@ -93,7 +93,10 @@ def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, widt
     def grow(m: Tensor) -> Tensor:
         return torch.nn.functional.max_pool2d(m.float()[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
 
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
     out = []
+    bar = tqdm(total=vertices.shape[0], desc="head masks", unit="frame", disable=not progress, leave=False)
     with torch.no_grad():
         for i in range(0, vertices.shape[0], batch):
             v = vertices[i : i + batch]
@@ -109,19 +112,22 @@ def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, widt
             else:
                 keep = grow(head)
             out.append(keep.float())
+            bar.update(v.shape[0])
+    bar.close()
     return torch.cat(out)
 
 
 def load_frames(
     capture: Capture, tracking: TrackedSequence, model, resolution: int | None, holdout: float,
     device: torch.device, dtype: torch.dtype = torch.float32, mask: str = "head", head_dilate: float = 0.04,
-    neck_below_chin: float | None = None,
+    neck_below_chin: float | None = None, progress: bool = False,
 ) -> FrameSet:
     """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each.
 
     ``mask``: "person" uses the capture's masks as they are; "head" cuts them to the tracked
     head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso, and cut
-    across the neck ``neck_below_chin`` metres under the chin (None: no cut).
+    across the neck ``neck_below_chin`` metres under the chin (None: no cut). ``progress``: a
+    tqdm bar over the frames read.
     """
     if mask not in ("person", "head"):
         raise TrainDataError(f"train.mask must be 'person' or 'head', got {mask!r}")
@@ -139,7 +145,9 @@ def load_frames(
     width = resolution or w0
     height = int(round(h0 * width / w0))
     images, masks = [], []
-    for i in usable:
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for i in tqdm(usable, desc="load frames", unit="frame", disable=not progress, leave=False):
         img, mask = capture.load_frame(int(i)), capture.load_mask(int(i))
         if (img.shape[1], img.shape[0]) != (width, height):
             img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
@@ -159,7 +167,7 @@ def load_frames(
     viewmat = torch.as_tensor(tracking.viewmat, dtype=dtype, device=device)
     if mask_mode == "head":
         keep = head_masks(out.vertices, model.faces.to(device), K, viewmat, width, height, head_dilate,
-                          neck=neck_height(model, neck_below_chin))
+                          neck=neck_height(model, neck_below_chin), progress=progress)
         masks = (masks.float() * keep).round().to(torch.uint8)
     return FrameSet(
         images=torch.from_numpy(np.stack(images)).to(device),

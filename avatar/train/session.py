@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -48,18 +49,25 @@ def _load_model(name: str, device: torch.device, model_options: dict | None = No
     return models.load(name, **(model_options or {})).to(device)
 
 
-def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedSequence, object]:
+def setup(cfg: DictConfig, write_config: bool = True, given: Callable[[str], bool] = lambda key: True
+          ) -> tuple[Trainer, TrackedSequence, object]:
     """Build the trainer for ``cfg`` (capture, out, model, device, resume, train, renderer).
 
     ``write_config``: record the resolved config as ``out/config.yaml`` (training does;
-    re-opening a finished run for eval or export does not touch it).
+    re-opening a finished run for eval or export does not touch it). Resuming a run goes on
+    with the config it was trained with (:func:`resume_config`; ``given(key)``: whether the
+    command line set ``key``).
     """
     out = Path(cfg.out)
     has_checkpoint = (out / "checkpoints" / "last.pt").is_file()
     if has_checkpoint and not cfg.resume:
         raise RunError(f"{out} already holds a trained run; pass resume=true to continue it, or choose another out=")
+    if has_checkpoint and write_config and (out / "config.yaml").is_file():
+        cfg, changes = resume_config(out, cfg, given)
+        if changes:  # config.yaml is rewritten with them below: say so
+            log.warning("resuming %s with %s (config.yaml updated)", out, "; ".join(changes))
     capture = Capture(cfg.capture)
-    tracking = load_tracking(capture.root, model=cfg.get("model"))
+    tracking = load_tracking(capture.root, model=cfg.get("model"), capture_id=capture.meta.capture_id)
     tcfg = train_config(cfg.get("train"))
     device = pick_device(cfg.get("device", "auto"))
     options = cfg.get("model_options")
@@ -67,7 +75,7 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     model = _load_model(tracking.model, device, options)
     try:
         frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device, mask=tcfg.mask,
-                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin)
+                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin, progress=True)
         trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames, tcfg.seed), out,
                           renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model,
                           model_options=options)
@@ -81,6 +89,70 @@ def setup(cfg: DictConfig, write_config: bool = True) -> tuple[Trainer, TrackedS
     if write_config:
         atomic_write(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return trainer, tracking, model
+
+
+# Keys a resumed run may change: they do not change what was trained so far.
+RESUME_MAY_CHANGE = {
+    "resume": "the switch itself",
+    "out": "the run folder itself (the same folder, written another way)",
+    "train.iterations": "more steps extend the run",
+    "train.preview_every": "when previews are written",
+    "train.checkpoint_every": "when checkpoints are written",
+    "train.viewer": "whether a browser viewer watches the training",
+    "train.viewer_every": "how often the viewer is refreshed",
+    "train.viewer_host": "where the viewer listens",
+    "train.viewer_port": "where the viewer listens",
+    "device": "where it runs (checkpoints load on any device)",
+    "renderer.backend": "the rasterizer's implementation (same images)",
+}
+
+
+def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lambda key: True
+                  ) -> tuple[DictConfig, list[str]]:
+    """The config to resume the run in ``out`` with, and its changes as ``key: old -> new``.
+
+    It is the run's own ``out/config.yaml``. Of the keys the command line set (``given(key)``)
+    with another value, those of :data:`RESUME_MAY_CHANGE` take it, and any other is refused
+    (RunError listing them all: another capture, model or training setting). A key it did
+    not set keeps the run's value (the user need not repeat the first command's options)."""
+    saved_cfg = OmegaConf.load(out / "config.yaml")
+    saved = _flat(OmegaConf.to_container(saved_cfg, resolve=True))
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changes, refused = [], []
+    for key in sorted(set(saved) | set(new)):
+        old_value, new_value = saved.get(key, "(unset)"), new.get(key, "(unset)")
+        if key == "capture" and isinstance(old_value, str) and isinstance(new_value, str):
+            same = Path(old_value).resolve() == Path(new_value).resolve()
+        else:
+            same = old_value == new_value
+        if same or key == "resume":
+            continue
+        change = f"{key}: {old_value} -> {new_value}"
+        if not given(key):
+            continue  # a default, not asked for: the run keeps its own value
+        if key in RESUME_MAY_CHANGE:
+            OmegaConf.update(saved_cfg, key, new_value, force_add=True)
+            changes.append(change)
+        else:
+            refused.append(change)
+    if refused:
+        raise RunError(
+            f"{out} was trained with other settings ({'; '.join(refused)}): resume=true goes on with the run's "
+            f"own settings (only {', '.join(k for k in RESUME_MAY_CHANGE if k != 'resume')} may change); drop "
+            "those overrides, or train into a new out="
+        )
+    saved_cfg.resume = True
+    return saved_cfg, changes
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of a nested config container (lists stay values)."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
 
 
 def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path:
@@ -104,7 +176,7 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
         "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
     }
-    entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility().cpu()
+    entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility(progress=True).cpu()
     config = trainer.cfg.gaussians
     return avatar_file.write_avatar(path, kind=g.kind, config=dataclasses.asdict(config), avatar_state=g.state(),
                                     **entries)
@@ -135,8 +207,10 @@ def heldout_video(trainer: Trainer, path: Path, fps: float) -> Path | None:
     frames = trainer.frames.heldout
     if len(frames) == 0:
         return None
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
     with VideoWriter(path, fps=fps) as writer:
-        for i in frames:
+        for i in tqdm(frames, desc="held-out video", unit="frame", leave=False):
             writer.write(trainer.side_by_side(int(i)))
     return path
 
@@ -145,7 +219,7 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
     """Final checkpoint, metrics.json, held-out video, avatar.ply and avatar.pt."""
     out = trainer.out
     trainer.save_checkpoint()
-    metrics = trainer.evaluate()
+    metrics = trainer.evaluate(progress=True)
     if trainer.cfg.eval_pose_steps > 0:
         metrics["pose_aligned"] = pose_aligned_metrics(trainer, trainer.cfg.eval_pose_steps)
     iterations = trainer.step
@@ -173,7 +247,7 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
 def pose_aligned_metrics(trainer: Trainer, steps: int) -> dict:
     """Held-out metrics after aligning each frame's head pose to its image (see :meth:`Trainer.align_pose`)."""
     t0 = time.perf_counter()
-    out = trainer.evaluate(pose_steps=steps)
+    out = trainer.evaluate(pose_steps=steps, progress=True)
     out.update({"pose_steps": steps, "downscale": trainer.cfg.eval_pose_downscale,
                 "seconds": round(time.perf_counter() - t0, 1)})
     return out

@@ -17,6 +17,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -186,8 +187,11 @@ class Trainer:
         log.warning("step %d skipped: %s; learning rates halved (x%.3g)", self.step, why, self.lr_factor)
         return {"loss": float("nan"), "psnr": float("nan")}
 
-    def run(self, until: int | None = None, progress: bool = True) -> None:
-        """Train up to step ``until`` (default: ``cfg.iterations``), checkpointing on the way."""
+    def run(self, until: int | None = None, progress: bool = True, stop: Callable[[], bool] | None = None,
+            on_step: Callable[[dict], None] | None = None) -> None:
+        """Train up to step ``until`` (default: ``cfg.iterations``), checkpointing on the way.
+        ``stop``: asked after every step; when it says yes, the run checkpoints and returns early.
+        ``on_step(stats)`` (e.g. a viewer's) is called after each step with its loss and PSNR."""
         from tqdm import tqdm  # noqa: PLC0415
 
         until = self.cfg.iterations if until is None else until
@@ -201,10 +205,15 @@ class Trainer:
                 ema = stats["psnr"] if ema is None else 0.9 * ema + 0.1 * stats["psnr"]
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{ema or 0:.2f}", n=len(self.gaussians))
+            if on_step is not None:
+                on_step(stats)
             if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
                 self.save_preview()
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                 self.save_checkpoint()
+            if stop is not None and stop():
+                self.save_checkpoint()
+                break
         bar.close()
 
     # ---------------------------------------------------------------- evaluation
@@ -254,17 +263,20 @@ class Trainer:
         return torch.rad2deg(angles.amin(1)).cpu().numpy()
 
     @torch.no_grad()
-    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0) -> dict:
+    def evaluate(self, indices: np.ndarray | None = None, pose_steps: int = 0, progress: bool = False) -> dict:
         """Mean PSNR / SSIM / LPIPS over ``indices`` (default: the held-out frames), full frame.
 
         ``pose_steps > 0``: each frame's head pose is first aligned to its image (:meth:`align_pose`).
         Also ``per_frame`` (capture frame, PSNR, SSIM, :meth:`pose_distance_deg`) and the means
-        over the frames posed within / beyond ``eval_novel_pose_deg`` of the training poses."""
+        over the frames posed within / beyond ``eval_novel_pose_deg`` of the training poses.
+        ``progress``: a tqdm bar over the frames."""
         indices = self.frames.heldout if indices is None else indices
         if len(indices) == 0:
             return {"psnr": None, "ssim": None, "lpips": None, "frames": 0}
         scores = {"psnr": [], "ssim": [], "lpips": []}
-        for i in indices:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        for i in tqdm(indices, desc="eval", unit="frame", disable=not progress, leave=False):
             pose = self.align_pose(int(i), pose_steps) if pose_steps > 0 else None
             img, _, _ = self.render(int(i), sh_degree=self.gaussians.sh_degree, pose=pose)
             gt, _ = self.target(int(i))

@@ -1,0 +1,2 @@
+"""The browser viewer (``avatar view``, ``avatar train train.viewer=true``): a trained or training
+avatar posed in Python and streamed to a web page as Gaussian splats (viser)."""

@@ -1,0 +1,97 @@
+"""Benchmark: how much `train.viewer=true` slows training; ONE JSON line.
+
+Trains the same short run on a small synthetic ICT capture (ground-truth tracking; needs the ICT
+assets: AVATAR_ASSETS) with and without the viewer, alternating, ``--repeats`` times each, in
+this process, and compares the median CPU time (all threads of the process: training and the
+viewer's, so other jobs on the machine matter little) and wall time of ``Trainer.run``: the viewer serving with no page
+open, or with ``--browser`` a headless Chromium showing it on the same machine (its software WebGL
+then competes for the same cores). Target (issue 25): at most 10% slower.
+
+    python benchmarks/train_viewer.py [--iterations 200] [--repeats 5] [--every 100] [--browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--resolution", type=int, default=96)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--every", type=int, default=100, help="train.viewer_every")
+    parser.add_argument("--browser", action="store_true", help="keep a headless Chromium page on the viewer")
+    args = parser.parse_args()
+    from avatar.synthetic.capture import SyntheticConfig, make_synthetic_capture
+    from avatar.train.session import setup
+    from avatar.view.training import TrainingViewer
+
+    work = Path(tempfile.mkdtemp(prefix="avatar-bench-train-viewer-"))
+    capture = work / "capture"
+    make_synthetic_capture(capture, SyntheticConfig(n_frames=args.frames, resolution=args.resolution), progress=False)
+    shutil.copyfile(capture / "ground_truth.npz", capture / "tracking.npz")
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}  # this process's CPU seconds, all its threads
+    for k in range(args.repeats):
+        for mode in ("off", "on"):
+            out = work / f"run_{mode}_{k}"
+            cfg = OmegaConf.create({"capture": str(capture), "out": str(out), "model": None, "device": "cpu",
+                                    "resume": False, "renderer": {"backend": "torch"},
+                                    "train": {"iterations": args.iterations, "resolution": args.resolution,
+                                              "preview_every": 0, "checkpoint_every": 0,
+                                              "gaussians": {"uv_resolution": 32}}})
+            trainer, _, _ = setup(cfg, write_config=False)
+            viewer = TrainingViewer(trainer, port=0, every=args.every) if mode == "on" else None
+            with _page(viewer.server.url if viewer is not None and args.browser else None):
+                t0, c0 = time.perf_counter(), time.process_time()
+                trainer.run(progress=False, on_step=None if viewer is None else viewer.step)
+                times[mode].append(time.perf_counter() - t0)
+                cpu[mode].append(time.process_time() - c0)
+            if viewer is not None:
+                viewer.close()
+    shutil.rmtree(work, ignore_errors=True)
+    median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    print(json.dumps({
+        "benchmark": "train_viewer",
+        "data": f"synthetic ICT capture, {args.frames} frames, {args.resolution} px, uv_resolution 32",
+        "iterations": args.iterations, "viewer_every": args.every, "repeats": args.repeats,
+        "page_open": "headless chromium on the same machine" if args.browser else "none",
+        "seconds_without_viewer": [round(t, 2) for t in times["off"]],
+        "seconds_with_viewer": [round(t, 2) for t in times["on"]],
+        "cpu_seconds_without_viewer": [round(t, 2) for t in cpu["off"]],
+        "cpu_seconds_with_viewer": [round(t, 2) for t in cpu["on"]],
+        # CPU time of the process (training + the viewer's threads): what the viewer adds on an idle machine,
+        # at most; the wall time also carries the other jobs running on the machine.
+        "slowdown_percent_cpu": round(100 * (median(cpu["on"]) / median(cpu["off"]) - 1), 1),
+        "slowdown_percent_wall": round(100 * (median(times["on"]) / median(times["off"]) - 1), 1),
+        "target_slowdown_percent": 10.0,
+    }))
+
+
+@contextlib.contextmanager
+def _page(url: str | None):
+    """A headless Chromium page on ``url`` for the block (nothing when None)."""
+    if url is None:
+        yield
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from browser import browser_page
+
+    with browser_page() as page:
+        page.goto(url)
+        yield
+
+
+if __name__ == "__main__":
+    main()

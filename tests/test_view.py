@@ -1,0 +1,164 @@
+"""The viewer without a browser: splat packing, expression groups, camera, port and host checks,
+the frame-rate meter, and `avatar view`'s errors."""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.view.controls import OTHER, ViewCamera, expression_groups, head_rotation
+from avatar.view.server import FrameRate, ViewerError, check_port, free_port, warn_if_public
+from avatar.view.splats import covariances, pack, unpack
+
+
+def test_pack_round_trips_positions_covariances_and_colours():
+    g = torch.Generator().manual_seed(0)
+    n = 50
+    means = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0, 0, -0.6])
+    quats = torch.randn(n, 4, generator=g)
+    scales = torch.rand(n, 3, generator=g) * 3e-3 + 2e-4  # 0.2-3 mm: float16 in metres would lose these
+    opac, rgb = torch.rand(n, generator=g), torch.rand(n, 3, generator=g)
+    out = unpack(pack(means, quats, scales, opac, rgb))
+    np.testing.assert_allclose(out["means"], means.numpy(), rtol=1e-6, atol=1e-7)
+    cov = covariances(quats, scales).numpy()
+    np.testing.assert_allclose(out["covariances"], cov, rtol=2e-3, atol=1e-9)
+    np.testing.assert_allclose(out["rgb"], rgb.numpy(), atol=1 / 255)
+    np.testing.assert_allclose(out["opacities"], opac.numpy(), atol=1 / 255)
+
+
+def test_covariance_of_an_axis_aligned_gaussian():
+    cov = covariances(torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[1.0, 2.0, 3.0]]))
+    np.testing.assert_allclose(cov[0].numpy(), np.diag([1.0, 4.0, 9.0]))
+
+
+def test_arkit_names_are_grouped_and_others_kept():
+    names = ["eyeBlink_L", "browDown_R", "jawOpen", "mouthSmile_L", "cheekPuff", "noseSneer_L", "expr_3"]
+    groups = expression_groups(names)
+    assert groups["Eyes"] == [0] and groups["Brows"] == [1] and groups["Jaw and mouth"] == [2, 3]
+    assert groups["Cheeks and nose"] == [4, 5] and groups[OTHER] == [6]
+    assert "Eyes" not in expression_groups(["expr_0"])
+
+
+def test_head_rotation_turns_the_reference_by_the_offsets():
+    ref = np.array([0.1, -0.2, 0.05], np.float32)
+    np.testing.assert_allclose(head_rotation(ref, 0, 0, 0), ref, atol=1e-6)
+    turned = head_rotation(np.zeros(3, np.float32), 30, 0, 0)
+    np.testing.assert_allclose(turned, [0, math.radians(30), 0], atol=1e-6)
+
+
+def test_the_view_camera_reproduces_the_avatar_camera():
+    viewmat = torch.diag(torch.tensor([1.0, -1, -1, 1]))
+    viewmat[2, 3] = -0.1
+    K = torch.tensor([[100.0, 0, 32], [0, 100, 32], [0, 0, 1]])
+    target = np.array([0.0, 0.0, -0.7])  # on the optical axis
+    cam = ViewCamera.from_opencv(viewmat, K, 64, target)
+    np.testing.assert_allclose(cam.up, [0, 1, 0], atol=1e-9)
+    np.testing.assert_allclose(cam.viewmat().numpy(), viewmat.numpy(), atol=1e-6)
+    np.testing.assert_allclose(cam.K(64, 64).numpy(), K.numpy(), rtol=1e-5)
+
+
+def test_a_port_in_use_is_named_with_a_free_one():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ViewerError, match=rf"port {port} on 127.0.0.1 is in use.*view.port=\d+ \(free now\)"):
+            check_port("127.0.0.1", port, "view.port")
+    check_port("127.0.0.1", free_port())  # a free one passes
+
+
+def test_a_non_local_address_warns(capsys):
+    assert not warn_if_public("127.0.0.1")
+    assert warn_if_public("0.0.0.0", "view.host")
+    err = capsys.readouterr().err
+    assert "warning" in err and "view.host=0.0.0.0" in err and "no login" in err
+
+
+def test_frame_rate_counts_frames_in_its_window():
+    rate = FrameRate(window=2.0)
+    for i in range(21):
+        rate.tick(0.01, now=10.0 + i * 0.05)  # 20 FPS
+    assert rate.fps(now=11.0) == pytest.approx(20.0)
+    assert rate.busy_ms() == pytest.approx(10.0)
+    assert rate.fps(now=20.0) == 0.0  # nothing lately
+
+
+def test_view_without_an_avatar_file_exits_1(tmp_path, capsys):
+    from avatar import cli
+
+    assert cli.main(["view", f"run={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "avatar.pt does not exist" in err and "avatar train" in err and "Traceback" not in err
+    assert cli.main(["view", f"run={tmp_path}", "view.port=70000"]) == 2
+
+
+def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
+    """A stand-in for the trainer (what :class:`TrainingViewer` reads of it): steps 1, 2 and 4 of
+    ``every=2`` send the avatar posed on the first training frame; every step's loss is kept."""
+    from types import SimpleNamespace
+
+    import avatar.models
+    from avatar.gaussians.base import FrameState
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+    from avatar.view.splats import unpack
+    from avatar.view.training import TrainingViewer
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0))
+    with torch.no_grad():
+        verts = model(shape=torch.zeros(1, 100), translation=torch.tensor([[0.0, 0, -0.6]])).vertices
+    viewmat = torch.diag(torch.tensor([1.0, -1, -1, 1]))
+    frames = SimpleNamespace(train=np.array([0]), viewmat=viewmat, K=torch.tensor([[[90.0, 0, 32], [0, 90, 32], [0, 0, 1]]]),
+                             height=64)
+    trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
+                              mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)))
+    viewer = TrainingViewer(trainer, port=0, every=2)
+    try:
+        for step in range(1, 5):
+            trainer.step = step
+            viewer.step({"loss": 1.0 / step, "psnr": 10.0 + step})
+            assert viewer.server.idle()
+            assert viewer.server.rate.count == {1: 1, 2: 2, 3: 2, 4: 3}[step]
+        assert viewer.steps == [1, 2, 3, 4] and viewer.psnr == [11.0, 12.0, 13.0, 14.0]
+        sent = unpack(viewer.server.node.buffer)
+        with torch.no_grad():
+            means = g(FrameState(verts, None, torch.zeros(1, 3))).means[0].numpy()
+        np.testing.assert_allclose(sent["means"], means, atol=1e-6)
+    finally:
+        viewer.close()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, bf16):
+    """The viewer's expression MLP (first layer's positional part computed once; `view.bf16_deformer`:
+    bfloat16) puts the Gaussians where the avatar's own does: to float rounding in float32, well
+    under a millimetre in bfloat16 (an MLP with random weights, so its offsets are not small)."""
+    import avatar.models
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+    from avatar.gaussians.package import AvatarPackage
+    from avatar.view.avatar_viewer import FixedDeformer, fix_deformer
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, deform=True),
+                                   n_condition=len(model.expression_names))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in g.deformer.parameters():
+            p.normal_(0, 0.05)
+    pkg = AvatarPackage({"shape": torch.zeros(100)}, g, model, torch.device("cpu"))
+    e = torch.zeros(1, len(model.expression_names))
+    e[0, 5] = 0.8
+    pose = (e, torch.tensor([[0.0, 0.2, 0.0]]), torch.tensor([[0.0, 0.0, -0.6]]))
+    with torch.no_grad():
+        full = pkg.posed_gaussians(*pose).means
+        assert fix_deformer(pkg, bf16) and isinstance(g.deformer, FixedDeformer)
+        fast = pkg.posed_gaussians(*pose).means
+    assert fast.dtype == torch.float32
+    moved = (fast - full).norm(dim=-1)
+    assert moved.max() < (2e-4 if bf16 else 1e-6)  # metres
+    assert (moved.max() > 1e-7) == bf16

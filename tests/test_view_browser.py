@@ -1,0 +1,169 @@
+"""``avatar view`` in a real browser: headless Chromium (SwiftShader WebGL) on a tiny test avatar.
+
+One viewer process serves both tests; one browser session does all the checks of the first
+(the page shows the avatar where the toolkit renders it, a slider changes the picture,
+playback advances frames); the second starts Chromium without WebGL. Skipped, with the reason, when
+Chromium or Playwright is missing (.ci/run installs Chromium). Slow: about 35 s on 2 cores with other jobs running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from avatar_files import write_test_avatar
+from browser import AVATAR_SHOWN_JS, avatar_shown_seconds, browser_page, missing_reason
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")]
+
+SIZE = 128
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def avatar_and_drive(tmp_path_factory, ict_assets):
+    """An ICT avatar whose Gaussians have random colours (any misplacement shows), and a 40-frame
+    parameter file opening the jaw and turning the head."""
+    import avatar.models
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=24, sh_degree=0, init_opacity=0.95))
+    rgb = torch.rand(len(g), 3, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    with torch.no_grad():
+        g.params["sh0"][:] = ((rgb - 0.5) / 0.28209479177387814)[:, None, :]
+    root = tmp_path_factory.mktemp("view")
+    names = list(model.expression_names)
+    path = write_test_avatar(root / "run" / "avatar.pt", g, expression_names=names, size=SIZE)
+    n = 40
+    expression = np.zeros((n, len(names)), np.float32)
+    expression[:, names.index("jawOpen")] = np.linspace(0, 1, n)
+    rotation = np.zeros((n, 3), np.float32)
+    rotation[:, 1] = np.linspace(0, 0.4, n)
+    drive = root / "take.npz"
+    np.savez(drive, expression=expression, expression_names=np.array(names), rotation=rotation, fps=np.float32(5.0))
+    return path, drive
+
+
+@pytest.fixture(scope="module")
+def viewer(avatar_and_drive):
+    """``(url, avatar.pt)`` of one `avatar view` process with the driven sequence, for the module's tests."""
+    path, drive = avatar_and_drive
+    proc, url = _start_viewer(f"run={path}", f"drive={drive}", cwd=path.parent)
+    yield url, path
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _start_viewer(*args: str, cwd) -> tuple[subprocess.Popen, str]:
+    """`avatar view ARGS` on a free port, started in ``cwd`` (its Hydra records go there)."""
+    proc = subprocess.Popen([sys.executable, "-m", "avatar", "view", *args, "view.port=0", "view.seconds=120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in proc.stdout:
+        found = re.search(r" at (http://\S+) ", line)
+        if found:
+            return proc, found.group(1)
+    proc.wait()
+    raise AssertionError(f"avatar view exited {proc.returncode} without serving")
+
+
+def _canvas(page) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    return np.asarray(Image.open(BytesIO(page.locator("canvas").first.screenshot())).convert("RGB")).astype(np.float32)
+
+
+def _canvas_if(page, test) -> np.ndarray | None:
+    image = _canvas(page)
+    return image if test(image) else None
+
+
+def _wait_for(condition, timeout: float = 20.0, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / max(float(np.mean((a - b) ** 2)), 1e-9)))
+
+
+def test_the_page_shows_the_avatar_its_sliders_and_playback(viewer):
+    """The browser's picture is compared with the toolkit's own render through the camera the page
+    uses (initial camera: the avatar's, looking at the head; the canvas's size), on the head's
+    bounding box: PSNR >= 25 dB. Random per-Gaussian colours make that fail for any misplaced,
+    mis-sized or mis-coloured splat. Then the jawOpen slider (moved with the keyboard, as a user
+    would) must change the picture, and Play must advance the frame number and the picture."""
+    from avatar.gaussians.package import AvatarPackage
+    from avatar.view.controls import ViewCamera
+
+    url, path = viewer
+    with browser_page() as page:
+        page.add_init_script(AVATAR_SHOWN_JS)
+        page.goto(url)
+        page.add_style_tag(content=".mantine-Notifications-root { display: none !important; }")
+        avatar_shown_seconds(page, timeout=30)  # raises when the avatar never shows
+        time.sleep(1.0)  # the splats' fade-in
+        first = _canvas(page)
+        height, width = first.shape[:2]
+
+        pkg = AvatarPackage.load(path, torch.device("cpu"))
+        e = np.zeros(len(pkg.expression_names), np.float32)
+        r, t = pkg.reference_pose_or(np.zeros(3, np.float32), np.zeros(3, np.float32))
+        with torch.no_grad():
+            centre = pkg.posed_gaussians(*(torch.as_tensor(a[None]) for a in (e, r, t))).means[0].mean(0).numpy()
+        K0, _, h0 = pkg.camera()
+        cam = ViewCamera.from_opencv(pkg.state["viewmat"], K0, h0, centre)
+        ours, _, _ = pkg.render_frame(e, r, t, cam.viewmat(), cam.K(width, height), width, height,
+                                      {"backend": "torch"})
+        ours = ours.astype(np.float32)
+        head = np.argwhere((ours < 245).any(-1))
+        (y0, x0), (y1, x1) = head.min(0), head.max(0) + 1
+        box = (slice(max(y0 - 4, 0), y1 + 4), slice(max(x0 - 4, 0), x1 + 4))
+        psnr = _psnr(first[box], ours[box])
+        assert psnr >= 25.0, f"page vs toolkit render: {psnr:.2f} dB on the head"
+        shifted = np.roll(ours, 2, axis=1)  # two pixels off: the measure must tell
+        assert _psnr(first[box], shifted[box]) < psnr - 3
+
+        page.get_by_text("jawOpen", exact=True).locator(
+            "xpath=ancestor::div[.//*[@role='slider']][1]//*[@role='slider']").first.focus()
+        page.keyboard.press("End")
+        moved = _wait_for(lambda: _canvas_if(page, lambda c: np.abs(c - first)[box].mean() > 1.0))
+        assert moved is not None, "moving jawOpen did not change the picture"
+
+        frame_slider = page.get_by_role("slider").first
+        frame = lambda: int(frame_slider.get_attribute("aria-valuenow"))  # noqa: E731
+        assert frame() == 0
+        pictures = []
+        for _ in range(2):  # play a few frames, pause (a still page screenshots fast), look
+            start = frame()
+            page.get_by_role("button", name="Play").click()
+            assert _wait_for(lambda: frame() >= start + 3 or None), "playback did not advance the frame number"
+            page.get_by_role("button", name="Pause").click()
+            time.sleep(0.5)
+            pictures.append(_canvas(page))
+        assert np.abs(pictures[0] - pictures[1])[box].mean() > 0.5, "playback did not change the picture"
+
+
+def test_a_browser_without_webgl_is_told_so(viewer, monkeypatch):
+    """viser's page itself checks WebGL and says so in a notification; Chromium without WebGL must get it."""
+    import browser
+
+    url, _ = viewer
+    monkeypatch.setattr(browser, "CHROMIUM_FLAGS", [*browser.CHROMIUM_FLAGS, "--disable-webgl", "--disable-3d-apis"])
+    with browser.browser_page() as page:
+        page.goto(url)
+        page.get_by_text("WebGL unavailable").wait_for(timeout=20000)
