@@ -294,9 +294,13 @@ def test_background_identity_is_fitted_off_the_loop_and_handed_over_once(lm):
     cfg = IdentityConfig(max_frames=12, min_frames=8, max_turn=10.0,  # every frame counts as frontal
                          fit=FitConfig(rigid_iterations=40, full_iterations=80))
     bg = BackgroundIdentity(lm.to(dtype=torch.float64), W, W, cfg, wait_frames=12)
-    got = [bg.add(s["target"][i].numpy()) for i in range(12)]
+    got = [bg.add(s["target"][i].numpy()) for i in range(11)]
+    assert not bg.running  # still collecting frames
+    got.append(bg.add(s["target"][11].numpy()))
     assert got == [None] * 12 and bg.started_at == 12  # started, not waited for
+    assert bg.running  # the live renderer drops to one thread meanwhile
     bg.join(timeout=300)
+    assert not bg.running
     first = bg.add(s["target"][12].numpy())
     assert first is not None and len(first.frames) == 12 and first.shape.dtype == torch.float64
     assert bg.add(s["target"][13].numpy()) is None  # handed over once

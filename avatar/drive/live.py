@@ -229,6 +229,10 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, torch.float32)
     last = None
+    # While the driver's identity is fitted in its worker process (one core), the renderer runs
+    # on one thread: a parallel region whose second thread shares its core with the fit waits
+    # for it, and the frame takes longer than on one thread alone.
+    render_threads = torch.get_num_threads()
     t_start, seen = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(VideoWriter(out, fps=fps)) if out else None
@@ -248,6 +252,9 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                 version = v
                 retargeter.restart_statistics()
             expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
+            threads = 1 if stats.identity is not None and stats.identity.running else render_threads
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
             frame, _, _ = package.render_frame(expression, rotation, translation, viewmat, K, width, height, renderer)
             if writer is not None:
                 writer.write(frame)

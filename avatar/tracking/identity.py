@@ -145,6 +145,12 @@ class BackgroundIdentity:
     def started(self) -> bool:
         return self._future is not None
 
+    @property
+    def running(self) -> bool:
+        """The fit is under way in its worker process (started and not finished)."""
+        future = self._future
+        return future is not None and not future.done()
+
     def add(self, landmarks: np.ndarray) -> DriverIdentity | None:
         if self._future is not None:
             self._collect()
