@@ -201,6 +201,17 @@ def test_dataclasses_give_the_defaults(in_tmp: Path, capsys: pytest.CaptureFixtu
     (["live", "run=a", "max_gaussians=lots"], "max_gaussians=lots: expected an integer >= 1, auto or null"),
     (["demo", "out=r", "demo.fps=fast"], "demo.fps=fast: expected an integer"),
     (["demo", "--cfg", "job", "renderer.eps2d=-1"], "renderer.eps2d=-1: expected a number >= 0"),
+    # impossible ranges (counts, learning rates, focal length, JPEG quality, rotation)
+    (["track", "capture=c", "track.fit.full_iterations=-5"], "track.fit.full_iterations=-5: expected an integer >= 0"),
+    (["track", "capture=c", "track.overlay_stride=0"], "track.overlay_stride=0: expected an integer >= 1"),
+    (["track", "capture=c", "track.fit.focal=-3"], "track.fit.focal=-3.0: expected a number >= 1e-06 or null"),
+    (["train", "capture=c", "out=r", "train.densify.refine_every=0"],
+     "train.densify.refine_every=0: expected an integer >= 1"),
+    (["train", "capture=c", "out=r", "train.checkpoint_every=-1"], "train.checkpoint_every=-1: expected an integer >= 0"),
+    (["train", "capture=c", "out=r", "train.lr_xyz=-1"], "train.lr_xyz=-1.0: expected a number >= 0"),
+    (["preprocess", "input=v.mp4", "out=o", "preprocess.jpeg_quality=500"],
+     "preprocess.jpeg_quality=500: expected an integer in [0, 100]"),
+    (["preprocess", "input=v.mp4", "out=o", "preprocess.rotate=45"], "preprocess.rotate must be one of (0, 90, 180, 270)"),
 ])
 def test_a_bad_value_exits_2_naming_the_key(
     argv: list[str], line: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]

@@ -101,16 +101,16 @@ def collect(sweep_dir: Path, name: str, output_subdir: str) -> list[dict[str, An
 
 def table(rows: list[dict[str, Any]], name: str) -> list[str]:
     """Lines of a plain-text table: job, the swept overrides, status and headline figures."""
-    swept = _swept_keys([row["overrides"] for row in rows])
+    values = [_values(row["overrides"]) for row in rows]
+    swept = _swept_keys(values)
     shown = REPORTS.get(name, ("", ()))[1]
     if not shown:  # first few figures any job reported
         shown = tuple(dict.fromkeys(k for row in rows for k in row["figures"]))[:4]
     header = ["job", *swept, "status", *shown]
     body = []
-    for row in rows:
-        values = dict(o.split("=", 1) for o in row["overrides"] if "=" in o)
+    for row, job in zip(rows, values):
         status = "ok" if row["status"] == 0 else (f"exit {row['status']}" if row["ended"] else "did not end")
-        body.append([str(row["job"]), *(values.get(k, "") for k in swept), status,
+        body.append([str(row["job"]), *(job.get(k, "") for k in swept), status,
                      *(_fmt(row["figures"].get(k)) for k in shown)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body]]
@@ -149,15 +149,15 @@ def _read_overrides(path: Path) -> list[str]:
     return [str(o) for o in OmegaConf.load(path)]
 
 
-def _swept_keys(overrides: list[list[str]]) -> list[str]:
-    """Keys whose value differs between jobs, in command-line order."""
-    seen: dict[str, set[str]] = {}
-    for job in overrides:
-        for o in job:
-            key, _, value = o.partition("=")
-            seen.setdefault(key, set()).add(value)
-    return [k for k, values in seen.items() if len(values) > 1 or any(k not in dict(
-        o.split("=", 1) for o in job if "=" in o) for job in overrides)]
+def _values(overrides: list[str]) -> dict[str, str]:
+    """``["key=value", ...]`` as ``{key: value}`` (a ``~key`` deletion has no value: left out)."""
+    return dict(o.split("=", 1) for o in overrides if "=" in o)
+
+
+def _swept_keys(jobs: list[dict[str, str]]) -> list[str]:
+    """Keys whose value differs between jobs (or that some jobs lack), in command-line order."""
+    keys = dict.fromkeys(k for job in jobs for k in job)
+    return [k for k in keys if len({job.get(k) for job in jobs}) > 1]
 
 
 def _fmt(value: Any) -> str:
