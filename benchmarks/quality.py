@@ -9,6 +9,10 @@ and grades the held-out last 15%:
   training pose (``seen``) and beyond (``novel``), PSNR on a sample of training frames and the
   train-minus-held-out gap, Gaussians, training seconds, and held-out frames left out because
   no face was tracked there;
+- where the held-out error is: per region (face, eyes, mouth, head, beyond the mesh, the
+  silhouette band, background; ``avatar/train/regions.py``) its PSNR and share of the squared
+  error, for seen and novel poses; and the Spearman correlation over held-out frames of PSNR
+  with the distance to the training set in head pose and in expression;
 - the mean over subjects, the lowest subject, and the issue's targets: mean >= 28.5 dB and
   SSIM >= 0.94, no subject below 27 dB, novel-pose PSNR within 2 dB of seen on every subject.
 
@@ -121,6 +125,9 @@ def grade(run: Path, train_sample: int) -> dict:
     ids = np.asarray(frames.frame_ids)
     first_held = int(ids[frames.heldout].min()) if len(frames.heldout) else tracking.n_frames
     excluded = int(np.sum(~np.asarray(tracking.valid, bool)[first_held:]))
+    if "by_region" not in metrics or "expression_distance" not in (metrics.get("per_frame") or [{}])[0]:
+        with torch.no_grad():  # a run trained before the region split: evaluate its held-out frames again
+            metrics.update({k: v for k, v in trainer.evaluate().items() if k in ("by_region", "per_frame")})
     seen, novel = metrics["by_pose"]["seen"], metrics["by_pose"]["novel"]
     gap = on_train["psnr"] - metrics["psnr"] if on_train["psnr"] is not None and metrics["psnr"] is not None else None
     return {
@@ -129,11 +136,33 @@ def grade(run: Path, train_sample: int) -> dict:
         "seen": {"frames": seen["frames"], "psnr": r(seen["psnr"]), "ssim": r(seen["ssim"], 4)},
         "novel": {"frames": novel["frames"], "psnr": r(novel["psnr"]), "ssim": r(novel["ssim"], 4)},
         "novel_minus_seen_db": r(novel["psnr"] - seen["psnr"]) if novel["frames"] and seen["frames"] else None,
+        "error_by_region": error_regions(metrics.get("by_region")),
+        "psnr_correlation": frame_correlations(metrics.get("per_frame") or []),
         "train_psnr": r(on_train["psnr"]), "train_frames_graded": on_train["frames"],
         "train_minus_heldout_db": r(gap),
         "n_gaussians": metrics["n_gaussians"], "iterations": metrics["iterations"],
         "train_seconds": metrics.get("train_seconds"), "resolution": metrics.get("resolution"),
     }
+
+
+def error_regions(by_region: dict | None) -> dict | None:
+    """Per pose group, each region's PSNR and share of the squared error (avatar/train/regions.py)."""
+    if not by_region:
+        return None
+    return {group: {name: [v["psnr"], v["error_share"]] for name, v in regions.items() if v["pixel_share"] >= 1e-3}
+            for group, regions in by_region.items() if isinstance(regions, dict)}
+
+
+def frame_correlations(per_frame: list[dict]) -> dict:
+    """Spearman correlation over the held-out frames of PSNR with the distance to the training
+    set in head pose and in expression (negative: frames further away are worse)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for key in ("pose_distance_deg", "expression_distance"):
+        pairs = [(f["psnr"], f[key]) for f in per_frame if f.get(key) is not None]
+        out[key] = r(spearmanr(*zip(*pairs))[0]) if len(pairs) >= 3 and len({p[1] for p in pairs}) > 1 else None
+    return out
 
 
 def r(value, digits: int = 3):

@@ -106,12 +106,12 @@ def _config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _trainer(sheet_capture, out, **kw) -> Trainer:
+def _trainer(sheet_capture, out, with_model: bool = False, **kw) -> Trainer:
     root, seq = sheet_capture
     cfg = _config(**kw)
     model = SheetModel()
     frames = load_frames(Capture(root), seq, model, cfg.resolution, cfg.holdout, torch.device("cpu"))
-    return Trainer(cfg, frames, init_gaussians(model, cfg.gaussians, frames), out)
+    return Trainer(cfg, frames, init_gaussians(model, cfg.gaussians, frames), out, model=model if with_model else None)
 
 
 def test_split_keeps_the_end_for_evaluation():
@@ -352,7 +352,7 @@ def test_head_mask_neck_cut_follows_the_mesh_not_the_margin():
 
 def test_evaluation_separates_heldout_frames_posed_unlike_any_training_frame(sheet_capture, tmp_path):
     """metrics split the held-out frames by the angle to the nearest training head pose."""
-    tr = _trainer(sheet_capture, tmp_path / "run", eval_novel_pose_deg=5.0)
+    tr = _trainer(sheet_capture, tmp_path / "run", with_model=True, eval_novel_pose_deg=5.0)
     f = tr.frames
     deg = math.pi / 180
     f.rotation[f.train] = 0.0
@@ -372,6 +372,16 @@ def test_evaluation_separates_heldout_frames_posed_unlike_any_training_frame(she
     assert out["psnr"] == pytest.approx(psnr.mean(), abs=1e-3)
     assert novel["psnr"] == pytest.approx(psnr[[1, 2]].mean(), abs=1e-3)
     assert seen["ssim"] == pytest.approx(np.mean([per[i]["ssim"] for i in (0, 3, 4)]), abs=1e-3)
+    # Where the error is: regions of the seen and novel frames; the pixel shares add up to one.
+    regions = out["by_region"]
+    assert regions["band_px"] >= 1 and set(regions) == {"band_px", "all", "seen", "novel"}
+    assert sum(v["pixel_share"] for v in regions["novel"].values()) == pytest.approx(1, abs=1e-3)
+    assert sum(v["error_share"] for v in regions["all"].values()) == pytest.approx(1, abs=1e-3)
+    # Expression distance to the nearest training frame: zero for a copied expression.
+    f.conditions[held[0]] = f.conditions[f.train[2]]
+    f.conditions[held[1]] = f.conditions[f.train[2]] + 0.5
+    dist = tr.expression_distance(held[:2])
+    assert dist[0] == pytest.approx(0, abs=1e-6) and dist[1] > 0
 
 
 def test_heldout_pose_alignment_recovers_a_misplaced_head(sheet_capture, tmp_path):

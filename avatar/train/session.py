@@ -290,6 +290,11 @@ def summary(metrics: dict) -> str:
         extra += (f"; {novel['frames']} frames posed more than {by_pose['threshold_deg']:g} deg from every training "
                   f"frame: {f(novel['psnr'], '.2f')} dB / {f(novel['ssim'], '.4f')}, the other {seen['frames']}: "
                   f"{f(seen['psnr'], '.2f')} dB / {f(seen['ssim'], '.4f')}")
+    regions = (metrics.get("by_region") or {}).get("all")
+    if regions:
+        worst = sorted(regions.items(), key=lambda kv: -kv[1]["error_share"])[:2]
+        extra += "; most of the error: " + ", ".join(
+            f"{name} {100 * v['error_share']:.0f}% ({100 * v['pixel_share']:.0f}% of the pixels)" for name, v in worst)
     return (f"held-out PSNR {f(metrics.get('psnr'), '.2f')} dB, SSIM {f(metrics.get('ssim'), '.4f')}, "
             f"LPIPS {f(metrics.get('lpips'), '.4f')}{extra}; {metrics.get('n_gaussians')} Gaussians, "
             f"{metrics.get('iterations')} iterations{timing}")

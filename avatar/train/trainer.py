@@ -33,6 +33,7 @@ from .config import TrainConfig
 from .data import FrameSet
 from .losses import alpha_mask, excess, photometric
 from .metrics import lpips, psnr, ssim
+from .regions import RegionErrors, pixel_regions, triangle_regions
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # The tracking offsets' learning rates (train.refine_tracking); the avatar's come from its kind.
 _OFFSET_LR_KEYS = {"rotation": "lr_rotation", "translation": "lr_translation", "expression": "lr_expression"}
 _DECAYING_LR = "lr_xyz"  # the one learning rate that decays exponentially to lr_xyz_final
+REGION_BAND = 0.01  # half-width of the silhouette band of the error regions, fraction of the width
 
 
 def lr_keys(gaussians: GaussianAvatar) -> dict[str, str]:
@@ -276,29 +278,63 @@ class Trainer:
         scores = {"psnr": [], "ssim": [], "lpips": []}
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        for i in tqdm(indices, desc="eval", unit="frame", disable=not progress, leave=False):
+        distance = self.pose_distance_deg(np.asarray(indices))
+        novel = distance > self.cfg.eval_novel_pose_deg
+        regions, tri_region = RegionErrors(), None
+        if self.model is not None and hasattr(self.model, "faces"):
+            tri_region = triangle_regions(self.model, int(self.model.faces.shape[0]), self.frames.vertices.device)
+        band = max(1, round(REGION_BAND * self.frames.width))
+        for k, i in enumerate(tqdm(indices, desc="eval", unit="frame", disable=not progress, leave=False)):
             pose = self.align_pose(int(i), pose_steps) if pose_steps > 0 else None
             img, _, _ = self.render(int(i), sh_degree=self.gaussians.sh_degree, pose=pose)
-            gt, _ = self.target(int(i))
-            scores["psnr"].append(float(psnr(img.clamp(0, 1), gt)))
-            scores["ssim"].append(float(ssim(img.clamp(0, 1), gt)))
-            lp = lpips(img.clamp(0, 1)[None], gt[None])
+            gt, mask = self.target(int(i))
+            img = img.clamp(0, 1)
+            scores["psnr"].append(float(psnr(img, gt)))
+            scores["ssim"].append(float(ssim(img, gt)))
+            lp = lpips(img[None], gt[None])
             scores["lpips"].append(None if lp is None else float(lp))
+            if tri_region is not None:
+                labels = pixel_regions(self.triangle_ids(int(i), pose), mask, tri_region, band)
+                for group in ("all", "novel" if novel[k] else "seen"):
+                    regions.add(group, img, gt, labels)
         def means(keep: np.ndarray) -> dict:  # over the frames where keep is True (None: no frame / no metric)
             return {"frames": int(keep.sum()), **{k: float(np.mean(np.asarray(v)[keep])) if v[0] is not None and keep.any()
                                                  else None for k, v in scores.items()}}
 
-        distance = self.pose_distance_deg(np.asarray(indices))
-        novel = distance > self.cfg.eval_novel_pose_deg
         out: dict = means(np.ones(len(indices), bool))
         out["by_pose"] = {"threshold_deg": self.cfg.eval_novel_pose_deg, "seen": means(~novel), "novel": means(novel)}
+        if tri_region is not None:
+            out["by_region"] = {"band_px": band, **{g: regions.summary(g) for g in ("all", "seen", "novel")}}
+        expression = self.expression_distance(np.asarray(indices))
         ids = self.frames.frame_ids
         out["per_frame"] = [
             {"frame": int(ids[i]), "psnr": round(p, 3), "ssim": round(q, 4),
-             "pose_distance_deg": None if np.isnan(d) else round(float(d), 2)}
-            for i, p, q, d in zip(indices, scores["psnr"], scores["ssim"], distance)
+             "pose_distance_deg": None if np.isnan(d) else round(float(d), 2),
+             "expression_distance": None if np.isnan(e) else round(float(e), 4)}
+            for i, p, q, d, e in zip(indices, scores["psnr"], scores["ssim"], distance, expression)
         ]
         return out
+
+    @torch.no_grad()
+    def triangle_ids(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``[H, W]`` front-most triangle of the posed model at frame ``index`` (-1: none)."""
+        from ..render import rasterize_mesh  # noqa: PLC0415
+
+        f = self.frames
+        v = self.mesh(index, pose).vertices
+        return rasterize_mesh(v, self.model.faces.to(v.device), f.K[index][None], f.width, f.height,
+                              f.viewmat[None]).triangle_id[0]
+
+    def expression_distance(self, indices: np.ndarray) -> np.ndarray:
+        """Per frame of ``indices``, the Euclidean distance of its expression coefficients to the
+        nearest training frame's: how far from any expression seen in training the face is."""
+        f = self.frames
+        if len(f.train) == 0 or len(indices) == 0 or f.conditions.shape[-1] == 0:
+            return np.full(len(indices), np.nan)
+        dev = f.conditions.device
+        a = f.conditions[torch.as_tensor(indices, device=dev)].double()
+        t = f.conditions[torch.as_tensor(f.train, device=dev)].double()
+        return torch.cdist(a, t).amin(1).cpu().numpy()
 
     @torch.no_grad()
     def side_by_side(self, index: int) -> Tensor:
