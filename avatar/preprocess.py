@@ -91,17 +91,21 @@ class PreprocessConfig:
     preview: bool = False  # also write preprocess_preview.mp4: crops, mask, landmarks
     rotate: int = 0  # turn the frames this many degrees counter-clockwise (0, 90, 180, 270) on top of the video's rotation metadata: for a sideways video
     overwrite: bool = False  # replace a capture of another video that `out` already holds (its tracking and runs then refuse it)
+    subject: str = "head"  # head: the crop follows the face (face landmarks); body: the whole person (pose landmarks, person mask, avatar.preprocess_body)
+    body_crop_scale: float = 1.2  # body: crop side / longer side of the person's box (landmarks grown to their mask region)
+    body_mask: str = "pose"  # body: person mask from the pose model's segmentation (pose) or the selfie model (general | landscape)
     pose: bool = False  # also detect the 33 MediaPipe pose landmarks on each crop (landmarks.npz `pose`, `pose_present`)
     pose_max_gap: int = 5  # frames without a pose in runs up to this long between two detections are interpolated
 
     def __post_init__(self) -> None:
         choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape"),
-                   "rotate": (0, 90, 180, 270)}
+                   "rotate": (0, 90, 180, 270), "subject": ("head", "body"),
+                   "body_mask": ("pose", "general", "landscape")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"preprocess.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         positive = {"resolution": 16, "crop_scale": 1e-6, "detect_size": 64, "max_faces": 1, "image_fps": 1e-6,
-                    "pose_max_gap": 0}
+                    "pose_max_gap": 0, "body_crop_scale": 1e-6}
         if self.max_frames is not None:
             positive["max_frames"] = 1
         if self.fps is not None:
@@ -373,6 +377,9 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
     cases nothing is written.
     """
     cfg = cfg or PreprocessConfig()
+    if cfg.subject != "head":
+        raise ValueError(f"preprocess() makes head captures; subject={cfg.subject!r} is "
+                         "avatar.preprocess_body.preprocess_body's (the app picks it)")
     timer, t_start = Timer(), time.perf_counter()
     source = open_source(input_path, image_fps=cfg.image_fps, rotate=cfg.rotate)
     if not cfg.overwrite:

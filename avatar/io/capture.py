@@ -250,9 +250,16 @@ class Capture:
         scale = self.meta.width / (boxes[:, 2] - boxes[:, 0])
         return scale, boxes[:, :2], (int(extra["source_width"]), int(extra["source_height"]))
 
+    @property
+    def subject(self) -> str:
+        """"head" or "body" (``meta.extra["subject"]``; captures written before it existed are heads)."""
+        return str(self.meta.extra.get("subject", "head"))
+
     def valid_frames(self) -> np.ndarray:
-        """Indices of frames that are not flagged and have a face."""
-        ok = self.landmarks.face_present.copy()
+        """Indices of frames that are not flagged and have a face (a body capture: a pose)."""
+        lm = self.landmarks
+        ok = (lm.pose_present.copy() if self.subject == "body" and lm.pose_present is not None
+              else lm.face_present.copy())
         for i in self.meta.flagged:
             if 0 <= i < self.n_frames:
                 ok[i] = False
