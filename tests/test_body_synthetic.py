@@ -16,7 +16,7 @@ from avatar.synthetic.body_capture import (
     make_body_capture,
     project,
 )
-from avatar.synthetic.toy_body import toy_body
+from avatar.models.toy_body import toy_body
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_capture_is_a_body_capture_with_every_frame_valid(capture):
 
 def test_truth_reprojects_onto_the_landmarks_and_the_mask(capture, body):
     truth = load_body_ground_truth(capture)
-    tracking = load_tracking(capture, model="toy")
+    tracking = load_tracking(capture, model="toy_body")
     assert isinstance(tracking, BodyTrackedSequence)
     np.testing.assert_allclose(tracking.pose, truth.pose)
     cap = Capture(capture)

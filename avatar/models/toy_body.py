@@ -9,6 +9,8 @@ head tube). A few hundred vertices; nothing is read from disk.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from avatar.geometry.skeleton import POSE_LANDMARK_NAMES
@@ -101,7 +103,7 @@ def toy_body_data(segments: int = 8) -> BodyData:
     joint_heightdirs[:, 1, 0] = joints[:, 1] * 0.1
     tracked = tuple((n, 2.6) for n in names[1:22])
     return BodyData(
-        name="toy", template=verts, shapedirs=heightdirs, joint_template=joints, joint_shapedirs=joint_heightdirs,
+        name="toy_body", template=verts, shapedirs=heightdirs, joint_template=joints, joint_shapedirs=joint_heightdirs,
         faces=faces, parents=parents, joint_names=names, weights=weights, landmark_regressor=reg,
         shape_names=("height",), default_shape=np.zeros(1),
         tracking_profile=BodyTrackingProfile(tracked_joints=tuple(n for n, _ in tracked), joint_limits=tracked,
@@ -115,4 +117,14 @@ def toy_body(segments: int = 8) -> BodyModel:
     return BodyModel(toy_body_data(segments))
 
 
-__all__ = ["toy_body", "toy_body_data"]
+@dataclass
+class ToyBodyConfig:
+    """Options of the toy body (``avatar.models.load("toy_body")``): tests and quick experiments only."""
+
+    segments: int = 8  # vertices around each tube
+
+    def build(self) -> BodyModel:
+        return toy_body(self.segments)
+
+
+__all__ = ["ToyBodyConfig", "toy_body", "toy_body_data"]
