@@ -11,6 +11,7 @@ Layout (DESIGN.md)::
       meta.json               source, fps, width, height, rotation, n_frames, timestamps (s),
                               flagged frames {index: reason}, crop boxes, capture_id (a hash of
                               the frames and landmarks, which tracking.npz records), extras
+                              (extra.subject = "body": a whole-body capture, valid frames by pose)
 
 ``meta.json`` is written last and atomically: a folder without it is incomplete and is never
 trusted. Frames and masks are written atomically one by one, so an interrupted run leaves
@@ -255,11 +256,19 @@ class Capture:
         """"head" or "body" (``meta.extra["subject"]``; captures written before it existed are heads)."""
         return str(self.meta.extra.get("subject", "head"))
 
+    @property
+    def is_body(self) -> bool:
+        """A whole-body capture (``meta.json`` extra ``subject: body``): its frames count by their
+        pose landmarks, not their face."""
+        return self.subject == "body"
+
     def valid_frames(self) -> np.ndarray:
         """Indices of frames that are not flagged and have a face (a body capture: a pose)."""
         lm = self.landmarks
-        ok = (lm.pose_present.copy() if self.subject == "body" and lm.pose_present is not None
-              else lm.face_present.copy())
+        if self.is_body:
+            ok = lm.pose_present.copy() if lm.pose_present is not None else np.zeros(self.n_frames, bool)
+        else:
+            ok = lm.face_present.copy()
         for i in self.meta.flagged:
             if 0 <= i < self.n_frames:
                 ok[i] = False

@@ -43,6 +43,7 @@ from avatar.models.ict import ICTConfig
 from avatar.models.profile import GazeBlendshapes, TrackingProfile, TrackingProfileError, require_profile
 from avatar.models.restricted_pickle import RestrictedUnpicklingError, restricted_load
 from avatar.models.smpl import SMPLConfig, SMPLFamilyModel
+from avatar.models.toy_body import ToyBodyConfig
 
 CONFIGS = {
     "ict": ICTConfig,
@@ -50,6 +51,7 @@ CONFIGS = {
     "smpl": lambda **o: SMPLConfig(kind="smpl", **o),
     "smplx": lambda **o: SMPLConfig(kind="smplx", **o),
     "anny": AnnyConfig,
+    "toy_body": ToyBodyConfig,  # a tiny procedural body for tests (avatar.models.toy_body)
 }
 
 
@@ -67,7 +69,7 @@ def load(name: str, **options) -> ParametricModel:
     return config(**options).build()
 
 
-BODY_MODELS = ("anny", "smpl", "smplx")
+BODY_MODELS = ("anny", "smpl", "smplx", "toy_body")
 
 
 def load_body(name: str, **options) -> BodyModel:

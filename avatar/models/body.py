@@ -247,24 +247,42 @@ class BodyModel(ParametricModel):
     ) -> BodyOutput:
         """Posed body; every input optional (default shape, rest pose, no global motion);
         batch size from whichever are given (size 1 broadcasts)."""
+        rest_verts, rest_joints = self.rest(shape)
+        vertices, joints, transforms = self.skin(rest_verts, rest_joints, pose, rotation, translation)
+        B = vertices.shape[0]
+        landmarks = torch.einsum("lv,bvd->bld", self.landmark_regressor, vertices)
+        return BodyOutput(vertices, joints, landmarks, transforms, rest_verts.expand(B, -1, -1),
+                          rest_joints.expand(B, -1, -1))
+
+    def skin(
+        self,
+        rest_vertices: Tensor,  # [B or 1, V, 3] from rest()
+        rest_joints: Tensor,  # [B or 1, J, 3] from rest()
+        pose: Tensor | None = None,  # [B, J, 3] or [B, J, 3, 3]
+        rotation: Tensor | None = None,  # [B, 3] or [B, 3, 3]
+        translation: Tensor | None = None,  # [B, 3]
+        vertex_ids: Tensor | None = None,  # [V'] skin only these vertices
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Pose a shaped rest body (:meth:`rest`, which a caller posing one subject many times
+        computes once): ``(vertices [B, V or V', 3], joints [B, J, 3], transforms [B, J, 4, 4])``.
+        ``vertex_ids``: skin only those vertices (``rest_vertices`` still the whole mesh)."""
         for x, what in ((pose, "pose"), (rotation, "rotation"), (translation, "translation")):
             if x is not None:
                 self._check(x, what)
-        rest_verts, rest_joints = self.rest(shape)
-        sizes = {t.shape[0] for t in (rest_verts, pose, rotation, translation) if t is not None} - {1}
+        sizes = {t.shape[0] for t in (rest_vertices, pose, rotation, translation) if t is not None} - {1}
         if len(sizes) > 1:
             raise ValueError(f"inputs disagree on the batch size: {sorted(sizes)} (size 1 broadcasts)")
         B, J = (sizes.pop() if sizes else 1), self.num_joints
         eye = torch.eye(3, dtype=self.template.dtype, device=self.template.device)
-        rots = eye.expand(B, J, 3, 3) if pose is None else as_rotation_matrices(pose).expand(B, J, 3, 3)
-        if rots.shape != (B, J, 3, 3):
+        rots = eye.expand(B, J, 3, 3) if pose is None else as_rotation_matrices(pose)
+        if rots.shape[1:] != (J, 3, 3):
             raise ValueError(f"pose must be (B, {J}, 3) or (B, {J}, 3, 3), got {tuple(pose.shape)}")
+        rots = rots.expand(B, J, 3, 3)
         if rotation is not None:
             glob = as_rotation_matrices(rotation).expand(B, 3, 3)
             rots = torch.cat((glob[:, None] @ rots[:, :1], rots[:, 1:]), dim=1)
-        rest_verts, rest_joints = rest_verts.expand(B, -1, -1), rest_joints.expand(B, -1, -1)
-        joints, transforms = forward_kinematics(rest_joints, self.parents, rots, self._levels)
-        shaped = rest_verts
+        joints, transforms = forward_kinematics(rest_joints.expand(B, -1, -1), self.parents, rots, self._levels)
+        shaped = rest_vertices
         if self.posedirs is not None and pose is not None:
             feature = (rots[:, 1:] - eye).reshape(B, -1)
             shaped = shaped + (feature @ self.posedirs).reshape(B, -1, 3)
@@ -273,9 +291,11 @@ class BodyModel(ParametricModel):
             joints = joints + t[:, None]
             transforms = transforms.clone()
             transforms[:, :, :3, 3] = transforms[:, :, :3, 3] + t[:, None]
-        vertices, _ = linear_blend_skinning(shaped, self.lbs_weights, transforms)
-        landmarks = torch.einsum("lv,bvd->bld", self.landmark_regressor, vertices)
-        return BodyOutput(vertices, joints, landmarks, transforms, rest_verts, rest_joints)
+        weights = self.lbs_weights
+        if vertex_ids is not None:
+            shaped, weights = shaped[:, vertex_ids], weights[vertex_ids]
+        vertices, _ = linear_blend_skinning(shaped.expand(B, -1, -1), weights, transforms)
+        return vertices, joints, transforms
 
     def _check(self, x: Tensor, what: str) -> None:
         ref = self.template

@@ -75,6 +75,9 @@ class Trainer:
         if cfg.refine_tracking:
             if model is None:
                 raise ValueError("train.refine_tracking needs the parametric model")
+            if frames.is_body:
+                raise ValueError("train.refine_tracking is for heads; a body's tracking is not refined while training "
+                                 "(set train.refine_tracking=false)")
             n, e = frames.conditions.shape
             zeros = lambda *size: torch.nn.Parameter(frames.vertices.new_zeros(*size))  # noqa: E731
             self.offsets = torch.nn.ParameterDict(
@@ -96,13 +99,19 @@ class Trainer:
 
     def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> FrameState:
         """The posed model of frame ``index`` (refined if enabled): vertices ``[1, V, 3]``,
-        expression ``[1, E]`` and head rotation ``[1, 3]`` (axis-angle).
+        expression ``[1, E]``, head (or body) rotation ``[1, 3]`` (axis-angle) and a body's joint
+        rotations ``[1, J, 3]``.
 
         ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
+        joints = None if f.pose is None else f.pose[index][None]
         if self.offsets is None and pose is None:
-            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None])
+            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None], joints)
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
+        if f.is_body:  # a body: its skinned mesh, turned and moved by the alignment offsets
+            rotation, translation = rotation + pose[0], translation + pose[1]
+            out = self.model(shape=f.shape[None], pose=joints, rotation=rotation, translation=translation)
+            return FrameState(out.vertices, expression, rotation, joints)
         if self.offsets is not None:
             o = self.offsets
             expression = expression + o["expression"][index][None]
