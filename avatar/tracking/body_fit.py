@@ -67,8 +67,8 @@ class BodyFitConfig:
 
     global_iterations: int = 80  # stage 1: yaw, residual rotation, translation
     torso_iterations: int = 120  # stage 2: + shape, focal, torso and root joints of the limbs
-    limb_iterations: int = 200  # stage 3: + every tracked joint and the silhouette
-    lr: float = 0.03  # Adam step size (radians, metres, shape units)
+    limb_iterations: int = 150  # stage 3: + every tracked joint and the silhouette
+    lr: float = 0.02  # Adam step size (radians, metres, shape units)
     robust_px: float = 6.0  # Geman-McClure scale of the landmark term, capture pixels
     min_visibility: float = 0.3  # landmarks MediaPipe sees less than this are not used
     w_face: float = 0.3  # weight of the face landmarks (nose, eyes, ears, mouth) relative to the body's
@@ -76,15 +76,15 @@ class BodyFitConfig:
     fov_deg: float = 45.0  # initial field of view across the source frame's longer side, degrees
     focal: float | None = None  # source pixels; fixed when given, else fitted
     focal_prior: float = 1.0
-    w_inside: float = 1.0  # silhouette: projected vertices off the person mask
-    w_cover: float = 1.0  # silhouette: mask outline far from the projected vertices
+    w_inside: float = 10.0  # silhouette: projected vertices off the person mask
+    w_cover: float = 20.0  # silhouette: mask outline far from the projected vertices
     silhouette_px: float = 3.0  # Huber scale of the silhouette terms, capture pixels
     silhouette_vertices: int = 1000  # vertices (spread over the mesh) used for the silhouette
-    cover_tolerance: float = 0.3  # cover term: outline points this close to a projected vertex (fraction of the vertices' spacing) are covered
-    w_smooth: float = 5.0  # temporal smoothness (second differences), pixel-equivalents
+    cover_tolerance: float = 0.1  # cover term: outline points this close to a projected vertex (fraction of the vertices' spacing) are covered
+    w_smooth: float = 1.0  # temporal smoothness (second differences), pixel-equivalents
     w_pose: float = 0.002  # pull of the joint rotations to the rest pose
     w_limit: float = 10.0  # joint rotations beyond the profile's limits
-    w_shape: float = 20.0  # shape away from the model's default (squared, shape units x 100)
+    w_shape: float = 0.3  # shape away from the model's default (squared, shape units x 100)
 
 
 @dataclass
@@ -108,19 +108,53 @@ def yaw_matrix(yaw: Tensor) -> Tensor:
     return torch.stack((c, z, s, z, o, z, -s, z, c), -1).reshape(yaw.shape + (3, 3))
 
 
-def initial_yaw(target: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per-frame turn of the body about the vertical ``[F]`` (radians, unwrapped over time) from
-    MediaPipe's relative depths: the subject's left-minus-right shoulder and hip vector
-    ``(dx, dz)`` in the image is ``(cos yaw, sin yaw)`` for a body facing the camera at yaw 0."""
-    d = (target[:, NAME["left_shoulder"], [0, 2]] - target[:, NAME["right_shoulder"], [0, 2]]
-         + target[:, NAME["left_hip"], [0, 2]] - target[:, NAME["right_hip"], [0, 2]])
-    yaw = np.arctan2(d[:, 1], d[:, 0])
-    F = len(yaw)
+YAW_POINTS = (NAME["nose"], NAME["left_eye"], NAME["right_eye"], NAME["left_ear"], NAME["right_ear"],
+              NAME["left_shoulder"], NAME["right_shoulder"], NAME["left_hip"], NAME["right_hip"])
+
+
+def initial_yaw(target: np.ndarray, valid: np.ndarray, rest_landmarks: np.ndarray, steps: int = 24,
+                jump_cost: float = 0.5) -> np.ndarray:
+    """Per-frame turn of the body about the vertical ``[F]`` (radians, unwrapped over time).
+
+    For each of ``steps`` candidate turns the rest pose's head and torso landmarks
+    (``rest_landmarks [33, 3]``, model axes) are seen orthographically and fitted to the
+    frame's (``target [F, 33, 2+]``, pixels) by a scale and a shift; the left/right labels
+    tell front from back, the nose and ears how far the body has turned. A Viterbi pass over
+    the frames then picks the sequence of turns with the least error plus ``jump_cost``
+    times the squared step (in candidate steps) between frames, so a person turning a
+    full circle is followed continuously. Frames without data take their neighbours' turn.
+    """
+    F = target.shape[0]
     if not valid.any():
         return np.zeros(F)
-    idx = np.flatnonzero(valid)
-    yaw_v = np.unwrap(yaw[idx])
-    return np.interp(np.arange(F), idx, yaw_v)
+    cand = np.arange(steps) * 2 * np.pi / steps
+    c, s = np.cos(cand), np.sin(cand)
+    p = rest_landmarks[list(YAW_POINTS)]  # [P, 3]
+    # R_y(yaw) then the camera flip (x, -y): image x = c x + s z, image y = -y
+    px = c[:, None] * p[None, :, 0] + s[:, None] * p[None, :, 2]  # [C, P]
+    py = np.broadcast_to(-p[None, :, 1], px.shape)
+    model = np.stack((px, py), -1)  # [C, P, 2]
+    q = target[:, list(YAW_POINTS), :2].astype(np.float64)  # [F, P, 2]
+    mc = model - model.mean(1, keepdims=True)
+    qc = q - q.mean(1, keepdims=True)
+    scale = np.einsum("cpd,fpd->fc", mc, qc) / np.maximum((mc ** 2).sum((1, 2)), 1e-9)[None]  # [F, C]
+    resid = qc[:, None] - scale[..., None, None] * mc[None]  # [F, C, P, 2]
+    err = (resid ** 2).sum((2, 3)) / np.maximum((qc ** 2).sum((1, 2)), 1e-9)[:, None]  # relative
+    err = np.where(scale > 0, err, err + 10.0)  # a negative scale is a mirrored body
+    err[~valid] = 0.0
+    step = np.minimum(np.abs(np.arange(steps)[:, None] - np.arange(steps)[None]),
+                      steps - np.abs(np.arange(steps)[:, None] - np.arange(steps)[None]))
+    trans = jump_cost * step.astype(float) ** 2 * 0.01
+    cost, back = err[0].copy(), np.zeros((F, steps), int)
+    for f in range(1, F):
+        total = cost[:, None] + trans  # [from, to]
+        back[f] = total.argmin(0)
+        cost = total.min(0) + err[f]
+    path = np.zeros(F, int)
+    path[-1] = int(cost.argmin())
+    for f in range(F - 1, 0, -1):
+        path[f - 1] = back[f, path[f]]
+    return np.unwrap(cand[path])
 
 
 def project(cam: Tensor, focal: Tensor, principal: Tensor) -> Tensor:
@@ -176,7 +210,10 @@ class BodyFitter:
         self.shape = (shape if shape is not None else self.shape0).to(dev, dt).clone().requires_grad_()
         self.pose = torch.zeros(F, len(names), 3, device=dev, dtype=dt, requires_grad=True)
         self.residual = torch.zeros(F, 3, device=dev, dtype=dt, requires_grad=True)
-        yaw = initial_yaw(target.detach().cpu().numpy(), valid.cpu().numpy())
+        with torch.no_grad():
+            rest_lm = self.points(self.shape, torch.eye(3, dtype=dt, device=dev).expand(1, self.J, 3, 3),
+                                  torch.zeros(1, 3, dtype=dt, device=dev), vertices=False)[0][0]
+        yaw = initial_yaw(target.detach().cpu().numpy(), valid.cpu().numpy(), rest_lm.cpu().numpy())
         self.yaw = torch.tensor(yaw, device=dev, dtype=dt, requires_grad=True)
         self.translation = self._initial_translation().requires_grad_()
         self.m_to_px = float(self.f0 * scale.median() / -self.translation.detach()[:, 2].median())
