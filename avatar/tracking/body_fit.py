@@ -353,6 +353,17 @@ def fit_body_sequence(body, target: Tensor, valid: Tensor, width: int, height: i
     if not bool(valid.any()):
         raise ValueError("no frame has pose landmarks: nothing to fit")
     scale = torch.ones(F, dtype=target.dtype, device=target.device) if scale is None else scale
+    threads = torch.get_num_threads()
+    if target.device.type == "cpu":
+        torch.set_num_threads(1)  # small tensors: a second thread only waits (and spins on a busy machine)
+    try:
+        return _fit(body, target, valid, width, height, scale, silhouette, cfg, shape, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(body, target, valid, width, height, scale, silhouette, cfg, shape, progress) -> BodyFitResult:
+    F = target.shape[0]
     fitter = BodyFitter(body, target, valid.to(target.device), scale, width, height, cfg, silhouette, shape)
     stats: dict = {"frames": F, "valid_frames": int(valid.sum())}
     from tqdm.auto import tqdm  # noqa: PLC0415
