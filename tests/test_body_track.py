@@ -187,3 +187,25 @@ def test_cli_tracks_a_body_capture_and_refuses_a_head_model(body_capture, tmp_pa
     bad = subprocess.run([sys.executable, "-m", "avatar", "track", f"capture={body_capture}", f"out={tmp_path / 'u'}",
                           "model=ict"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "model=anny" in bad.stderr, bad.stderr
+
+
+def test_body_motion_from_landmarks_keeps_the_avatar_shape(body):
+    from avatar.drive.body_video import BodyMotion, body_motion_from_landmarks
+    from avatar.drive.sequence import DriveError
+
+    F, size = 6, 256
+    pose = _random_motion(body, F, seed=5, amount=0.2)
+    rotation = torch.stack((torch.zeros(F), torch.linspace(0.0, 0.5, F), torch.zeros(F)), -1)
+    lm, _ = _seen(body, pose, rotation, torch.tensor([0.0, 0.0, -3.0]).expand(F, 3), 300.0, size)
+    shape = body.default_shape + 0.2  # the avatar's build, not the driver's
+    cfg = BodyFitConfig(**FAST_FIT, fit_shape=False)
+    motion = body_motion_from_landmarks(body, shape, lm.numpy(), np.ones(F, bool), size, size, 30.0, cfg=cfg)
+    assert isinstance(motion, BodyMotion) and motion.n_frames == F and motion.fps == 30.0
+    assert motion.pose.shape == (F, body.num_joints, 3) and motion.valid.all() and motion.focal > 0
+    with torch.no_grad():  # the avatar's shape, posed, lands on the driver's landmarks
+        out = body(shape=shape[None], pose=torch.as_tensor(motion.pose), rotation=torch.as_tensor(motion.rotation),
+                   translation=torch.as_tensor(motion.translation))
+        px = project(to_camera(out.landmarks), torch.tensor(motion.focal), torch.tensor([size / 2, size / 2]))
+    assert (px - lm[..., :2]).norm(dim=-1).median() < 4.0
+    with pytest.raises(DriveError, match="no frame shows a person"):
+        body_motion_from_landmarks(body, shape, lm.numpy(), np.zeros(F, bool), size, size, 30.0, cfg=cfg)

@@ -85,6 +85,7 @@ class BodyFitConfig:
     w_pose: float = 0.002  # pull of the joint rotations to the rest pose
     w_limit: float = 10.0  # joint rotations beyond the profile's limits
     w_shape: float = 0.3  # shape away from the model's default (squared, shape units x 100)
+    fit_shape: bool = True  # false: keep the starting shape (e.g. a trained avatar's) fixed
 
 
 @dataclass
@@ -283,7 +284,8 @@ class BodyFitter:
             angle = self.pose.norm(dim=-1)  # [F, Jt]
             terms["limit"] = cfg.w_limit * ((angle - self.limits).clamp_min(0) * px_per_rad).pow(2).sum() / F
             terms["pose"] = cfg.w_pose * (angle * px_per_rad).pow(2).sum() / F
-            terms["shape"] = cfg.w_shape * 100 * (self.shape - self.shape0).pow(2).sum()
+            if cfg.fit_shape:
+                terms["shape"] = cfg.w_shape * 100 * (self.shape - self.shape0).pow(2).sum()
             terms["focal"] = cfg.focal_prior * 100 * (self.log_f - math.log(self.f0)) ** 2
         if silhouette:
             terms.update(self.silhouette_terms(verts))
@@ -310,7 +312,8 @@ class BodyFitter:
         base = [self.yaw, self.residual, self.translation]
         if stage == "global":
             return base
-        extra = [self.shape, self.pose] + ([self.log_f] if self.log_f.requires_grad else [])
+        extra = ([self.shape] if self.cfg.fit_shape else []) + [self.pose] + (
+            [self.log_f] if self.log_f.requires_grad else [])
         return base + extra
 
     def pose_mask(self, stage: str) -> Tensor | None:
