@@ -23,6 +23,7 @@ class MeshGaussiansConfig:
     init_opacity: float = 0.1  # opacity of every Gaussian at start
     init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
     init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1 at start
+    init_color_frames: int = 0  # >0: start each Gaussian at the mean colour it projects to in this many training frames (facing the camera, inside the mask)
     # Expression-conditioned offsets (avatar=mesh_gaussians_dynamic): an MLP of the canonical
     # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer); for the
     # skinned body kind (avatar=body_dynamic) of the local rotations of the tracked joints.
