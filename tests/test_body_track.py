@@ -209,3 +209,42 @@ def test_body_motion_from_landmarks_keeps_the_avatar_shape(body):
     assert (px - lm[..., :2]).norm(dim=-1).median() < 4.0
     with pytest.raises(DriveError, match="no frame shows a person"):
         body_motion_from_landmarks(body, shape, lm.numpy(), np.zeros(F, bool), size, size, 30.0, cfg=cfg)
+
+
+def test_render_body_driven_follows_the_driver(body, tmp_path):
+    """A toy body avatar driven by a fitted motion: tracked follows the driver's sideways move,
+    fixed keeps the avatar in place; the video has a frame per driver frame."""
+    import av
+    from avatar_files import write_test_avatar
+
+    from avatar.drive.animate import AvatarPackage
+    from avatar.drive.body_video import BodyMotion, render_body_driven, retarget_body_motion
+    from avatar.gaussians.config import MeshGaussiansConfig
+    from avatar.gaussians.skinned_gaussians import SkinnedGaussians
+
+    g = SkinnedGaussians.initialise(body, MeshGaussiansConfig(kind="skinned_gaussians", uv_resolution=8, sh_degree=0))
+    write_test_avatar(tmp_path / "avatar.pt", g, model_name="toy_body", shape=body.default_shape.clone(),
+                      background=torch.zeros(3), reference_translation=torch.tensor([0.0, 0.0, -3.0]))
+    package = AvatarPackage.load(tmp_path / "avatar.pt", torch.device("cpu"))
+    F = 3
+    shift = torch.linspace(0.0, 0.6, F)  # the driver walks to its left (image right) by 0.6 m
+    motion = BodyMotion(pose=np.zeros((F, body.num_joints, 3), np.float32), rotation=np.zeros((F, 3), np.float32),
+                        translation=torch.stack((shift, 0 * shift, 0 * shift - 4.0), -1).numpy(), fps=10.0,
+                        source="test", valid=np.ones(F, bool))
+    pose, rotation, translation = retarget_body_motion(package, motion)
+    np.testing.assert_allclose(translation[0], [0.0, 0.0, -3.0], atol=1e-5)  # starts at the avatar's reference
+    np.testing.assert_allclose(translation[-1, 0], 0.6 * 3.0 / 4.0, atol=0.02)  # scaled by the depth ratio
+
+    def centroids(camera):
+        out = tmp_path / f"{camera}.mp4"
+        report = render_body_driven(package, motion, out, camera=camera, progress=False)
+        assert report["frames"] == F and report["subject"] == "body"
+        with av.open(str(out)) as c:
+            frames = [f.to_ndarray(format="rgb24").sum(-1) > 60 for f in c.decode(video=0)]
+        assert len(frames) == F and all(f.any() for f in frames)
+        return [np.nonzero(f)[1].mean() for f in frames]
+
+    tracked, fixed = centroids("tracked"), centroids("fixed")
+    assert tracked[-1] - tracked[0] > 5 and abs(fixed[-1] - fixed[0]) < 1.5
+    with pytest.raises(Exception, match="camera must be"):
+        render_body_driven(package, motion, tmp_path / "x.mp4", camera="dolly")

@@ -27,6 +27,8 @@ def main(cfg: DictConfig) -> int:
     side_by_side = cfg.layout == "side_by_side"
     package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
+    if package.is_body:
+        return _render_body(cfg, package, drive_path, t0)
     video_options = {}
     if drive_path.suffix.lower() in VIDEO_SUFFIXES:
         video_options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames, "keep_frames": side_by_side,
@@ -57,6 +59,33 @@ def main(cfg: DictConfig) -> int:
     print(f"avatar render: {report['frames']} frames, render {report['render_fps']} FPS, end to end "
           f"{report['end_to_end_fps']} FPS\n  video:  {cfg.out}\n  report: {path}")
     for note in report["notes"]:  # what the driver lacked or what was done about it: stderr, like warnings
+        print(f"avatar render: note: {note}", file=sys.stderr)
+    return 0
+
+
+def _render_body(cfg: DictConfig, package: AvatarPackage, drive_path: Path, t0: float) -> int:
+    """A body avatar driven by another person's video, tracked on the fly (:mod:`avatar.drive.body_video`)."""
+    from ..drive.body_video import body_motion_from_video, render_body_driven  # noqa: PLC0415
+    from ..drive.sequence import DriveError  # noqa: PLC0415
+
+    if drive_path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise DriveError(f"drive={drive_path}: a body avatar is driven here by a video of a person "
+                         f"({', '.join(VIDEO_SUFFIXES)})")
+    if cfg.layout != "avatar":
+        raise DriveError("a body avatar renders with layout=avatar")
+    shape = package.state["shape"].to(package.device, package.model.template.dtype)
+    motion = body_motion_from_video(drive_path, package.model, shape, max_frames=cfg.max_frames)
+    report = render_body_driven(package, motion, cfg.out, camera=cfg.camera, size=cfg.size,
+                                renderer=OmegaConf.to_container(cfg.renderer))
+    total = time.perf_counter() - t0
+    report["end_to_end_fps"] = round(report["frames"] / total, 2)  # including loading and tracking the driver
+    report["seconds_total"] = round(total, 2)
+    report["output"] = str(Path(cfg.out).resolve())
+    path = report_path(Path(cfg.out))
+    write_json(path, report)
+    print(f"avatar render: {report['frames']} frames of a body driven by {drive_path.name}, render "
+          f"{report['render_fps']} FPS, end to end {report['end_to_end_fps']} FPS\n  video:  {cfg.out}\n  report: {path}")
+    for note in report["notes"]:
         print(f"avatar render: note: {note}", file=sys.stderr)
     return 0
 
