@@ -75,7 +75,7 @@ class BodyFitConfig:
     w_hands: float = 0.3  # weight of the hand landmarks (pinky, index, thumb)
     fov_deg: float = 45.0  # initial field of view across the source frame's longer side, degrees
     focal: float | None = None  # source pixels; fixed when given, else fitted
-    focal_prior: float = 1.0
+    focal_prior: float = 1.0  # pull of the focal length toward its start (log scale)
     w_inside: float = 10.0  # silhouette: projected vertices off the person mask
     w_cover: float = 20.0  # silhouette: mask outline far from the projected vertices
     silhouette_px: float = 3.0  # Huber scale of the silhouette terms, capture pixels
