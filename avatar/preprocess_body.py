@@ -20,7 +20,7 @@ The capture's ``landmarks.npz`` holds ``pose [F, 33, 4]`` and ``pose_present [F]
 of up to ``pose_max_gap`` frames without a pose between two detections interpolated);
 ``face`` is all zeros with ``face_present`` false (no face landmarks for bodies), and
 ``meta.extra["subject"]`` is ``"body"``. Flags (``meta.flagged``): "no person", "N people
-(kept the one tracked)", "body partly out of frame (names; edges)". A source in which no
+(kept the one tracked)", "body partly out of frame (points, edges)". A source in which no
 frame shows a person is an error, raised before anything is written.
 """
 
@@ -244,7 +244,7 @@ def flag_body_frames(track: BodyTrack, crops: BodyCrops) -> dict[int, str]:
         if track.outside[i]:
             points = [p for p in track.outside[i] if p in FRAME_POINTS]
             edges = [e for e in track.outside[i] if e not in FRAME_POINTS]
-            what = ", ".join(points) + ("; " if points and edges else "") + ", ".join(f"{e} edge" for e in edges)
+            what = ", ".join(points + [f"{e} edge" for e in edges])  # no "; ": it separates the reasons
             reasons.append(f"body partly out of frame ({what})")
         if reasons:
             flagged[i] = "; ".join(reasons)

@@ -248,3 +248,20 @@ def test_render_body_driven_follows_the_driver(body, tmp_path):
     assert tracked[-1] - tracked[0] > 5 and abs(fixed[-1] - fixed[0]) < 1.5
     with pytest.raises(Exception, match="camera must be"):
         render_body_driven(package, motion, tmp_path / "x.mp4", camera="dolly")
+
+
+def test_body_targets_keep_frames_cut_by_the_frame_edge(body_capture, tmp_path):
+    import shutil
+
+    from avatar.io.capture import Capture
+    from avatar.io.reports import write_json
+    from avatar.tracking.body_track import body_targets
+
+    root = tmp_path / "cap"
+    shutil.copytree(body_capture, root)
+    meta = json.loads((root / "meta.json").read_text())
+    meta["flagged"] = {"1": "body partly out of frame (left_ankle, bottom edge)", "2": "2 people (kept the one tracked)"}
+    write_json(root / "meta.json", meta)
+    target, valid, scale, origin, size = body_targets(Capture(root))
+    assert valid.tolist() == [True, True, False, True, True, True]
+    assert target.shape == (6, 33, 4) and (scale == 1).all() and size == (96, 96)

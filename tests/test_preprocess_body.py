@@ -127,6 +127,7 @@ def test_real_bad_bodies_are_flagged_or_refused(tmp_path):
     assert all("body partly out of frame" in r and "ankle" in r and "bottom edge" in r
                for r in report["flagged"].values()), report["flagged"]
     assert Capture(tmp_path / "cut").valid_frames().size == 0 and any("film the whole body" in n for n in report["notes"])
+    assert list(report["flagged_by_kind"]) == ["body partly out of frame"]  # one kind, its details kept together
 
     small = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in frames]
     two = [np.concatenate((s, s[:, ::-1]), axis=1)[:, 64:-64] for s in small]  # two people side by side

@@ -39,7 +39,8 @@ REPORT_FILE = "tracking_report.json"
 OVERLAY_FILE = "tracking_overlay.mp4"
 POOR_IOU = 0.7  # frames whose fitted silhouette overlaps the mask less than this are flagged
 POOR_ERROR = 0.05  # frames whose median landmark error exceeds this fraction of the frame are flagged
-REPORT_VISIBILITY = 0.5  # landmarks at least this visible count in the reported error
+REPORT_VISIBILITY = 0.5
+CUT_FLAG = "body partly out of frame"  # the preprocess flag whose frames are still tracked  # landmarks at least this visible count in the reported error
 
 
 @dataclass
@@ -57,14 +58,18 @@ class BodyTrackConfig:
 def body_targets(capture: Capture) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """``(landmarks [F, 33, 4] in source px, valid [F], scale [F], origin [F, 2], (W, H))`` of a body capture.
 
-    ``valid``: pose present, not flagged, finite. Without recorded crops the capture's
+    ``valid``: pose present, finite, not flagged (except for a body partly out of frame). Without recorded crops the capture's
     pixels are the source's (``scale`` 1, ``origin`` 0)."""
     lm = capture.landmarks
     if lm.pose is None:
         raise CaptureError(f"{capture.root} has no pose landmarks: preprocess the video with preprocess.subject=body "
                            "(avatar preprocess input=VIDEO out=DIR preprocess.subject=body)")
-    valid = np.zeros(capture.n_frames, bool)
-    valid[capture.valid_frames()] = True
+    # Frames flagged for a body partly out of frame keep their landmarks (the points out of view
+    # have a low visibility); other flags (nobody, several people) leave the frame out.
+    valid = lm.pose_present.copy() if lm.pose_present is not None else np.zeros(capture.n_frames, bool)
+    for kind, frames in flags_by_kind(capture.meta.flagged).items():
+        if kind != CUT_FLAG:
+            valid[[i for i in frames if 0 <= i < capture.n_frames]] = False
     pose = lm.pose.astype(np.float64)
     valid &= np.isfinite(pose).all(axis=(1, 2))
     if not valid.any():
