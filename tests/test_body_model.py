@@ -168,3 +168,20 @@ def test_anny_fills_the_contract_and_rests_where_anny_does():
     lm = dict(zip(POSE_LANDMARK_NAMES, out.landmarks[0]))
     assert lm["nose"][1] > lm["left_hip"][1] > lm["left_ankle"][1]
     assert lm["left_shoulder"][0] > 0 > lm["right_shoulder"][0] and lm["nose"][2] > lm["left_ear"][2]
+
+
+def test_sparse_skinning_matches_dense():
+    from avatar.geometry.skeleton import linear_blend_skinning
+
+    torch.manual_seed(1)
+    T = torch.eye(4).repeat(2, 5, 1, 1)
+    T[:, :, :3, :] += torch.randn(2, 5, 3, 4) * 0.2
+    w = torch.rand(7, 5) * (torch.rand(7, 5) > 0.5)
+    w[:, 0] += 0.1
+    w = w / w.sum(1, keepdim=True)
+    top = torch.topk(w, 3, dim=1)
+    w_sparse = torch.zeros_like(w).scatter(1, top.indices, top.values)
+    pts = torch.randn(2, 7, 3)
+    dense, _ = linear_blend_skinning(pts, w_sparse, T)
+    sparse, _ = linear_blend_skinning(pts, top.values, T, top.indices)
+    torch.testing.assert_close(sparse, dense)
