@@ -185,3 +185,27 @@ def test_sparse_skinning_matches_dense():
     dense, _ = linear_blend_skinning(pts, w_sparse, T)
     sparse, _ = linear_blend_skinning(pts, top.values, T, top.indices)
     torch.testing.assert_close(sparse, dense)
+
+
+def test_missing_anny_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from avatar import models
+    from avatar.models.assets import AssetNotFoundError
+
+    monkeypatch.setitem(sys.modules, "anny", None)  # import anny -> ImportError
+    with pytest.raises(AssetNotFoundError, match="pip install anny"):
+        models.load_body("anny")
+
+
+def test_missing_smpl_file_names_where_to_get_it(tmp_path, monkeypatch):
+    from avatar import models
+    from avatar.models.assets import AssetNotFoundError
+
+    monkeypatch.setenv("AVATAR_ASSETS", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(AssetNotFoundError, match="smpl.is.tue.mpg.de") as info:
+        models.load_body("smpl")
+    assert str(tmp_path / "SMPL_NEUTRAL.pkl") in str(info.value)  # it says where it looked
+    with pytest.raises(ValueError, match="available: anny, smpl, smplx"):
+        models.load_body("flame")
