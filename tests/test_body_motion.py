@@ -139,3 +139,14 @@ def test_a_head_driver_cannot_drive_a_body(tmp_path, body):
     with pytest.raises(DriveError, match="cannot drive a body avatar"):
         load_body_drive(head, pkg)
     assert isinstance(load_body_drive(motion_file(tmp_path / "m.npz"), pkg), BodyDrive)
+
+
+def test_the_novel_motion_file_reads_and_retargets(tmp_path, body):
+    from avatar.synthetic.body_capture import amass_motion
+
+    np.savez(tmp_path / "novel.npz", **amass_motion(20, 30.0))
+    motion = read_motion(tmp_path / "novel.npz")
+    assert motion.poses.shape == (20, 24, 3) and motion.fps == 30
+    drive = motion_drive(tmp_path / "novel.npz", body, np.zeros(3), np.zeros(3))
+    assert drive.n_frames == 20 and np.isfinite(drive.pose).all()
+    assert np.abs(drive.pose).max() > 0.5  # it moves
