@@ -150,3 +150,35 @@ def test_the_novel_motion_file_reads_and_retargets(tmp_path, body):
     drive = motion_drive(tmp_path / "novel.npz", body, np.zeros(3), np.zeros(3))
     assert drive.n_frames == 20 and np.isfinite(drive.pose).all()
     assert np.abs(drive.pose).max() > 0.5  # it moves
+
+
+def _body_avatar_file(path, body):
+    from avatar.gaussians.config import MeshGaussiansConfig
+    from avatar.gaussians.skinned_gaussians import SkinnedGaussians
+    from avatar.geometry.cameras import intrinsics, look_at
+    from avatar.io import avatar_file
+
+    g = SkinnedGaussians.initialise(body, MeshGaussiansConfig(kind="skinned_gaussians", uv_resolution=16, sh_degree=0))
+    return avatar_file.write_avatar(
+        path, model="toy_body", model_options={}, kind=g.kind, config={}, avatar_state=g.state(), expression_names=[],
+        shape=torch.zeros(1), K=intrinsics(40.0, 40.0, 16.0, 16.0),
+        viewmat=look_at(torch.tensor([0.0, 0.0, 3.0]), torch.zeros(3), torch.tensor([0.0, 1.0, 0.0])),
+        width=32, height=32, background=torch.ones(3), body=True, reference_rotation=torch.zeros(3),
+        reference_translation=torch.zeros(3), joint_names=list(body.joint_names),
+        reference_pose=torch.zeros(body.num_joints, 3))
+
+
+@pytest.mark.slow
+def test_render_cli_drives_a_body_and_refuses_a_head_driver(tmp_path, body, capsys):
+    from avatar import cli
+
+    avatar = _body_avatar_file(tmp_path / "avatar.pt", body)
+    motion = motion_file(tmp_path / "m.npz", T=4, fps=30.0)
+    assert cli.main(["render", f"run={avatar}", f"drive={motion}", f"out={tmp_path / 'out.mp4'}", "camera=orbit"]) == 0
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+    csv = tmp_path / "take.csv"
+    csv.write_text("Timecode,BlendShapeCount\n0,52\n")
+    capsys.readouterr()
+    assert cli.main(["render", f"run={avatar}", f"drive={csv}", f"out={tmp_path / 'x.mp4'}"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot drive a body avatar" in err and "Traceback" not in err
