@@ -168,3 +168,44 @@ def test_anny_fills_the_contract_and_rests_where_anny_does():
     lm = dict(zip(POSE_LANDMARK_NAMES, out.landmarks[0]))
     assert lm["nose"][1] > lm["left_hip"][1] > lm["left_ankle"][1]
     assert lm["left_shoulder"][0] > 0 > lm["right_shoulder"][0] and lm["nose"][2] > lm["left_ear"][2]
+
+
+def test_sparse_skinning_matches_dense():
+    from avatar.geometry.skeleton import linear_blend_skinning
+
+    torch.manual_seed(1)
+    T = torch.eye(4).repeat(2, 5, 1, 1)
+    T[:, :, :3, :] += torch.randn(2, 5, 3, 4) * 0.2
+    w = torch.rand(7, 5) * (torch.rand(7, 5) > 0.5)
+    w[:, 0] += 0.1
+    w = w / w.sum(1, keepdim=True)
+    top = torch.topk(w, 3, dim=1)
+    w_sparse = torch.zeros_like(w).scatter(1, top.indices, top.values)
+    pts = torch.randn(2, 7, 3)
+    dense, _ = linear_blend_skinning(pts, w_sparse, T)
+    sparse, _ = linear_blend_skinning(pts, top.values, T, top.indices)
+    torch.testing.assert_close(sparse, dense)
+
+
+def test_missing_anny_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from avatar import models
+    from avatar.models.assets import AssetNotFoundError
+
+    monkeypatch.setitem(sys.modules, "anny", None)  # import anny -> ImportError
+    with pytest.raises(AssetNotFoundError, match="pip install anny"):
+        models.load_body("anny")
+
+
+def test_missing_smpl_file_names_where_to_get_it(tmp_path, monkeypatch):
+    from avatar import models
+    from avatar.models.assets import AssetNotFoundError
+
+    monkeypatch.setenv("AVATAR_ASSETS", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(AssetNotFoundError, match="smpl.is.tue.mpg.de") as info:
+        models.load_body("smpl")
+    assert str(tmp_path / "SMPL_NEUTRAL.pkl") in str(info.value)  # it says where it looked
+    with pytest.raises(ValueError, match="available: anny, smpl, smplx"):
+        models.load_body("flame")

@@ -212,13 +212,14 @@ def test_body_motion_from_landmarks_keeps_the_avatar_shape(body):
 
 
 def test_render_body_driven_follows_the_driver(body, tmp_path):
-    """A toy body avatar driven by a fitted motion: tracked follows the driver's sideways move,
-    fixed keeps the avatar in place; the video has a frame per driver frame."""
+    """A toy body avatar driven by a driver's motion retargeted in front of its camera: tracked
+    follows the driver's sideways move, fixed keeps the avatar in place."""
     import av
     from avatar_files import write_test_avatar
 
     from avatar.drive.animate import AvatarPackage
-    from avatar.drive.body_video import BodyMotion, render_body_driven, retarget_body_motion
+    from avatar.drive.body_motion import BodyDrive, render_body_driven
+    from avatar.drive.body_video import BodyMotion, retarget_body_motion
     from avatar.gaussians.config import MeshGaussiansConfig
     from avatar.gaussians.skinned_gaussians import SkinnedGaussians
 
@@ -237,8 +238,9 @@ def test_render_body_driven_follows_the_driver(body, tmp_path):
 
     def centroids(camera):
         out = tmp_path / f"{camera}.mp4"
-        report = render_body_driven(package, motion, out, camera=camera, progress=False)
-        assert report["frames"] == F and report["subject"] == "body"
+        drive = BodyDrive(pose, rotation, translation, motion.fps, motion.source)
+        report = render_body_driven(package, drive, out, camera=camera, progress=False)
+        assert report["frames"] == F
         with av.open(str(out)) as c:
             frames = [f.to_ndarray(format="rgb24").sum(-1) > 60 for f in c.decode(video=0)]
         assert len(frames) == F and all(f.any() for f in frames)
@@ -247,7 +249,8 @@ def test_render_body_driven_follows_the_driver(body, tmp_path):
     tracked, fixed = centroids("tracked"), centroids("fixed")
     assert tracked[-1] - tracked[0] > 5 and abs(fixed[-1] - fixed[0]) < 1.5
     with pytest.raises(Exception, match="camera must be"):
-        render_body_driven(package, motion, tmp_path / "x.mp4", camera="dolly")
+        render_body_driven(package, BodyDrive(pose, rotation, translation, 10.0, "t"), tmp_path / "x.mp4",
+                           camera="dolly")
 
 
 def test_body_targets_keep_frames_cut_by_the_frame_edge(body_capture, tmp_path):

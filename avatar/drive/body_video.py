@@ -6,7 +6,8 @@ bridged) and fits the *avatar's* body to them (:func:`avatar.tracking.body_fit.f
 with the avatar's shape held fixed, landmarks only, a short schedule): the driver's joint
 rotations, global rotation and translation become the avatar's, whatever the driver's build.
 The motion is in the tracking camera's world (``viewmat = diag(1, -1, -1, 1)``, the body at
-negative z), as a body ``tracking.npz`` is.
+negative z), as a body ``tracking.npz`` is; :func:`body_drive_from_video` puts it in front of the
+avatar's camera (``avatar render run=BODY_RUN drive=VIDEO``).
 
 :func:`body_motion_from_landmarks` is the same fit on landmarks already found.
 """
@@ -117,46 +118,19 @@ def retarget_body_motion(package, motion: BodyMotion) -> tuple[np.ndarray, np.nd
             translation.numpy().astype(np.float32))
 
 
-def render_body_driven(package, motion: BodyMotion, out: str | os.PathLike, camera: str = "tracked",
-                       size: int | None = None, renderer: dict | None = None, progress: bool = True) -> dict:
-    """Render ``motion`` on the body avatar ``package`` into the video ``out`` (camera tracked:
-    the avatar's camera, the driver's global motion; fixed: the avatar stays at its reference
-    place and facing, the joints move; orbit: the camera circles the avatar); returns the report."""
-    from avatar.geometry.cameras import orbit_viewmats
-    from avatar.io.video import VideoWriter
+def body_drive_from_video(path: str | os.PathLike, package, max_frames: int | None = None,
+                          progress: bool = False):
+    """A :class:`avatar.drive.body_motion.BodyDrive` for the body avatar ``package`` from the video
+    of a person at ``path``: tracked with the avatar's own body (:func:`body_motion_from_video`) and
+    put in front of its camera (:func:`retarget_body_motion`); render it with
+    :func:`avatar.drive.body_motion.render_body_driven`."""
+    from .body_motion import BodyDrive
 
-    if camera not in ("tracked", "fixed", "orbit"):
-        raise DriveError(f"camera must be tracked, fixed or orbit, got {camera!r}")
-    t_start = time.perf_counter()
+    shape = package.state["shape"].to(package.device, package.model.template.dtype)
+    motion = body_motion_from_video(path, package.model, shape, max_frames=max_frames, progress=progress)
     pose, rotation, translation = retarget_body_motion(package, motion)
-    if camera == "fixed":
-        rotation[:], translation[:] = rotation[0], translation[0]
-    K, width, height = package.camera(size)
-    dev = package.device
-    F = motion.n_frames
-    viewmats = package.state["viewmat"].to(dev, torch.float32)[None].expand(F, 4, 4)
-    if camera == "orbit":
-        V = package.state["viewmat"].cpu().double()
-        centre_cam = -V[:3, :3].T @ V[:3, 3]
-        root = package._body_rest()[1][0, 0].cpu().double() + torch.as_tensor(translation[0], dtype=torch.float64)
-        viewmats = orbit_viewmats(F, radius=float((root - centre_cam).norm()), target=tuple(root.tolist()), device=dev)
-    frames = range(F)
-    if progress:
-        from tqdm import tqdm
-
-        frames = tqdm(frames, desc="render", unit="frame")
-    render_s, backend = 0.0, None
-    with VideoWriter(out, fps=motion.fps) as video:
-        for i in frames:
-            image, backend, seconds = package.render_frame(None, rotation[i], translation[i], viewmats[i], K, width,
-                                                           height, renderer, pose=pose[i])
-            render_s += seconds
-            video.write(image)
-    total = time.perf_counter() - t_start
-    return {
-        "command": "render", "driver": motion.source, "frames": F, "subject": "body",
-        "driver_frames_without_pose": int((~motion.valid).sum()), "camera": camera, "size": [width, height],
-        "n_gaussians": len(package.gaussians), "backend": backend, "device": str(dev),
-        "render_fps": round(F / max(render_s, 1e-9), 2), "end_to_end_fps": round(F / max(total, 1e-9), 2),
-        "seconds": round(total, 2), "driver_tracking": motion.info, "notes": list(motion.notes), "output": str(out),
-    }
+    info = motion.info
+    notes = list(motion.notes) + [f"driver tracked on the fly: a pose in {info['detected']} of {motion.n_frames} frames "
+                                  f"(+{info['bridged']} bridged), detection {info['detect_seconds']} s, body fit "
+                                  f"{info['fit_seconds']} s"]
+    return BodyDrive(pose, rotation, translation, motion.fps, motion.source, notes)

@@ -101,19 +101,26 @@ def forward_kinematics(
 
 def linear_blend_skinning(
     rest_points: Tensor,  # [B, N, 3]
-    weights: Tensor,  # [N, J] (or [B, N, J])
+    weights: Tensor,  # [N, J] (or [B, N, J]); with joint_ids: [N, K]
     transforms: Tensor,  # [B, J, 4, 4]
+    joint_ids: Tensor | None = None,  # [N, K] long: sparse weights, each point's K joints
 ) -> tuple[Tensor, Tensor]:
-    """Points moved by the weighted blend of their joints' transforms.
+    """Points moved by the weighted blend of their joints' transforms (dense weights, or sparse:
+    each point's ``K`` joints ``joint_ids`` and their ``weights``).
 
     Returns the posed points ``(B, N, 3)`` and the blended transforms ``(B, N, 3, 4)``
     (rotation-and-scale part first), e.g. to turn a Gaussian's orientation with its point.
     """
     B, J = transforms.shape[:2]
     assert transforms.shape == (B, J, 4, 4), f"transforms must be (B, J, 4, 4), got {tuple(transforms.shape)}"
-    assert weights.shape[-1] == J, f"weights must be (N, {J}), got {tuple(weights.shape)}"
     N = rest_points.shape[-2]
-    blended = torch.matmul(weights, transforms[:, :, :3, :].reshape(B, J, 12)).reshape(B, N, 3, 4)
+    flat = transforms[:, :, :3, :].reshape(B, J, 12)
+    if joint_ids is not None:  # sparse: weights [N, K] of the joints joint_ids [N, K]
+        assert weights.shape == joint_ids.shape, f"sparse weights {tuple(weights.shape)} and joint_ids {tuple(joint_ids.shape)}"
+        blended = (flat[:, joint_ids] * weights[..., None]).sum(-2).reshape(B, N, 3, 4)
+    else:
+        assert weights.shape[-1] == J, f"weights must be (N, {J}), got {tuple(weights.shape)}"
+        blended = torch.matmul(weights, flat).reshape(B, N, 3, 4)
     posed = (blended[..., :3] @ rest_points[..., None])[..., 0] + blended[..., 3]
     return posed, blended
 

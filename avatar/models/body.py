@@ -200,6 +200,12 @@ class BodyModel(ParametricModel):
         self.tracking_profile_lacks = "a face (it is a body model: track it with its body_profile)"
         self.shape_map = data.shape_map
         self._levels = kinematic_levels(data.parents)
+        # Sparse skinning when few joints move each vertex (Anny: 9 of 104): K joints per vertex.
+        k = int((np.asarray(data.weights) > 0).sum(1).max())
+        self.sparse_skinning = k <= J // 4
+        top = torch.topk(self.lbs_weights, k, dim=1) if self.sparse_skinning else None
+        self.register_buffer("skin_joints", None if top is None else top.indices, persistent=False)
+        self.register_buffer("skin_weights", None if top is None else top.values, persistent=False)
 
     # -- contract -------------------------------------------------------------------------
 
@@ -291,10 +297,11 @@ class BodyModel(ParametricModel):
             joints = joints + t[:, None]
             transforms = transforms.clone()
             transforms[:, :, :3, 3] = transforms[:, :, :3, 3] + t[:, None]
-        weights = self.lbs_weights
+        weights, joint_ids = (self.skin_weights, self.skin_joints) if self.sparse_skinning else (self.lbs_weights, None)
         if vertex_ids is not None:
             shaped, weights = shaped[:, vertex_ids], weights[vertex_ids]
-        vertices, _ = linear_blend_skinning(shaped.expand(B, -1, -1), weights, transforms)
+            joint_ids = None if joint_ids is None else joint_ids[vertex_ids]
+        vertices, _ = linear_blend_skinning(shaped.expand(B, -1, -1), weights, transforms, joint_ids)
         return vertices, joints, transforms
 
     def _check(self, x: Tensor, what: str) -> None:

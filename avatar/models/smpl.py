@@ -39,7 +39,12 @@ NO_FACE_PROFILE = {
     "smplx": "named eyeball and face parts and a calibrated MediaPipe face embedding: SMPL-X is a body model "
              "whose face is tracked with the body; track a head with model=ict or model=flame",
 }
-_HINT = "SMPL and SMPL-X are licence-gated: download them yourself (smpl-x.is.tue.mpg.de) and pass model_path=..."
+_HINT = ("SMPL and SMPL-X are licence-gated: download them yourself (SMPL: smpl.is.tue.mpg.de, SMPL-X: "
+         "smpl-x.is.tue.mpg.de) and pass model_options.model_path=..., or put SMPL_NEUTRAL.pkl / SMPLX_NEUTRAL.npz in "
+         "$AVATAR_ASSETS; the open alternative needs no registration: model=anny (pip install anny)")
+# Files looked for in $AVATAR_ASSETS and the user cache when no model_path is given.
+DEFAULT_FILES = {"smpl": ("SMPL_NEUTRAL.pkl", "SMPL_NEUTRAL.npz", "smpl/SMPL_NEUTRAL.pkl", "smpl/SMPL_NEUTRAL.npz"),
+                 "smplx": ("SMPLX_NEUTRAL.npz", "SMPLX_NEUTRAL.pkl", "smplx/SMPLX_NEUTRAL.npz", "smplx/SMPLX_NEUTRAL.pkl")}
 
 
 @dataclass
@@ -205,10 +210,13 @@ def load_smpl(config: SMPLConfig | None = None, **options) -> SMPLFamilyModel:
     config = config or SMPLConfig(**options)
     if config.kind not in ("smpl", "smplx"):
         raise ValueError(f"kind must be 'smpl' or 'smplx', got {config.kind!r}")
-    if config.model_path in (None, "", "???"):
-        raise FileNotFoundError(f"no {config.kind} model_path given. {_HINT}")
+    path = config.model_path
+    if path in (None, "", "???"):  # no path: the usual file names in $AVATAR_ASSETS and the user cache
+        from avatar.models.assets import find_asset  # noqa: PLC0415
+
+        path = find_asset(f"the {config.kind.upper()} model file", DEFAULT_FILES[config.kind], None, _HINT)
     # smplx takes posedirs as (V, 3, P), as in the files, and reshapes it itself.
-    arrays = read_model_arrays(config.model_path, SMPLX_KEYS if config.kind == "smplx" else SMPL_KEYS)
+    arrays = read_model_arrays(path, SMPLX_KEYS if config.kind == "smplx" else SMPL_KEYS)
     return SMPLFamilyModel(config.kind, arrays, config)
 
 

@@ -334,5 +334,33 @@ def load_body_ground_truth(root: str | os.PathLike) -> BodyTrackedSequence:
 
 __all__ = [
     "BodyPerformance", "BodySyntheticConfig", "body_camera", "body_colors", "body_performance",
-    "load_body_ground_truth", "make_body_capture", "project", "random_phenotype", "render_body_frames",
+    "amass_motion", "load_body_ground_truth", "make_body_capture", "project", "random_phenotype", "render_body_frames",
 ]
+
+
+def amass_motion(n_frames: int = 120, fps: float = 30.0) -> dict[str, np.ndarray]:
+    """A novel motion in the AMASS/SMPL layout (``poses [T, 72]``, ``trans [T, 3]``,
+    ``mocap_framerate``; Z-up like AMASS): a squat, arm circles and a kick with a quarter turn,
+    none of which the synthetic capture's walk shows. For ``avatar render drive=`` tests and benchmarks."""
+    from avatar.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+    t = np.linspace(0.0, 1.0, n_frames)
+    poses = np.zeros((n_frames, 24, 3))
+    squat = _bump(t, 0.25, 0.2)
+    for hip, knee, ankle in ((1, 4, 7), (2, 5, 8)):
+        poses[:, hip, 0] = -1.0 * squat
+        poses[:, knee, 0] = 1.6 * squat
+        poses[:, ankle, 0] = -0.5 * squat
+    circle = 2 * math.pi * 2 * t
+    for shoulder, sign in ((16, 1.0), (17, -1.0)):
+        poses[:, shoulder, 2] = sign * (-0.6 + 0.6 * np.cos(circle))
+        poses[:, shoulder, 1] = 0.6 * np.sin(circle)
+    kick = _bump(t, 0.75, 0.12)
+    poses[:, 1, 0] += -1.3 * kick
+    poses[:, 4, 0] += 0.4 * kick
+    upright = axis_angle_to_matrix(torch.tensor([math.pi / 2, 0.0, 0.0], dtype=torch.float64))
+    yaw = torch.stack([torch.zeros(n_frames), torch.zeros(n_frames), torch.as_tensor(0.5 * math.pi * t)], 1).double()
+    poses[:, 0] = matrix_to_axis_angle(axis_angle_to_matrix(yaw) @ upright).numpy()
+    trans = np.stack((0.1 * np.sin(2 * math.pi * t), np.zeros(n_frames), -0.25 * squat), 1)
+    return {"poses": poses.reshape(n_frames, 72).astype(np.float32), "trans": trans.astype(np.float32),
+            "mocap_framerate": np.float32(fps)}
