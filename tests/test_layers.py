@@ -22,11 +22,12 @@ ALLOWED: dict[str, set[str]] = {
     "gaussians": {"geometry", "models", "render", "io"},
     "synthetic": {"geometry", "models", "landmarks", "render", "tracking", "io"},
     "preprocess": {"geometry", "landmarks", "io"},  # the module avatar/preprocess.py
+    "preprocess_body": {"geometry", "landmarks", "io", "preprocess"},  # the module avatar/preprocess_body.py
     "train": {"geometry", "models", "tracking", "render", "gaussians", "io", "device"},
     "drive": {"geometry", "models", "landmarks", "tracking", "render", "gaussians", "io", "device"},
     "view": {"geometry", "models", "tracking", "render", "gaussians", "drive", "io", "device"},
     "apps": {"geometry", "models", "landmarks", "tracking", "render", "gaussians", "train", "drive", "synthetic",
-             "preprocess", "io", "device", "errors", "view"},
+             "preprocess", "preprocess_body", "io", "device", "errors", "view"},
     "cli": {"apps", "errors"},
     "__main__": {"cli"},
     "__init__": set(),

@@ -139,9 +139,12 @@ def _canonical(cfg: DictConfig, out: Path, formats) -> dict:
         from ..drive.export import posed_splats  # noqa: PLC0415
 
         package = _package(cfg)
-        n_expr = len(package.expression_names) or package.model.num_expression
-        files = posed_splats(package, np.zeros(n_expr), np.zeros(3), np.zeros(3)).save(out / "avatar",
-                                                                                          {"ply", *formats})
+        if package.is_body:  # a body's canonical pose: its rest pose
+            splats = posed_splats(package, np.zeros(0), np.zeros(3), np.zeros(3), pose=np.zeros((package.model.num_joints, 3)))
+        else:
+            n_expr = len(package.expression_names) or package.model.num_expression
+            splats = posed_splats(package, np.zeros(n_expr), np.zeros(3), np.zeros(3))
+        files = splats.save(out / "avatar", {"ply", *formats})
         return _summary(package, "canonical", files, ply=str(files[0]))
     from ..gaussians.ply import load_ply  # noqa: PLC0415
     from ..io.spz import write_spz  # noqa: PLC0415

@@ -1,4 +1,6 @@
-"""``avatar render run=RUN drive=SOURCE out=OUT.mp4``: a driven animation of a trained avatar."""
+"""``avatar render run=RUN drive=SOURCE out=OUT.mp4``: a driven animation of a trained avatar (a head
+driven by a video, capture, parameter file or ARKit CSV; a body by a motion file, a tracked body capture
+or a person's video)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from avatar.io.reports import write_json
 from ..device import pick_device
 from ..drive.animate import AvatarPackage, limit_gaussians, render_driven
 from ..drive.retarget import retarget_config
-from ..drive.sources import VIDEO_SUFFIXES, load_drive
+from ..drive.sources import VIDEO_SUFFIXES, DriveError, load_drive
 from ..errors import command
 
 REPORT_NAME = "render_report.json"
@@ -27,6 +29,13 @@ def main(cfg: DictConfig) -> int:
     side_by_side = cfg.layout == "side_by_side"
     package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
+    if package.is_body:
+        return _render_body(cfg, package, drive_path, t0)
+    from ..drive.body_motion import is_motion_file  # noqa: PLC0415
+
+    if is_motion_file(drive_path):
+        raise DriveError(f"{drive_path} is body motion (joint rotations) but {cfg.run} is a head avatar: drive a head "
+                         "with a video, a tracked head capture, a parameter .npz or an ARKit .csv")
     video_options = {}
     if drive_path.suffix.lower() in VIDEO_SUFFIXES:
         video_options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames, "keep_frames": side_by_side,
@@ -46,6 +55,32 @@ def main(cfg: DictConfig) -> int:
         retarget_cfg=retarget_config(cfg), neutral_frame=cfg.neutral_frame,
         renderer=OmegaConf.to_container(cfg.renderer),
     )
+    return _finish(cfg, report, t0)
+
+
+def _render_body(cfg: DictConfig, package, drive_path: Path, t0: float) -> int:
+    """A body avatar driven by a motion file or a tracked body capture (:mod:`avatar.drive.body_motion`),
+    or by a person's video tracked on the fly (:mod:`avatar.drive.body_video`)."""
+    from ..drive.body_motion import load_body_drive, render_body_driven  # noqa: PLC0415
+
+    if cfg.layout != "avatar":
+        raise DriveError("layout=side_by_side is for video and capture drivers of heads; a body avatar renders "
+                         "layout=avatar")
+    if drive_path.suffix.lower() in VIDEO_SUFFIXES:  # a person's video, tracked on the fly
+        from ..drive.body_video import body_drive_from_video  # noqa: PLC0415
+
+        drive = body_drive_from_video(drive_path, package, max_frames=cfg.max_frames)
+    else:
+        drive = load_body_drive(drive_path, package, fps=cfg.get("fps"), relative=cfg.relative)
+    if cfg.max_frames:
+        n = int(cfg.max_frames)
+        drive.pose, drive.rotation, drive.translation = drive.pose[:n], drive.rotation[:n], drive.translation[:n]
+    report = render_body_driven(package, drive, cfg.out, camera=cfg.camera, size=cfg.size,
+                                renderer=OmegaConf.to_container(cfg.renderer))
+    return _finish(cfg, report, t0)
+
+
+def _finish(cfg: DictConfig, report: dict, t0: float) -> int:
     total = time.perf_counter() - t0
     report["end_to_end_fps"] = round(report["frames"] / total, 2)  # including loading and tracking the driver
     report["seconds_total"] = round(total, 2)

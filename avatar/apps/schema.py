@@ -144,6 +144,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "train.gaussians.sh_frame": text("head", "world"),
         "train.gaussians.kind": text(*AVATAR_KINDS),
         "train.gaussians.uv_resolution": number(1e-6),
+        "train.gaussians.init_color_frames": integer(0),
         "train.densify.max_gaussians": integer(1),
         "train.viewer_every": integer(1),
         "train.viewer_port": integer(0, 65535),
@@ -154,6 +155,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "layout": text("avatar", "side_by_side"),
         "max_gaussians": integer(1, null=True),
         "neutral_frame": integer(0, null=True),
+        "fps": number(1e-6, null=True),
     },
     "live": {
         **_RENDERER, **_DRIVING,

@@ -122,12 +122,14 @@ def head_rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarr
 
 
 def posed_splats(package: AvatarPackage, expression, rotation, translation,
-                 transform: tuple[Tensor, Tensor] | None = None) -> Splats:
+                 transform: tuple[Tensor, Tensor] | None = None, pose=None) -> Splats:
     """The avatar at ``expression [E]``, head ``rotation [3]`` (axis-angle) and ``translation [3]``
-    (metres) in the model world, moved by ``transform`` (see :func:`splats_of`)."""
+    (metres) in the model world, moved by ``transform`` (see :func:`splats_of`); a body avatar
+    at joint rotations ``pose [J, 3]`` (None: its reference pose)."""
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None], device=package.device)  # noqa: E731
     with torch.no_grad():
-        return splats_of(package.posed_gaussians(t(expression), t(rotation), t(translation)), transform)
+        w = package.posed_gaussians(t(expression), t(rotation), t(translation), None if pose is None else t(pose))
+        return splats_of(w, transform)
 
 
 def export_sequence(package: AvatarPackage, poses, folder: str | os.PathLike, formats=FORMATS, fps: float = 25.0,

@@ -1,8 +1,8 @@
 """The avatar interface: what the trainer, the densification strategy, export, render and live
 see of any avatar kind.
 
-An avatar kind (mesh-bound Gaussians today; off-mesh points, a neural texture or skinned body
-Gaussians next) is an ``nn.Module`` that
+An avatar kind (mesh-bound Gaussians for heads, skinned body Gaussians; off-mesh points or a
+neural texture next) is an ``nn.Module`` that
 
 - holds its per-Gaussian parameters in ``params`` (an ``nn.ParameterDict``, each tensor's first
   dimension the number of Gaussians ``N``) and its per-Gaussian buffers (for example the parent
@@ -41,11 +41,14 @@ class FrameState:
     expression: ``[B, E]`` the frames' expression coefficients (None: zeros).
     rotation: ``[B, 3]`` axis-angle or ``[B, 3, 3]`` matrices: the head (or body) rotation the
         mesh was posed with (the frame view-dependent colours may be evaluated in).
+    pose: ``[B, J, 3]`` a body's local joint rotations (axis-angle, :mod:`avatar.geometry.skeleton`)
+        the mesh was posed with, for pose-dependent avatars; None for heads.
     """
 
     vertices: Tensor
     expression: Tensor | None = None
     rotation: Tensor | None = None
+    pose: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.vertices.dim() == 2:

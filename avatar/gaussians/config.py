@@ -8,19 +8,25 @@ from dataclasses import dataclass, field
 
 @dataclass
 class MeshGaussiansConfig:
-    """How to initialise mesh-bound Gaussians (YAML in ``conf/avatar/`` picks and overrides)."""
+    """How to initialise mesh-bound Gaussians (YAML in ``conf/avatar/`` picks and overrides).
+
+    The same fields configure the skinned body kind (``kind: skinned_gaussians``,
+    ``avatar=body``): there ``sh_frame: head`` means the body's frame (its global rotation) and
+    ``deform`` conditions the offsets on the frame's local joint rotations instead of expressions."""
 
     kind: str = "mesh_gaussians"  # the avatar kind built from this config (avatar.gaussians.registry)
     uv_resolution: float = 128  # samples per unit of UV (FlashAvatar: a 128x128 grid on FLAME's UV square)
     part_uv_resolution: dict = field(default_factory=dict)  # per-part overrides, e.g. {"eyeball_left": 24}
     parts: tuple[str, ...] | None = None  # model parts to cover (None: all the model has)
     sh_degree: int = 3  # view-dependent colour: SH degree 0 (none) to 3
-    sh_frame: str = "head"  # axes of the SH view directions: "head" (turn with the head) or "world"
+    sh_frame: str = "head"  # axes of the SH view directions: "head" (turn with the head, or the body) or "world"
     init_opacity: float = 0.1  # opacity of every Gaussian at start
     init_scale: float = 0.6  # initial std as a fraction of the UV sample spacing on the surface
     init_color: tuple[float, float, float] = (0.5, 0.5, 0.5)  # RGB in 0..1 at start
+    init_color_frames: int = 0  # >0: start each Gaussian at the mean colour it projects to in this many training frames (facing the camera, inside the mask)
     # Expression-conditioned offsets (avatar=mesh_gaussians_dynamic): an MLP of the canonical
-    # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer).
+    # position and the frame's expression (avatar.gaussians.deform.ExpressionDeformer); for the
+    # skinned body kind (avatar=body_dynamic) of the local rotations of the tracked joints.
     deform: bool = False
     deform_hidden: int = 128  # expression MLP: hidden width
     deform_layers: int = 3  # expression MLP: hidden layers

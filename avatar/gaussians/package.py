@@ -92,10 +92,32 @@ class AvatarPackage:
         self._compact = (g, vidx, sub, blend, shape)
         return vidx, sub, blend, shape
 
-    def posed_gaussians(self, expression: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor):
-        """World Gaussians (``WorldGaussians``) for ``expression [1, E]``, ``rotation [1, 3]``, ``translation [1, 3]``."""
+    @property
+    def is_body(self) -> bool:
+        """A body avatar (its model a :class:`avatar.models.body.BodyModel`): posed by joint rotations."""
+        return bool(self.state.get("body")) or bool(getattr(self.model, "is_body", False))
+
+    def _body_rest(self):
+        """The subject's shaped rest body ``(vertices [1, V, 3], joints [1, J, 3])``, computed once."""
+        if getattr(self, "_rest", None) is None:
+            shape = self.state["shape"].to(self.device, self.model.template.dtype)[None]
+            with torch.no_grad():
+                self._rest = self.model.rest(shape)
+        return self._rest
+
+    def posed_gaussians(self, expression: torch.Tensor | None, rotation: torch.Tensor, translation: torch.Tensor,
+                        pose: torch.Tensor | None = None):
+        """World Gaussians (``WorldGaussians``) for ``expression [1, E]``, ``rotation [1, 3]``, ``translation [1, 3]``
+        (a body: ``pose [1, J, 3]`` joint rotations instead of the expression; None: its reference pose)."""
         from ..models.engine import rigid_transform  # noqa: PLC0415
 
+        if self.is_body:
+            vidx, sub, _, _ = self._compact_mesh()
+            if pose is None:
+                pose = self.reference_body_pose()[None]
+            rest_v, rest_j = self._body_rest()
+            verts, _, _ = self.model.skin(rest_v, rest_j, pose, rotation, translation, vertex_ids=vidx)
+            return sub(FrameState(verts, None, rotation, pose))
         vidx, sub, blend, shape = self._compact_mesh()
         if blend is not None:
             base, dirs = blend
@@ -110,6 +132,13 @@ class AvatarPackage:
     def expression_names(self) -> tuple[str, ...]:
         names = getattr(self.model, "expression_names", None)
         return tuple(names if names is not None else self.state.get("expression_names", ()))
+
+    def reference_body_pose(self) -> torch.Tensor:
+        """``[J, 3]`` a body avatar's joint rotations in its first training frame (zeros when not recorded)."""
+        ref = self.state.get("reference_pose")
+        if ref is None:
+            return torch.zeros(self.model.num_joints, 3, device=self.device)
+        return torch.as_tensor(ref).to(self.device, torch.float32)
 
     def reference_pose(self, drive) -> tuple[np.ndarray, np.ndarray]:
         """The avatar's head pose the motion of ``drive`` (a :class:`avatar.drive.sources.DriveSequence`)
@@ -140,6 +169,12 @@ class AvatarPackage:
 
         names = self.expression_names
         ref_r, ref_t = self.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
+        if self.is_body:  # a body turns all the way round in front of the camera
+            R_ref = axis_angle_to_matrix(torch.as_tensor(ref_r, dtype=torch.float64))
+            turns = [axis_angle_to_matrix(torch.tensor([0.0, math.radians(a), 0.0], dtype=torch.float64)) @ R_ref
+                     for a in range(0, 360, 45)]
+            return [(np.zeros(0, np.float32), matrix_to_axis_angle(R).numpy().astype(np.float32),
+                     np.asarray(ref_t, np.float32)) for R in turns]
         R_ref = axis_angle_to_matrix(torch.as_tensor(ref_r, dtype=torch.float64))
         expressions = [np.zeros(len(names), np.float32)]
         for group in (("jawOpen",), ("eyeBlink_L", "eyeBlink_R"), ("mouthSmile_L", "mouthSmile_R")):
@@ -201,12 +236,14 @@ class AvatarPackage:
     @torch.no_grad()
     def render_frame(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
                      viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                     renderer: dict | None = None) -> tuple[np.ndarray, str, float]:
-        """The avatar posed with ``expression [E]``, ``rotation [3]``, ``translation [3]`` (model world),
-        seen by ``viewmat [4, 4]`` / ``K [3, 3]``: ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
+                     renderer: dict | None = None, pose: np.ndarray | None = None) -> tuple[np.ndarray, str, float]:
+        """The avatar posed with ``expression [E]``, ``rotation [3]``, ``translation [3]`` (model world;
+        a body: ``pose [J, 3]`` joint rotations), seen by ``viewmat [4, 4]`` / ``K [3, 3]``:
+        ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
         dev, st = self.device, self.state
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
-        w = self.posed_gaussians(t(expression), t(rotation), t(translation))
+        w = self.posed_gaussians(None if expression is None else t(expression), t(rotation), t(translation),
+                                 None if pose is None else t(pose))
         t0 = time.perf_counter()
         img, _, meta = w.render(viewmat[None], K[None], width, height, self.gaussians.sh_degree,
                                 backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))

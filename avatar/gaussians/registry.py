@@ -32,6 +32,10 @@ AVATAR_KINDS: dict[str, AvatarKind] = {
         "mesh_gaussians", "avatar.gaussians.mesh_gaussians:MeshGaussians",
         "avatar.gaussians.config:MeshGaussiansConfig",
         "Gaussians bound to the model's triangles on a UV grid (optionally with an expression MLP)"),
+    "skinned_gaussians": AvatarKind(
+        "skinned_gaussians", "avatar.gaussians.skinned_gaussians:SkinnedGaussians",
+        "avatar.gaussians.config:MeshGaussiansConfig",
+        "Gaussians on a body model's triangles, moved by its skinning (optionally with a pose-dependent MLP)"),
 }
 
 

@@ -11,6 +11,7 @@ Layout (DESIGN.md)::
       meta.json               source, fps, width, height, rotation, n_frames, timestamps (s),
                               flagged frames {index: reason}, crop boxes, capture_id (a hash of
                               the frames and landmarks, which tracking.npz records), extras
+                              (extra.subject = "body": a whole-body capture, valid frames by pose)
 
 ``meta.json`` is written last and atomically: a folder without it is incomplete and is never
 trusted. Frames and masks are written atomically one by one, so an interrupted run leaves
@@ -89,6 +90,10 @@ class Landmarks:
             raise CaptureError(f"face_present must be [{F}], got {self.face_present.shape}")
         if self.pose is not None and self.pose.shape[1:] != (N_POSE_LANDMARKS, 4):
             raise CaptureError(f"pose landmarks must be [F, {N_POSE_LANDMARKS}, 4], got {self.pose.shape}")
+        if self.pose is not None and (self.pose.shape[0] != F or self.pose_present is None
+                                      or self.pose_present.shape != (F,)):
+            raise CaptureError(f"pose landmarks and pose_present must cover the {F} frames, got "
+                               f"{self.pose.shape} and {None if self.pose_present is None else self.pose_present.shape}")
 
 
 def encode_image(image: np.ndarray, ext: str, quality: int = 95) -> bytes:
@@ -246,9 +251,24 @@ class Capture:
         scale = self.meta.width / (boxes[:, 2] - boxes[:, 0])
         return scale, boxes[:, :2], (int(extra["source_width"]), int(extra["source_height"]))
 
+    @property
+    def subject(self) -> str:
+        """"head" or "body" (``meta.extra["subject"]``; captures written before it existed are heads)."""
+        return str(self.meta.extra.get("subject", "head"))
+
+    @property
+    def is_body(self) -> bool:
+        """A whole-body capture (``meta.json`` extra ``subject: body``): its frames count by their
+        pose landmarks, not their face."""
+        return self.subject == "body"
+
     def valid_frames(self) -> np.ndarray:
-        """Indices of frames that are not flagged and have a face."""
-        ok = self.landmarks.face_present.copy()
+        """Indices of frames that are not flagged and have a face (a body capture: a pose)."""
+        lm = self.landmarks
+        if self.is_body:
+            ok = lm.pose_present.copy() if lm.pose_present is not None else np.zeros(self.n_frames, bool)
+        else:
+            ok = lm.face_present.copy()
         for i in self.meta.flagged:
             if 0 <= i < self.n_frames:
                 ok[i] = False

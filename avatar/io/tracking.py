@@ -19,6 +19,27 @@ Contents (numpy arrays, lengths in metres, angles in radians)::
 
 Posed vertices of frame i: ``model(shape, expression[i], rotation[i], translation[i])``,
 seen by the camera ``(viewmat, K)``. Written atomically.
+
+Bodies (``kind = "body"``, a :class:`BodyTrackedSequence`; body models of
+:mod:`avatar.models.body`: "anny", "smpl", "smplx") keep the camera keys above (``K``,
+``viewmat``, ``width``, ``height``, ``valid``, ``capture_id``) and replace the head's::
+
+    kind              str       "body" (absent in head files)
+    model             str       body model name ("anny")
+    shape             [S]       shape parameters: Anny's phenotype in [0, 1], SMPL's betas
+    shape_names       [S]       str
+    pose              [F, J, 3] joint rotations, axis-angle (radians), each relative to its parent
+                                in the rest pose's axes (avatar.geometry.skeleton); joint 0 (the
+                                root) is usually zero, the global motion being ``rotation``
+    joint_names       [J]       str, the model's joints in its order
+    rotation          [F, 3]    global rotation, axis-angle about the root joint's rest position
+    translation       [F, 3]    metres, added after the rotation
+    focal_fitted      bool      whether K's focal length was fitted (optional, default False)
+    landmark_error_px [F]       mean reprojection error of the pose landmarks, pixels (optional)
+    mask_iou          [F]       silhouette IoU of the fitted body against the person mask (optional)
+
+The body model's axes: metres, +Y up, the rest pose facing +Z. Posed vertices of frame i:
+``body(shape[None], pose[i:i+1], rotation[i:i+1], translation[i:i+1])``, seen by ``(viewmat, K)``.
 """
 
 from __future__ import annotations
@@ -87,8 +108,95 @@ class TrackedSequence:
         return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_tracking(path: str | os.PathLike, model: str | None = None, capture_id: str | None = None) -> TrackedSequence:
-    """Read ``tracking.npz`` (a file, or a capture folder holding one).
+@dataclass
+class BodyTrackedSequence:
+    """A tracked body sequence (``kind = "body"``, see the module doc)."""
+
+    model: str
+    shape: np.ndarray  # [S]
+    shape_names: tuple[str, ...]
+    pose: np.ndarray  # [F, J, 3]
+    joint_names: tuple[str, ...]
+    rotation: np.ndarray  # [F, 3]
+    translation: np.ndarray  # [F, 3]
+    K: np.ndarray  # [3, 3] or [F, 3, 3]
+    viewmat: np.ndarray  # [4, 4]
+    width: int
+    height: int
+    valid: np.ndarray  # [F]
+    capture_id: str = ""
+    focal_fitted: bool = False
+    landmark_error_px: np.ndarray | None = None  # [F]
+    mask_iou: np.ndarray | None = None  # [F]
+
+    kind = "body"
+
+    def __post_init__(self) -> None:
+        if self.pose.ndim != 3 or self.pose.shape[2] != 3:
+            raise TrackingError(f"body tracking 'pose' must be [F, J, 3], got {list(self.pose.shape)}")
+        F, J = self.pose.shape[:2]
+        if tuple(self.K.shape) not in ((3, 3), (F, 3, 3)):
+            raise TrackingError(f"tracking 'K' must be [3, 3] or [{F}, 3, 3], got {list(self.K.shape)}")
+        checks = [("rotation", self.rotation, (F, 3)), ("translation", self.translation, (F, 3)),
+                  ("viewmat", self.viewmat, (4, 4)), ("valid", self.valid, (F,)),
+                  ("shape", self.shape, (len(self.shape_names),))]
+        checks += [(n, a, (F,)) for n, a in (("landmark_error_px", self.landmark_error_px),
+                                             ("mask_iou", self.mask_iou)) if a is not None]
+        for name, arr, shape in checks:
+            if tuple(arr.shape) != shape:
+                raise TrackingError(f"body tracking '{name}' must be {list(shape)}, got {list(arr.shape)}")
+        if len(self.joint_names) != J:
+            raise TrackingError(f"{len(self.joint_names)} joint names for {J} joints in 'pose'")
+
+    @property
+    def n_frames(self) -> int:
+        return self.pose.shape[0]
+
+    intrinsics = TrackedSequence.intrinsics
+
+    def save(self, path: str | os.PathLike) -> Path:
+        arrays = dict(
+            kind=np.array("body"), model=np.array(self.model), shape=self.shape.astype(np.float32),
+            shape_names=np.array(self.shape_names), pose=self.pose.astype(np.float32),
+            joint_names=np.array(self.joint_names), rotation=self.rotation.astype(np.float32),
+            translation=self.translation.astype(np.float32), K=self.K.astype(np.float32),
+            viewmat=self.viewmat.astype(np.float32), width=np.array(self.width), height=np.array(self.height),
+            valid=self.valid.astype(bool), focal_fitted=np.array(bool(self.focal_fitted)),
+        )
+        for name in ("landmark_error_px", "mask_iou"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name).astype(np.float32)
+        if self.capture_id:
+            arrays["capture_id"] = np.array(self.capture_id)
+        return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+BODY_KEYS = ("kind", "model", "shape", "shape_names", "pose", "joint_names", "rotation", "translation", "K",
+             "viewmat", "width", "height", "valid")
+
+
+def body_sequence_from_arrays(z, path: Path | str = "tracking") -> BodyTrackedSequence:
+    """A :class:`BodyTrackedSequence` from the arrays of a body tracking file (or of a synthetic
+    capture's ``ground_truth.npz``, whose keys are a superset)."""
+    missing = [k for k in BODY_KEYS if k not in z and k != "kind"]
+    if missing:
+        raise TrackingError(f"{path} lacks {missing}; re-run avatar track")
+    opt = lambda k: z[k] if k in z else None  # noqa: E731
+    return BodyTrackedSequence(
+        model=str(z["model"]), shape=np.asarray(z["shape"]), shape_names=tuple(str(n) for n in z["shape_names"]),
+        pose=np.asarray(z["pose"]), joint_names=tuple(str(n) for n in z["joint_names"]),
+        rotation=np.asarray(z["rotation"]), translation=np.asarray(z["translation"]), K=np.asarray(z["K"]),
+        viewmat=np.asarray(z["viewmat"]), width=int(z["width"]), height=int(z["height"]), valid=np.asarray(z["valid"]),
+        capture_id=str(z["capture_id"]) if "capture_id" in z else "",
+        focal_fitted=bool(z["focal_fitted"]) if "focal_fitted" in z else False,
+        landmark_error_px=opt("landmark_error_px"), mask_iou=opt("mask_iou"),
+    )
+
+
+def load_tracking(path: str | os.PathLike, model: str | None = None,
+                  capture_id: str | None = None) -> TrackedSequence | BodyTrackedSequence:
+    """Read ``tracking.npz`` (a file, or a capture folder holding one): a :class:`TrackedSequence`
+    for a head, a :class:`BodyTrackedSequence` for a body (``kind = "body"``).
 
     ``model``: the model name the caller is configured with; a different tracked model is
     an error (re-track, or configure the model that was tracked). ``capture_id``: the id of
@@ -106,16 +214,10 @@ def load_tracking(path: str | os.PathLike, model: str | None = None, capture_id:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise TrackingError(f"{path} cannot be read (truncated or not an .npz); re-run avatar track") from exc
     with z:
-        missing = [k for k in ("model", "shape", "expression", "expression_names", "rotation", "translation",
-                               "K", "viewmat", "width", "height", "valid") if k not in z]
-        if missing:
-            raise TrackingError(f"{path} lacks {missing}; re-run avatar track")
-        seq = TrackedSequence(
-            model=str(z["model"]), shape=z["shape"], expression=z["expression"],
-            expression_names=tuple(str(n) for n in z["expression_names"]), rotation=z["rotation"],
-            translation=z["translation"], K=z["K"], viewmat=z["viewmat"], width=int(z["width"]),
-            height=int(z["height"]), valid=z["valid"], capture_id=str(z["capture_id"]) if "capture_id" in z else "",
-        )
+        if "kind" in z and str(z["kind"]) == "body":
+            seq = body_sequence_from_arrays(z, path)
+        else:
+            seq = _head_sequence(z, path)
     if model is not None and seq.model != model:
         raise TrackingError(
             f"capture tracked with {seq.model}, config says {model}: set model={seq.model} "
@@ -127,3 +229,16 @@ def load_tracking(path: str | os.PathLike, model: str | None = None, capture_id:
             f"re-run `avatar track capture={path.parent}`"
         )
     return seq
+
+
+def _head_sequence(z, path: Path) -> TrackedSequence:
+    missing = [k for k in ("model", "shape", "expression", "expression_names", "rotation", "translation",
+                           "K", "viewmat", "width", "height", "valid") if k not in z]
+    if missing:
+        raise TrackingError(f"{path} lacks {missing}; re-run avatar track")
+    return TrackedSequence(
+        model=str(z["model"]), shape=z["shape"], expression=z["expression"],
+        expression_names=tuple(str(n) for n in z["expression_names"]), rotation=z["rotation"],
+        translation=z["translation"], K=z["K"], viewmat=z["viewmat"], width=int(z["width"]),
+        height=int(z["height"]), valid=z["valid"], capture_id=str(z["capture_id"]) if "capture_id" in z else "",
+    )

@@ -39,7 +39,12 @@ NO_FACE_PROFILE = {
     "smplx": "named eyeball and face parts and a calibrated MediaPipe face embedding: SMPL-X is a body model "
              "whose face is tracked with the body; track a head with model=ict or model=flame",
 }
-_HINT = "SMPL and SMPL-X are licence-gated: download them yourself (smpl-x.is.tue.mpg.de) and pass model_path=..."
+_HINT = ("SMPL and SMPL-X are licence-gated: download them yourself (SMPL: smpl.is.tue.mpg.de, SMPL-X: "
+         "smpl-x.is.tue.mpg.de) and pass model_options.model_path=..., or put SMPL_NEUTRAL.pkl / SMPLX_NEUTRAL.npz in "
+         "$AVATAR_ASSETS; the open alternative needs no registration: model=anny (pip install anny)")
+# Files looked for in $AVATAR_ASSETS and the user cache when no model_path is given.
+DEFAULT_FILES = {"smpl": ("SMPL_NEUTRAL.pkl", "SMPL_NEUTRAL.npz", "smpl/SMPL_NEUTRAL.pkl", "smpl/SMPL_NEUTRAL.npz"),
+                 "smplx": ("SMPLX_NEUTRAL.npz", "SMPLX_NEUTRAL.pkl", "smplx/SMPLX_NEUTRAL.npz", "smplx/SMPLX_NEUTRAL.pkl")}
 
 
 @dataclass
@@ -145,6 +150,10 @@ class SMPLFamilyModel(ParametricModel):
     def num_vertices(self) -> int:
         return self.body.v_template.shape[0]
 
+    def as_body_model(self):
+        """This model under the body-model contract (:class:`avatar.models.body.BodyModel`)."""
+        return _as_body_model(self)
+
     def forward(
         self,
         shape: Tensor | None = None,  # [B, num_shape]
@@ -201,8 +210,106 @@ def load_smpl(config: SMPLConfig | None = None, **options) -> SMPLFamilyModel:
     config = config or SMPLConfig(**options)
     if config.kind not in ("smpl", "smplx"):
         raise ValueError(f"kind must be 'smpl' or 'smplx', got {config.kind!r}")
-    if config.model_path in (None, "", "???"):
-        raise FileNotFoundError(f"no {config.kind} model_path given. {_HINT}")
+    path = config.model_path
+    if path in (None, "", "???"):  # no path: the usual file names in $AVATAR_ASSETS and the user cache
+        from avatar.models.assets import find_asset  # noqa: PLC0415
+
+        path = find_asset(f"the {config.kind.upper()} model file", DEFAULT_FILES[config.kind], None, _HINT)
     # smplx takes posedirs as (V, 3, P), as in the files, and reshapes it itself.
-    arrays = read_model_arrays(config.model_path, SMPLX_KEYS if config.kind == "smplx" else SMPL_KEYS)
+    arrays = read_model_arrays(path, SMPLX_KEYS if config.kind == "smplx" else SMPL_KEYS)
     return SMPLFamilyModel(config.kind, arrays, config)
+
+
+# ---------------------------------------------------------------------------------------
+# The body-model contract (avatar.models.body) for SMPL / SMPL-X
+
+SMPL_JOINT_NAMES = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
+    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
+)
+SMPLX_EXTRA_JOINTS = ("jaw", "left_eye_smplhf", "right_eye_smplhf")
+_HAND_JOINTS = tuple(f"{f}{k}" for f in ("index", "middle", "pinky", "ring", "thumb") for k in (1, 2, 3))
+# Pose landmark -> (smplx vertex-id key, joint to regress it from when the mesh lacks that vertex).
+_SMPL_LANDMARKS = {
+    "nose": ("nose", "head"), "left_eye_inner": ("leye", "head"), "left_eye": ("leye", "head"),
+    "left_eye_outer": ("leye", "head"), "right_eye_inner": ("reye", "head"), "right_eye": ("reye", "head"),
+    "right_eye_outer": ("reye", "head"), "left_ear": ("lear", "head"), "right_ear": ("rear", "head"),
+    "mouth_left": ("nose", "head"), "mouth_right": ("nose", "head"),
+    "left_shoulder": (None, "left_shoulder"), "right_shoulder": (None, "right_shoulder"),
+    "left_elbow": (None, "left_elbow"), "right_elbow": (None, "right_elbow"),
+    "left_wrist": (None, "left_wrist"), "right_wrist": (None, "right_wrist"),
+    "left_pinky": ("lpinky", "left_wrist"), "right_pinky": ("rpinky", "right_wrist"),
+    "left_index": ("lindex", "left_wrist"), "right_index": ("rindex", "right_wrist"),
+    "left_thumb": ("lthumb", "left_wrist"), "right_thumb": ("rthumb", "right_wrist"),
+    "left_hip": (None, "left_hip"), "right_hip": (None, "right_hip"), "left_knee": (None, "left_knee"),
+    "right_knee": (None, "right_knee"), "left_ankle": (None, "left_ankle"), "right_ankle": (None, "right_ankle"),
+    "left_heel": ("LHeel", "left_ankle"), "right_heel": ("RHeel", "right_ankle"),
+    "left_foot_index": ("LBigToe", "left_foot"), "right_foot_index": ("RBigToe", "right_foot"),
+}
+SMPL_TRACKED_JOINTS = tuple((n, 2.6 if ("knee" in n or "elbow" in n or "shoulder" in n or "hip" in n) else 0.8)
+                            for n in SMPL_JOINT_NAMES[1:22])
+
+
+def smpl_landmark_regressor(kind: str, J_regressor: np.ndarray, joint_names) -> np.ndarray:
+    """``(33, V)`` pose landmarks of SMPL/SMPL-X: ``smplx``'s vertex picks for the face, finger
+    tips, heels and toes (official topology), the joint regressor's rows for the limbs (and for
+    a picked vertex the mesh lacks, e.g. a small test model)."""
+    from smplx.vertex_ids import vertex_ids
+
+    from avatar.geometry.skeleton import POSE_LANDMARK_NAMES
+
+    ids = vertex_ids["smplx" if kind == "smplx" else "smplh"]
+    V = J_regressor.shape[1]
+    reg = np.zeros((len(POSE_LANDMARK_NAMES), V))
+    for row, name in enumerate(POSE_LANDMARK_NAMES):
+        key, joint = _SMPL_LANDMARKS[name]
+        if key is not None and ids[key] < V:
+            reg[row, ids[key]] = 1.0
+        else:
+            reg[row] = J_regressor[joint_names.index(joint)]
+    return reg
+
+
+def _as_body_data(model: "SMPLFamilyModel"):
+    from avatar.models.body import BodyData, BodyTrackingProfile
+
+    body = model.body
+    f64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+    template, shapedirs = f64(body.v_template), f64(body.shapedirs)
+    J_regressor = f64(body.J_regressor)
+    J = J_regressor.shape[0]
+    parents = body.parents.cpu().numpy().astype(np.int64)
+    parents[0] = -1
+    names = SMPL_JOINT_NAMES if model.name == "smpl" else (
+        SMPL_JOINT_NAMES[:22] + SMPLX_EXTRA_JOINTS
+        + tuple(f"left_{h}" for h in _HAND_JOINTS) + tuple(f"right_{h}" for h in _HAND_JOINTS))
+    names = names if len(names) == J else tuple(f"joint{i}" for i in range(J))
+    posedirs = f64(body.posedirs)  # [(J-1)*9, V*3]
+    has_smpl_names = names[:22] == SMPL_JOINT_NAMES[:22]
+    landmarks = (smpl_landmark_regressor(model.name, J_regressor, names) if has_smpl_names
+                 else np.tile(J_regressor[:1], (33, 1)))
+    profile = BodyTrackingProfile(
+        tracked_joints=tuple(n for n, _ in SMPL_TRACKED_JOINTS) if has_smpl_names else names[1:],
+        joint_limits=SMPL_TRACKED_JOINTS if has_smpl_names else (), shape_bounds=(-3.0, 3.0))
+    K = shapedirs.shape[-1]
+    uvs = model.uvs.detach().cpu().numpy() if model.uvs is not None else None
+    uv_faces = model.uv_faces.cpu().numpy() if model.uv_faces is not None else None
+    return BodyData(
+        name=model.name, template=template, shapedirs=shapedirs, joint_template=J_regressor @ template,
+        joint_shapedirs=np.einsum("jv,vdk->jdk", J_regressor, shapedirs), faces=model.faces.cpu().numpy(),
+        parents=parents, joint_names=names, weights=f64(body.lbs_weights), landmark_regressor=landmarks,
+        shape_names=tuple(f"beta{i}" for i in range(K)), default_shape=np.zeros(K), tracking_profile=profile,
+        uvs=uvs, uv_faces=uv_faces, posedirs=posedirs,
+        parts={n: p.vertices.cpu().numpy() for n, p in model.parts.items()},
+    )
+
+
+def _as_body_model(self: "SMPLFamilyModel"):
+    """This SMPL/SMPL-X model under the body-model contract (:class:`avatar.models.body.BodyModel`):
+    the same template, shape space, skinning and pose correctives; joints are the kinematic tree's
+    (``smplx``'s extra joints are not included); SMPL-X's expressions and hand PCA are not used."""
+    from avatar.models.body import BodyModel
+
+    return BodyModel(_as_body_data(self), dtype=self.body.v_template.dtype)
+

@@ -15,6 +15,7 @@ import torch
 
 from avatar.io.capture import Capture, CaptureError, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
+from .body_track import BodyTrackConfig
 from .fit import FitConfig, FitResult, fit_sequence, reported_landmarks, reprojection_errors
 from .landmark_model import LandmarkModel, model_translation, project, to_camera, tracking_viewmat, view_directions
 from .photometric import PhotometricConfig, refine_photometric, sequence_landmarks
@@ -32,6 +33,7 @@ class TrackConfig:
 
     fit: FitConfig = field(default_factory=FitConfig)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    body: BodyTrackConfig = field(default_factory=BodyTrackConfig)  # a body capture (preprocess.subject=body) with a body model (model=anny)
     overlay: bool = True
     overlay_stride: int | None = None  # draw every n-th frame in the overlay video; None: every frame up to 300, else ~300
     device: str = "cpu"

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from avatar.io.capture import Capture
-from avatar.io.tracking import TrackedSequence
+from avatar.io.tracking import BodyTrackedSequence, TrackedSequence
 
 
 class TrainDataError(ValueError):
@@ -29,9 +29,9 @@ class FrameSet:
     images: Tensor  # [F, H, W, 3] uint8
     masks: Tensor  # [F, H, W] uint8
     vertices: Tensor  # [F, V, 3] posed mesh, model world
-    conditions: Tensor  # [F, E] expression coefficients (what a deformer is conditioned on)
-    shape: Tensor  # [S] identity coefficients
-    rotation: Tensor  # [F, 3] tracked head rotation (axis-angle), for joint refinement
+    conditions: Tensor  # [F, E] expression coefficients (what a deformer is conditioned on); [F, 0] for a body
+    shape: Tensor  # [S] identity coefficients (a body: its shape parameters)
+    rotation: Tensor  # [F, 3] tracked head (or body) rotation (axis-angle), for joint refinement
     translation: Tensor  # [F, 3]
     frame_ids: np.ndarray  # [F] index of each frame in the capture
     train: np.ndarray  # indices into the above
@@ -40,6 +40,11 @@ class FrameSet:
     viewmat: Tensor  # [4, 4]
     width: int
     height: int
+    pose: Tensor | None = None  # [F, J, 3] a body's local joint rotations (None: a head)
+
+    @property
+    def is_body(self) -> bool:
+        return self.pose is not None
 
     def image(self, i: int) -> Tensor:
         return self.images[i].float() / 255.0
@@ -117,8 +122,22 @@ def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, widt
     return torch.cat(out)
 
 
+def pose_body(model, tracking: BodyTrackedSequence, frames: np.ndarray, device: torch.device, dtype: torch.dtype,
+              batch: int = 16) -> Tensor:
+    """``[len(frames), V, 3]`` the body mesh of the tracked frames, skinned in batches."""
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+    shape = t(tracking.shape)[None]
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(frames), batch):
+            ids = frames[k:k + batch]
+            out.append(model(shape=shape, pose=t(tracking.pose[ids]), rotation=t(tracking.rotation[ids]),
+                             translation=t(tracking.translation[ids])).vertices)
+    return torch.cat(out) if out else torch.zeros(0, model.num_vertices, 3, dtype=dtype, device=device)
+
+
 def load_frames(
-    capture: Capture, tracking: TrackedSequence, model, resolution: int | None, holdout: float,
+    capture: Capture, tracking: TrackedSequence | BodyTrackedSequence, model, resolution: int | None, holdout: float,
     device: torch.device, dtype: torch.dtype = torch.float32, mask: str = "head", head_dilate: float = 0.04,
     neck_below_chin: float | None = None, progress: bool = False,
 ) -> FrameSet:
@@ -126,12 +145,17 @@ def load_frames(
 
     ``mask``: "person" uses the capture's masks as they are; "head" cuts them to the tracked
     head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso, and cut
-    across the neck ``neck_below_chin`` metres under the chin (None: no cut). ``progress``: a
-    tqdm bar over the frames read.
+    across the neck ``neck_below_chin`` metres under the chin (None: no cut); a body
+    (``tracking`` a :class:`BodyTrackedSequence`) always trains on the whole person mask.
+    ``progress``: a tqdm bar over the frames read.
     """
     if mask not in ("person", "head"):
         raise TrainDataError(f"train.mask must be 'person' or 'head', got {mask!r}")
-    mask_mode = mask
+    is_body = isinstance(tracking, BodyTrackedSequence)
+    if is_body and not getattr(model, "is_body", False):
+        raise TrainDataError(f"the capture was tracked with the body model {tracking.model!r} but the model loaded is "
+                             f"{getattr(model, 'name', model)!r}")
+    mask_mode = "person" if is_body else mask
     import cv2  # noqa: PLC0415
 
     if tracking.n_frames != capture.n_frames:
@@ -156,24 +180,29 @@ def load_frames(
         masks.append((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
     sx, sy = width / tracking.width, height / tracking.height
     K = torch.as_tensor(np.array(tracking.intrinsics(usable)), dtype=dtype) * torch.tensor([[sx], [sy], [1.0]], dtype=dtype)
-    with torch.no_grad():
-        model = model.to(device=device, dtype=dtype)
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-        shape = t(tracking.shape)[None].expand(len(usable), -1)
-        out = model(shape=shape, expression=t(tracking.expression[usable]), rotation=t(tracking.rotation[usable]),
-                    translation=t(tracking.translation[usable]))
+    model = model.to(device=device, dtype=dtype)
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+    if is_body:
+        vertices = pose_body(model, tracking, usable, device, dtype)
+        conditions, pose = t(np.zeros((len(usable), 0))), t(tracking.pose[usable])
+    else:
+        with torch.no_grad():
+            shape = t(tracking.shape)[None].expand(len(usable), -1)
+            vertices = model(shape=shape, expression=t(tracking.expression[usable]),
+                             rotation=t(tracking.rotation[usable]), translation=t(tracking.translation[usable])).vertices
+        conditions, pose = t(tracking.expression[usable]), None
     masks = torch.from_numpy(np.stack(masks)).to(device)
     K = K.to(device)
     viewmat = torch.as_tensor(tracking.viewmat, dtype=dtype, device=device)
     if mask_mode == "head":
-        keep = head_masks(out.vertices, model.faces.to(device), K, viewmat, width, height, head_dilate,
+        keep = head_masks(vertices, model.faces.to(device), K, viewmat, width, height, head_dilate,
                           neck=neck_height(model, neck_below_chin), progress=progress)
         masks = (masks.float() * keep).round().to(torch.uint8)
     return FrameSet(
         images=torch.from_numpy(np.stack(images)).to(device),
         masks=masks,
-        vertices=out.vertices.detach(),
-        conditions=t(tracking.expression[usable]),
+        vertices=vertices.detach(),
+        conditions=conditions,
         shape=t(tracking.shape),
         rotation=t(tracking.rotation[usable]),
         translation=t(tracking.translation[usable]),
@@ -184,4 +213,5 @@ def load_frames(
         viewmat=viewmat,
         width=width,
         height=height,
+        pose=pose,
     )

@@ -26,7 +26,7 @@ from ..gaussians.package import AvatarPackage
 from ..gaussians.ply import save_ply
 from ..io import atomic_write, avatar_file
 from ..tracking.expression_range import ExpressionRange
-from avatar.io.tracking import TrackedSequence, load_tracking
+from avatar.io.tracking import BodyTrackedSequence, TrackedSequence, load_tracking
 from .data import load_frames
 from .trainer import TrainConfig, Trainer, init_gaussians
 
@@ -161,6 +161,8 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
     typical driven poses (live picks a Gaussian budget from it without rendering at start)."""
     g, f = trainer.gaussians, trainer.frames
     first = int(f.train[0])
+    if f.is_body:
+        return _save_body_avatar(trainer, tracking, path, first)
     entries = {
         "model": tracking.model,
         "model_options": dict(trainer.model_options),
@@ -182,12 +184,39 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
                                     **entries)
 
 
-def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -> Path:
-    """``avatar.ply`` in the canonical pose: the subject's identity, neutral expression, no rotation."""
+def _save_body_avatar(trainer: Trainer, tracking: BodyTrackedSequence, path: Path, first: int) -> Path:
+    """A body avatar's file: the head entries that apply (camera, shape, reference global pose)
+    plus ``body: True``, ``joint_names`` and ``reference_pose [J, 3]`` (the first training frame's)."""
+    g, f = trainer.gaussians, trainer.frames
+    entries = {
+        "model": tracking.model,
+        "model_options": dict(trainer.model_options),
+        "expression_names": [],
+        "shape": torch.as_tensor(tracking.shape),
+        "K": f.K[first].cpu(),
+        "reference_rotation": f.rotation[first].cpu(),
+        "reference_translation": f.translation[first].cpu(),
+        "viewmat": f.viewmat.cpu(),
+        "width": f.width,
+        "height": f.height,
+        "background": trainer.background.cpu(),
+        "body": True,
+        "joint_names": list(tracking.joint_names),
+        "reference_pose": f.pose[first].cpu(),
+    }
+    entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility(progress=True).cpu()
+    return avatar_file.write_avatar(path, kind=g.kind, config=dataclasses.asdict(trainer.cfg.gaussians),
+                                    avatar_state=g.state(), **entries)
+
+
+def export_ply(trainer: Trainer, tracking: TrackedSequence | BodyTrackedSequence, model, path: Path) -> Path:
+    """``avatar.ply`` in the canonical pose: the subject's identity, neutral expression (a body: its
+    rest pose), no rotation."""
     device = trainer.frames.vertices.device
     with torch.no_grad():
         shape = torch.as_tensor(tracking.shape, dtype=trainer.frames.vertices.dtype, device=device)[None]
-        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3)))
+        pose = model.zero_pose() if trainer.frames.is_body else None
+        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3), pose=pose))
     # No rotation: the head's frame is the world's, so the SH coefficients are what a viewer evaluates.
     return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
 

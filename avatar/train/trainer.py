@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # The tracking offsets' learning rates (train.refine_tracking); the avatar's come from its kind.
 _OFFSET_LR_KEYS = {"rotation": "lr_rotation", "translation": "lr_translation", "expression": "lr_expression"}
 _DECAYING_LR = "lr_xyz"  # the one learning rate that decays exponentially to lr_xyz_final
+_SH_C0 = 0.28209479177387814  # SH band 0: colour = 0.5 + C0 * sh0
 REGION_BAND = 0.01  # half-width of the silhouette band of the error regions, fraction of the width
 
 
@@ -77,6 +78,9 @@ class Trainer:
         if cfg.refine_tracking:
             if model is None:
                 raise ValueError("train.refine_tracking needs the parametric model")
+            if frames.is_body:
+                raise ValueError("train.refine_tracking is for heads; a body's tracking is not refined while training "
+                                 "(set train.refine_tracking=false)")
             n, e = frames.conditions.shape
             zeros = lambda *size: torch.nn.Parameter(frames.vertices.new_zeros(*size))  # noqa: E731
             self.offsets = torch.nn.ParameterDict(
@@ -98,13 +102,19 @@ class Trainer:
 
     def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> FrameState:
         """The posed model of frame ``index`` (refined if enabled): vertices ``[1, V, 3]``,
-        expression ``[1, E]`` and head rotation ``[1, 3]`` (axis-angle).
+        expression ``[1, E]``, head (or body) rotation ``[1, 3]`` (axis-angle) and a body's joint
+        rotations ``[1, J, 3]``.
 
         ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
+        joints = None if f.pose is None else f.pose[index][None]
         if self.offsets is None and pose is None:
-            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None])
+            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None], joints)
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
+        if f.is_body:  # a body: its skinned mesh, turned and moved by the alignment offsets
+            rotation, translation = rotation + pose[0], translation + pose[1]
+            out = self.model(shape=f.shape[None], pose=joints, rotation=rotation, translation=translation)
+            return FrameState(out.vertices, expression, rotation, joints)
         if self.offsets is not None:
             o = self.offsets
             expression = expression + o["expression"][index][None]
@@ -410,5 +420,45 @@ def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet, seed: int 
     cls = avatar_kind(cfg.kind).load_class()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
-                              n_condition=frames.conditions.shape[-1])
+        gaussians = cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
+                                   n_condition=frames.conditions.shape[-1])
+    if cfg.init_color_frames > 0:
+        colors_from_frames(gaussians, frames, cfg.init_color_frames)
+    return gaussians
+
+
+@torch.no_grad()
+def colors_from_frames(gaussians: GaussianAvatar, frames: FrameSet, n_frames: int) -> Tensor:
+    """Set each Gaussian's base colour (``sh0``) to the mean colour of the pixels it projects to in
+    ``n_frames`` training frames spread over the sequence, counting a frame only where the
+    Gaussian's surface faces the camera and the pixel is inside the mask (no occlusion test:
+    a start, not a texture). Gaussians seen in none keep theirs. Returns ``[N]`` how many frames
+    each was seen in."""
+    from ..geometry.rotations import quaternion_to_matrix  # noqa: PLC0415
+
+    train = frames.train[np.linspace(0, len(frames.train) - 1, min(n_frames, len(frames.train))).round().astype(int)]
+    n = len(gaussians)
+    total = frames.vertices.new_zeros(n, 3)
+    seen = frames.vertices.new_zeros(n)
+    R, t = frames.viewmat[:3, :3], frames.viewmat[:3, 3]
+    for i in np.unique(train):
+        state = FrameState(frames.vertices[int(i)][None], frames.conditions[int(i)][None], frames.rotation[int(i)][None],
+                           None if frames.pose is None else frames.pose[int(i)][None])
+        w = gaussians(state)
+        cam = w.means[0] @ R.T + t  # [N, 3]
+        normal = quaternion_to_matrix(w.quats[0])[:, :, 2] @ R.T  # the surface normal, camera axes
+        uv = cam @ frames.K[int(i)].T
+        px = (uv[:, :2] / uv[:, 2:3].clamp_min(1e-6)).round().long()
+        inside = (cam[:, 2] > 0) & (px[:, 0] >= 0) & (px[:, 0] < frames.width) & (px[:, 1] >= 0) & (px[:, 1] < frames.height)
+        px = px.clamp_min(0)
+        px[:, 0].clamp_(max=frames.width - 1)
+        px[:, 1].clamp_(max=frames.height - 1)
+        facing = (normal * cam).sum(-1) < -0.2 * cam.norm(dim=-1)
+        ok = inside & facing & (frames.mask(int(i))[px[:, 1], px[:, 0]] > 0.5)
+        color = frames.image(int(i))[px[:, 1], px[:, 0]]
+        total += color * ok[:, None]
+        seen += ok.float()
+    hit = seen > 0
+    sh0 = gaussians.params["sh0"]
+    sh0.data[hit, 0] = ((total[hit] / seen[hit, None]) - 0.5) / _SH_C0
+    return seen
