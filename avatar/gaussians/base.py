@@ -41,11 +41,15 @@ class FrameState:
     expression: ``[B, E]`` the frames' expression coefficients (None: zeros).
     rotation: ``[B, 3]`` axis-angle or ``[B, 3, 3]`` matrices: the head (or body) rotation the
         mesh was posed with (the frame view-dependent colours may be evaluated in).
+    torso: ``[B, 4, 4]`` torso-to-world rigid transforms (metres; origin between the shoulders,
+        x from the subject's right shoulder to the left, y up): where kinds with an upper body
+        place it (None: the avatar's rest torso; kinds without one ignore it).
     """
 
     vertices: Tensor
     expression: Tensor | None = None
     rotation: Tensor | None = None
+    torso: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.vertices.dim() == 2:

@@ -32,6 +32,9 @@ AVATAR_KINDS: dict[str, AvatarKind] = {
         "mesh_gaussians", "avatar.gaussians.mesh_gaussians:MeshGaussians",
         "avatar.gaussians.config:MeshGaussiansConfig",
         "Gaussians bound to the model's triangles on a UV grid (optionally with an expression MLP)"),
+    "portrait": AvatarKind(
+        "portrait", "avatar.gaussians.portrait:PortraitGaussians", "avatar.gaussians.config:MeshGaussiansConfig",
+        "mesh-bound Gaussians plus off-mesh ones (hair, glasses, neck) and torso ones skinned to the shoulders"),
 }
 
 

@@ -40,6 +40,7 @@ class FrameSet:
     viewmat: Tensor  # [4, 4]
     width: int
     height: int
+    torso: Tensor | None = None  # [F, 4, 4] torso-to-world per frame (tracked shoulders); None: not tracked
 
     def image(self, i: int) -> Tensor:
         return self.images[i].float() / 255.0

@@ -100,8 +100,9 @@ class Trainer:
 
         ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
+        torso = None if f.torso is None else f.torso[index][None]
         if self.offsets is None and pose is None:
-            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None])
+            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None], torso)
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
         if self.offsets is not None:
             o = self.offsets
@@ -110,7 +111,7 @@ class Trainer:
         if pose is not None:
             rotation, translation = rotation + pose[0], translation + pose[1]
         out = self.model(shape=f.shape[None], expression=expression, rotation=rotation, translation=translation)
-        return FrameState(out.vertices, expression, rotation)
+        return FrameState(out.vertices, expression, rotation, torso)
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
                downscale: int = 1):
@@ -372,7 +373,8 @@ def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet, seed: int 
     expression MLP's weights) come from ``seed`` alone, not from whatever used the global
     random state before."""
     cls = avatar_kind(cfg.kind).load_class()
+    extra = {"frames": frames} if getattr(cls, "seeds_from_frames", False) else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
-                              n_condition=frames.conditions.shape[-1])
+                              n_condition=frames.conditions.shape[-1], **extra)
