@@ -20,7 +20,11 @@ Two streaming passes over the source (frames are decoded twice, never held in me
    misses the face the first pass kept (finds none, or another one), the first pass's
    landmarks are mapped into the crop instead (listed in
    ``meta.extra["landmarks_from_full_frame"]``). MediaPipe selfie segmentation gives the
-   mask of the crop.
+   mask of the crop. With ``preprocess.pose=true`` MediaPipe pose (``pose_landmark_full``) runs
+   on the crop too: 33 landmarks per frame in its pixels (``landmarks.npz`` ``pose``,
+   ``pose_present``; a pose mostly off the person mask is dropped); runs of up to ``pose_max_gap`` frames without a pose between two
+   detections are interpolated (``meta.extra["pose_interpolated"]``), the rest have
+   ``pose_present`` false (``meta.extra["pose_missing"]``; not flagged: the face still counts).
 
 Pixel coordinates are continuous, as MediaPipe's: pixel ``i`` covers ``[i, i + 1)``. Source
 pixels are those of the upright frame (rotation metadata applied). Crop boxes are
@@ -47,8 +51,9 @@ from avatar.geometry.crop import CROP_MODES, crop_boxes, crop_image, transform_l
 from avatar.landmarks import FaceDetection, FaceMeshDetector
 from avatar.landmarks.draw import draw_points, enlarge, preview_scale
 from avatar.landmarks.face_finder import SmallFaceFinder, choose_face, upright_turn
+from avatar.landmarks.pose import MIN_MASK_SUPPORT, PoseDetector, fill_pose_gaps, mask_support
 from avatar.landmarks.segmentation import SelfieSegmenter
-from avatar.io.capture import N_FACE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks, flags_by_kind, frame_ranges
+from avatar.io.capture import N_FACE_LANDMARKS, N_POSE_LANDMARKS, CaptureMeta, CaptureWriter, Landmarks, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
 from avatar.io.video import VideoWriter
 from avatar.io.video_reader import Frame, open_source
@@ -86,6 +91,8 @@ class PreprocessConfig:
     preview: bool = False  # also write preprocess_preview.mp4: crops, mask, landmarks
     rotate: int = 0  # turn the frames this many degrees counter-clockwise (0, 90, 180, 270) on top of the video's rotation metadata: for a sideways video
     overwrite: bool = False  # replace a capture of another video that `out` already holds (its tracking and runs then refuse it)
+    pose: bool = False  # also detect the 33 MediaPipe pose landmarks on each crop (landmarks.npz `pose`, `pose_present`)
+    pose_max_gap: int = 5  # frames without a pose in runs up to this long between two detections are interpolated
 
     def __post_init__(self) -> None:
         choices = {"crop": CROP_MODES, "frame_format": ("jpg", "png"), "mask_model": ("general", "landscape"),
@@ -93,7 +100,8 @@ class PreprocessConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"preprocess.{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        positive = {"resolution": 16, "crop_scale": 1e-6, "detect_size": 64, "max_faces": 1, "image_fps": 1e-6}
+        positive = {"resolution": 16, "crop_scale": 1e-6, "detect_size": 64, "max_faces": 1, "image_fps": 1e-6,
+                    "pose_max_gap": 0}
         if self.max_frames is not None:
             positive["max_frames"] = 1
         if self.fps is not None:
@@ -258,6 +266,8 @@ class CropResult:
     found_on_crop: np.ndarray  # [F] bool: detected on the crop
     from_full_frame: np.ndarray  # [F] bool: first-pass landmarks mapped into the crop
     sizes_src: np.ndarray  # [F] face size in source pixels (NaN: no face)
+    pose: np.ndarray | None = None  # [F, 33, 4] float32 pose landmarks on the crop (preprocess.pose)
+    pose_found: np.ndarray | None = None  # [F] bool: MediaPipe found the pose on the crop
 
     @property
     def present(self) -> np.ndarray:
@@ -290,10 +300,13 @@ def write_crops(source, track: FaceTrack, boxes: np.ndarray, writer: CaptureWrit
     F = len(track.times)
     res = CropResult(np.zeros((F, N_FACE_LANDMARKS, 3), np.float32), np.zeros(F, bool),
                      np.zeros(F, bool), np.full(F, np.nan))
+    if cfg.pose:
+        res.pose, res.pose_found = np.zeros((F, N_POSE_LANDMARKS, 4), np.float32), np.zeros(F, bool)
     n = 0
     frames = timer.timed_frames(source.frames(cfg.max_frames, cfg.fps))
     # One face: the crop is centred on it (tracking then skips the per-frame face detector).
-    with FaceMeshDetector(video=True, max_faces=1) as detector, SelfieSegmenter(cfg.mask_model) as segmenter:
+    with FaceMeshDetector(video=True, max_faces=1) as detector, SelfieSegmenter(cfg.mask_model) as segmenter, \
+            (PoseDetector(video=True) if cfg.pose else nullcontext()) as poser:
         for i, frame in enumerate(_progress(frames, F, "preprocess: crop, mask, write", cfg.progress)):
             if i >= F or frame.index != track.indices[i]:
                 raise PreprocessError(f"{source.path} decoded differently on the second pass (frame {frame.index}); "
@@ -310,6 +323,11 @@ def write_crops(source, track: FaceTrack, boxes: np.ndarray, writer: CaptureWrit
                 res.from_full_frame[i], res.sizes_src[i] = True, track.sizes[i]
             with timer("segment"):
                 mask = segmenter.segment(crop)
+            if poser is not None:
+                with timer("pose"):
+                    pose = poser.detect(crop)
+                if pose is not None and mask_support(pose.landmarks, mask) >= MIN_MASK_SUPPORT:
+                    res.pose[i], res.pose_found[i] = pose.landmarks, True
             with timer("write"):
                 writer.write_frame(i, crop)
                 writer.write_mask(i, mask)
@@ -388,16 +406,43 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, cfg: Prepr
             "decode_error": source.decode_error,
         },
     )
+    pose, pose_present, pose_report = pose_landmarks(crops, cfg.pose_max_gap)
+    if pose is not None:
+        meta.extra["pose_landmarks"] = ("MediaPipe pose (pose_landmark_full, 33 x [x, y, z, visibility]) detected on "
+                                        "the crop; short gaps interpolated (pose_interpolated)")
+        meta.extra["pose_interpolated"] = pose_report["interpolated_frames"]
+        meta.extra["pose_missing"] = pose_report["missing_frames"]
     with timer("write"):
-        writer.finish(meta, Landmarks(face=crops.face, face_present=crops.present))
+        writer.finish(meta, Landmarks(face=crops.face, face_present=crops.present, pose=pose, pose_present=pose_present))
     remove_stale_files(Path(out), meta.n_frames, cfg.frame_format)
     report = build_report(source, track, boxes, crops, flagged, cfg, timer, time.perf_counter() - t_start, out)
+    if pose_report is not None:
+        report["pose"] = pose_report
+        if pose_report["missing"]:
+            report["notes"].append(f"{pose_report['missing']} of {meta.n_frames} frames have no pose landmarks "
+                                   f"({pose_report['missing_frames']}; pose_present is false there)")
     report["orientation"] = {"looks_upright_after_turning_deg": turn, "detector_scores_by_turn": turn_scores}
     if sideways:
         report["notes"].append(sideways)
     write_json(Path(out) / REPORT_NAME, report)
     _warn_flags(input_path, flagged, len(track.times))
     return report
+
+
+def pose_landmarks(crops: CropResult, max_gap: int) -> tuple[np.ndarray | None, np.ndarray | None, dict | None]:
+    """The capture's ``pose [F, 33, 4]`` and ``pose_present [F]`` from the crop detections, short
+    gaps interpolated (:func:`~avatar.landmarks.pose.fill_pose_gaps`), and the report's ``pose``
+    block (detected / interpolated / missing counts and frame ranges); Nones without pose."""
+    if crops.pose is None:
+        return None, None, None
+    pose, bridged = fill_pose_gaps(crops.pose, crops.pose_found, max_gap)
+    present = crops.pose_found | bridged
+    F = len(present)
+    return pose, present, {
+        "detected": int(crops.pose_found.sum()), "interpolated": int(bridged.sum()), "missing": int(F - present.sum()),
+        "interpolated_frames": frame_ranges(np.flatnonzero(bridged)),
+        "missing_frames": frame_ranges(np.flatnonzero(~present)), "max_gap": max_gap,
+    }
 
 
 def refuse_other_capture(out: Path, source: str | os.PathLike) -> None:

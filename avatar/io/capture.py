@@ -89,6 +89,10 @@ class Landmarks:
             raise CaptureError(f"face_present must be [{F}], got {self.face_present.shape}")
         if self.pose is not None and self.pose.shape[1:] != (N_POSE_LANDMARKS, 4):
             raise CaptureError(f"pose landmarks must be [F, {N_POSE_LANDMARKS}, 4], got {self.pose.shape}")
+        if self.pose is not None and (self.pose.shape[0] != F or self.pose_present is None
+                                      or self.pose_present.shape != (F,)):
+            raise CaptureError(f"pose landmarks and pose_present must cover the {F} frames, got "
+                               f"{self.pose.shape} and {None if self.pose_present is None else self.pose_present.shape}")
 
 
 def encode_image(image: np.ndarray, ext: str, quality: int = 95) -> bytes:
