@@ -170,7 +170,11 @@ def load_frames(
         keep = head_masks(out.vertices, model.faces.to(device), K, viewmat, width, height, head_dilate,
                           neck=neck_height(model, neck_below_chin), progress=progress)
         masks = (masks.float() * keep).round().to(torch.uint8)
+    from ..tracking.shoulders import torso_transforms  # noqa: PLC0415
+
+    torso = torso_transforms(tracking)
     return FrameSet(
+        torso=None if torso is None else t(torso[usable]),
         images=torch.from_numpy(np.stack(images)).to(device),
         masks=masks,
         vertices=out.vertices.detach(),

@@ -187,9 +187,27 @@ def export_ply(trainer: Trainer, tracking: TrackedSequence, model, path: Path) -
     device = trainer.frames.vertices.device
     with torch.no_grad():
         shape = torch.as_tensor(tracking.shape, dtype=trainer.frames.vertices.dtype, device=device)[None]
-        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3)))
+        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3),
+                                         torso=canonical_torso(trainer)))
     # No rotation: the head's frame is the world's, so the SH coefficients are what a viewer evaluates.
     return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
+
+
+def canonical_torso(trainer: Trainer) -> torch.Tensor | None:
+    """``[1, 4, 4]`` the rest torso of an avatar with one (``torso_rest``, in the first training
+    frame's world) seen from the canonical head (no rotation or translation): where it sits
+    under the canonical head in ``avatar.ply``. None for avatars without a torso."""
+    rest = getattr(trainer.gaussians, "torso_rest", None)
+    if rest is None:
+        return None
+    from ..geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
+
+    f = trainer.frames
+    first = int(f.train[0])
+    head = torch.eye(4, dtype=rest.dtype, device=rest.device)
+    head[:3, :3] = axis_angle_to_matrix(f.rotation[first][None])[0]
+    head[:3, 3] = f.translation[first]
+    return (torch.linalg.inv(head) @ rest)[None]
 
 
 def refined_tracking(trainer: Trainer, tracking: TrackedSequence) -> TrackedSequence:

@@ -1,0 +1,230 @@
+"""Portrait avatars (avatar.gaussians.portrait) and the shoulder state (avatar.tracking.shoulders),
+on a tiny synthetic sheet "head" in front of a camera; no model files, no video."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.gaussians.base import FrameState
+from avatar.gaussians.config import DensifyConfig, MeshGaussiansConfig
+from avatar.gaussians.portrait import OFFMESH, SURFACE, TORSO, PortraitGaussians, offmesh_seeds
+from avatar.gaussians.registry import avatar_from_state
+from avatar.gaussians.strategy import DensifyStrategy
+from avatar.geometry import axis_angle_to_matrix
+from avatar.io.tracking import TrackedSequence, TrackingError, load_tracking
+from avatar.models.engine import Part
+from avatar.tracking.shoulders import shoulder_state, torso_transforms
+
+SIZE = 40
+VIEW = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+K = torch.tensor([[60.0, 0, SIZE / 2], [0, 60.0, SIZE / 2], [0, 0, 1]])
+
+
+class Sheet(torch.nn.Module):
+    """A 10 cm square facing the camera; its lowest vertex row is the "chin" (the landmarks)."""
+
+    def __init__(self, n: int = 4):
+        super().__init__()
+        g = torch.linspace(0, 1, n + 1)
+        y, x = torch.meshgrid(g, g, indexing="ij")
+        uv = torch.stack((x, y), -1).reshape(-1, 2)
+        self.register_buffer("template", torch.cat(((uv - 0.5) * 0.1, torch.zeros(len(uv), 1)), -1))
+        i = torch.arange(n)
+        a = (i[:, None] * (n + 1) + i[None, :]).reshape(-1)
+        quads = torch.stack((a, a + 1, a + n + 2, a + n + 1), -1)
+        self.faces = torch.cat((quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]))
+        self.uvs, self.uv_faces = uv, self.faces.clone()
+        self.parts = {"face": Part(torch.ones(len(uv), dtype=torch.bool), torch.ones(len(self.faces), dtype=torch.bool))}
+        self.lmk_faces = torch.zeros(0, dtype=torch.long)
+
+    def forward(self, shape=None, expression=None, rotation=None, translation=None):
+        rotation = torch.zeros(1, 3) if rotation is None else rotation
+        translation = torch.zeros(1, 3) if translation is None else translation
+        v = self.template @ axis_angle_to_matrix(rotation).transpose(-1, -2) + translation[:, None, :]
+        return SimpleNamespace(vertices=v)
+
+
+def _frames(n: int = 3, torso: torch.Tensor | None = None):
+    """A frame set: the sheet 0.5 m away; the person mask is the sheet grown by a band above it
+    (hair) and a wide block under it (shoulders)."""
+    model = Sheet()
+    rotation = torch.zeros(n, 3)
+    translation = torch.tensor([0.0, 0.03, -0.5]).expand(n, 3)
+    verts = model(rotation=rotation, translation=translation).vertices
+    masks = torch.zeros(n, SIZE, SIZE)
+    masks[:, 6:22, 14:26] = 1  # sheet (rows ~ 11-21) plus 5 rows of hair above it
+    masks[:, 30:, 4:36] = 1  # shoulders, well under the sheet's lowest row
+    images = (torch.rand(n, SIZE, SIZE, 3) * 255).to(torch.uint8)
+    return model, SimpleNamespace(
+        images=images, masks=(masks * 255).to(torch.uint8), vertices=verts, conditions=torch.zeros(n, 1),
+        shape=torch.zeros(1), rotation=rotation, translation=translation, train=np.arange(n), heldout=np.arange(0),
+        K=K.expand(n, 3, 3), viewmat=VIEW, width=SIZE, height=SIZE, torso=torso,
+        image=lambda i: images[i].float() / 255, mask=lambda i: masks[i])
+
+
+def _config(**kw) -> MeshGaussiansConfig:
+    base = dict(kind="portrait", uv_resolution=8, sh_degree=1, offmesh_frames=2, offmesh_stride=1, neck_length=0.02)
+    base.update(kw)
+    return MeshGaussiansConfig(**base)
+
+
+def _project(points: torch.Tensor) -> torch.Tensor:
+    cam = points @ VIEW[:3, :3].T
+    return (cam @ K.T)[:, :2] / cam[:, 2:]
+
+
+def test_offmesh_seeds_lift_uncovered_mask_pixels_to_the_given_depth():
+    mask = torch.zeros(10, 10)
+    mask[2:8, 2:8] = 1
+    covered = torch.zeros(10, 10, dtype=torch.bool)
+    covered[:, :5] = True
+    points, spacing, pixels = offmesh_seeds(mask, covered, K, VIEW, 0.4, stride=1)
+    assert points.shape == (18, 3) and spacing.shape == (18,)  # 3 uncovered columns x 6 rows
+    assert set(pixels[:, 0].tolist()) == {5.0, 6.0, 7.0}
+    cam = points @ VIEW[:3, :3].T
+    assert torch.allclose(cam[:, 2], torch.full((18,), 0.4))
+    assert torch.allclose(_project(points), pixels + 0.5, atol=1e-4)  # back onto the pixel centres
+    assert torch.allclose(spacing, torch.full((18,), 0.4 / 60.0))
+
+
+def test_offmesh_init_from_a_mask_splits_hair_from_torso():
+    model, frames = _frames()
+    g = PortraitGaussians.initialise(model, _config(), n_condition=1, frames=frames)
+    counts = torch.bincount(g.group.long(), minlength=3)
+    assert counts[SURFACE] > 0 and counts[OFFMESH] > 0 and counts[TORSO] > 0
+    with torch.no_grad():
+        w = g(FrameState(frames.vertices[:1], rotation=frames.rotation[:1]))
+    px = _project(w.means[0])
+    rows = px[:, 1]
+    # Off-mesh Gaussians sit in the hair band (above the sheet), torso ones in the shoulder block.
+    assert (rows[g.group == OFFMESH] < 12).all()
+    assert (rows[g.group == TORSO] >= 29.5).all()
+    # Hair is not held to the surface, surface Gaussians are.
+    d = g.anchor_distances()
+    assert (d[g.group != SURFACE] == 0).all() and (d[g.group == SURFACE] > 0).any()
+    # Colour comes from the image under each seed.
+    assert g.params["sh0"][g.group == TORSO].std() > 0.1
+
+
+def test_forward_shapes_and_torso_motion():
+    model, frames = _frames()
+    g = PortraitGaussians.initialise(model, _config(), n_condition=1, frames=frames)
+    n = len(g)
+    verts = frames.vertices[:2]
+    torso = g.torso_rest[None].repeat(2, 1, 1)
+    torso[1, :3, 3] += torch.tensor([0.02, 0.0, 0.0])
+    with torch.no_grad():
+        w = g(FrameState(verts, rotation=frames.rotation[:2], torso=torso))
+        rest = g(FrameState(verts[:1], rotation=frames.rotation[:1]))
+    assert w.means.shape == (2, n, 3) and w.quats.shape == (2, n, 4) and w.scales.shape == (2, n, 3)
+    assert w.opacities.shape == (n,) and w.sh.shape == (n, 4, 3)
+    shift = w.means[1] - w.means[0]
+    on_torso = g.group == TORSO
+    assert torch.allclose(shift[on_torso], torch.tensor([0.02, 0.0, 0.0]).expand(int(on_torso.sum()), 3), atol=1e-6)
+    assert torch.allclose(shift[~on_torso], torch.zeros(1), atol=1e-7)  # the head stays
+    assert torch.allclose(w.means[0], rest.means[0], atol=1e-6)  # no torso given: the rest torso
+
+
+def test_state_round_trip_subset_and_compact():
+    model, frames = _frames()
+    g = PortraitGaussians.initialise(model, _config(deform=True, deform_hidden=8, deform_layers=1), n_condition=1,
+                                     frames=frames)
+    back = avatar_from_state("portrait", g.state())
+    s = FrameState(frames.vertices[:1], torch.ones(1, 1), frames.rotation[:1])
+    with torch.no_grad():
+        a, b = g(s), back(s)
+        assert torch.equal(back.group, g.group) and torch.allclose(a.means, b.means)
+        keep = g.group != OFFMESH
+        sub = g.subset(keep)
+        assert torch.allclose(sub(s).means, a.means[:, keep])
+        vidx, compact = g.compact()
+        c = compact(FrameState(frames.vertices[:1, vidx], torch.ones(1, 1), frames.rotation[:1]))
+        assert torch.allclose(c.means, a.means, atol=1e-6)
+
+
+def test_densification_keeps_groups_in_step():
+    model, frames = _frames()
+    g = PortraitGaussians.initialise(model, _config(), n_condition=1, frames=frames)
+    opt = torch.optim.Adam([{"params": [p], "name": k} for k, p in g.params.items()])
+    strategy = DensifyStrategy(DensifyConfig(grad_threshold=0.0, max_gaussians=10_000))
+    n = len(g)
+    strategy.grad_sum = torch.ones(n)
+    strategy.count = torch.ones(n)
+    before = torch.bincount(g.group.long(), minlength=3)
+    strategy.refine(g, opt)
+    after = torch.bincount(g.group.long(), minlength=3)
+    assert len(g) == 2 * n and torch.equal(after, 2 * before)
+    assert g.binding.shape == g.group.shape == (2 * n,)
+    assert (g.binding[g.group == TORSO] == -1).all() and (g.binding[g.group != TORSO] >= 0).all()
+
+
+# ---------------------------------------------------------------------------------- shoulder state
+def _pose_of(left: np.ndarray, right: np.ndarray, Kf: np.ndarray) -> np.ndarray:
+    """Pose landmarks [F, 33, 4] whose shoulders project from world points [F, 3] (depth offsets in z)."""
+    F = left.shape[0]
+    pose = np.zeros((F, 33, 4), np.float32)
+    V = VIEW.numpy()
+    for idx, p in ((11, left), (12, right)):
+        cam = p @ V[:3, :3].T
+        xy = (cam @ Kf.T)[:, :2] / cam[:, 2:]
+        pose[:, idx, :2] = xy
+        pose[:, idx, 3] = 1.0
+    # MediaPipe's relative depth in pixels (scaled like x) at the head's depth.
+    zl, zr = (left @ V[:3, :3].T)[:, 2], (right @ V[:3, :3].T)[:, 2]
+    pose[:, 11, 2] = (zl - zr) / 2 / 0.6 * Kf[0, 0]
+    pose[:, 12, 2] = -pose[:, 11, 2]
+    return pose
+
+
+def test_shoulder_state_recovers_shoulders_and_torso_turn():
+    F, Kf = 5, np.array([[300.0, 0, 100], [0, 300.0, 100], [0, 0, 1]])
+    yaw = np.deg2rad(20)
+    half = 0.18 * np.array([np.cos(yaw), 0, -np.sin(yaw)])  # left shoulder turned away from the camera
+    centre = np.array([0.0, -0.15, -0.6])
+    left, right = np.tile(centre + half, (F, 1)), np.tile(centre - half, (F, 1))
+    pose = _pose_of(left, right, Kf)
+    head = np.tile([0.0, 0.0, -0.6], (F, 1))
+    state = shoulder_state(pose, np.ones(F, bool), Kf, VIEW.numpy(), head, 200, 200, smooth_sigma=0)
+    assert np.allclose(state.shoulders[:, 0], left, atol=2e-3) and np.allclose(state.shoulders[:, 1], right, atol=2e-3)
+    R = state.transforms()[:, :3, :3]
+    assert np.allclose(R[:, :, 0], half / np.linalg.norm(half), atol=1e-2)  # x: right -> left shoulder
+    assert np.allclose(np.abs(state.torso_rotation[:, 1]), yaw, atol=1e-2)
+    assert np.allclose(state.neck, 0.5 * (centre + head), atol=2e-3)
+    assert state.measured.all()
+
+
+def test_shoulder_state_interpolates_and_flags_missing_frames():
+    F, Kf = 7, np.array([[300.0, 0, 100], [0, 300.0, 100], [0, 0, 1]])
+    x = np.linspace(-0.05, 0.05, F)
+    left = np.stack((x + 0.18, np.full(F, -0.15), np.full(F, -0.6)), -1)
+    right = left - [0.36, 0, 0]
+    pose = _pose_of(left, right, Kf)
+    present = np.ones(F, bool)
+    present[3] = False  # no pose
+    pose[5, 11, 0] = 470  # left shoulder out of the frame
+    head = np.tile([0.0, 0.0, -0.6], (F, 1))
+    state = shoulder_state(pose, present, Kf, VIEW.numpy(), head, 400, 400, smooth_sigma=0)
+    assert state.measured.tolist() == [True, True, True, False, True, False, True]
+    assert np.allclose(state.shoulders[[3, 5], 0], left[[3, 5]], atol=2e-3)  # linear motion: interpolated exactly
+    assert shoulder_state(pose, np.zeros(F, bool), Kf, VIEW.numpy(), head, 400, 400) is None
+
+
+def test_tracking_round_trips_the_shoulder_state(tmp_path):
+    F = 3
+    seq = TrackedSequence(
+        model="sheet", shape=np.zeros(1, np.float32), expression=np.zeros((F, 1), np.float32), expression_names=("a",),
+        rotation=np.zeros((F, 3), np.float32), translation=np.zeros((F, 3), np.float32), K=K.numpy(),
+        viewmat=VIEW.numpy(), width=SIZE, height=SIZE, valid=np.ones(F, bool),
+        shoulders=np.random.rand(F, 2, 3).astype(np.float32), torso_rotation=np.zeros((F, 3), np.float32),
+        neck=np.zeros((F, 3), np.float32), torso_measured=np.array([True, False, True]))
+    seq.save(tmp_path / "tracking.npz")
+    back = load_tracking(tmp_path)
+    assert np.allclose(back.shoulders, seq.shoulders) and back.torso_measured.tolist() == [True, False, True]
+    T = torso_transforms(back)
+    assert T.shape == (F, 4, 4) and np.allclose(T[:, :3, 3], seq.shoulders.mean(1))
+    with pytest.raises(TrackingError, match="shoulder state"):
+        TrackedSequence(**{**seq.__dict__, "neck": None})
