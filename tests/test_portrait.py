@@ -228,3 +228,61 @@ def test_tracking_round_trips_the_shoulder_state(tmp_path):
     assert T.shape == (F, 4, 4) and np.allclose(T[:, :3, 3], seq.shoulders.mean(1))
     with pytest.raises(TrackingError, match="shoulder state"):
         TrackedSequence(**{**seq.__dict__, "neck": None})
+
+
+# ---------------------------------------------------------------------------------- driving the torso
+def _driver_pose(yaw: np.ndarray, roll: np.ndarray, mid: np.ndarray, width_px: float = 100.0) -> np.ndarray:
+    """Pose landmarks whose shoulders are turned by ``yaw`` (out of the image) and ``roll`` and centred at ``mid``."""
+    F = yaw.shape[0]
+    half = 0.5 * width_px * np.stack((np.cos(yaw) * np.cos(roll), -np.cos(yaw) * np.sin(roll), np.sin(yaw)), -1)
+    pose = np.zeros((F, 33, 4), np.float32)
+    pose[:, 11, :3] = np.concatenate((mid, np.zeros((F, 1))), -1) + half
+    pose[:, 12, :3] = np.concatenate((mid, np.zeros((F, 1))), -1) - half
+    pose[:, 11:13, 3] = 1
+    return pose
+
+
+def test_driver_shoulders_turn_and_move_the_avatar_torso():
+    from avatar.drive.torso import OnlineTorso, torso_motion
+
+    F = 9
+    yaw = np.zeros(F)
+    yaw[-1] = 0.3
+    roll = np.zeros(F)
+    roll[-2] = 0.2
+    mid = np.tile([200.0, 150.0], (F, 1))
+    mid[-3, 0] += 50  # half a shoulder width to the image's right
+    motion = torso_motion(_driver_pose(yaw, roll, mid), np.ones(F, bool), 400, 300, smooth_sigma=0)
+    assert np.allclose(motion.yaw, yaw, atol=1e-6) and np.allclose(motion.roll, roll, atol=1e-6)
+    rest = np.eye(4, dtype=np.float32)
+    rest[:3, 3] = [0.0, -0.15, -0.6]
+    T = motion.transforms(rest, shoulder_width=0.4)
+    assert np.allclose(T[0], rest, atol=1e-6)  # at the driver's reference: the rest torso
+    assert np.allclose(T[-3, :3, 3], rest[:3, 3] + [0.2, 0, 0], atol=1e-6)  # half of 0.4 m to the right
+    assert np.isclose(T[-1, 0, 2], -np.sin(0.3), atol=1e-6) or np.isclose(T[-1, 2, 0], -np.sin(0.3), atol=1e-6)
+    assert np.isclose(np.arctan2(T[-2, 1, 0], T[-2, 0, 0]), 0.2, atol=1e-6)  # left shoulder higher in the image: up
+    # No shoulders anywhere: no motion (the torso stays at rest).
+    assert torso_motion(_driver_pose(yaw, roll, mid), np.zeros(F, bool), 400, 300) is None
+    # Live: None until shoulders are seen, then the reference is the running median.
+    online = OnlineTorso(rest, 0.4, 400, 300, smoothing=0.0)
+    assert online(None) is None
+    poses = _driver_pose(yaw, roll, mid)
+    outs = [online(p) for p in poses[:4]]
+    assert all(np.allclose(o, rest, atol=1e-6) for o in outs)
+    assert online(None) is not None and online.missing == 2
+
+
+def test_a_driver_without_a_body_keeps_the_torso_at_rest():
+    from avatar.drive.animate import driven_torso
+    from avatar.drive.sequence import DriveSequence
+
+    package = SimpleNamespace(has_torso=True, gaussians=SimpleNamespace(torso_rest=torch.eye(4)), state={})
+    drive = DriveSequence(np.zeros((3, 1)), np.zeros((3, 3)), np.zeros((3, 3)), 25.0, "arkit.csv")
+    notes: list = []
+    assert driven_torso(package, drive, notes) is None and "no body" in notes[0]
+    drive.pose, drive.pose_present, drive.frame_size = np.zeros((3, 33, 4), np.float32), np.zeros(3, bool), (64, 64)
+    assert driven_torso(package, drive, notes) is None and "both shoulders" in notes[1]
+    drive.pose = _driver_pose(np.zeros(3), np.zeros(3), np.tile([32.0, 40.0], (3, 1)), 30.0)
+    drive.pose_present = np.array([True, False, True])
+    T = driven_torso(package, drive, notes)
+    assert T.shape == (3, 4, 4) and "1 of 3 driver frames" in notes[2]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -176,6 +177,8 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
         "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
     }
+    if tracking.shoulders is not None:  # metres per shoulder width when a driver's shoulders move the torso
+        entries["shoulder_width"] = float(np.median(np.linalg.norm(tracking.shoulders[:, 0] - tracking.shoulders[:, 1], axis=-1)))
     entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility(progress=True).cpu()
     config = trainer.cfg.gaussians
     return avatar_file.write_avatar(path, kind=g.kind, config=dataclasses.asdict(config), avatar_state=g.state(),
