@@ -15,7 +15,15 @@ the same frames and the same mask in the same process:
 ``--render-fps``: also the portrait avatar's render FPS (posing + rasterization, from its
 ``avatar.pt``) at ``--render-size`` on ``--device`` (CUDA when present with ``auto``).
 
-    python benchmarks/portrait.py --portrait RUN [--head RUN] [--render-fps --render-size 512]
+    python benchmarks/portrait.py --portrait RUN [--head RUN] [--capture CAP] [--render-fps --render-size 512]
+
+How the figures in the README were made (captures copied and given pose landmarks by
+``data_tools/add_pose.py``, as ``preprocess.pose=true`` + ``avatar track`` would write them):
+
+    python data_tools/add_pose.py CAP_HEAD_TALKING CAP_P
+    avatar train capture=CAP_P out=RUN_P avatar=portrait train.resolution=256 \
+        train.gaussians.uv_resolution=64 train.densify.max_gaussians=30000
+    python benchmarks/portrait.py --portrait RUN_P --head RUN_HEAD_ONLY
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,7 +115,8 @@ def render_fps(run: str, size: int, device: str, frames: int = 50) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--portrait", required=True, help="run folder of avatar=portrait")
+    parser.add_argument("--portrait", default=os.environ.get("AVATAR_BENCH_PORTRAIT"),
+                        help="run folder of avatar=portrait (or AVATAR_BENCH_PORTRAIT=RUN_DIR)")
     parser.add_argument("--head", default=None, help="run folder of today's head-only avatar on the same video")
     parser.add_argument("--capture", default=None, help="capture both are scored on (default: the portrait run's)")
     parser.add_argument("--resolution", type=int, default=256)
@@ -114,6 +124,10 @@ def main() -> int:
     parser.add_argument("--render-size", type=int, default=512)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    if not args.portrait:
+        print(json.dumps({"benchmark": "portrait", "skipped": "needs a trained portrait avatar: --portrait RUN_DIR or "
+                                                               "AVATAR_BENCH_PORTRAIT=RUN_DIR"}))
+        return 0
 
     t0 = time.perf_counter()
     trainer, cfg = open_run(args.portrait, args.capture, args.resolution)

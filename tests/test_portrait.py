@@ -286,3 +286,43 @@ def test_a_driver_without_a_body_keeps_the_torso_at_rest():
     drive.pose_present = np.array([True, False, True])
     T = driven_torso(package, drive, notes)
     assert T.shape == (3, 4, 4) and "1 of 3 driver frames" in notes[2]
+
+
+def test_avatar_portrait_trains_on_the_person_mask_by_default(repo_root):
+    from hydra import compose, initialize_config_dir
+
+    import avatar.apps.train  # noqa: F401  (registers the train schema)
+
+    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["avatar=portrait", "capture=c", "out=o"])
+        head = compose("train", overrides=["avatar=portrait", "capture=c", "out=o", "train.mask=head"])
+        plain = compose("train", overrides=["capture=c", "out=o"])
+    assert cfg.train.mask == "person" and cfg.train.gaussians.kind == "portrait" and cfg.train.gaussians.deform
+    assert head.train.mask == "head"
+    assert plain.train.mask == "head" and plain.train.gaussians.kind == "mesh_gaussians"
+
+
+def test_person_mask_falls_back_to_the_head_where_shoulders_were_not_seen(tmp_path):
+    from avatar.io.capture import Capture, CaptureMeta, CaptureWriter, Landmarks
+    from avatar.train.data import load_frames
+
+    F = 4
+    writer = CaptureWriter(tmp_path / "cap", frame_format="png")
+    for i in range(F):
+        writer.write_frame(i, np.full((SIZE, SIZE, 3), 128, np.uint8))
+        writer.write_mask(i, np.ones((SIZE, SIZE), np.float32))
+    writer.finish(CaptureMeta(source="synthetic", fps=25.0, width=SIZE, height=SIZE, n_frames=F),
+                  Landmarks(face=np.zeros((F, 478, 3), np.float32), face_present=np.ones(F, bool)))
+    seq = TrackedSequence(
+        model="sheet", shape=np.zeros(1, np.float32), expression=np.zeros((F, 1), np.float32), expression_names=("a",),
+        rotation=np.zeros((F, 3), np.float32), translation=np.tile([0.0, 0.0, -0.5], (F, 1)).astype(np.float32),
+        K=K.numpy(), viewmat=VIEW.numpy(), width=SIZE, height=SIZE, valid=np.ones(F, bool),
+        shoulders=np.tile([[[0.18, -0.15, -0.5], [-0.18, -0.15, -0.5]]], (F, 1, 1)).astype(np.float32),
+        torso_rotation=np.zeros((F, 3), np.float32), neck=np.zeros((F, 3), np.float32),
+        torso_measured=np.array([True, False, True, True]))
+    frames = load_frames(Capture(tmp_path / "cap"), seq, Sheet(), None, 0.0, torch.device("cpu"), mask="person",
+                         head_dilate=0.05)
+    assert frames.head_only.tolist() == [False, True, False, False]
+    assert (frames.masks[0] == 255).all() and (frames.masks[2] == 255).all()
+    assert 0 < int((frames.masks[1] > 0).sum()) < SIZE * SIZE  # cut to the sheet's silhouette (+ margin)
+    assert frames.torso.shape == (F, 4, 4) and torch.allclose(frames.torso[:, 1, 3], torch.full((F,), -0.15))

@@ -256,6 +256,11 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
         "train_frames": int(len(trainer.frames.train)),
         "heldout_frames": int(len(trainer.frames.heldout)),
     })
+    f = trainer.frames
+    if f.torso is not None or (f.head_only is not None and f.head_only.any()):
+        metrics["torso"] = {"tracked": f.torso is not None,
+                            "head_only_frames": [int(i) for i in f.frame_ids[np.flatnonzero(f.head_only)]]
+                            if f.head_only is not None else []}
     write_json(out / "metrics.json", metrics)
     if trainer.offsets is not None:
         refined_tracking(trainer, tracking).save(out / "tracking_refined.npz")
