@@ -240,103 +240,113 @@ class PortraitGaussians(MeshGaussians):
 def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, like: dict[str, Tensor]):
     """Off-mesh and torso Gaussians seeded from the frames' masks (see :meth:`PortraitGaussians.initialise`):
     ``({"binding", "group", "params"} | None, torso_rest [4, 4])``."""
-    from ..render import rasterize_mesh  # noqa: PLC0415
-
     dtype, device = like["local_xyz"].dtype, like["local_xyz"].device
     train = [int(i) for i in frames.train]
     first = train[0]
     count = max(1, min(int(cfg.offmesh_frames), len(train)))
     picks = [train[round(j * (len(train) - 1) / max(1, count - 1))] for j in range(count)] if count > 1 else [first]
-    torso_all = getattr(frames, "torso", None)
     lmk = getattr(model, "lmk_faces", None)
-    outer = outer_faces(model).to(device)
-    outer_ids = outer.nonzero().squeeze(-1)
-    points, spacing, colours, frame_of = [], [], [], []
     with torch.no_grad():
         neutral = model(shape=frames.shape[None]).vertices[0]
         chin = float(model.landmarks(neutral[None])[0, :, 1].min()) if lmk is not None and lmk.numel() else \
             float(neutral[:, 1].min())
-    cut = chin - cfg.neck_length
-    for i in picks:
-        v = frames.vertices[i]
-        r = rasterize_mesh(v[None], faces, frames.K[i][None], frames.width, frames.height, frames.viewmat[None])
-        # The mesh covers a pixel only above the neck's cut: below it (the mesh's neck stub over the
-        # collar) the torso is seeded too.
-        R0 = axis_angle_to_matrix(frames.rotation[i][None])[0]
-        height = ((v - frames.translation[i]) @ R0)[:, 1]  # each vertex's height in the head's axes
-        y = (height[faces[r.triangle_id[0].clamp_min(0)]] * r.bary[0]).sum(-1)
-        covered = r.mask[0] & (y >= cut)
-        cam_z = (v @ frames.viewmat[:3, :3].T + frames.viewmat[:3, 3])[:, 2]
-        world, space, px = offmesh_seeds(frames.mask(i), covered, frames.K[i], frames.viewmat, cam_z.median(),
-                                         max(1, int(cfg.offmesh_stride)))
-        img = frames.image(i)
-        colours.append(img[px[:, 1].long(), px[:, 0].long()])
-        points.append(world)
-        spacing.append(space)
-        frame_of.append(torch.full((world.shape[0],), i, dtype=torch.long, device=device))
-    points, spacing, colours, frame_of = (torch.cat(x) for x in (points, spacing, colours, frame_of))
-    # Above or below the neck: in the head's own axes, the chin's height minus neck_length.
+    cut = chin - cfg.neck_length  # the neck's cut: a height in the head's own axes
+    points, spacing, colours, frame_of = _uncovered(frames, faces, picks, cut, max(1, int(cfg.offmesh_stride)))
+    # Above or below the neck: the seed's height in the head's axes of its frame.
     R = axis_angle_to_matrix(frames.rotation[frame_of])  # [P, 3, 3]
-    t = frames.translation[frame_of]
-    head_local = (R.transpose(-1, -2) @ (points - t)[..., None])[..., 0]
+    head_local = (R.transpose(-1, -2) @ (points - frames.translation[frame_of])[..., None])[..., 0]
     on_torso = head_local[:, 1] < cut
     # The rest torso: the tracked one of the first training frame, else a torso facing the camera
-    # whose origin is the neck's base (neck_length under the chin, in the first frame's head pose).
+    # whose origin is the neck's base (at the cut, in the first frame's head pose).
+    torso_all = getattr(frames, "torso", None)
     if torso_all is not None:
         torso_rest = torso_all[first].to(dtype)
     else:
         base = torch.tensor([0.0, cut, 0.0], dtype=dtype, device=device)
         torso_rest = rest_torso(axis_angle_to_matrix(frames.rotation[first][None])[0] @ base + frames.translation[first])
-    # Torso points: lifted again to the torso's depth (the camera depth of its origin in that frame).
-    T = torso_all[frame_of] if torso_all is not None else torso_rest[None].expand(points.shape[0], 4, 4)
-    cam_t = T[:, :3, 3] @ frames.viewmat[:3, :3].T + frames.viewmat[:3, 3]  # [P, 3]
-    cam_p = points @ frames.viewmat[:3, :3].T + frames.viewmat[:3, 3]
+    T = torso_all[frame_of].to(dtype) if torso_all is not None else torso_rest[None].expand(points.shape[0], 4, 4)
+    # Torso seeds are lifted again, to the torso's depth (the camera depth of its origin in that frame).
+    V = frames.viewmat
+    cam_p = points @ V[:3, :3].T + V[:3, 3]
+    cam_t = T[:, :3, 3] @ V[:3, :3].T + V[:3, 3]
     ratio = torch.where(on_torso, cam_t[:, 2] / cam_p[:, 2], torch.ones_like(cam_p[:, 2]))
-    cam_p = cam_p * ratio[:, None]
+    inv = torch.linalg.inv(V)
+    points = (cam_p * ratio[:, None]) @ inv[:3, :3].T + inv[:3, 3]
     spacing = spacing * ratio
-    inv = torch.linalg.inv(frames.viewmat)
-    points = cam_p @ inv[:3, :3].T + inv[:3, 3]
     n = points.shape[0]
     if n == 0:
         return None, torso_rest
     if n > cfg.offmesh_max:
         keep = torch.randperm(n, device=device)[: int(cfg.offmesh_max)]
         points, spacing, colours, frame_of, on_torso, T = (x[keep] for x in (points, spacing, colours, frame_of, on_torso, T))
-        n = points.shape[0]
-    # Head part: nearest outer triangle (centroid) of the frame's posed mesh, local coordinates there.
-    binding = torch.full((n,), -1, dtype=torch.long, device=device)
-    local = torch.zeros(n, 3, dtype=dtype, device=device)
-    unit = torch.full((n,), float(cfg.torso_unit), dtype=dtype, device=device)
+    binding, local, unit = _bind(points, frame_of, on_torso, T, frames, faces, outer_faces(model).to(device),
+                                 cfg.torso_unit)
+    params = _seed_params(local, torch.log(cfg.init_scale * spacing / unit), colours, cfg.init_opacity, num_sh(like))
+    group = torch.where(on_torso, torch.full_like(binding, TORSO), torch.full_like(binding, OFFMESH))
+    return {"binding": binding, "group": group, "params": params}, torso_rest
+
+
+def _uncovered(frames, faces: Tensor, picks: list[int], cut: float, stride: int):
+    """``(points [P, 3], spacing [P], colours [P, 3], frame [P])``: :func:`offmesh_seeds` of frames
+    ``picks`` at the head's median depth. The mesh covers a pixel only above the neck's ``cut`` (a
+    height in the head's axes): below it (the mesh's neck stub over the collar) the torso is seeded too."""
+    from ..render import rasterize_mesh  # noqa: PLC0415
+
+    out = []
+    V = frames.viewmat
+    for i in picks:
+        v = frames.vertices[i]
+        r = rasterize_mesh(v[None], faces, frames.K[i][None], frames.width, frames.height, V[None])
+        R0 = axis_angle_to_matrix(frames.rotation[i][None])[0]
+        height = ((v - frames.translation[i]) @ R0)[:, 1]  # each vertex's height in the head's axes
+        y = (height[faces[r.triangle_id[0].clamp_min(0)]] * r.bary[0]).sum(-1)
+        covered = r.mask[0] & (y >= cut)
+        depth = (v @ V[:3, :3].T + V[:3, 3])[:, 2].median()
+        world, space, px = offmesh_seeds(frames.mask(i), covered, frames.K[i], V, depth, stride)
+        colour = frames.image(i)[px[:, 1].long(), px[:, 0].long()]
+        out.append((world, space, colour, torch.full((world.shape[0],), i, dtype=torch.long, device=world.device)))
+    return tuple(torch.cat(x) for x in zip(*out))
+
+
+def _bind(points: Tensor, frame_of: Tensor, on_torso: Tensor, T: Tensor, frames, faces: Tensor, outer: Tensor,
+          torso_unit: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(binding [P], local [P, 3], unit [P])`` of seeds ``points [P, 3]``: head seeds in the frame of the
+    nearest outer triangle (by centroid) of their frame's posed mesh, torso seeds in their frame's
+    torso ``T [P, 4, 4]`` (binding -1); ``unit`` the metres per local unit."""
+    n = points.shape[0]
+    binding = torch.full((n,), -1, dtype=torch.long, device=points.device)
+    local = torch.zeros_like(points)
+    unit = torch.full((n,), float(torso_unit), dtype=points.dtype, device=points.device)
+    outer_ids = outer.nonzero().squeeze(-1)
     for i in frame_of.unique().tolist():
         sel = (frame_of == i) & ~on_torso
         if not sel.any():
             continue
         origin, rot, scale = triangle_frames(frames.vertices[i], faces)
-        o, rr, kk = origin[outer_ids], rot[outer_ids], scale[outer_ids]
-        nearest = torch.cdist(points[sel], o).argmin(-1)
-        face = outer_ids[nearest]
+        face = outer_ids[torch.cdist(points[sel], origin[outer_ids]).argmin(-1)]
         binding[sel] = face
         local[sel] = (rot[face].transpose(-1, -2) @ (points[sel] - origin[face])[..., None])[..., 0] / scale[face][:, None]
         unit[sel] = scale[face]
-        del o, rr, kk
-    tsel = on_torso
-    if tsel.any():
-        Tt = T[tsel]
-        local[tsel] = (Tt[:, :3, :3].transpose(-1, -2) @ (points[tsel] - Tt[:, :3, 3])[..., None])[..., 0] / cfg.torso_unit
-    kk = num_sh(like)
-    opacity = math.log(cfg.init_opacity / (1 - cfg.init_opacity))
+    if on_torso.any():
+        Tt = T[on_torso]
+        local[on_torso] = (Tt[:, :3, :3].transpose(-1, -2) @ (points[on_torso] - Tt[:, :3, 3])[..., None])[..., 0] / torso_unit
+    return binding, local, unit
+
+
+def _seed_params(local: Tensor, log_scale: Tensor, colours: Tensor, opacity: float, n_sh: int) -> dict[str, Tensor]:
+    """Parameters of new Gaussians at ``local [P, 3]`` with isotropic ``log_scale [P]`` (local units),
+    base colour ``colours [P, 3]`` (0..1), opacity ``opacity`` and ``n_sh`` SH bases."""
+    n, dtype, device = local.shape[0], local.dtype, local.device
     quat = torch.zeros(n, 4, dtype=dtype, device=device)
     quat[:, 0] = 1
-    params = {
+    return {
         "local_xyz": local,
         "local_quat": quat,
-        "log_scale": torch.log(cfg.init_scale * spacing / unit).clamp(-12, 4)[:, None].expand(-1, 3).clone(),
-        "opacity_logit": torch.full((n,), opacity, dtype=dtype, device=device),
+        "log_scale": log_scale.clamp(-12, 4)[:, None].expand(-1, 3).clone(),
+        "opacity_logit": torch.full((n,), math.log(opacity / (1 - opacity)), dtype=dtype, device=device),
         "sh0": ((colours.to(dtype) - 0.5) / _SH_C0)[:, None, :],
-        "shN": torch.zeros(n, kk - 1, 3, dtype=dtype, device=device),
+        "shN": torch.zeros(n, n_sh - 1, 3, dtype=dtype, device=device),
     }
-    group = torch.where(on_torso, torch.full_like(binding, TORSO), torch.full_like(binding, OFFMESH))
-    return {"binding": binding, "group": group, "params": params}, torso_rest
 
 
 def num_sh(params: dict[str, Tensor]) -> int:
