@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> int:
     video_options = {}
     if drive_path.suffix.lower() in VIDEO_SUFFIXES:
         video_options = {"model": package.model.to("cpu"), "max_frames": cfg.max_frames, "keep_frames": side_by_side,
-                         "identity": cfg.retarget.driver_identity}
+                         "identity": cfg.retarget.driver_identity, "pose": package.has_torso}
     drive = load_drive(drive_path, package.expression_names, **video_options)
     package.model.to(package.device)
     if cfg.max_frames:
@@ -47,6 +47,8 @@ def main(cfg: DictConfig) -> int:
         drive.expression, drive.rotation = drive.expression[:n], drive.rotation[:n]
         drive.translation = drive.translation[:n]
         drive.valid = None if drive.valid is None else drive.valid[:n]
+        if drive.pose is not None:
+            drive.pose, drive.pose_present = drive.pose[:n], drive.pose_present[:n]
     if side_by_side and drive_path.is_dir():
         capture = Capture(drive_path)
         drive.frames = [capture.load_frame(i) for i in range(drive.n_frames)]  # type: ignore[attr-defined]

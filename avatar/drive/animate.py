@@ -114,13 +114,40 @@ def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "t
     if camera == "fixed":
         rot[:], trans[:] = ref_r, ref_t
     K, width, height = package.camera(size)
+    torso = driven_torso(package, drive, notes)
     viewmats = package.state["viewmat"].to(dev, torch.float32)[None].expand(drive.n_frames, 4, 4)
     if camera == "orbit":
         centre = tuple(float(x) for x in ref_t)
         viewmats = orbit_viewmats(drive.n_frames, radius=float(np.linalg.norm(ref_t)), target=centre,
                                   sweep_deg=orbit_sweep_deg, device=dev)
-    return (package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height, renderer)
+    return (package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height, renderer,
+                                 torso=None if torso is None else torso[i])
             for i in range(drive.n_frames))
+
+
+def driven_torso(package: AvatarPackage, drive: DriveSequence, notes: list | None = None) -> np.ndarray | None:
+    """``[F, 4, 4]`` the avatar's torso moved by the driver's shoulders (:mod:`avatar.drive.torso`), or
+    None (at rest) for an avatar without a torso or a driver without a body; what happened is
+    appended to ``notes``."""
+    if not package.has_torso:
+        return None
+    say = notes.append if notes is not None else (lambda _: None)
+    if drive.pose is None:
+        say("the driver has no body (no pose landmarks): the avatar's shoulders stay at rest")
+        return None
+    from .torso import torso_motion  # noqa: PLC0415
+
+    w, h = drive.frame_size
+    motion = torso_motion(drive.pose, drive.pose_present, w, h)
+    if motion is None:
+        say("no driver frame shows both shoulders: the avatar's shoulders stay at rest")
+        return None
+    missing = int((~motion.measured).sum())
+    if missing:
+        say(f"{missing} of {drive.n_frames} driver frames do not show both shoulders: their torso is interpolated")
+    rest = package.gaussians.torso_rest.detach().cpu().numpy()
+    width = float(package.state.get("shoulder_width", 0.36))
+    return motion.transforms(rest, width)
 
 
 def render_driven(package: AvatarPackage, drive: DriveSequence, out: str | os.PathLike, camera: str = "tracked",

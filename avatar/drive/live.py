@@ -84,6 +84,7 @@ class LiveStats:
     stop_reason: str = ""
     notes: list = field(default_factory=list)
     identity: object = None  # the BackgroundIdentity of the session, if any
+    body: object = None  # the OnlineTorso moving an avatar's shoulders, if any
 
     def report(self, seconds: float) -> dict:
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -95,6 +96,8 @@ class LiveStats:
             "stage_ms": {k: round(float(np.median(v)), 2) if v else None for k, v in self.stage_ms.items()},
             "stop_reason": self.stop_reason,
             "driver_identity": self._identity(),
+            "torso": None if self.body is None else {"frames_without_shoulders": self.body.missing,
+                                                     "moved": self.body.value is not None},
             "notes": self.notes + ([f"{self.several_faces} frame(s) showed more than one face; the largest drove "
                                     "the avatar"] if self.several_faces else [])
                      + (list(self.identity.notes) if self.identity is not None else []),
@@ -140,6 +143,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     from ..tracking.landmark_model import LandmarkModel  # noqa: PLC0415
     from ..tracking.identity import BackgroundIdentity  # noqa: PLC0415
     from ..tracking.online import FrameTracker, ImplausibleFrame  # noqa: PLC0415
+    from ..landmarks.pose import PoseDetector  # noqa: PLC0415
+    from .torso import OnlineTorso  # noqa: PLC0415
 
     cap, is_file, fps = open_camera(source)
     stats, stop = LiveStats(), threading.Event()
@@ -171,7 +176,9 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         # the renderer (this sets only this thread's count; the renderer's is already set).
         torch.set_num_threads(1)
         seen, tracker, identity, version = 0, None, None, 0
-        with FaceMeshDetector(video=True, max_faces=2) as detector:
+        body = None  # avatars with a torso: the driver's pose (MediaPipe) moves it (OnlineTorso)
+        with FaceMeshDetector(video=True, max_faces=2) as detector, \
+                (PoseDetector(video=True) if package.has_torso else contextlib.nullcontext()) as poser:
             while not stop.is_set():
                 item, seen = frames_box.get(seen)
                 if item is None:
@@ -185,6 +192,14 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     tracker = FrameTracker.mean_face(lm, w, h)
                     identity = BackgroundIdentity(lm, w, h) if driver_identity else None
                     stats.identity = identity
+                    if poser is not None:
+                        body = OnlineTorso(package.gaussians.torso_rest.detach().cpu().numpy(),
+                                           float(package.state.get("shoulder_width", 0.36)), w, h)
+                        stats.body = body
+                torso = None
+                if body is not None:
+                    found_pose = poser.detect(rgb)
+                    torso = body(None if found_pose is None else found_pose.landmarks)
                 faces = detector.detect(rgb)  # largest first
                 result = None
                 if len(faces) > 1:
@@ -198,7 +213,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                         version += 1
                     try:
                         e, r, t = tracker(torch.as_tensor(points, dtype=torch.float64))
-                        result = (e.numpy(), r.numpy(), t.numpy(), version)
+                        result = (e.numpy(), r.numpy(), t.numpy(), version, torso)
                     except ImplausibleFrame:
                         stats.no_face += 1
                 else:
@@ -247,7 +262,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             t0 = time.perf_counter()
             if result is None and last is None:
                 continue  # no face yet: nothing to hold
-            e, r, t, v = last = result if result is not None else last  # no face: hold the last pose
+            e, r, t, v, torso = last = result if result is not None else last  # no face: hold the last pose
             if v != version:  # a new driver identity: its expressions read differently from here on
                 version = v
                 retargeter.restart_statistics()
@@ -255,7 +270,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             threads = 1 if stats.identity is not None and stats.identity.running else render_threads
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
-            frame, _, _ = package.render_frame(expression, rotation, translation, viewmat, K, width, height, renderer)
+            frame, _, _ = package.render_frame(expression, rotation, translation, viewmat, K, width, height, renderer,
+                                               torso=torso)
             if writer is not None:
                 writer.write(frame)
             stats.stage_ms["render"].append((time.perf_counter() - t0) * 1e3)

@@ -22,6 +22,10 @@ class DriveSequence:
     valid: np.ndarray | None = None  # [F] frames where the driver's face was found
     notes: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)  # how the driver was tracked (identity, re-initialisations)
+    # The driver's body (videos driving an avatar with a torso): MediaPipe pose landmarks per frame.
+    pose: np.ndarray | None = None  # [F, 33, 4] pixels of the driver's frames (x, y, z, visibility)
+    pose_present: np.ndarray | None = None  # [F] bool
+    frame_size: tuple[int, int] | None = None  # (width, height) of the driver's frames
 
     @property
     def n_frames(self) -> int:

@@ -27,9 +27,12 @@ from .sequence import DriveError, DriveSequence
 
 
 def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, keep_frames: bool = False,
-                     progress: bool = True):
+                     progress: bool = True, pose: list | None = None):
     """``(landmarks [F, 478, 3] pixels (NaN without a face; MediaPipe's depth scaled like x), frames or None,
-    fps, (width, height), notes)``."""
+    fps, (width, height), notes)``. ``pose``: a list that receives each frame's pose landmarks
+    (``[33, 4]``, None where no body was found; :mod:`avatar.landmarks.pose`)."""
+    from contextlib import nullcontext  # noqa: PLC0415
+
     from avatar.io.video_reader import VideoReadError, open_source  # noqa: PLC0415
 
     from ..landmarks import FaceMeshDetector  # noqa: PLC0415
@@ -45,9 +48,15 @@ def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, kee
         from tqdm import tqdm  # noqa: PLC0415
 
         frame_iter = tqdm(frame_iter, desc="driver landmarks", unit="frame")
-    with FaceMeshDetector(video=True, max_faces=2) as detector:
+    from ..landmarks.pose import PoseDetector  # noqa: PLC0415
+
+    with FaceMeshDetector(video=True, max_faces=2) as detector, \
+            (PoseDetector(video=True) if pose is not None else nullcontext()) as poser:
         for i, frame in enumerate(frame_iter):
             size = (frame.image.shape[1], frame.image.shape[0])  # as decoded (rotation applied)
+            if poser is not None:
+                found = poser.detect(frame.image)
+                pose.append(None if found is None else found.landmarks)
             faces = detector.detect(frame.image)  # largest first
             points.append(faces[0].landmarks if faces else np.full((478, 3), np.nan, np.float32))
             if len(faces) > 1:
@@ -64,18 +73,24 @@ def detect_landmarks(path: str | os.PathLike, max_frames: int | None = None, kee
 
 def from_video(path: str | os.PathLike, model=None, embedding=None, max_frames: int | None = None,
                keep_frames: bool = False, progress: bool = True, identity: bool = True,
-               model_options: dict | None = None) -> DriveSequence:
+               model_options: dict | None = None, pose: bool = False) -> DriveSequence:
     """Track ``path`` with ``model``: the avatar's model (loaded, or a name for
     ``avatar.models.load`` with ``model_options``); default ICT. ``embedding`` defaults to the
-    model's calibrated MediaPipe embedding.
+    model's calibrated MediaPipe embedding. ``pose=True`` also detects the driver's body (MediaPipe
+    pose) in every frame (:attr:`DriveSequence.pose`), for avatars with a torso.
 
     ``identity=False`` tracks with the mean face and a 40-degree field of view instead of the
     driver's estimated identity (for comparison). A model that cannot be face-tracked is a
     :class:`DriveError` saying what it lacks (before the video is read)."""
     lm = landmark_model(model, embedding, model_options)
-    points, frames, fps, size, notes = detect_landmarks(path, max_frames, keep_frames, progress)
+    poses: list | None = [] if pose else None
+    points, frames, fps, size, notes = detect_landmarks(path, max_frames, keep_frames, progress, poses)
     seq = track_landmarks(points[..., :2], size, fps, str(Path(path)), lm, identity)
     seq.notes[:0] = notes
+    if poses is not None:
+        seq.pose_present = np.array([p is not None for p in poses], bool)
+        seq.pose = np.stack([p if p is not None else np.zeros((33, 4), np.float32) for p in poses]).astype(np.float32)
+        seq.frame_size = size
     if keep_frames:
         seq.frames = frames  # type: ignore[attr-defined]
     return seq

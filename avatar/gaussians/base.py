@@ -43,12 +43,16 @@ class FrameState:
         mesh was posed with (the frame view-dependent colours may be evaluated in).
     pose: ``[B, J, 3]`` a body's local joint rotations (axis-angle, :mod:`avatar.geometry.skeleton`)
         the mesh was posed with, for pose-dependent avatars; None for heads.
+    torso: ``[B, 4, 4]`` torso-to-world rigid transforms (metres; origin between the shoulders,
+        x from the subject's right shoulder to the left, y up): where kinds with an upper body
+        place it (None: the avatar's rest torso; kinds without one ignore it).
     """
 
     vertices: Tensor
     expression: Tensor | None = None
     rotation: Tensor | None = None
     pose: Tensor | None = None
+    torso: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.vertices.dim() == 2:

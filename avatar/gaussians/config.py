@@ -31,6 +31,13 @@ class MeshGaussiansConfig:
     deform_hidden: int = 128  # expression MLP: hidden width
     deform_layers: int = 3  # expression MLP: hidden layers
     deform_frequencies: int = 4  # expression MLP: positional-encoding octaves of the canonical positions
+    # Portrait avatars (avatar=portrait, avatar.gaussians.portrait): Gaussians off the mesh where the
+    # person mask shows what the mesh does not cover; above the neck they follow the head, below it the torso.
+    offmesh_frames: int = 4  # training frames (spread over the sequence) whose uncovered mask pixels seed them
+    offmesh_stride: int = 2  # one off-mesh Gaussian per this many pixels each way, at the training resolution
+    offmesh_max: int = 12000  # at most this many off-mesh Gaussians at start (head and torso together)
+    neck_length: float = 0.03  # metres under the chin where the head's off-mesh part ends and the torso's begins
+    torso_unit: float = 0.01  # metres per local unit of torso Gaussians (their xyz learning rate and size units)
 
 
 @dataclass

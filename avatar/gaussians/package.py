@@ -105,10 +105,16 @@ class AvatarPackage:
                 self._rest = self.model.rest(shape)
         return self._rest
 
+    @property
+    def has_torso(self) -> bool:
+        """Whether the avatar has an upper body that a driver's shoulders move (``torso_rest``)."""
+        return getattr(self.gaussians, "torso_rest", None) is not None
+
     def posed_gaussians(self, expression: torch.Tensor | None, rotation: torch.Tensor, translation: torch.Tensor,
-                        pose: torch.Tensor | None = None):
+                        pose: torch.Tensor | None = None, torso: torch.Tensor | None = None):
         """World Gaussians (``WorldGaussians``) for ``expression [1, E]``, ``rotation [1, 3]``, ``translation [1, 3]``
-        (a body: ``pose [1, J, 3]`` joint rotations instead of the expression; None: its reference pose)."""
+        (a body: ``pose [1, J, 3]`` joint rotations instead of the expression; None: its reference pose)
+        and, for avatars with a torso, ``torso [1, 4, 4]`` (None: at rest)."""
         from ..models.engine import rigid_transform  # noqa: PLC0415
 
         if self.is_body:
@@ -126,7 +132,7 @@ class AvatarPackage:
         else:
             verts = self.model(shape=shape, expression=expression, rotation=rotation, translation=translation).vertices
             verts = verts if vidx is None else verts[:, vidx]
-        return sub(FrameState(verts, expression, rotation))
+        return sub(FrameState(verts, expression, rotation, torso=torso))
 
     @property
     def expression_names(self) -> tuple[str, ...]:
@@ -236,14 +242,15 @@ class AvatarPackage:
     @torch.no_grad()
     def render_frame(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
                      viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                     renderer: dict | None = None, pose: np.ndarray | None = None) -> tuple[np.ndarray, str, float]:
+                     renderer: dict | None = None, pose: np.ndarray | None = None,
+                     torso: np.ndarray | None = None) -> tuple[np.ndarray, str, float]:
         """The avatar posed with ``expression [E]``, ``rotation [3]``, ``translation [3]`` (model world;
-        a body: ``pose [J, 3]`` joint rotations), seen by ``viewmat [4, 4]`` / ``K [3, 3]``:
-        ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
+        a body: ``pose [J, 3]`` joint rotations; avatars with a torso: ``torso [4, 4]``, None: at rest),
+        seen by ``viewmat [4, 4]`` / ``K [3, 3]``: ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
         dev, st = self.device, self.state
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
         w = self.posed_gaussians(None if expression is None else t(expression), t(rotation), t(translation),
-                                 None if pose is None else t(pose))
+                                 None if pose is None else t(pose), None if torso is None else t(torso))
         t0 = time.perf_counter()
         img, _, meta = w.render(viewmat[None], K[None], width, height, self.gaussians.sh_degree,
                                 backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))

@@ -36,6 +36,9 @@ AVATAR_KINDS: dict[str, AvatarKind] = {
         "skinned_gaussians", "avatar.gaussians.skinned_gaussians:SkinnedGaussians",
         "avatar.gaussians.config:MeshGaussiansConfig",
         "Gaussians on a body model's triangles, moved by its skinning (optionally with a pose-dependent MLP)"),
+    "portrait": AvatarKind(
+        "portrait", "avatar.gaussians.portrait:PortraitGaussians", "avatar.gaussians.config:MeshGaussiansConfig",
+        "mesh-bound Gaussians plus off-mesh ones (hair, glasses, neck) and torso ones skinned to the shoulders"),
 }
 
 

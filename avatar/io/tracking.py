@@ -16,6 +16,11 @@ Contents (numpy arrays, lengths in metres, angles in radians)::
     valid             [F]    bool: frame had landmarks (others are interpolated)
     capture_id        str    the capture's ``meta.json`` capture_id it was tracked from
                              (optional: absent in older files)
+    shoulders         [F, 2, 3] optional (captures with pose landmarks): the subject's left and
+                             right shoulder, model world (avatar.tracking.shoulders)
+    torso_rotation    [F, 3] optional: the torso's frame (x right-to-left shoulder, y up), axis-angle
+    neck              [F, 3] optional: between the shoulders' midpoint and the head's origin
+    torso_measured    [F]    optional bool: shoulders seen in the frame (others interpolated)
 
 Posed vertices of frame i: ``model(shape, expression[i], rotation[i], translation[i])``,
 seen by the camera ``(viewmat, K)``. Written atomically.
@@ -74,9 +79,21 @@ class TrackedSequence:
     height: int
     valid: np.ndarray
     capture_id: str = ""  # the capture it was tracked from (meta.json's capture_id); "" unknown
+    # The upper body (avatar.tracking.shoulders), when the capture had pose landmarks; else None.
+    shoulders: np.ndarray | None = None  # [F, 2, 3]
+    torso_rotation: np.ndarray | None = None  # [F, 3]
+    neck: np.ndarray | None = None  # [F, 3]
+    torso_measured: np.ndarray | None = None  # [F] bool
 
     def __post_init__(self) -> None:
         F, E = self.expression.shape
+        body = {"shoulders": (F, 2, 3), "torso_rotation": (F, 3), "neck": (F, 3), "torso_measured": (F,)}
+        given = [k for k in body if getattr(self, k) is not None]
+        if given and len(given) != len(body):
+            raise TrackingError(f"tracking has {given} of the shoulder state but not {sorted(set(body) - set(given))}")
+        for name in given:
+            if tuple(getattr(self, name).shape) != body[name]:
+                raise TrackingError(f"tracking '{name}' must be {list(body[name])}, got {list(getattr(self, name).shape)}")
         if tuple(self.K.shape) not in ((3, 3), (F, 3, 3)):
             raise TrackingError(f"tracking 'K' must be [3, 3] or [{F}, 3, 3], got {list(self.K.shape)}")
         for name, arr, shape in (("rotation", self.rotation, (F, 3)), ("translation", self.translation, (F, 3)),
@@ -89,6 +106,10 @@ class TrackedSequence:
     @property
     def n_frames(self) -> int:
         return self.expression.shape[0]
+
+    @property
+    def has_torso(self) -> bool:
+        return self.shoulders is not None
 
     def intrinsics(self, index: int | np.ndarray | None = None) -> np.ndarray:
         """``K`` of frame ``index`` ([3, 3]), of several frames ([n, 3, 3]) or of all ([F, 3, 3])."""
@@ -105,6 +126,9 @@ class TrackedSequence:
         )
         if self.capture_id:
             arrays["capture_id"] = np.array(self.capture_id)
+        if self.shoulders is not None:
+            arrays.update(shoulders=self.shoulders.astype(np.float32), torso_rotation=self.torso_rotation.astype(np.float32),
+                          neck=self.neck.astype(np.float32), torso_measured=self.torso_measured.astype(bool))
         return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -241,4 +265,5 @@ def _head_sequence(z, path: Path) -> TrackedSequence:
         expression_names=tuple(str(n) for n in z["expression_names"]), rotation=z["rotation"],
         translation=z["translation"], K=z["K"], viewmat=z["viewmat"], width=int(z["width"]),
         height=int(z["height"]), valid=z["valid"], capture_id=str(z["capture_id"]) if "capture_id" in z else "",
+        **{k: z[k] for k in ("shoulders", "torso_rotation", "neck", "torso_measured") if k in z},
     )

@@ -114,6 +114,7 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         refined_err = (refined_px - target_capture).norm(dim=-1)[valid_t][:, reported_landmarks(lm).to(device)]
         photometric["reprojection_after"] = error_summary(refined_err)
     seq = dataclasses.replace(model_pose(seq, lm), capture_id=capture.meta.capture_id)
+    seq, shoulders = with_shoulders(seq, capture)
     seq.save(out / TRACKING_FILE)
     err = (reprojection_errors(lm, result, target, W, H) * to_capture_px)[valid_t]
     err_contour = (reprojection_errors(lm, result, target, W, H, contour=True) * to_capture_px)[valid_t]
@@ -135,6 +136,8 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         "device": str(device),
         "outputs": {"tracking": str(out / TRACKING_FILE)},
     }
+    if shoulders is not None:
+        report["shoulders"] = shoulders
     if cfg.overlay:
         from .overlay import write_overlay  # noqa: PLC0415
 
@@ -154,6 +157,23 @@ def track_capture(capture_dir: str | os.PathLike, model, embedding, cfg: TrackCo
         report["outputs"]["overlay"] = str(out / OVERLAY_FILE)
     write_json(out / REPORT_FILE, report)
     return report
+
+
+def with_shoulders(seq: TrackedSequence, capture: Capture) -> tuple[TrackedSequence, dict | None]:
+    """``seq`` with the shoulder state (:mod:`avatar.tracking.shoulders`) when the capture has pose
+    landmarks (``preprocess.pose=true``), and the report's ``shoulders`` block (None without pose)."""
+    from .shoulders import shoulder_report, shoulder_state  # noqa: PLC0415
+
+    marks = capture.landmarks
+    if marks.pose is None:
+        return seq, None
+    state = shoulder_state(marks.pose, marks.pose_present, seq.intrinsics(), seq.viewmat, seq.translation,
+                           capture.meta.width, capture.meta.height)
+    report = shoulder_report(state, seq.n_frames)
+    if state is None:
+        return seq, report
+    return dataclasses.replace(seq, shoulders=state.shoulders, torso_rotation=state.torso_rotation, neck=state.neck,
+                               torso_measured=state.measured), report
 
 
 def fitted_landmarks(lm: LandmarkModel, result: FitResult, width: int, height: int) -> torch.Tensor:

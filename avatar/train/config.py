@@ -13,7 +13,7 @@ class TrainConfig:
     iterations: int = 3000  # training steps (one frame each)
     resolution: int | None = 256  # training width in pixels (None: the capture's)
     holdout: float = 0.15  # last fraction of usable frames kept out for evaluation
-    mask: str = "head"  # "head": person mask cut to the tracked head (+ hair margin); "person": as captured
+    mask: str = "head"  # "head": person mask cut to the tracked head (+ hair margin); "person": as captured (avatar=portrait's default)
     head_dilate: float = 0.04  # hair margin around the head's silhouette, fraction of the width
     neck_below_chin: float | None = 0.04  # mask=head: cut across the neck this far under the chin (metres); None: no cut
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB in 0..1 behind the masked subject

@@ -45,6 +45,8 @@ class FrameSet:
     @property
     def is_body(self) -> bool:
         return self.pose is not None
+    torso: Tensor | None = None  # [F, 4, 4] torso-to-world per frame (tracked shoulders); None: not tracked
+    head_only: np.ndarray | None = None  # [F] bool: mask=person frames trained on the head's mask (shoulders unseen)
 
     def image(self, i: int) -> Tensor:
         return self.images[i].float() / 255.0
@@ -143,7 +145,8 @@ def load_frames(
 ) -> FrameSet:
     """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each.
 
-    ``mask``: "person" uses the capture's masks as they are; "head" cuts them to the tracked
+    ``mask``: "person" uses the capture's masks as they are (except in frames whose shoulders the
+    tracking's shoulder state did not see: those are cut as "head" does); "head" cuts them to the tracked
     head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso, and cut
     across the neck ``neck_below_chin`` metres under the chin (None: no cut); a body
     (``tracking`` a :class:`BodyTrackedSequence`) always trains on the whole person mask.
@@ -194,11 +197,22 @@ def load_frames(
     masks = torch.from_numpy(np.stack(masks)).to(device)
     K = K.to(device)
     viewmat = torch.as_tensor(tracking.viewmat, dtype=dtype, device=device)
-    if mask_mode == "head":
-        keep = head_masks(vertices, model.faces.to(device), K, viewmat, width, height, head_dilate,
+    # mask=person on a capture with a shoulder state: frames whose shoulders were not seen (their
+    # torso is interpolated) fall back to the head's mask, so the torso learns only from seen ones.
+    measured = getattr(tracking, "torso_measured", None)
+    head_only = (np.ones(len(usable), bool) if mask_mode == "head" else
+                 ~measured[usable] if measured is not None else np.zeros(len(usable), bool))
+    if head_only.any():
+        sel = torch.as_tensor(np.flatnonzero(head_only), device=device)
+        keep = head_masks(vertices[sel], model.faces.to(device), K[sel], viewmat, width, height, head_dilate,
                           neck=neck_height(model, neck_below_chin), progress=progress)
-        masks = (masks.float() * keep).round().to(torch.uint8)
+        masks[sel] = (masks[sel].float() * keep).round().to(torch.uint8)
+    from ..tracking.shoulders import torso_transforms  # noqa: PLC0415
+
+    torso = None if is_body else torso_transforms(tracking)
     return FrameSet(
+        torso=None if torso is None else t(torso[usable]),
+        head_only=head_only if mask_mode == "person" else np.zeros(len(usable), bool),
         images=torch.from_numpy(np.stack(images)).to(device),
         masks=masks,
         vertices=vertices.detach(),

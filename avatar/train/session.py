@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -178,6 +179,8 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
         "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
     }
+    if tracking.shoulders is not None:  # metres per shoulder width when a driver's shoulders move the torso
+        entries["shoulder_width"] = float(np.median(np.linalg.norm(tracking.shoulders[:, 0] - tracking.shoulders[:, 1], axis=-1)))
     entries["visibility"] = AvatarPackage(entries, g, trainer.model, f.vertices.device).visibility(progress=True).cpu()
     config = trainer.cfg.gaussians
     return avatar_file.write_avatar(path, kind=g.kind, config=dataclasses.asdict(config), avatar_state=g.state(),
@@ -216,9 +219,27 @@ def export_ply(trainer: Trainer, tracking: TrackedSequence | BodyTrackedSequence
     with torch.no_grad():
         shape = torch.as_tensor(tracking.shape, dtype=trainer.frames.vertices.dtype, device=device)[None]
         pose = model.zero_pose() if trainer.frames.is_body else None
-        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3), pose=pose))
+        w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3), pose=pose,
+                                         torso=None if trainer.frames.is_body else canonical_torso(trainer)))
     # No rotation: the head's frame is the world's, so the SH coefficients are what a viewer evaluates.
     return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
+
+
+def canonical_torso(trainer: Trainer) -> torch.Tensor | None:
+    """``[1, 4, 4]`` the rest torso of an avatar with one (``torso_rest``, in the first training
+    frame's world) seen from the canonical head (no rotation or translation): where it sits
+    under the canonical head in ``avatar.ply``. None for avatars without a torso."""
+    rest = getattr(trainer.gaussians, "torso_rest", None)
+    if rest is None:
+        return None
+    from ..geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
+
+    f = trainer.frames
+    first = int(f.train[0])
+    head = torch.eye(4, dtype=rest.dtype, device=rest.device)
+    head[:3, :3] = axis_angle_to_matrix(f.rotation[first][None])[0]
+    head[:3, 3] = f.translation[first]
+    return (torch.linalg.inv(head) @ rest)[None]
 
 
 def refined_tracking(trainer: Trainer, tracking: TrackedSequence) -> TrackedSequence:
@@ -264,6 +285,11 @@ def finish(trainer: Trainer, tracking: TrackedSequence, model, fps: float) -> di
         "train_frames": int(len(trainer.frames.train)),
         "heldout_frames": int(len(trainer.frames.heldout)),
     })
+    f = trainer.frames
+    if f.torso is not None or (f.head_only is not None and f.head_only.any()):
+        metrics["torso"] = {"tracked": f.torso is not None,
+                            "head_only_frames": [int(i) for i in f.frame_ids[np.flatnonzero(f.head_only)]]
+                            if f.head_only is not None else []}
     write_json(out / "metrics.json", metrics)
     if trainer.offsets is not None:
         refined_tracking(trainer, tracking).save(out / "tracking_refined.npz")

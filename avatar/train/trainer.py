@@ -108,8 +108,10 @@ class Trainer:
         ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
         f = self.frames
         joints = None if f.pose is None else f.pose[index][None]
+        torso = None if f.torso is None else f.torso[index][None]
         if self.offsets is None and pose is None:
-            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None], joints)
+            return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None], joints,
+                              torso=torso)
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
         if f.is_body:  # a body: its skinned mesh, turned and moved by the alignment offsets
             rotation, translation = rotation + pose[0], translation + pose[1]
@@ -122,7 +124,7 @@ class Trainer:
         if pose is not None:
             rotation, translation = rotation + pose[0], translation + pose[1]
         out = self.model(shape=f.shape[None], expression=expression, rotation=rotation, translation=translation)
-        return FrameState(out.vertices, expression, rotation)
+        return FrameState(out.vertices, expression, rotation, torso=torso)
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
                downscale: int = 1):
@@ -418,10 +420,11 @@ def init_gaussians(model, cfg: MeshGaussiansConfig, frames: FrameSet, seed: int 
     expression MLP's weights) come from ``seed`` alone, not from whatever used the global
     random state before."""
     cls = avatar_kind(cfg.kind).load_class()
+    extra = {"frames": frames} if getattr(cls, "seeds_from_frames", False) else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gaussians = cls.initialise(model, cfg, vertices=frames.vertices[int(frames.train[0])],
-                                   n_condition=frames.conditions.shape[-1])
+                                   n_condition=frames.conditions.shape[-1], **extra)
     if cfg.init_color_frames > 0:
         colors_from_frames(gaussians, frames, cfg.init_color_frames)
     return gaussians
