@@ -58,9 +58,12 @@ def main(cfg: DictConfig) -> int:
 
 def _body_capture(capture) -> bool:
     """Whether ``capture`` is a body capture (``preprocess.subject=body`` or a synthetic body)."""
-    from avatar.io.capture import Capture  # noqa: PLC0415
+    from avatar.io.capture import Capture, CaptureError  # noqa: PLC0415
 
-    return Capture(capture).is_body
+    try:
+        return Capture(capture).is_body
+    except CaptureError:  # not a readable capture: the head path checks the model first, then says so
+        return False
 
 
 def _track_body(cfg: DictConfig, options: TrackOptions, model_options: dict) -> int:
