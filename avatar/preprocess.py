@@ -502,7 +502,20 @@ def _warn_flags(path, flagged: dict[int, str], n: int) -> None:
 def build_report(source, track: FaceTrack, boxes: np.ndarray, crops: CropResult, flagged: dict[int, str],
                  cfg: PreprocessConfig, timer: Timer, total_s: float, out) -> dict:
     """The content of ``preprocess_report.json`` (see :func:`preprocess`)."""
-    F = len(track.times)
+    return capture_report(
+        source, boxes, flagged, flag_notes(flagged, len(track.times)), cfg, cfg.crop_scale, timer, total_s, out,
+        faces={"found": int(crops.present.sum()), "fraction": round(float(crops.present.mean()), 4),
+               "detected_on_crop": int(crops.found_on_crop.sum()),
+               "from_full_frame": int(crops.from_full_frame.sum()),
+               "median_size_src_px": _median(crops.sizes_src)})
+
+
+def capture_report(source, boxes: np.ndarray, flagged: dict[int, str], notes: list[str], cfg,
+                   crop_scale: float, timer: Timer, total_s: float, out, **subject) -> dict:
+    """The report fields every preprocess writes (input, frames kept and dropped, flags, crop,
+    timings, config), with ``subject``'s own entries (faces found, or the person and its pose)
+    after the frame counts. ``boxes``: ``[F, 4]`` crop boxes in source pixels."""
+    F = len(boxes)
     sampling = source.sampling
     steps = np.linalg.norm(np.diff(0.5 * (boxes[:, :2] + boxes[:, 2:]), axis=0), axis=1) if F > 1 else np.zeros(1)
     seconds = {k: round(v, 4) for k, v in timer.seconds.items()}
@@ -514,15 +527,12 @@ def build_report(source, track: FaceTrack, boxes: np.ndarray, crops: CropResult,
         "dropped": {"fps_subsampling": sampling.skipped,
                     "stopped_at_max_frames": bool(cfg.max_frames is not None and sampling.full),
                     "decode_error": source.decode_error},
-        "faces": {"found": int(crops.present.sum()), "fraction": round(float(crops.present.mean()), 4),
-                  "detected_on_crop": int(crops.found_on_crop.sum()),
-                  "from_full_frame": int(crops.from_full_frame.sum()),
-                  "median_size_src_px": _median(crops.sizes_src)},
+        **subject,
         "flagged": {str(i): r for i, r in sorted(flagged.items())},
         "flagged_by_kind": {kind: {"count": len(ix), "frames": frame_ranges(ix)}
                             for kind, ix in flags_by_kind(flagged).items()},
-        "notes": flag_notes(flagged, F),
-        "crop": {"mode": cfg.crop, "scale": cfg.crop_scale, "smoothing_s": cfg.crop_smoothing,
+        "notes": notes,
+        "crop": {"mode": cfg.crop, "scale": crop_scale, "smoothing_s": cfg.crop_smoothing,
                  "median_side_src_px": _median(boxes[:, 2] - boxes[:, 0]),
                  "center_step_src_px": {"median": round(float(np.median(steps)), 4),
                                         "max": round(float(np.max(steps)), 4)}},

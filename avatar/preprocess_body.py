@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,8 @@ from avatar.landmarks.pose import (
 )
 from avatar.landmarks.segmentation import SelfieSegmenter
 from avatar.preprocess import (
-    PREVIEW_NAME, REPORT_NAME, PreprocessConfig, PreprocessError, Timer, _downscaled, _expected_frames, _progress,
-    preview_image, refuse_other_capture, remove_stale_files,
+    PREVIEW_NAME, REPORT_NAME, PreprocessConfig, PreprocessError, Timer, _downscaled, _expected_frames, _median,
+    _progress, capture_report, preview_image, refuse_other_capture, remove_stale_files,
 )
 
 log = logging.getLogger(__name__)
@@ -335,34 +335,9 @@ def preprocess_body(input_path: str | os.PathLike, out: str | os.PathLike, cfg: 
 def body_report(source, track: BodyTrack, boxes: np.ndarray, pose_report: dict, flagged: dict[int, str],
                 cfg: PreprocessConfig, timer: Timer, total_s: float, out) -> dict:
     """The content of ``preprocess_report.json`` for a body capture."""
-    F = len(track.times)
-    sampling = source.sampling
-    steps = np.linalg.norm(np.diff(0.5 * (boxes[:, :2] + boxes[:, 2:]), axis=0), axis=1) if F > 1 else np.zeros(1)
-    seconds = {k: round(v, 4) for k, v in timer.seconds.items()}
-    seconds["total"] = round(total_s, 4)
-    return {
-        "input": str(source.path), "out": str(out), "subject": "body", "source": source.info.to_json(),
-        "frames_in": sampling.kept + sampling.skipped, "frames_out": F,
-        "dropped": {"fps_subsampling": sampling.skipped,
-                    "stopped_at_max_frames": bool(cfg.max_frames is not None and sampling.full),
-                    "decode_error": source.decode_error},
-        "person": {"found": int(track.present.sum()), "fraction": round(float(track.present.mean()), 4),
-                   "median_height_src_px": _median(track.boxes[:, 3] - track.boxes[:, 1])},
-        "pose": pose_report,
-        "flagged": {str(i): r for i, r in sorted(flagged.items())},
-        "flagged_by_kind": {kind: {"count": len(ix), "frames": frame_ranges(ix)}
-                            for kind, ix in flags_by_kind(flagged).items()},
-        "notes": body_flag_notes(flagged, F),
-        "crop": {"mode": cfg.crop, "scale": cfg.body_crop_scale, "smoothing_s": cfg.crop_smoothing,
-                 "median_side_src_px": _median(boxes[:, 2] - boxes[:, 0]),
-                 "center_step_src_px": {"median": round(float(np.median(steps)), 4),
-                                        "max": round(float(np.max(steps)), 4)}},
-        "seconds": seconds,
-        "seconds_per_frame": {k: round(v / F, 5) for k, v in seconds.items()},
-        "config": asdict(cfg),
-    }
-
-
-def _median(x: np.ndarray) -> float | None:
-    x = x[np.isfinite(x)]
-    return round(float(np.median(x)), 3) if x.size else None
+    return capture_report(
+        source, boxes, flagged, body_flag_notes(flagged, len(track.times)), cfg, cfg.body_crop_scale, timer, total_s,
+        out, subject="body",
+        person={"found": int(track.present.sum()), "fraction": round(float(track.present.mean()), 4),
+                "median_height_src_px": _median(track.boxes[:, 3] - track.boxes[:, 1])},
+        pose=pose_report)
