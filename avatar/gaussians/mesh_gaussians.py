@@ -294,6 +294,18 @@ class MeshGaussians(GaussianAvatar):
                    sh_frame=state.get("sh_frame", "world"))
 
     # ------------------------------------------------------------ posing
+    def sh_frame_matrices(self, state: FrameState) -> Tensor | None:
+        """``[B, 3, 3]`` the axes the SH view directions are taken in: the head's rotation for
+        ``sh_frame="head"`` (required then), None for ``"world"``."""
+        if self.sh_frame != "head":
+            return None
+        rotation = state.rotation
+        if rotation is None:
+            raise ValueError("these Gaussians take SH directions in the head's frame (sh_frame='head'): "
+                             "pass the head rotation the mesh was posed with")
+        frame = rotation if rotation.dim() == 3 else axis_angle_to_matrix(rotation.reshape(-1, 3))
+        return frame.to(state.vertices.dtype).expand(state.vertices.shape[0], 3, 3)
+
     def forward(self, state: FrameState) -> WorldGaussians:
         """World-space Gaussians on the posed mesh ``state.vertices [B, V, 3]``.
 
@@ -304,14 +316,8 @@ class MeshGaussians(GaussianAvatar):
         """
         if not isinstance(state, FrameState):
             raise TypeError(f"MeshGaussians takes a FrameState, got {type(state).__name__}")
-        vertices, condition, rotation = state.vertices, state.expression, state.rotation
-        frame = None
-        if self.sh_frame == "head":
-            if rotation is None:
-                raise ValueError("these Gaussians take SH directions in the head's frame (sh_frame='head'): "
-                                 "pass the head rotation the mesh was posed with")
-            frame = rotation if rotation.dim() == 3 else axis_angle_to_matrix(rotation.reshape(-1, 3))
-            frame = frame.to(vertices.dtype).expand(vertices.shape[0], 3, 3)
+        vertices, condition = state.vertices, state.expression
+        frame = self.sh_frame_matrices(state)
         origin, rot, scale = triangle_frames(vertices, self.faces)
         b = self.binding
         o, r, k = origin[:, b], rot[:, b], scale[:, b]  # [B,N,3], [B,N,3,3], [B,N]

@@ -205,15 +205,9 @@ class PortraitGaussians(MeshGaussians):
         torso ones in ``state.torso [B, 4, 4]`` (None: :attr:`torso_rest`)."""
         if not isinstance(state, FrameState):
             raise TypeError(f"PortraitGaussians takes a FrameState, got {type(state).__name__}")
-        vertices, condition, rotation = state.vertices, state.expression, state.rotation
+        vertices, condition = state.vertices, state.expression
         B = vertices.shape[0]
-        frame = None
-        if self.sh_frame == "head":
-            if rotation is None:
-                raise ValueError("these Gaussians take SH directions in the head's frame (sh_frame='head'): "
-                                 "pass the head rotation the mesh was posed with")
-            frame = rotation if rotation.dim() == 3 else axis_angle_to_matrix(rotation.reshape(-1, 3))
-            frame = frame.to(vertices.dtype).expand(B, 3, 3)
+        frame = self.sh_frame_matrices(state)
         torso = state.torso if state.torso is not None else self.torso_rest[None]
         torso = torso.to(vertices).expand(B, 4, 4)
         origin, rot, scale = triangle_frames(vertices, self.faces)
