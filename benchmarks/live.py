@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--max-gaussians", default="auto", help="a number, auto (as `avatar live`) or none (all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-driver-identity", action="store_true", help="drive with the mean face (retarget.driver_identity=false)")
+    parser.add_argument("--pose-every", type=int, default=3, help="portraits: the driver's pose on every Nth frame")
     args = parser.parse_args()
     if not args.run:
         print(json.dumps({"benchmark": "live", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
@@ -67,7 +68,7 @@ def main() -> None:
                        for v, f in zip(views, full)])
         psnr = round(float(-10 * np.log10(max(mse, 1e-12))), 2)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
-                      driver_identity=not args.no_driver_identity)
+                      driver_identity=not args.no_driver_identity, pose_every=args.pose_every)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,

@@ -275,3 +275,47 @@ def test_stored_visibility_is_used_and_matches_a_fresh_computation(package, tmp_
     assert torch.equal(stored.visibility(size=64), state["visibility"])  # read, not recomputed
     stored.limit_gaussians(10)
     assert torch.equal(stored.gaussians.binding, pkg.gaussians.binding[-10:])  # the 10 highest scores
+
+
+@pytest.mark.slow
+def test_live_detects_the_drivers_pose_every_nth_frame_for_an_avatar_with_a_torso(package, monkeypatch):
+    """avatar live with a torso: the (costly) pose detection runs on every ``pose_every``-th
+    tracked frame only, the face on every one."""
+    import torch
+
+    import avatar.landmarks
+    import avatar.landmarks.pose
+    from avatar.drive.animate import AvatarPackage
+    from avatar.drive.live import run_live
+
+    calls = {"face": 0, "pose": 0}
+    face_cls = avatar.landmarks.FaceMeshDetector
+
+    class CountingFaces(face_cls):
+        def detect(self, rgb):
+            calls["face"] += 1
+            return super().detect(rgb)
+
+    class CountingPose:
+        def __init__(self, video=True):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def detect(self, rgb):
+            calls["pose"] += 1
+            return None  # no body found: the torso stays at rest
+
+    monkeypatch.setattr(avatar.landmarks, "FaceMeshDetector", CountingFaces)
+    monkeypatch.setattr(avatar.landmarks.pose, "PoseDetector", CountingPose)
+    monkeypatch.setattr(AvatarPackage, "has_torso", property(lambda self: True))
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    pkg.gaussians.torso_rest = torch.eye(4)
+    report = run_live(pkg, str(_real_video("drive_expressive_512.mp4")), display=False, max_frames=75,
+                      driver_identity=False, pose_every=3, renderer={"backend": "torch"})
+    assert report["frames_captured"] == 75 and calls["face"] >= 4
+    assert calls["pose"] == -(-calls["face"] // 3)  # frames 0, 3, 6, ... of those tracked

@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> int:
     limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
     report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
                       max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
-                      renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity)
+                      renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity,
+                      pose_every=cfg.get("pose_every", 3))
     report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
                    "n_gaussians": len(package.gaussians), "device": str(package.device)})
     path = Path(cfg.report)

@@ -162,6 +162,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "source": Rule("int|text"),
         "out": text(null=True),
         "max_gaussians": integer(1, null=True, choices=("auto",)),
+        "pose_every": integer(1),
     },
     "eval": {**_RENDERER, "pose_steps": integer(0, null=True)},
     "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),

@@ -128,13 +128,15 @@ def open_camera(source):
 
 def run_live(package: AvatarPackage, source, display: bool = True, out: str | None = None, size: int | None = None,
              max_frames: int | None = None, retarget_cfg: RetargetConfig | None = None, snapshot_dir: str = ".",
-             renderer: dict | None = None, driver_identity: bool = True) -> dict:
+             renderer: dict | None = None, driver_identity: bool = True, pose_every: int = 3) -> dict:
     """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report.
 
     The driver starts with the mean face; with ``driver_identity`` its own identity is fitted
     in the background from its first usable frames (:class:`BackgroundIdentity`, in a process
     of its own) and swapped in when ready: the fit restarts from that frame, which becomes the
-    head-pose reference, and the running neutral starts over."""
+    head-pose reference, and the running neutral starts over. An avatar with a torso follows the
+    driver's shoulders, detected (MediaPipe pose) on every ``pose_every``-th tracked frame and held
+    between: shoulders move slowly, and the detection costs about as much as the face's."""
     import cv2  # noqa: PLC0415
 
     from avatar.io.video import VideoWriter  # noqa: PLC0415
@@ -175,8 +177,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         # The fitter's matrices are tiny: one thread, leaving the other cores' OpenMP threads to
         # the renderer (this sets only this thread's count; the renderer's is already set).
         torch.set_num_threads(1)
-        seen, tracker, identity, version = 0, None, None, 0
-        body = None  # avatars with a torso: the driver's pose (MediaPipe) moves it (OnlineTorso)
+        seen, tracker, identity, version, n_tracked = 0, None, None, 0, 0
+        body, torso = None, None  # avatars with a torso: the driver's pose (MediaPipe) moves it (OnlineTorso)
         with FaceMeshDetector(video=True, max_faces=2) as detector, \
                 (PoseDetector(video=True) if package.has_torso else contextlib.nullcontext()) as poser:
             while not stop.is_set():
@@ -196,10 +198,10 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                         body = OnlineTorso(package.gaussians.torso_rest.detach().cpu().numpy(),
                                            float(package.state.get("shoulder_width", 0.36)), w, h)
                         stats.body = body
-                torso = None
-                if body is not None:
+                if body is not None and n_tracked % max(1, pose_every) == 0:
                     found_pose = poser.detect(rgb)
                     torso = body(None if found_pose is None else found_pose.landmarks)
+                n_tracked += 1
                 faces = detector.detect(rgb)  # largest first
                 result = None
                 if len(faces) > 1:
