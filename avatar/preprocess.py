@@ -478,20 +478,27 @@ def remove_stale_files(root: Path, n_frames: int, frame_format: str) -> None:
                 path.unlink(missing_ok=True)
 
 
-def flag_notes(flagged: dict[int, str], n: int) -> list[str]:
-    """What the flags mean for the later stages, one line per kind (the report's ``notes``)."""
+def flag_notes(flagged: dict[int, str], n: int, meaning=None) -> list[str]:
+    """What the flags mean for the later stages, one line per kind (the report's ``notes``).
+    ``meaning``: flag kind -> what it means (None: not noted); default, a face capture's."""
+    meaning = meaning or _face_flag_meaning
     notes = []
     for kind, frames in flags_by_kind(flagged).items():
-        where = f"{len(frames)} of {n} frames ({frame_ranges(frames)})"
-        if kind.endswith(" faces"):
-            notes.append(f"{where} show {kind}: the largest face (or the one continuing the track) was kept and "
-                         "the frames are flagged, so track and train skip them; film the subject alone to use them")
-        elif kind == "no face":
-            notes.append(f"{where} show no face: track interpolates them, train skips them")
-        elif kind == "face too small":
-            notes.append(f"{where} show a face smaller than preprocess.min_face_size: track and train skip them; "
-                         "film closer")
+        text = meaning(kind)
+        if text:
+            notes.append(f"{len(frames)} of {n} frames ({frame_ranges(frames)}) {text}")
     return notes
+
+
+def _face_flag_meaning(kind: str) -> str | None:
+    if kind.endswith(" faces"):
+        return (f"show {kind}: the largest face (or the one continuing the track) was kept and the frames are "
+                "flagged, so track and train skip them; film the subject alone to use them")
+    if kind == "no face":
+        return "show no face: track interpolates them, train skips them"
+    if kind == "face too small":
+        return "show a face smaller than preprocess.min_face_size: track and train skip them; film closer"
+    return None
 
 
 def _warn_flags(path, flagged: dict[int, str], n: int) -> None:

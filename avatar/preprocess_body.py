@@ -46,7 +46,7 @@ from avatar.landmarks.pose import (
 from avatar.landmarks.segmentation import SelfieSegmenter
 from avatar.preprocess import (
     PREVIEW_NAME, REPORT_NAME, PreprocessConfig, PreprocessError, Timer, _downscaled, _expected_frames, _median,
-    _progress, capture_report, preview_image, refuse_other_capture, remove_stale_files,
+    _progress, capture_report, flag_notes, preview_image, refuse_other_capture, remove_stale_files,
 )
 
 log = logging.getLogger(__name__)
@@ -253,18 +253,19 @@ def flag_body_frames(track: BodyTrack, crops: BodyCrops) -> dict[int, str]:
 
 def body_flag_notes(flagged: dict[int, str], n: int) -> list[str]:
     """What the flags mean for the later stages, one line per kind (the report's ``notes``)."""
-    notes = []
-    for kind, frames in flags_by_kind(flagged).items():
-        where = f"{len(frames)} of {n} frames ({frame_ranges(frames)})"
-        if kind.endswith(" people"):
-            notes.append(f"{where} show {kind}: the person tracked was kept and the frames are flagged, so track and "
-                         "train skip them; film the subject alone to use them")
-        elif kind == "no person":
-            notes.append(f"{where} show nobody: track interpolates them, train skips them")
-        elif kind == "body partly out of frame":
-            notes.append(f"{where} cut the body (the flags name the points and edges): train skips them; "
-                         "film the whole body, head to feet, with some room around it")
-    return notes
+    return flag_notes(flagged, n, _body_flag_meaning)
+
+
+def _body_flag_meaning(kind: str) -> str | None:
+    if kind.endswith(" people"):
+        return (f"show {kind}: the person tracked was kept and the frames are flagged, so track and train skip them; "
+                "film the subject alone to use them")
+    if kind == "no person":
+        return "show nobody: track interpolates them, train skips them"
+    if kind == "body partly out of frame":
+        return ("cut the body (the flags name the points and edges): train skips them; film the whole body, head to "
+                "feet, with some room around it")
+    return None
 
 
 def _no_person_error(path, n: int) -> PreprocessError:
