@@ -117,8 +117,22 @@ class PreprocessConfig:
             raise ValueError(f"preprocess.crop_smoothing must be >= 0 seconds, got {self.crop_smoothing}")
 
 
+class BoxTrack:
+    """Per-frame boxes ``boxes [F, 4]`` (x0, y0, x1, y1, source pixels) of a tracked subject."""
+
+    boxes: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:  # [F, 2]
+        return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
+
+    @property
+    def sizes(self) -> np.ndarray:  # [F], side of the box's bounding square
+        return np.max(self.boxes[:, 2:] - self.boxes[:, :2], axis=1)
+
+
 @dataclass
-class FaceTrack:
+class FaceTrack(BoxTrack):
     """First-pass result, one row per kept frame; boxes and landmarks in source pixels."""
 
     indices: np.ndarray  # [F] int, frame index in the source
@@ -133,14 +147,6 @@ class FaceTrack:
     @property
     def present(self) -> np.ndarray:
         return self.n_faces > 0
-
-    @property
-    def centers(self) -> np.ndarray:  # [F, 2]
-        return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
-
-    @property
-    def sizes(self) -> np.ndarray:  # [F], side of the box's bounding square
-        return np.max(self.boxes[:, 2:] - self.boxes[:, :2], axis=1)
 
 
 @dataclass

@@ -45,7 +45,7 @@ from avatar.landmarks.pose import (
 )
 from avatar.landmarks.segmentation import SelfieSegmenter
 from avatar.preprocess import (
-    PREVIEW_NAME, REPORT_NAME, PreprocessConfig, PreprocessError, Timer, _downscaled, _expected_frames, _median,
+    PREVIEW_NAME, REPORT_NAME, BoxTrack, PreprocessConfig, PreprocessError, Timer, _downscaled, _expected_frames, _median,
     _progress, capture_report, flag_notes, preview_image, refuse_other_capture, remove_stale_files,
 )
 
@@ -61,7 +61,7 @@ EDGE_RUN = 0.02  # the person's mask over at least this fraction of a frame edge
 
 
 @dataclass
-class BodyTrack:
+class BodyTrack(BoxTrack):
     """First-pass result, one row per kept frame; boxes and landmarks in source pixels."""
 
     indices: np.ndarray  # [F] int, frame index in the source
@@ -75,14 +75,6 @@ class BodyTrack:
     @property
     def present(self) -> np.ndarray:
         return self.n_people > 0
-
-    @property
-    def centers(self) -> np.ndarray:  # [F, 2]
-        return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
-
-    @property
-    def sizes(self) -> np.ndarray:  # [F], side of the box's bounding square
-        return np.max(self.boxes[:, 2:] - self.boxes[:, :2], axis=1)
 
 
 def person_regions(mask: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray | None, int, list[str]]:
