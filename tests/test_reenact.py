@@ -378,3 +378,37 @@ def test_signed_expression_models_keep_negative_coefficients():
                     driver_range=ExpressionRange(np.zeros(2), np.ones(2), 10), bounds=(-3.0, 3.0))
     got, _, _ = rt(e[0], np.zeros(3), np.zeros(3), 0.0)
     np.testing.assert_allclose(got, e[0], atol=1e-6)
+
+
+def test_whole_sequences_are_smoothed_without_the_live_filters_lag():
+    """Offline (retarget) the One Euro filter runs forward and backward: a blink and a head turn
+    land on the driver's frames, while one forward pass (live) puts them frames late."""
+    F, E, fps = 90, len(NAMES), 30.0
+    expr = np.zeros((F, E), np.float32)
+    blink = NAMES.index("eyeBlink_L")
+    expr[40:46, blink] = [0.3, 0.8, 1.0, 1.0, 0.8, 0.3]  # a blink of six frames
+    yaw = np.where(np.arange(F) < 50, 0.0, np.minimum((np.arange(F) - 50) * 0.03, 0.5))  # turn from frame 50
+    rot = np.stack([np.zeros(F), yaw, np.zeros(F)], 1).astype(np.float32)
+    trans = np.tile(np.array([0, 0, -0.5], np.float32), (F, 1))
+    rng = np.random.default_rng(0)
+    noisy = expr + rng.normal(0, 0.03, expr.shape).astype(np.float32)  # fitting noise on every coefficient
+    drive = DriveSequence(np.clip(noisy, 0, 1), rot, trans, fps, "test")
+
+    def run(two_sided):
+        return retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES,
+                        RetargetConfig(gain=1.0, rest=False, antagonists=False, typical=(), two_sided=two_sided))
+
+    (e2, r2, _), (e1, r1, _) = run(True), run(False)
+    def centre(w):  # a bump's centre of mass, in frames
+        w = np.clip(w, 0, None)
+        return float(np.sum(np.arange(len(w)) * w) / np.sum(w))
+
+    window = slice(30, 60)
+    truth = centre(expr[window, blink])
+    assert abs(centre(e2[window, blink]) - truth) < 0.5 < 1.0 < centre(e1[window, blink]) - truth  # on time / late
+    turn = lambda r: centre(np.gradient(r[:, 1]))  # noqa: E731
+    assert abs(turn(r2) - turn(rot)) < 1.0 < turn(r1) - turn(rot)
+    quiet = np.r_[0:35, 55:F]
+    others = [i for i in range(E) if i != blink]
+    assert e2[np.ix_(quiet, others)].std() < 0.6 * noisy[np.ix_(quiet, others)].std()  # and still smoothed
+    assert np.abs((r2[:, 1] - r2[0, 1]) - yaw).max() < 0.05  # the turn kept whole (relative to its reference)

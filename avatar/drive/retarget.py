@@ -32,12 +32,18 @@ Head pose: the driver's motion relative to its reference pose (offline: the clip
 rotation and median translation; live and ``neutral_frame``: that frame) applied on top of
 the avatar's reference pose. A One Euro filter smooths the result. The same
 :class:`Retargeter` serves offline rendering (:func:`retarget`) and the live loop.
+
+Smoothing: live, the One Euro filter runs forward only (it can only see the past) and so
+lags; offline, a whole sequence is known, and :func:`retarget` runs the filter forward and
+backward and averages the two (``two_sided``): the backward pass leads by as much as the
+forward one lags. MediaPipe on the avatar's render against MediaPipe on the driver, the
+one-pass filter put the avatar 1-3 frames behind the driver (docs/experiments.md).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -76,8 +82,11 @@ class RetargetConfig:
     antagonists: bool = True  # below-neutral deviations move the antagonist
     # Blendshapes (fnmatch patterns on the names) whose neutral and rest are the clip's median.
     typical: tuple[str, ...] = ("eyeBlink*", "eyeWide*", "eyeSquint*", "brow*")
-    min_cutoff: float | None = 1.5  # One Euro filter, Hz at rest (None: off)
+    # One Euro filter, Hz at rest (None: off). 4 Hz for whole sequences, filtered both ways (the
+    # mean correlation over the measured pairs was highest there; `avatar live` sets 1.5, one way).
+    min_cutoff: float | None = 4.0
     beta: float = 0.5
+    two_sided: bool = True  # whole sequences (retarget): filter forward and backward, averaged (no lag)
 
 
 def retarget_config(cfg) -> RetargetConfig:
@@ -105,7 +114,8 @@ def retarget_config(cfg) -> RetargetConfig:
                           gain_limits=(float(limits[0]), float(limits[1])), antagonists=bool(r.get("antagonists", True)),
                           typical=tuple(str(p) for p in r.get("typical", RetargetConfig.typical)),
                           min_cutoff=None if min_cutoff is None else number("smoothing.min_cutoff", min_cutoff),
-                          beta=number("smoothing.beta", cfg.smoothing.beta))
+                          beta=number("smoothing.beta", cfg.smoothing.beta),
+                          two_sided=bool(cfg.smoothing.get("two_sided", True)))
 
 
 def _matrix(axis_angle: np.ndarray) -> np.ndarray:
@@ -276,12 +286,44 @@ def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np
     names = names if names is not None else [str(i) for i in range(drive.expression.shape[1])]
     if driver is None:
         driver = driver_range(drive, neutral_frame)
-    rt = Retargeter(ref_rotation, ref_translation, names, cfg, avatar_range, driver,
-                    per_frame_fit=bool(drive.info.get("per_frame_fit")), antagonists=antagonists, bounds=bounds)
+    cfg = cfg or RetargetConfig()
+    two_sided = cfg.two_sided and cfg.min_cutoff is not None
+    rt = Retargeter(ref_rotation, ref_translation, names, replace(cfg, min_cutoff=None) if two_sided else cfg,
+                    avatar_range, driver, per_frame_fit=bool(drive.info.get("per_frame_fit")),
+                    antagonists=antagonists, bounds=bounds)
     if neutral_frame is not None:
         rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])
     else:
         ok = drive.valid if drive.valid is not None and drive.valid.any() else np.ones(drive.n_frames, bool)
         rt.set_pose_reference(mean_rotation(drive.rotation[ok]), np.median(drive.translation[ok], axis=0))
     out = [rt(drive.expression[i], drive.rotation[i], drive.translation[i], i / drive.fps) for i in range(drive.n_frames)]
-    return tuple(np.stack(x) for x in zip(*out))
+    expression, rotation, translation = (np.stack(x) for x in zip(*out))
+    if two_sided:
+        expression, rotation, translation = smooth_sequence(expression, rotation, translation, drive.fps, cfg, bounds)
+    return expression, rotation, translation
+
+
+def two_sided_one_euro(signal: np.ndarray, fps: float, min_cutoff: float, beta: float) -> np.ndarray:
+    """``[F, D]`` the One Euro filter run over ``signal [F, D]`` forward and backward (frames at
+    ``fps``), the two averaged: smoothing without the one-pass filter's lag."""
+    signal = np.asarray(signal, np.float64)
+    times = np.arange(len(signal)) / float(fps)
+    forward, backward = OneEuroFilter(min_cutoff, beta), OneEuroFilter(min_cutoff, beta)
+    ahead = np.stack([forward(x, t) for x, t in zip(signal, times)]) if len(signal) else signal.copy()
+    behind = np.stack([backward(x, t) for x, t in zip(signal[::-1], times)])[::-1] if len(signal) else signal.copy()
+    return 0.5 * (ahead + behind)
+
+
+def smooth_sequence(expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray, fps: float,
+                    cfg: RetargetConfig, bounds: tuple[float, float] = (0.0, 1.0)):
+    """A whole retargeted sequence (``[F, E]``, ``[F, 3]`` axis-angle, ``[F, 3]``) smoothed by
+    :func:`two_sided_one_euro` (rotations as matrices, projected back onto rotations)."""
+    F, E = expression.shape
+    R = _matrix(rotation).reshape(F, 9)
+    signal = two_sided_one_euro(np.concatenate((expression, R, translation), axis=1), fps, cfg.min_cutoff, cfg.beta)
+    u, _, vt = np.linalg.svd(signal[:, E : E + 9].reshape(F, 3, 3))
+    d = np.sign(np.linalg.det(u @ vt))
+    R = (u * np.stack((np.ones(F), np.ones(F), d), axis=1)[:, None, :]) @ vt  # nearest rotations
+    rotation = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
+    return (np.clip(signal[:, :E], *bounds).astype(np.float32), rotation.astype(np.float32),
+            signal[:, E + 9 :].astype(np.float32))
