@@ -12,7 +12,10 @@ Two parts:
    Head-rotation difference (degrees) and relative depth difference; targets: median <= 3,
    no frame over 15, depth within 10%.
 2. ``pairs``: every avatar driven by every video that is not its own (cross identity), and
-   by the held-out last 15% of its own video (``self``). The avatar is rendered at ``--size``
+   by the held-out last 15% of its own video (``self``; with its ``ceiling``: the avatar rendered
+   with its own training tracking on its capture's held-out frames, no driver fit and no
+   retargeting, graded the same way: what the measures can read on that part of the clip at
+   best). The avatar is rendered at ``--size``
    as ``avatar render`` renders it, MediaPipe runs on the renders and on the driver, and
    the measures of :mod:`avatar.landmarks.face_measures` are compared: correlation and
    amplitude ratio (avatar / driver) for eye opening, jaw (inner-lip gap), mouth width,
@@ -126,6 +129,30 @@ def own_video(run: Path) -> Path | None:
     return Path(json.loads(meta.read_text())["source"]) if meta.is_file() else None
 
 
+def tracked_ceiling(package, run: Path, size: int) -> dict | None:
+    """MediaPipe's measures of the avatar rendered with its own training tracking on the held-out
+    last 15% of its capture, against MediaPipe on the capture's frames (None without a capture)."""
+    from omegaconf import OmegaConf
+
+    from avatar.drive.reenact_eval import detect_sequence
+    from avatar.landmarks.face_measures import compare, face_measures
+
+    cfg = run / "config.yaml"
+    capture = Path(OmegaConf.load(cfg).capture) if cfg.is_file() else None
+    if capture is None or not (capture / "tracking.npz").is_file() or not (capture / "landmarks.npz").is_file():
+        return None
+    track, faces = np.load(capture / "tracking.npz"), np.load(capture / "landmarks.npz")
+    points = faces["face"].astype(np.float64)
+    points[~faces["face_present"].astype(bool)] = np.nan
+    frames = np.arange(int(round(len(points) * (1 - HOLDOUT))), len(points))
+    K, width, height = package.camera(size)
+    viewmat = package.state["viewmat"].to(package.device, K.dtype)
+    renders = (package.render_frame(track["expression"][i], track["rotation"][i], track["translation"][i],
+                                    viewmat, K, width, height)[0] for i in frames)
+    per = compare(face_measures(points[frames]), face_measures(detect_sequence(renders)))
+    return {k: v["correlation"] for k, v in per.items()}
+
+
 VARIANTS = {
     "default": ({}, True, None),
     "range": ({"range": True}, True, None),
@@ -196,6 +223,8 @@ def main() -> None:
                 graded = grade_reenactment(package, drive, points, RetargetConfig(**overrides), args.size, neutral_frame)
                 result = {"avatar": run.name, "driver": video.name, "kind": "self (held out)" if is_self else "cross",
                           "variant": variant, **graded, "seconds": round(time.perf_counter() - t0, 1)}
+                if is_self:
+                    result["ceiling"] = tracked_ceiling(package, run, args.size)
                 line["pairs"].append(result)
                 print(f"pair: {json.dumps(result)}", file=sys.stderr)
     line["summary"] = summary(line)
@@ -224,6 +253,9 @@ def summary(line: dict) -> dict:
                            "correlation_min": round(float(np.min(c)), 3) if c else None,
                            "amplitude_mean": round(float(np.mean(a)), 3) if a else None,
                            "amplitude_range": [round(float(np.min(a)), 3), round(float(np.max(a)), 3)] if a else None}
+            top = [p["ceiling"][m] for p in pairs if (p.get("ceiling") or {}).get(m) is not None]
+            if top:
+                out[key][m]["ceiling_mean"] = round(float(np.mean(top)), 3)
     fits = [f for f in line["driver_fit"] if "vs_batched" in f]
     if fits:
         out["driver_fit"] = {"rotation_median_deg_max": max(f["vs_batched"]["rotation_deg"]["median"] for f in fits),

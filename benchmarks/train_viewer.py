@@ -11,6 +11,7 @@ is reported apart as ``page_start_seconds``): the steady cost of watching a trai
 lasts minutes, not the one-off load folded into a run of seconds. Target (issue 25): at most 10% slower.
 
     python benchmarks/train_viewer.py [--iterations 200] [--repeats 5] [--every 100] [--browser] [--settle 5]
+        [--resolution 96] [--uv-resolution 32] [--plot-seconds 0.5]
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--uv-resolution", type=float, default=32, help="train.gaussians.uv_resolution (64: ~11.5k Gaussians)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, default=100, help="train.viewer_every")
     parser.add_argument("--browser", action="store_true", help="keep a headless Chromium page on the viewer")
+    parser.add_argument("--plot-seconds", type=float, default=0.5, help="the viewer's plot and status refresh")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds after the page connected before the clock starts (--browser)")
     args = parser.parse_args()
@@ -56,9 +59,9 @@ def main() -> None:
                                     "resume": False, "renderer": {"backend": "torch"},
                                     "train": {"iterations": args.iterations, "resolution": args.resolution,
                                               "preview_every": 0, "checkpoint_every": 0,
-                                              "gaussians": {"uv_resolution": 32}}})
+                                              "gaussians": {"uv_resolution": args.uv_resolution}}})
             trainer, _, _ = setup(cfg, write_config=False)
-            viewer = TrainingViewer(trainer, port=0, every=args.every) if mode == "on" else None
+            viewer = TrainingViewer(trainer, port=0, every=args.every, plot_seconds=args.plot_seconds) if mode == "on" else None
             with _page(viewer.server if viewer is not None and args.browser else None, args.settle, page_start):
                 t0, c0 = time.perf_counter(), time.process_time()
                 trainer.run(progress=False, on_step=None if viewer is None else viewer.step)
@@ -70,10 +73,10 @@ def main() -> None:
     median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     print(json.dumps({
         "benchmark": "train_viewer",
-        "data": f"synthetic ICT capture, {args.frames} frames, {args.resolution} px, uv_resolution 32",
+        "data": f"synthetic ICT capture, {args.frames} frames, {args.resolution} px, uv_resolution {args.uv_resolution:g}",
         "iterations": args.iterations, "viewer_every": args.every, "repeats": args.repeats,
         "page_open": "headless chromium on the same machine" if args.browser else "none",
-        "settle_seconds": args.settle if args.browser else None,
+        "settle_seconds": args.settle if args.browser else None, "plot_seconds": args.plot_seconds,
         "page_start_seconds": [round(t, 2) for t in page_start] or None,
         "seconds_without_viewer": [round(t, 2) for t in times["off"]],
         "seconds_with_viewer": [round(t, 2) for t in times["on"]],

@@ -396,7 +396,8 @@ def test_whole_sequences_are_smoothed_without_the_live_filters_lag():
 
     def run(two_sided):
         return retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES,
-                        RetargetConfig(gain=1.0, rest=False, antagonists=False, typical=(), two_sided=two_sided))
+                        RetargetConfig(gain=1.0, rest=False, antagonists=False, typical=(), min_cutoff=1.5,
+                                       two_sided=two_sided))  # at live's cut-off
 
     (e2, r2, _), (e1, r1, _) = run(True), run(False)
     def centre(w):  # a bump's centre of mass, in frames

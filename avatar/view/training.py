@@ -24,8 +24,10 @@ from .splats import pack_world
 class TrainingViewer:
     """Serves the avatar a :class:`avatar.train.trainer.Trainer` trains; call :meth:`step` after each step."""
 
-    def __init__(self, trainer, host: str = "127.0.0.1", port: int = 8080, every: int = 100):
+    def __init__(self, trainer, host: str = "127.0.0.1", port: int = 8080, every: int = 100,
+                 plot_seconds: float = 0.5):
         self.trainer, self.every = trainer, max(1, int(every))
+        self.plot_seconds = float(plot_seconds)
         self.server = SplatServer(host, port, host_key="train.viewer_host", port_key="train.viewer_port",
                                   title=f"training {trainer.out.name}")
         self.index = int(trainer.frames.train[0])
@@ -67,7 +69,7 @@ class TrainingViewer:
     def _plot_loop(self) -> None:
         from viser import uplot  # noqa: PLC0415
 
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(self.plot_seconds):
             n = len(self.steps)
             if n < 2:
                 continue
