@@ -22,7 +22,8 @@ Two parts:
    brow height, head yaw, pitch and roll. Targets: correlation >= 0.8 on the four expression
    measures and >= 0.9 for yaw and pitch, amplitude 0.6-1.5 (self: correlation >= 0.9).
 
-Variants (``--variants``): ``default`` (the toolkit's defaults), ``range`` (``retarget.range=true``:
+Variants (``--variants``): ``default`` (the toolkit's defaults), ``one_sided`` (the One Euro
+filter forward only at 1.5 Hz, as live filters), ``range`` (``retarget.range=true``:
 per-blendshape gain onto the avatar's trained range), ``gain1`` (``retarget.gain=1``),
 ``mean_face`` (the driver tracked with the mean face, first frame as neutral, no avatar rest,
 no antagonists, gain 1: the retargeting before this benchmark existed, with today's
@@ -119,32 +120,38 @@ def driver_fit_synthetic(lm, capture_dir: Path):
             "identity": seq.info.get("identity"), "per_frame_ms": seq.info["per_frame_ms"]}
 
 
-def own_video(run: Path) -> Path | None:
+def run_config(run: Path):
+    """The run's ``config.yaml`` (None when it has none)."""
     from omegaconf import OmegaConf
 
     cfg = run / "config.yaml"
-    if not cfg.is_file():
-        return None
-    meta = Path(OmegaConf.load(cfg).capture) / "meta.json"
-    return Path(json.loads(meta.read_text())["source"]) if meta.is_file() else None
+    return OmegaConf.load(cfg) if cfg.is_file() else None
+
+
+def own_video(run: Path) -> Path | None:
+    cfg = run_config(run)
+    meta = Path(cfg.capture) / "meta.json" if cfg is not None else None
+    return Path(json.loads(meta.read_text())["source"]) if meta is not None and meta.is_file() else None
 
 
 def tracked_ceiling(package, run: Path, size: int) -> dict | None:
-    """MediaPipe's measures of the avatar rendered with its own training tracking on the held-out
-    last 15% of its capture, against MediaPipe on the capture's frames (None without a capture)."""
-    from omegaconf import OmegaConf
-
+    """MediaPipe's measures of the avatar rendered with its own training tracking on its held-out
+    frames (the trainer's split, the run's ``train.holdout``), against MediaPipe on the capture's
+    frames (None without a capture)."""
     from avatar.drive.reenact_eval import detect_sequence
     from avatar.landmarks.face_measures import compare, face_measures
+    from avatar.train.data import split_frames
 
-    cfg = run / "config.yaml"
-    capture = Path(OmegaConf.load(cfg).capture) if cfg.is_file() else None
+    cfg = run_config(run)
+    capture = Path(cfg.capture) if cfg is not None else None
     if capture is None or not (capture / "tracking.npz").is_file() or not (capture / "landmarks.npz").is_file():
         return None
     track, faces = np.load(capture / "tracking.npz"), np.load(capture / "landmarks.npz")
     points = faces["face"].astype(np.float64)
-    points[~faces["face_present"].astype(bool)] = np.nan
-    frames = np.arange(int(round(len(points) * (1 - HOLDOUT))), len(points))
+    present = faces["face_present"].astype(bool)
+    points[~present] = np.nan
+    usable = np.flatnonzero(present & track["valid"].astype(bool))
+    frames = usable[split_frames(usable, float(cfg.get("train", {}).get("holdout", HOLDOUT)))[1]]
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, K.dtype)
     renders = (package.render_frame(track["expression"][i], track["rotation"][i], track["translation"][i],
@@ -155,6 +162,7 @@ def tracked_ceiling(package, run: Path, size: int) -> dict | None:
 
 VARIANTS = {
     "default": ({}, True, None),
+    "one_sided": ({"two_sided": False, "min_cutoff": 1.5}, True, None),  # the live filter (and the offline one before)
     "range": ({"range": True}, True, None),
     "gain1": ({"gain": 1.0}, True, None),
     "mean_face": ({"rest": False, "antagonists": False, "gain": 1.0}, False, 0),

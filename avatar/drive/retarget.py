@@ -122,11 +122,17 @@ def _matrix(axis_angle: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(torch.as_tensor(axis_angle, dtype=torch.float64)).numpy()
 
 
+def nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """The rotation(s) nearest ``M [..., 3, 3]`` (Frobenius): averaged or filtered matrices back onto SO(3)."""
+    u, _, vt = np.linalg.svd(M)
+    d = np.sign(np.linalg.det(u @ vt))
+    u = u * np.stack((np.ones_like(d), np.ones_like(d), d), axis=-1)[..., None, :]
+    return u @ vt
+
+
 def mean_rotation(rotation: np.ndarray) -> np.ndarray:
     """The chordal mean ``[3]`` (axis-angle) of rotations ``[F, 3]``."""
-    u, _, vt = np.linalg.svd(_matrix(rotation).mean(0))
-    R = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
-    return matrix_to_axis_angle(torch.as_tensor(R)).numpy()
+    return matrix_to_axis_angle(torch.as_tensor(nearest_rotation(_matrix(rotation).mean(0)))).numpy()
 
 
 def pair_indices(names, antagonists=None) -> np.ndarray:
@@ -247,8 +253,7 @@ class Retargeter:
         if self.filter is not None:
             signal = self.filter(np.concatenate((e, R.reshape(9), t)), time_s)
             e, R, t = np.clip(signal[: len(e)], *self.bounds), signal[len(e) : len(e) + 9].reshape(3, 3), signal[-3:]
-            u, _, vt = np.linalg.svd(R)  # back onto a rotation after averaging
-            R = u @ vt
+            R = nearest_rotation(R)  # back onto a rotation after averaging
         rotation = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
         return e.astype(np.float32), rotation.astype(np.float32), t.astype(np.float32)
 
@@ -307,10 +312,12 @@ def two_sided_one_euro(signal: np.ndarray, fps: float, min_cutoff: float, beta: 
     """``[F, D]`` the One Euro filter run over ``signal [F, D]`` forward and backward (frames at
     ``fps``), the two averaged: smoothing without the one-pass filter's lag."""
     signal = np.asarray(signal, np.float64)
+    if not len(signal):
+        return signal.copy()
     times = np.arange(len(signal)) / float(fps)
     forward, backward = OneEuroFilter(min_cutoff, beta), OneEuroFilter(min_cutoff, beta)
-    ahead = np.stack([forward(x, t) for x, t in zip(signal, times)]) if len(signal) else signal.copy()
-    behind = np.stack([backward(x, t) for x, t in zip(signal[::-1], times)])[::-1] if len(signal) else signal.copy()
+    ahead = np.stack([forward(x, t) for x, t in zip(signal, times)])
+    behind = np.stack([backward(x, t) for x, t in zip(signal[::-1], times)])[::-1]
     return 0.5 * (ahead + behind)
 
 
@@ -321,9 +328,6 @@ def smooth_sequence(expression: np.ndarray, rotation: np.ndarray, translation: n
     F, E = expression.shape
     R = _matrix(rotation).reshape(F, 9)
     signal = two_sided_one_euro(np.concatenate((expression, R, translation), axis=1), fps, cfg.min_cutoff, cfg.beta)
-    u, _, vt = np.linalg.svd(signal[:, E : E + 9].reshape(F, 3, 3))
-    d = np.sign(np.linalg.det(u @ vt))
-    R = (u * np.stack((np.ones(F), np.ones(F), d), axis=1)[:, None, :]) @ vt  # nearest rotations
-    rotation = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
+    rotation = matrix_to_axis_angle(torch.as_tensor(nearest_rotation(signal[:, E : E + 9].reshape(F, 3, 3)))).numpy()
     return (np.clip(signal[:, :E], *bounds).astype(np.float32), rotation.astype(np.float32),
             signal[:, E + 9 :].astype(np.float32))

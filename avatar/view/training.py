@@ -10,7 +10,6 @@ never waits for the browser.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import torch
