@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -98,8 +99,9 @@ def test_view_without_an_avatar_file_exits_1(tmp_path, capsys):
 
 
 def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
-    """A stand-in for the trainer (what :class:`TrainingViewer` reads of it): steps 1, 2 and 4 of
-    ``every=2`` send the avatar posed on the first training frame; every step's loss is kept."""
+    """A stand-in for the trainer (what :class:`TrainingViewer` reads of it): in splats mode, steps
+    1, 2 and 4 of ``every=2`` send the avatar posed on the first training frame; every step's loss
+    is kept."""
     from types import SimpleNamespace
 
     import avatar.models
@@ -117,7 +119,7 @@ def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
                              height=64)
     trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
                               mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)))
-    viewer = TrainingViewer(trainer, port=0, every=2)
+    viewer = TrainingViewer(trainer, port=0, every=2, mode="splats")
     try:
         for step in range(1, 5):
             trainer.step = step
@@ -129,6 +131,91 @@ def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
         with torch.no_grad():
             means = g(FrameState(verts, None, torch.zeros(1, 3))).means[0].numpy()
         np.testing.assert_allclose(sent["means"], means, atol=1e-6)
+    finally:
+        viewer.close()
+
+
+class _Page:
+    """What the training viewer reads of a viser page: its id, camera (OpenCV axes: camera-to-world
+    rotation ``wxyz``, centre, vertical fov, canvas size) and scene (the pictures it is sent)."""
+
+    def __init__(self, viewmat: torch.Tensor, fov: float, width: int, height: int):
+        from avatar.geometry.rotations import matrix_to_quaternion
+
+        R, t = viewmat[:3, :3].double(), viewmat[:3, 3].double()
+        self.client_id, self.pictures, self._moved = 7, [], []
+        self.camera = SimpleNamespace(wxyz=matrix_to_quaternion(R.T).numpy(), position=(-R.T @ t).numpy(), fov=fov,
+                                      image_width=width, image_height=height, on_update=self._moved.append)
+        self.scene = SimpleNamespace(set_background_image=lambda image, **kw: self.pictures.append(image))
+
+    def move(self) -> None:
+        for callback in self._moved:
+            callback(self.camera)
+
+
+def test_the_page_camera_becomes_the_toolkits_camera():
+    """A page's camera (viser: camera-to-world ``wxyz``, centre, vertical fov, canvas size) gives back
+    the world-to-camera matrix it came from and intrinsics of that fov, at most ``max_side`` a side."""
+    from avatar.geometry.rotations import axis_angle_to_matrix
+    from avatar.view.training import client_view
+
+    viewmat = torch.eye(4)
+    viewmat[:3, :3] = axis_angle_to_matrix(torch.tensor([0.3, -0.5, 0.2]))
+    viewmat[:3, 3] = torch.tensor([0.05, -0.02, 0.7])
+    page = _Page(viewmat, fov=0.6, width=1200, height=800)
+    got, K, width, height = client_view(page.camera, max_side=300)
+    torch.testing.assert_close(got, viewmat, atol=1e-5, rtol=0)
+    assert (width, height) == (300, 200)
+    assert K[1, 1] == pytest.approx(100 / math.tan(0.3)) and K[0, 0] == K[1, 1]
+    assert client_view(page.camera, max_side=5000)[2:] == (1200, 800)  # never larger than the page
+
+
+def test_the_training_viewer_renders_each_pages_view(ict_assets):
+    """Image mode: the training thread renders the page's own view and sends it as the page's
+    background at step 1, at every ``every``-th step and after the page's camera moved, and not
+    otherwise; the picture is the toolkit's render of that camera (the avatar in front, nothing when
+    the camera looks away)."""
+    import avatar.models
+    from avatar.gaussians.base import FrameState
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+    from avatar.view.training import TrainingViewer, client_view
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, init_opacity=0.95))
+    with torch.no_grad():
+        verts = model(shape=torch.zeros(1, 100), translation=torch.tensor([[0.0, 0, -0.6]])).vertices
+    viewmat = torch.diag(torch.tensor([1.0, -1, -1, 1]))
+    frames = SimpleNamespace(train=np.array([0]), viewmat=viewmat, K=torch.tensor([[[90.0, 0, 32], [0, 90, 32], [0, 0, 1]]]),
+                             height=64)
+    trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
+                              mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)), background=torch.zeros(3))
+    viewer = TrainingViewer(trainer, port=0, every=10, max_side=48, max_rate=1e6)
+    page = _Page(viewmat, fov=2 * math.atan(32 / 90), width=96, height=64)
+    try:
+        viewer._connect(page)
+        page.move()  # viser reports the page's first camera
+        sent = []
+        for step in range(1, 12):
+            trainer.step = step
+            if step == 5:
+                page.move()
+            viewer.step({"loss": 1.0, "psnr": 20.0})
+            sent.append(len(page.pictures))
+        assert sent == [1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3]
+        picture = page.pictures[-1]
+        assert picture.shape == (32, 48, 3) and picture.dtype == np.uint8
+        vm, K, width, height = client_view(page.camera, 48)
+        with torch.no_grad():
+            expected = g(FrameState(verts, None, torch.zeros(1, 3))).render(vm[None], K[None], width, height, 0,
+                                                                            backgrounds=torch.zeros(1, 3))[0][0]
+        np.testing.assert_allclose(picture, (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy(), atol=1)
+        assert picture.max() > 50  # the avatar is in view
+        page.camera.wxyz = np.array([1.0, 0.0, 0.0, 0.0])  # looking along +z, away from the avatar (at z < 0)
+        page.move()
+        trainer.step = 12
+        viewer.step({"loss": 1.0, "psnr": 20.0})
+        assert len(page.pictures) == 4 and page.pictures[-1].max() == 0
+        assert viewer.server.rate.count == 0  # no splats were sent
     finally:
         viewer.close()
 

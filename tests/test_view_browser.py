@@ -167,3 +167,76 @@ def test_a_browser_without_webgl_is_told_so(viewer, monkeypatch):
     with browser.browser_page() as page:
         page.goto(url)
         page.get_by_text("WebGL unavailable").wait_for(timeout=20000)
+
+
+def test_the_training_viewer_page_shows_the_pictures_rendered_for_its_view(ict_assets):
+    """``train.viewer_mode=image`` in a real page: a stand-in trainer (the avatar with random colours,
+    steps called here) renders the page's own view; the canvas must show that picture (PSNR >= 25 dB
+    on the head against the toolkit's render for the page's camera), and dragging the view (as a
+    user orbits) must bring a new picture of the turned head."""
+    from types import SimpleNamespace
+
+    import avatar.models
+    from avatar.gaussians.base import FrameState
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+    from avatar.view.training import TrainingViewer, client_view
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=24, sh_degree=0, init_opacity=0.95))
+    rgb = torch.rand(len(g), 3, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    with torch.no_grad():
+        g.params["sh0"][:] = ((rgb - 0.5) / 0.28209479177387814)[:, None, :]
+        verts = model(shape=torch.zeros(1, 100)).vertices * torch.tensor([1.0, -1, -1]) + torch.tensor([0, 0, 0.6])
+    state = FrameState(verts, None, torch.zeros(1, 3))
+    frames = SimpleNamespace(train=np.array([0]), viewmat=torch.eye(4), height=256,
+                             K=torch.tensor([[[300.0, 0, 128], [0, 300, 128], [0, 0, 1]]]))
+    trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
+                              mesh=lambda i: state, background=torch.ones(3))
+    viewer = TrainingViewer(trainer, port=0, every=5, max_side=4096)
+
+    def train_until(condition, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            trainer.step += 1
+            viewer.step({"loss": 1.0, "psnr": 20.0})
+            value = condition()
+            if value is not None:
+                return value
+            time.sleep(0.1)
+        return None
+
+    try:
+        with browser_page() as page:
+            page.add_init_script(AVATAR_SHOWN_JS)
+            page.goto(viewer.server.url)
+            page.add_style_tag(content=".mantine-Notifications-root { display: none !important; }")
+            assert train_until(lambda: page.evaluate("window.__avatarShownAt") or None), "the picture never showed"
+            client = next(iter(viewer.server.server.get_clients().values()))
+            # the camera pictures are rendered for; a settled page, then its canvas
+            time.sleep(1.0)
+            shown = _canvas(page)
+            vm, K, width, height = client_view(client.camera, 4096)
+            assert shown.shape[:2] == (height, width)
+            with torch.no_grad():
+                ours = g(state).render(vm[None], K[None], width, height, 0, backgrounds=torch.ones(1, 3))[0][0]
+            ours = ours.clamp(0, 1).numpy() * 255
+            head = np.argwhere((ours < 245).any(-1))
+            (y0, x0), (y1, x1) = head.min(0), head.max(0) + 1
+            box = (slice(max(y0 - 4, 0), y1 + 4), slice(max(x0 - 4, 0), x1 + 4))
+            psnr = _psnr(shown[box], ours[box])
+            assert psnr >= 25.0, f"page vs toolkit render: {psnr:.2f} dB on the head"
+            assert _psnr(shown[box], np.roll(ours, 2, axis=1)[box]) < psnr - 3
+
+            pictures = viewer.pictures
+            box_canvas = page.locator("canvas").first.bounding_box()
+            cx, cy = box_canvas["x"] + box_canvas["width"] / 2, box_canvas["y"] + box_canvas["height"] / 2
+            page.mouse.move(cx, cy)
+            page.mouse.down()
+            page.mouse.move(cx + 120, cy, steps=8)
+            page.mouse.up()
+            turned = train_until(lambda: _canvas_if(page, lambda c: np.abs(c - shown)[box].mean() > 5.0)
+                                 if viewer.pictures > pictures else None)
+            assert turned is not None, "orbiting the page did not bring a new picture"
+            assert viewer.server.rate.count == 0  # no splats were sent to the page
+    finally:
+        viewer.close()

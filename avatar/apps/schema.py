@@ -148,6 +148,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "train.densify.max_gaussians": integer(1),
         "train.viewer_every": integer(1),
         "train.viewer_port": integer(0, 65535),
+        "train.viewer_mode": text("image", "splats"),
+        "train.viewer_max_side": integer(16),
     },
     "render": {
         **_RENDERER, **_DRIVING,

@@ -24,7 +24,9 @@ def main(cfg: DictConfig) -> int:
     if trainer.cfg.viewer:
         from ..view.training import TrainingViewer  # noqa: PLC0415
 
-        viewer = TrainingViewer(trainer, trainer.cfg.viewer_host, trainer.cfg.viewer_port, trainer.cfg.viewer_every)
+        c = trainer.cfg
+        viewer = TrainingViewer(trainer, c.viewer_host, c.viewer_port, c.viewer_every, mode=c.viewer_mode,
+                                max_side=c.viewer_max_side)
         print(f"avatar train: watch it at {viewer.server.url}", flush=True)
     try:
         with StopRequest() as stop:

@@ -57,5 +57,10 @@ class TrainConfig:
     viewer_every: int = 100  # send the avatar to the viewer every this many steps
     viewer_host: str = "127.0.0.1"  # the viewer's address; any other than localhost warns (the page has no login)
     viewer_port: int = 8080  # the viewer's TCP port (0: any free one)
+    # image: this process renders each page's view and sends the picture (a page costs the training next to
+    # nothing); splats: the browser splats the Gaussians itself (smooth orbiting, but software WebGL on the
+    # same cores slows training); switchable on the page
+    viewer_mode: str = "image"
+    viewer_max_side: int = 512  # image mode: the pictures' longest side in pixels (smaller pages: their size)
     gaussians: MeshGaussiansConfig = field(default_factory=MeshGaussiansConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)

@@ -103,6 +103,8 @@ RESUME_MAY_CHANGE = {
     "train.viewer_every": "how often the viewer is refreshed",
     "train.viewer_host": "where the viewer listens",
     "train.viewer_port": "where the viewer listens",
+    "train.viewer_mode": "how the viewer shows the avatar",
+    "train.viewer_max_side": "the size of the viewer's pictures",
     "device": "where it runs (checkpoints load on any device)",
     "renderer.backend": "the rasterizer's implementation (same images)",
 }
