@@ -98,27 +98,32 @@ def test_view_without_an_avatar_file_exits_1(tmp_path, capsys):
     assert cli.main(["view", f"run={tmp_path}", "view.port=70000"]) == 2
 
 
+def _stand_in_trainer(ict_assets, **gaussians):
+    """What :class:`TrainingViewer` reads of a trainer: ICT Gaussians (``gaussians``: more
+    :class:`MeshGaussiansConfig` fields) on the mean face 0.6 m in front of a camera at the origin
+    looking down -z (64 px high, focal 90 px), a black background, step 0."""
+    import avatar.models
+    from avatar.gaussians.base import FrameState
+    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
+
+    model = avatar.models.load("ict", asset_path=str(ict_assets))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, **gaussians))
+    with torch.no_grad():
+        verts = model(shape=torch.zeros(1, 100), translation=torch.tensor([[0.0, 0, -0.6]])).vertices
+    frames = SimpleNamespace(train=np.array([0]), viewmat=torch.diag(torch.tensor([1.0, -1, -1, 1])), height=64,
+                             K=torch.tensor([[[90.0, 0, 32], [0, 90, 32], [0, 0, 1]]]))
+    return SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
+                           mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)), background=torch.zeros(3))
+
+
 def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
     """A stand-in for the trainer (what :class:`TrainingViewer` reads of it): in splats mode, steps
     1, 2 and 4 of ``every=2`` send the avatar posed on the first training frame; every step's loss
     is kept."""
-    from types import SimpleNamespace
-
-    import avatar.models
-    from avatar.gaussians.base import FrameState
-    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
     from avatar.view.splats import unpack
     from avatar.view.training import TrainingViewer
 
-    model = avatar.models.load("ict", asset_path=str(ict_assets))
-    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0))
-    with torch.no_grad():
-        verts = model(shape=torch.zeros(1, 100), translation=torch.tensor([[0.0, 0, -0.6]])).vertices
-    viewmat = torch.diag(torch.tensor([1.0, -1, -1, 1]))
-    frames = SimpleNamespace(train=np.array([0]), viewmat=viewmat, K=torch.tensor([[[90.0, 0, 32], [0, 90, 32], [0, 0, 1]]]),
-                             height=64)
-    trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
-                              mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)))
+    trainer = _stand_in_trainer(ict_assets)
     viewer = TrainingViewer(trainer, port=0, every=2, mode="splats")
     try:
         for step in range(1, 5):
@@ -129,7 +134,7 @@ def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
         assert viewer.steps == [1, 2, 3, 4] and viewer.psnr == [11.0, 12.0, 13.0, 14.0]
         sent = unpack(viewer.server.node.buffer)
         with torch.no_grad():
-            means = g(FrameState(verts, None, torch.zeros(1, 3))).means[0].numpy()
+            means = trainer.gaussians(trainer.mesh(0)).means[0].numpy()
         np.testing.assert_allclose(sent["means"], means, atol=1e-6)
     finally:
         viewer.close()
@@ -175,20 +180,10 @@ def test_the_training_viewer_renders_each_pages_view(ict_assets):
     background at step 1, at every ``every``-th step and after the page's camera moved, and not
     otherwise; the picture is the toolkit's render of that camera (the avatar in front, nothing when
     the camera looks away)."""
-    import avatar.models
-    from avatar.gaussians.base import FrameState
-    from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
     from avatar.view.training import TrainingViewer, client_view
 
-    model = avatar.models.load("ict", asset_path=str(ict_assets))
-    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, init_opacity=0.95))
-    with torch.no_grad():
-        verts = model(shape=torch.zeros(1, 100), translation=torch.tensor([[0.0, 0, -0.6]])).vertices
-    viewmat = torch.diag(torch.tensor([1.0, -1, -1, 1]))
-    frames = SimpleNamespace(train=np.array([0]), viewmat=viewmat, K=torch.tensor([[[90.0, 0, 32], [0, 90, 32], [0, 0, 1]]]),
-                             height=64)
-    trainer = SimpleNamespace(gaussians=g, frames=frames, step=0, out=Path("run"), sh_degree=lambda: 0,
-                              mesh=lambda i: FrameState(verts, None, torch.zeros(1, 3)), background=torch.zeros(3))
+    trainer = _stand_in_trainer(ict_assets, init_opacity=0.95)
+    g, viewmat = trainer.gaussians, trainer.frames.viewmat
     viewer = TrainingViewer(trainer, port=0, every=10, max_side=48, max_rate=1e6)
     page = _Page(viewmat, fov=2 * math.atan(32 / 90), width=96, height=64)
     try:
@@ -206,7 +201,7 @@ def test_the_training_viewer_renders_each_pages_view(ict_assets):
         assert picture.shape == (32, 48, 3) and picture.dtype == np.uint8
         vm, K, width, height = client_view(page.camera, 48)
         with torch.no_grad():
-            expected = g(FrameState(verts, None, torch.zeros(1, 3))).render(vm[None], K[None], width, height, 0,
+            expected = g(trainer.mesh(0)).render(vm[None], K[None], width, height, 0,
                                                                             backgrounds=torch.zeros(1, 3))[0][0]
         np.testing.assert_allclose(picture, (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy(), atol=1)
         assert picture.max() > 50  # the avatar is in view
