@@ -78,8 +78,13 @@ class ViewCamera:
 
     def K(self, width: int, height: int) -> torch.Tensor:
         """``[3, 3]`` intrinsics of an image ``width`` x ``height`` seen with :attr:`fov` (vertical), centred."""
-        f = 0.5 * height / math.tan(0.5 * self.fov)
-        return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+        return intrinsics(self.fov, width, height)
+
+
+def intrinsics(fov: float, width: int, height: int) -> torch.Tensor:
+    """``[3, 3]`` centred intrinsics of an image ``width`` x ``height`` with vertical field of view ``fov`` (radians)."""
+    f = 0.5 * height / math.tan(0.5 * fov)
+    return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
 
 
 @dataclass

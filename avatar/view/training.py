@@ -21,7 +21,6 @@ browser.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -30,7 +29,7 @@ import torch
 
 from ..geometry.rotations import quaternion_to_matrix
 from .avatar_viewer import set_initial_camera
-from .controls import ViewCamera
+from .controls import ViewCamera, intrinsics
 from .server import SplatServer
 from .splats import pack_world
 
@@ -50,8 +49,7 @@ def client_view(camera, max_side: int, device=None, dtype=torch.float32) -> tupl
     page_w, page_h = max(1, int(camera.image_width)), max(1, int(camera.image_height))
     scale = min(1.0, max_side / max(page_w, page_h))
     width, height = max(8, round(page_w * scale)), max(8, round(page_h * scale))
-    f = 0.5 * height / math.tan(0.5 * float(camera.fov))
-    K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    K = intrinsics(float(camera.fov), width, height)
     return viewmat.to(device, dtype), K.to(device, dtype), width, height
 
 
@@ -142,8 +140,8 @@ class TrainingViewer:
             mode = self.mode
         if mode == "image":
             if due:
-                self._send_pictures(due)
-            if refresh and not self._camera_set:
+                self._send_pictures(due)  # poses once, and sets the pages' initial camera
+            elif refresh and not self._camera_set:
                 self._set_camera(self._posed())
             return
         if not refresh:
