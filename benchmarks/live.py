@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--max-gaussians", default="auto", help="a number, auto (as `avatar live`) or none (all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-driver-identity", action="store_true", help="drive with the mean face (retarget.driver_identity=false)")
+    parser.add_argument("--deformer-dtype", default="auto", choices=("auto", "float32", "bfloat16", "mlp"),
+                        help="the expression MLP's posing as `avatar live` deformer_dtype=...; mlp: the trained MLP as is")
     parser.add_argument("--pose-every", type=int, default=3, help="portraits: the driver's pose on every Nth frame")
     args = parser.parse_args()
     if not args.run:
@@ -48,6 +50,7 @@ def main() -> None:
     from avatar.device import pick_device
     from avatar.drive.animate import AvatarPackage, limit_gaussians
     from avatar.drive.live import run_live
+    from avatar.gaussians.deform import fix_deformer
 
     source = Path(args.source) if args.source else default_source()
     if not source.is_file():
@@ -67,12 +70,13 @@ def main() -> None:
         mse = np.mean([np.mean((package.render_frame(*v, viewmat, K, width, height)[0] / 255.0 - f / 255.0) ** 2)
                        for v, f in zip(views, full)])
         psnr = round(float(-10 * np.log10(max(mse, 1e-12))), 2)
+    deformer = None if args.deformer_dtype == "mlp" else fix_deformer(package, args.deformer_dtype)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
                       driver_identity=not args.no_driver_identity, pose_every=args.pose_every)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,
-        "budget_psnr_vs_all_db": psnr, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "budget_psnr_vs_all_db": psnr, "expression_mlp_dtype": deformer, "device": str(device), "torch_threads": torch.get_num_threads(),
         **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason",
                                   "driver_identity")},
         "load_average": [round(x, 2) for x in os.getloadavg()],

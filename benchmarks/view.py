@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--drive", default=None, help="what to play (default: the run's capture)")
     parser.add_argument("--seconds", type=float, default=15.0, help="how long to play")
     parser.add_argument("--max-gaussians", type=int, default=None, help="view.max_gaussians (default: all)")
+    parser.add_argument("--deformer-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="view.deformer_dtype: the expression MLP's precision when posing")
     args = parser.parse_args()
     if not args.run:
         print(json.dumps({"benchmark": "view", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
@@ -45,10 +47,11 @@ def main() -> None:
     if missing_reason():
         print(json.dumps({"benchmark": "view", "error": missing_reason()}))
         sys.exit(1)
-    alone_ms = _pose_pack_ms(args.run, args.drive, args.max_gaussians)
+    alone_ms = _pose_pack_ms(args.run, args.drive, args.max_gaussians, args.deformer_dtype)
     limit = [] if args.max_gaussians is None else [f"view.max_gaussians={args.max_gaussians}"]
     proc = subprocess.Popen([sys.executable, "-m", "avatar", "view", f"run={args.run}", f"drive={args.drive}",
-                             "view.port=0", "view.fps=1000", f"view.seconds={args.seconds + 60}", *limit],
+                             "view.port=0", "view.fps=1000", f"view.seconds={args.seconds + 60}",
+                             f"view.deformer_dtype={args.deformer_dtype}", *limit],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url, gaussians = None, None
     for line in proc.stdout:
@@ -80,7 +83,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "view",
         "run": args.run,
-        "n_gaussians": gaussians,
+        "n_gaussians": gaussians, "deformer_dtype": args.deformer_dtype,
         "page_load_seconds": round(load, 2),
         "pose_pack_ms_without_browser": round(alone_ms, 1),
         "pushed_fps": round(float(np.median(rates)), 1) if rates else None,
@@ -91,7 +94,8 @@ def main() -> None:
     }))
 
 
-def _pose_pack_ms(run: str, drive: str, max_gaussians: int | None, frames: int = 20) -> float:
+def _pose_pack_ms(run: str, drive: str, max_gaussians: int | None, deformer_dtype: str = "auto",
+                  frames: int = 20) -> float:
     """Median milliseconds to pose and pack one driven frame in this process, no page open."""
     import torch
 
@@ -99,12 +103,12 @@ def _pose_pack_ms(run: str, drive: str, max_gaussians: int | None, frames: int =
     from avatar.drive.sources import load_drive
     from avatar.gaussians.package import AvatarPackage
     from avatar.drive.animate import driven_poses
-    from avatar.view.avatar_viewer import fix_deformer
+    from avatar.gaussians.deform import fix_deformer
     from avatar.view.splats import pack_world
 
     package = AvatarPackage.load(run, torch.device("cpu"))
     limit_gaussians(package, max_gaussians)
-    fix_deformer(package)  # as avatar view does by default
+    fix_deformer(package, deformer_dtype)  # as avatar view does
     expression, rotation, translation = driven_poses(package, load_drive(drive, package.expression_names))
     viewmat, times = package.state["viewmat"].float(), []
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None])  # noqa: E731

@@ -124,6 +124,30 @@ def test_compiled_compositor_matches_torch_on_saturating_scene(monkeypatch, tile
 
 
 @needs_numba
+@pytest.mark.parametrize("tile_size", [8, 16])
+def test_compiled_compositor_matches_torch_on_thin_faint_gaussians(monkeypatch, tile_size):
+    """Needles at every angle and opacities on both sides of the 1/255 cut-off: the compiled
+    compositor visits only the pixels in the box around each Gaussian's cut-off ellipse, and
+    must still find every pixel the full per-tile test finds."""
+    g = torch.Generator().manual_seed(7)
+    n, width = 400, 40
+    means, quats, _, _, colors, viewmats, Ks = _dense_scene(n, width, seed=5)
+    scales = torch.stack((0.004 + 0.002 * torch.rand(n, generator=g, dtype=torch.float64),
+                          0.05 + 0.15 * torch.rand(n, generator=g, dtype=torch.float64),
+                          0.004 + 0.002 * torch.rand(n, generator=g, dtype=torch.float64)), -1)
+    opacities = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(-7.0, -0.5, generator=g))  # 0.001 .. 0.6
+    scene = (means, quats, scales, opacities, colors, viewmats, Ks)
+    with torch.no_grad():
+        got = rasterization(*scene, width, width, tile_size=tile_size, eps2d=0.05)
+    monkeypatch.setattr(torch_backend, "compiled_forward", lambda *a, **k: False)
+    with torch.no_grad():
+        ref = rasterization(*scene, width, width, tile_size=tile_size, eps2d=0.05)
+    assert (ref[1] > 0.01).float().mean() > 0.3  # the needles cover the picture
+    for a, b in zip(got[:2], ref[:2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@needs_numba
 def test_compiled_compositor_from_two_threads_at_once():
     """Live renders from its own thread while other threads may render too: results stay exact."""
     import threading

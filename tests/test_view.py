@@ -215,15 +215,16 @@ def test_the_training_viewer_renders_each_pages_view(ict_assets):
         viewer.close()
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, bf16):
-    """The viewer's expression MLP (first layer's positional part computed once; `view.bf16_deformer`:
-    bfloat16) puts the Gaussians where the avatar's own does: to float rounding in float32, well
-    under a millimetre in bfloat16 (an MLP with random weights, so its offsets are not small)."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "auto"])
+def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, dtype):
+    """The expression MLP for showing (first layer's positional part computed once; `deformer_dtype`
+    of `avatar live` and `avatar view`) puts the Gaussians where the avatar's own does: to float
+    rounding in float32, well under a millimetre in bfloat16 (an MLP with random weights, so its
+    offsets are not small); auto keeps whichever of the two was faster here."""
     import avatar.models
+    from avatar.gaussians.deform import FixedDeformer, fix_deformer
     from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
     from avatar.gaussians.package import AvatarPackage
-    from avatar.view.avatar_viewer import FixedDeformer, fix_deformer
 
     model = avatar.models.load("ict", asset_path=str(ict_assets))
     g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, deform=True),
@@ -238,9 +239,13 @@ def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, bf16):
     pose = (e, torch.tensor([[0.0, 0.2, 0.0]]), torch.tensor([[0.0, 0.0, -0.6]]))
     with torch.no_grad():
         full = pkg.posed_gaussians(*pose).means
-        assert fix_deformer(pkg, bf16) and isinstance(g.deformer, FixedDeformer)
+        used = fix_deformer(pkg, dtype)
+        assert used in (("float32", "bfloat16") if dtype == "auto" else (dtype,))
+        assert isinstance(g.deformer, FixedDeformer) and fix_deformer(pkg, dtype) is None  # once is enough
         fast = pkg.posed_gaussians(*pose).means
     assert fast.dtype == torch.float32
     moved = (fast - full).norm(dim=-1)
-    assert moved.max() < (2e-4 if bf16 else 1e-6)  # metres
-    assert (moved.max() > 1e-7) == bf16
+    assert moved.max() < (2e-4 if used == "bfloat16" else 1e-6)  # metres
+    assert (moved.max() > 1e-7) == (used == "bfloat16")
+    with pytest.raises(ValueError, match="float16"):
+        fix_deformer(pkg, "float16")

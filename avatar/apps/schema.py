@@ -165,6 +165,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "out": text(null=True),
         "max_gaussians": integer(1, null=True, choices=("auto",)),
         "pose_every": integer(1),
+        "deformer_dtype": text("auto", "float32", "bfloat16"),
     },
     "eval": {**_RENDERER, "pose_steps": integer(0, null=True)},
     "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),
@@ -172,7 +173,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "view": {"run": text(), "drive": text(null=True), "neutral_frame": integer(0, null=True),
              "retarget.gain": number(1e-6, null=True), "smoothing.min_cutoff": number(0, null=True),
              "smoothing.beta": number(0), "view.port": integer(0, 65535), "view.fps": number(1e-6, null=True),
-             "view.max_gaussians": integer(1, null=True), "view.seconds": number(0, null=True)},
+             "view.max_gaussians": integer(1, null=True), "view.seconds": number(0, null=True),
+             "view.deformer_dtype": text("auto", "float32", "bfloat16")},
     "demo": {**_RENDERER, "mode": text("auto", "pipeline", "orbit")},
 }
 # The demo's training (pipeline.train) follows avatar train's rules.

@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> int:
                           "avatar.pt once training finished; avatar export run=RUN writes one for an older run)")
     package = AvatarPackage.load(path, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, view.max_gaussians)
-    fix_deformer(package, view.bf16_deformer)
+    fix_deformer(package, view.deformer_dtype)
     poses, fps, frame_image = None, 25.0, None
     if cfg.drive is not None:
         drive_path = Path(cfg.drive)

@@ -4,9 +4,10 @@ The torch backend composites a tile's whole depth segment with a few large tenso
 and writes its backward pass out; that is what training needs, but for a forward-only
 render on a CPU most of the time goes into padding, indexing and per-op overhead. Here the
 same front-to-back rules run as one compiled loop per tile (numba, parallel over tiles):
-the tile's depth-sorted Gaussians one after the other, each against all the tile's pixels
-that are still open; alphas below 1/255 skipped, clamped at 0.999, a pixel closed before
-its transmittance would reach 1e-4 -- gsplat's ``rasterize_to_pixels_fwd`` rules, the same
+the tile's depth-sorted Gaussians one after the other, each against the tile's pixels that
+are still open and lie in the box around its cut-off ellipse (the others would take alpha 0);
+alphas below 1/255 skipped, clamped at 0.999, a pixel closed before its transmittance would
+reach 1e-4 -- gsplat's ``rasterize_to_pixels_fwd`` rules, the same
 as :func:`avatar.render.torch_backend.rasterize_to_pixels`, so results agree to float
 rounding (tested). A second kernel bins Gaussians into per-tile lists by a counting sort
 (the same lists as the torch code's sort; used for training too).
@@ -67,6 +68,7 @@ def _kernels():
             tx = t - ty * tiles_x
             trans = np.ones_like(u)
             live = np.ones(P, np.bool_)
+            n_live = P
             acc = np.zeros((D, P), dtype=u.dtype)
             w = np.zeros_like(u)
             for i in range(offsets[k], offsets[k] + counts[k]):
@@ -74,26 +76,48 @@ def _kernels():
                 mx, my = gaussians[g, 0] - corners[t, 0], gaussians[g, 1] - corners[t, 1]
                 ca, cb, cc, op = gaussians[g, 2], gaussians[g, 3], gaussians[g, 4], gaussians[g, 5]
                 s_max = np.log(op / alpha_min) + s_margin  # beyond this sigma, alpha < 1/255
-                n_live = 0
-                for p in range(P):
-                    dx = mx - u[p]
-                    dy = my - v[p]
-                    sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                    alpha = zero
-                    if sigma >= zero and sigma <= s_max:  # else alpha < 1/255: exp() skipped
-                        alpha = min(alpha_max, op * np.exp(-sigma))
-                        if alpha < alpha_min:
-                            alpha = zero
-                    nt = trans[p] * (one - alpha)
-                    ok = live[p] and nt > trans_min
-                    w[p] = alpha * trans[p] if ok else zero
-                    trans[p] = nt if ok else trans[p]
-                    live[p] = ok
-                    n_live += ok
+                if not s_max > zero:  # op below 1/255 (or zero): no pixel takes anything from it
+                    continue
+                # Only the tile's pixels inside the box around the ellipse sigma <= s_max can take
+                # anything (sigma = d^T M d / 2, M = [[a, b], [b, c]]: half-widths
+                # sqrt(2 s (M^-1)_xx), sqrt(2 s (M^-1)_yy)); the others would get alpha 0, which
+                # changes nothing. The box is widened a little so rounding never drops a pixel the
+                # test below would keep.
+                c0, c1, r0, r1 = 0, tile_size - 1, 0, tile_size - 1
+                det = ca * cc - cb * cb
+                if det > zero:
+                    ex = np.sqrt(2.0 * s_max * cc / det) * 1.001 + 1e-3
+                    ey = np.sqrt(2.0 * s_max * ca / det) * 1.001 + 1e-3
+                    c0 = max(c0, int(np.ceil(mx - ex - half)))
+                    c1 = min(c1, int(np.floor(mx + ex - half)))
+                    r0 = max(r0, int(np.ceil(my - ey - half)))
+                    r1 = min(r1, int(np.floor(my + ey - half)))
+                    if c0 > c1 or r0 > r1:
+                        continue
+                for row in range(r0, r1 + 1):
+                    for col in range(c0, c1 + 1):
+                        p = row * tile_size + col
+                        w[p] = zero
+                        if not live[p]:
+                            continue
+                        dx = mx - u[p]
+                        dy = my - v[p]
+                        sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                        if sigma >= zero and sigma <= s_max:  # else alpha < 1/255: exp() skipped
+                            alpha = min(alpha_max, op * np.exp(-sigma))
+                            if alpha >= alpha_min:
+                                nt = trans[p] * (one - alpha)
+                                if nt > trans_min:
+                                    w[p] = alpha * trans[p]
+                                    trans[p] = nt
+                                else:  # the pixel is done: it takes nothing more, this one included
+                                    live[p] = False
+                                    n_live -= 1
                 for d in range(D):
                     c = gaussians[g, 6 + d]
-                    for p in range(P):
-                        acc[d, p] += w[p] * c
+                    for row in range(r0, r1 + 1):
+                        for col in range(c0, c1 + 1):
+                            acc[d, row * tile_size + col] += w[row * tile_size + col] * c
                 if n_live == 0:
                     break
             for p in range(P):

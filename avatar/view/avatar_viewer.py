@@ -12,7 +12,6 @@ several are open).
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from typing import Callable
@@ -22,52 +21,13 @@ import torch
 
 from ..drive.animate import expression_range
 from ..drive.retarget import RetargetConfig, typical_mask
+from ..gaussians.deform import FixedDeformer, fix_deformer  # noqa: F401  (the viewer's posing; re-exported)
 from ..gaussians.package import AvatarPackage
 from .controls import Pose, ViewCamera, expression_groups, head_rotation
 from .server import SplatServer
 from .splats import pack_world
 
 POSE_RANGE_DEG = 45.0  # head-pose sliders go from -this to +this
-
-
-class FixedDeformer(torch.nn.Module):
-    """An avatar's expression MLP (:class:`avatar.gaussians.deform.ExpressionDeformer`) for its
-    current Gaussians only: the positional part of the first layer is computed once, so a frame
-    costs the expression's part and the other layers; these run in ``dtype`` (bfloat16: about twice
-    as fast on a CPU with bf16 instructions, renders within ~58 dB PSNR of float32 ones, measured on
-    head_talking_512). For showing only: it is never trained or saved."""
-
-    def __init__(self, deformer, positions: torch.Tensor, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        from ..gaussians.deform import positional_encoding  # noqa: PLC0415
-
-        first = deformer.mlp[0]
-        with torch.no_grad():
-            pe = positional_encoding(positions / deformer.position_scale, deformer.frequencies)  # [N, P]
-            p = pe.shape[-1]
-            self.register_buffer("base", (pe @ first.weight[:, :p].T + first.bias).to(dtype))  # [N, H]
-            self.register_buffer("w_condition", first.weight[:, p:].detach().to(dtype))  # [H, E]
-        self.rest = copy.deepcopy(deformer.mlp[1:]).to(dtype)
-        self.n_condition, self.dtype = deformer.n_condition, dtype
-
-    def forward(self, positions: torch.Tensor, condition: torch.Tensor):
-        """As the deformer's forward, for the ``positions [N, 3]`` it was built on (only their count is checked)."""
-        assert positions.shape[0] == self.base.shape[0], "FixedDeformer: the Gaussians changed"
-        h = self.base[None] + (condition.to(self.dtype) @ self.w_condition.T)[:, None, :]  # [B, N, H]
-        d = self.rest(h).to(positions.dtype)
-        return d[..., :3], d[..., 3:7], d[..., 7:]
-
-
-def fix_deformer(package: AvatarPackage, bf16: bool = True) -> bool:
-    """Replace the avatar's expression MLP by a :class:`FixedDeformer` (bfloat16 on a CPU when
-    ``bf16``): the viewer's posing, same Gaussians every frame. True if the avatar has one."""
-    g = package.gaussians
-    if getattr(g, "deformer", None) is None or isinstance(g.deformer, FixedDeformer):
-        return False
-    dtype = torch.bfloat16 if bf16 and package.device.type == "cpu" else torch.float32
-    g.deformer = FixedDeformer(g.deformer, g.canonical_positions(), dtype)
-    package.gaussians = g.subset(torch.arange(len(g), device=package.device))  # a new avatar: posing starts afresh
-    return True
 
 
 def preview_image(image: np.ndarray, height: int = 240) -> np.ndarray:
