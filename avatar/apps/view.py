@@ -18,7 +18,8 @@ from ..drive.animate import AvatarPackage, driven_poses, limit_gaussians
 from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, load_drive
 from ..errors import command
-from ..view.avatar_viewer import AvatarViewer, fix_deformer
+from ..gaussians.deform import fix_deformer
+from ..view.avatar_viewer import AvatarViewer
 from ..view.server import SplatServer, ViewerError
 from .schema import register
 

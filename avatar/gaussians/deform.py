@@ -104,16 +104,14 @@ def _seconds_per_call(deformer: FixedDeformer, positions: Tensor, repeats: int =
     return sorted(times)[len(times) // 2]
 
 
-def fix_deformer(package, dtype: str | bool = "auto") -> str | None:
+def fix_deformer(package, dtype: str = "auto") -> str | None:
     """Replace the expression MLP of ``package`` (an :class:`avatar.gaussians.package.AvatarPackage`)
     by a :class:`FixedDeformer` for showing it: the same Gaussians every frame, posed faster.
 
     ``dtype``: ``float32``, ``bfloat16`` (on a CPU; float32 elsewhere), or ``auto``: on a CPU, both
     are timed on the avatar's own Gaussians (a fraction of a second) and the faster kept -- bfloat16
-    wins only where the CPU has bfloat16 instructions. ``True`` / ``False`` mean bfloat16 / float32.
-    Returns the dtype used, or None when the avatar has no expression MLP (nothing changed)."""
-    if isinstance(dtype, bool):
-        dtype = "bfloat16" if dtype else "float32"
+    wins only where the CPU has bfloat16 instructions. Returns the dtype used, or None when the
+    avatar has no expression MLP (nothing changed)."""
     if dtype not in DEFORMER_DTYPES:
         raise ValueError(f"deformer dtype {dtype!r}: use one of {', '.join(DEFORMER_DTYPES)}")
     g = package.gaussians

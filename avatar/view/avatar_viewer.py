@@ -21,7 +21,6 @@ import torch
 
 from ..drive.animate import expression_range
 from ..drive.retarget import RetargetConfig, typical_mask
-from ..gaussians.deform import FixedDeformer, fix_deformer  # noqa: F401  (the viewer's posing; re-exported)
 from ..gaussians.package import AvatarPackage
 from .controls import Pose, ViewCamera, expression_groups, head_rotation
 from .server import SplatServer
