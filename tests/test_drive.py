@@ -316,7 +316,8 @@ def test_live_detects_the_drivers_pose_every_nth_frame_for_an_avatar_with_a_tors
     monkeypatch.setattr(AvatarPackage, "has_torso", property(lambda self: True))
     pkg = AvatarPackage.load(package, torch.device("cpu"))
     pkg.gaussians.torso_rest = torch.eye(4)
-    report = run_live(pkg, str(_real_video("drive_expressive_512.mp4")), display=False, max_frames=75,
+    # 6 s of video: enough tracked frames to tell every 3rd from every one even on a loaded machine
+    report = run_live(pkg, str(_real_video("drive_expressive_512.mp4")), display=False, max_frames=150,
                       driver_identity=False, pose_every=3, renderer={"backend": "torch"})
-    assert report["frames_captured"] == 75 and calls["face"] >= 4
+    assert report["frames_captured"] == 150 and calls["face"] >= 4
     assert calls["pose"] == -(-calls["face"] // 3)  # frames 0, 3, 6, ... of those tracked

@@ -18,6 +18,7 @@ from ..drive.animate import AvatarPackage, limit_gaussians, render_driven
 from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, DriveError, load_drive
 from ..errors import command
+from ..gaussians.deform import fix_deformer
 
 REPORT_NAME = "render_report.json"
 
@@ -29,6 +30,7 @@ def main(cfg: DictConfig) -> int:
     side_by_side = cfg.layout == "side_by_side"
     package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
+    fix_deformer(package, "float32")  # the MLP's positional part once, not every frame (same posing, to float rounding)
     if package.is_body:
         return _render_body(cfg, package, drive_path, t0)
     from ..drive.body_motion import is_motion_file  # noqa: PLC0415
