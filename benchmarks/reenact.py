@@ -1,7 +1,7 @@
 """Benchmark of reenactment, graded from outside with MediaPipe; prints one JSON line.
 
     python benchmarks/reenact.py --avatars RUN [RUN ...] [--videos V ...] [--synthetic CAP ...]
-        [--size 256] [--max-frames N] [--variants default,range,mean_face] [--no-fit-check]
+        [--size 256] [--max-frames N] [--variants default,range,gain1,linear_lids,mean_face] [--no-fit-check]
 
 Two parts:
 
@@ -25,9 +25,10 @@ Two parts:
 Variants (``--variants``): ``default`` (the toolkit's defaults), ``one_sided`` (the One Euro
 filter forward only at 1.5 Hz, as live filters), ``range`` (``retarget.range=true``:
 per-blendshape gain onto the avatar's trained range), ``gain1`` (``retarget.gain=1``),
-``mean_face`` (the driver tracked with the mean face, first frame as neutral, no avatar rest,
-no antagonists, gain 1: the retargeting before this benchmark existed, with today's
-per-frame fitter).
+``linear_lids`` (``retarget.closure=[]``: blinks through the linear gain), ``mean_face`` (the
+driver tracked with the mean face, first frame as neutral, no avatar rest, no antagonists,
+gain 1, no closure: the retargeting before this benchmark existed, with today's per-frame
+fitter).
 
 Videos default to every ``*.mp4`` in ``$AVATAR_TEST_DATA`` (or ``../shared/data/real``); an
 avatar's own video is read from its run's ``config.yaml`` (capture) and the capture's
@@ -165,7 +166,8 @@ VARIANTS = {
     "one_sided": ({"two_sided": False, "min_cutoff": 1.5}, True, None),  # the live filter (and the offline one before)
     "range": ({"range": True}, True, None),
     "gain1": ({"gain": 1.0}, True, None),
-    "mean_face": ({"rest": False, "antagonists": False, "gain": 1.0}, False, 0),
+    "linear_lids": ({"closure": ()}, True, None),  # the blinks through the linear gain (before closure)
+    "mean_face": ({"rest": False, "antagonists": False, "gain": 1.0, "closure": ()}, False, 0),
 }
 
 
@@ -176,7 +178,7 @@ def main() -> None:
     parser.add_argument("--synthetic", nargs="*", default=[], help="synthetic capture folders (truth known)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--max-frames", type=int, default=None)
-    parser.add_argument("--variants", default="default,range,gain1,mean_face")
+    parser.add_argument("--variants", default="default,range,gain1,linear_lids,mean_face")
     parser.add_argument("--no-fit-check", action="store_true", help="skip the batched-fitter comparison")
     args = parser.parse_args()
 

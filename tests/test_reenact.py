@@ -105,6 +105,34 @@ def test_eyelids_map_the_drivers_usual_opening_onto_the_avatars_usual_opening():
     assert old[typical, blink] > e[typical, blink] + 0.04  # from the low end, the usual lids sit lower
 
 
+def test_closure_takes_the_drivers_full_blink_to_closed_lids_whatever_the_avatar_rests_at():
+    """A per-frame fit tops out near 0.45 on a full blink; an avatar trained wide-eyed rests at
+    eyeWide 0.3. Through the linear gain the blink first has to undo the wide eyes and ends
+    half closed; with closure the driver's top closes the avatar's lids. A driver without blinks
+    (lids moving 0.05) is not blown up into blinks."""
+    F, E = 100, len(NAMES)
+    blink, wide = NAMES.index("eyeBlink_L"), NAMES.index("eyeWide_L")
+    expr = np.zeros((F, E), np.float32)
+    expr[:, blink] = 0.05
+    for start in (20, 50, 80):
+        expr[start : start + 3, blink] = 0.45  # three blinks, as the per-frame fit reads them
+    drive = DriveSequence(expr, np.zeros((F, 3), np.float32), np.zeros((F, 3), np.float32), 25.0, "test")
+    rest = np.zeros(E)
+    rest[wide] = 0.3
+    avatar = ExpressionRange(rest, rest + 0.5, 100, median=rest)
+    base = {"min_cutoff": None, "gain": 1.6}
+    closed, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(**base), avatar)
+    linear, _, _ = retarget(drive, np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(**base, closure=()), avatar)
+    assert closed[21, blink] == pytest.approx(1.0) and closed[21, wide] == 0  # the driver's top: closed
+    assert linear[21, blink] < 0.4  # 0.3 of wide undone first: half closed at best
+    assert closed[10, wide] == pytest.approx(0.3) and closed[10, blink] == 0  # at the driver's neutral: the avatar's rest
+    calm = expr.copy()
+    calm[:, blink] = 0.05 + 0.05 * np.sin(np.arange(F))  # no blink, the fit's jitter only
+    still, _, _ = retarget(DriveSequence(calm, drive.rotation, drive.translation, 25.0, "test"), np.zeros(3),
+                           np.array([0, 0, -0.5]), NAMES, RetargetConfig(**base), avatar)
+    assert still[:, blink].max() < 0.05 and still[:, wide].min() > 0.05  # the lids stay open
+
+
 def test_range_gain_maps_the_drivers_span_onto_the_avatars():
     E = len(NAMES)
     jaw = NAMES.index("jawOpen")
@@ -150,6 +178,21 @@ def test_live_retargeter_runs_a_neutral_estimate_and_r_fixes_it():
     _, r, t = rt(first, np.array([0.0, 0.2, 0.0]), np.array([0.0, 0.0, -0.4]), 6.0)
     np.testing.assert_allclose(r, 0, atol=1e-6)
     np.testing.assert_allclose(t, [0, 0, -0.5], atol=1e-6)
+
+
+def test_live_retargeter_closes_the_lids_on_a_blink_once_it_has_seen_the_drivers_blinks():
+    E = len(NAMES)
+    blink = NAMES.index("eyeBlink_L")
+    rt = Retargeter(np.zeros(3), np.array([0, 0, -0.5]), NAMES, RetargetConfig(min_cutoff=None, gain=1.6), refresh=5)
+    frames = np.zeros((120, E))
+    frames[:, blink] = 0.05
+    frames[30:33, blink] = frames[70:73, blink] = frames[110:113, blink] = 0.5  # blinks as the fit reads them
+    out = [rt(e, np.zeros(3), np.zeros(3), i / 30)[0][blink] for i, e in enumerate(frames)]
+    assert out[110] == pytest.approx(1.0)  # the running top: a full blink closes
+    assert out[100] == pytest.approx(0.0, abs=1e-6)  # between blinks: open
+    linear = Retargeter(np.zeros(3), np.array([0, 0, -0.5]), NAMES,
+                        RetargetConfig(min_cutoff=None, gain=1.6, closure=()), refresh=5)
+    assert max(linear(e, np.zeros(3), np.zeros(3), i / 30)[0][blink] for i, e in enumerate(frames)) < 0.8
 
 
 def test_extreme_driver_throughout_gets_an_unsure_neutral_note():
@@ -320,6 +363,11 @@ def test_retarget_config_reads_the_keys_and_names_a_bad_one():
         retarget_config(OmegaConf.create({**base, "retarget": {"gain": "abc"}}))
     with pytest.raises(DriveError, match="retarget.gain_limits"):
         retarget_config(OmegaConf.create({**base, "retarget": {"gain_limits": [2, 1]}}))
+    off = retarget_config(OmegaConf.create({**base, "retarget": {"closure": [], "closure_gain_max": 3}}))
+    assert off.closure == () and off.closure_gain_max == 3.0
+    assert retarget_config(OmegaConf.create(base)).closure == ("eyeBlink*",)
+    with pytest.raises(DriveError, match="retarget.closure_gain_max must be a number"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"closure_gain_max": "high"}}))
 
 
 def test_default_gain_lifts_per_frame_fits_only():

@@ -125,6 +125,7 @@ _DRIVING = {
     "size": integer(16, null=True),
     "max_frames": integer(1, null=True),
     "retarget.gain": number(1e-6, null=True),
+    "retarget.closure_gain_max": number(1e-6),
     "smoothing.min_cutoff": number(0, null=True),
     "smoothing.beta": number(0),
 }
@@ -171,7 +172,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),
                "neutral_frame": integer(0, null=True)},
     "view": {"run": text(), "drive": text(null=True), "neutral_frame": integer(0, null=True),
-             "retarget.gain": number(1e-6, null=True), "smoothing.min_cutoff": number(0, null=True),
+             "retarget.gain": number(1e-6, null=True), "retarget.closure_gain_max": number(1e-6),
+             "smoothing.min_cutoff": number(0, null=True),
              "smoothing.beta": number(0), "view.port": integer(0, 65535), "view.fps": number(1e-6, null=True),
              "view.max_gaussians": integer(1, null=True), "view.seconds": number(0, null=True),
              "view.deformer_dtype": text("auto", "float32", "bfloat16")},

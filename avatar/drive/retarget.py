@@ -22,6 +22,14 @@ Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)
   amplitude; 1 for parameter files, tracked captures and ARKit CSVs), times, with
   ``range=true``, per blendshape the avatar's range over the driver's, clamped to
   ``gain_limits``: the driver's strongest smile becomes the avatar's strongest trained smile;
+- *closure* (``closure``, name patterns; default the blinks): the driver's top (its 98th
+  percentile) above its neutral becomes fully on for the avatar, its antagonist released, so a
+  driver's full blink closes the avatar's eyes whatever they rest at (a wide-eyed avatar resting
+  at ``eyeWide`` 0.3 needed 1.3 of signed travel, which the linear gain rarely gave). Never
+  below the linear gain, at most ``closure_gain_max``; a driver whose top lies less than
+  :data:`MIN_CLOSURE_SPAN` above its neutral is taken to move that far (a clip without blinks
+  is not blown up into blinks). MediaPipe on the renders, the mean eye correlation over six
+  cross-identity pairs went from 0.51 to 0.61 (docs/experiments.md);
 - *antagonists* (``antagonists=true``): for the antagonist pairs of the avatar model's
   tracking profile (ICT's, :data:`RETARGET_PAIRS`: blink and wide, smile and frown, brow down
   and inner up, gaze in and out, up and down, jaw and mouth left and right) the pair is one
@@ -61,6 +69,9 @@ from .sources import DriveError, DriveSequence
 # and 2.2 measured too, docs/experiments.md).
 PER_FRAME_FIT_GAIN = 1.6
 MIN_SPAN = 0.05  # a blendshape that moves less than this in a clip has no usable range (gain 1)
+# Closure (RetargetConfig.closure): a driver whose top lies less than this above its neutral is
+# taken to move this far (a clip without a blink must not blow its noise up to full blinks).
+MIN_CLOSURE_SPAN = 0.25
 
 
 # ICT's antagonists, one per blendshape (browDown pairs with browInnerUp; browOuterUp stays
@@ -87,6 +98,11 @@ class RetargetConfig:
     min_cutoff: float | None = 4.0
     beta: float = 0.5
     two_sided: bool = True  # whole sequences (retarget): filter forward and backward, averaged (no lag)
+    # Blendshapes whose driver top (its clip's 98th percentile above its neutral) maps onto fully on
+    # for the avatar, its antagonist released: a driver's full blink closes the avatar's eyes
+    # whatever they rest at. The gain is never below the linear one, at most ``closure_gain_max``.
+    closure: tuple[str, ...] = ("eyeBlink*",)
+    closure_gain_max: float = 4.0
 
 
 def retarget_config(cfg) -> RetargetConfig:
@@ -113,6 +129,9 @@ def retarget_config(cfg) -> RetargetConfig:
                           range=bool(r.get("range", False)), gain=gain,
                           gain_limits=(float(limits[0]), float(limits[1])), antagonists=bool(r.get("antagonists", True)),
                           typical=tuple(str(p) for p in r.get("typical", RetargetConfig.typical)),
+                          closure=tuple(str(p) for p in r.get("closure", RetargetConfig.closure)),
+                          closure_gain_max=number("retarget.closure_gain_max",
+                                                  r.get("closure_gain_max", RetargetConfig.closure_gain_max)),
                           min_cutoff=None if min_cutoff is None else number("smoothing.min_cutoff", min_cutoff),
                           beta=number("smoothing.beta", cfg.smoothing.beta),
                           two_sided=bool(cfg.smoothing.get("two_sided", True)))
@@ -149,6 +168,16 @@ def gains(avatar: ExpressionRange, driver: ExpressionRange, limits=(0.5, 2.0)) -
     a, d = avatar.span, driver.span
     g = np.where((a >= MIN_SPAN) & (d >= MIN_SPAN), a / np.maximum(d, 1e-9), 1.0)
     return np.clip(g, *limits)
+
+
+def closure_gains(rest: np.ndarray, partner: np.ndarray, neutral: np.ndarray, high: np.ndarray, top: float,
+                  low: np.ndarray, limit: float) -> np.ndarray:
+    """``[E]`` gains taking the driver's top (``high [E]``) above its ``neutral [E]`` onto ``top`` (fully
+    on) from the avatar's ``rest [E]``, measured along the antagonist pair's signed coordinate
+    (``partner [E]``: the antagonist's index, -1 for none); between ``low [E]`` and ``limit``."""
+    other = np.where(partner >= 0, rest[np.maximum(partner, 0)], 0.0)
+    span = np.maximum(high - neutral, MIN_CLOSURE_SPAN)
+    return np.clip((top - (rest - other)) / span, low, np.maximum(low, limit))
 
 
 def map_expressions(e: np.ndarray, neutral: np.ndarray, rest: np.ndarray, gain: np.ndarray,
@@ -194,6 +223,10 @@ class Retargeter:
         self.rest = self.avatar.level(self.typical) if cfg.rest else np.zeros(E)
         self.pairs = pair_indices(names, antagonists) if cfg.antagonists else None
         self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.closure = typical_mask(names, cfg.closure)
+        self.partner = np.full(E, -1)
+        if self.pairs is not None:
+            self.partner[self.pairs[:, 0]], self.partner[self.pairs[:, 1]] = self.pairs[:, 1], self.pairs[:, 0]
         self.filter = OneEuroFilter(cfg.min_cutoff, cfg.beta) if cfg.min_cutoff is not None else None
         self.R0 = self.t0 = None
         self.driver = driver_range
@@ -209,6 +242,10 @@ class Retargeter:
             return
         self.neutral = self.driver.level(self.typical)
         self.gain = self.base_gain * (gains(self.avatar, self.driver, self.cfg.gain_limits) if self.cfg.range else np.ones(E))
+        if self.closure.any():
+            top = closure_gains(self.rest, self.partner, self.neutral, self.driver.high, self.bounds[1], self.gain,
+                                self.cfg.closure_gain_max)
+            self.gain = np.where(self.closure, top, self.gain)
 
     def set_pose_reference(self, rotation: np.ndarray, translation: np.ndarray) -> None:
         self.R0, self.t0 = _matrix(rotation), np.asarray(translation, np.float64)
