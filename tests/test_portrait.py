@@ -146,6 +146,32 @@ def test_state_round_trip_subset_and_compact():
         assert torch.allclose(c.means, a.means, atol=1e-6)
 
 
+def test_the_fixed_deformer_poses_a_portrait_as_its_mlp_does(monkeypatch):
+    """Live and the viewer pose with the expression MLP's first layer precomputed: a portrait's
+    surface, off-mesh and torso Gaussians land where the MLP puts them, and a frame no longer
+    recomputes the canonical positions the fixed deformer was built on."""
+    from avatar.gaussians.deform import FixedDeformer
+
+    model, frames = _frames()
+    g = PortraitGaussians.initialise(model, _config(deform=True, deform_hidden=8, deform_layers=2), n_condition=1,
+                                     frames=frames)
+    assert (g.group == TORSO).any() and (g.group == OFFMESH).any()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in g.deformer.parameters():
+            p.normal_(0, 0.1)
+    torso = g.torso_rest[None].clone()
+    torso[0, :3, 3] += torch.tensor([0.01, -0.02, 0.0])
+    s = FrameState(frames.vertices[:1], torch.full((1, 1), 0.7), frames.rotation[:1], torso=torso)
+    with torch.no_grad():
+        full = g(s)
+        g.deformer = FixedDeformer(g.deformer, g.canonical_positions())
+        monkeypatch.setattr(PortraitGaussians, "canonical_positions", lambda self: pytest.fail("recomputed"))
+        fast = g(s)
+    assert torch.allclose(fast.means, full.means, atol=1e-6) and torch.allclose(fast.scales, full.scales, atol=1e-6)
+    assert torch.allclose(fast.quats, full.quats, atol=1e-6)
+
+
 def test_densification_keeps_groups_in_step():
     model, frames = _frames()
     g = PortraitGaussians.initialise(model, _config(), n_condition=1, frames=frames)

@@ -140,6 +140,33 @@ def test_the_training_viewer_sends_the_avatar_every_n_steps(ict_assets):
         viewer.close()
 
 
+def test_the_training_viewer_plots_every_plot_seconds(ict_assets):
+    """The page's loss / PSNR plot and status line (``train.viewer_plot_seconds``) appear once the
+    interval has passed and say the latest step; a long interval sends nothing before it ends (each
+    refresh costs a page on the same cores CPU, docs/experiments.md)."""
+    import time
+
+    from avatar.view.training import TrainingViewer
+
+    trainer = _stand_in_trainer(ict_assets)
+    fast = TrainingViewer(trainer, port=0, every=100, plot_seconds=0.2)
+    slow = TrainingViewer(trainer, port=0, every=100, plot_seconds=60)
+    try:
+        for step in range(1, 4):
+            trainer.step = step
+            for v in (fast, slow):
+                v.step({"loss": 1.0 / step, "psnr": 10.0 + step})
+        deadline = time.monotonic() + 5
+        while fast.plot is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert fast.plot is not None and "step **3**" in fast.status.content
+        assert slow.plot is None and slow.status.content == "starting"
+    finally:
+        fast.close()
+        slow.close()
+
+
 class _Page:
     """What the training viewer reads of a viser page: its id, camera (OpenCV axes: camera-to-world
     rotation ``wxyz``, centre, vertical fov, canvas size) and scene (the pictures it is sent)."""

@@ -151,6 +151,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "train.viewer_port": integer(0, 65535),
         "train.viewer_mode": text("image", "splats"),
         "train.viewer_max_side": integer(16),
+        "train.viewer_plot_seconds": number(0.1),
     },
     "render": {
         **_RENDERER, **_DRIVING,

@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> int:
 
         c = trainer.cfg
         viewer = TrainingViewer(trainer, c.viewer_host, c.viewer_port, c.viewer_every, mode=c.viewer_mode,
-                                max_side=c.viewer_max_side)
+                                max_side=c.viewer_max_side, plot_seconds=c.viewer_plot_seconds)
         print(f"avatar train: watch it at {viewer.server.url}", flush=True)
     try:
         with StopRequest() as stop:

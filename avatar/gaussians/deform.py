@@ -72,9 +72,12 @@ class FixedDeformer(nn.Module):
     without; renders within ~58 dB PSNR of float32 ones, measured on head_talking_512). Never
     trained or saved."""
 
+    uses_positions = False  # built on its Gaussians' positions: posing need not compute them again
+
     def __init__(self, deformer: ExpressionDeformer, positions: Tensor, dtype: torch.dtype = torch.float32):
         super().__init__()
         first = deformer.mlp[0]
+        self.out_dtype = positions.dtype
         with torch.no_grad():
             pe = positional_encoding(positions / deformer.position_scale, deformer.frequencies)  # [N, P]
             p = pe.shape[-1]
@@ -84,10 +87,11 @@ class FixedDeformer(nn.Module):
         self.n_condition, self.dtype = deformer.n_condition, dtype
 
     def forward(self, positions: Tensor, condition: Tensor):
-        """As the deformer's forward, for the ``positions [N, 3]`` it was built on (only their count is checked)."""
+        """As the deformer's forward, for the ``positions [N, 3]`` it was built on (only their count is
+        checked: any ``[N, ...]`` tensor of the Gaussians will do, see :attr:`uses_positions`)."""
         assert positions.shape[0] == self.base.shape[0], "FixedDeformer: the Gaussians changed"
         h = self.base[None] + (condition.to(self.dtype) @ self.w_condition.T)[:, None, :]  # [B, N, H]
-        d = self.rest(h).to(positions.dtype)
+        d = self.rest(h).to(self.out_dtype)
         return d[..., :3], d[..., 3:7], d[..., 7:]
 
 

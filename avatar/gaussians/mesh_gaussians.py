@@ -326,7 +326,9 @@ class MeshGaussians(GaussianAvatar):
         if self.deformer is not None:
             if condition is None:
                 condition = vertices.new_zeros(vertices.shape[0], self.deformer.n_condition)
-            d_xyz, d_quat, d_scale = self.deformer(self.canonical_positions(), condition.reshape(-1, condition.shape[-1]))
+            # a deformer built on these Gaussians' positions only checks their count
+            positions = self.canonical_positions() if getattr(self.deformer, "uses_positions", True) else p["local_xyz"]
+            d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
             xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
         means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
         frame_q = matrix_to_quaternion(r)

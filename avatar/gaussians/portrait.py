@@ -211,17 +211,20 @@ class PortraitGaussians(MeshGaussians):
         torso = state.torso if state.torso is not None else self.torso_rest[None]
         torso = torso.to(vertices).expand(B, 4, 4)
         origin, rot, scale = triangle_frames(vertices, self.faces)
-        b = self.binding.clamp_min(0)
-        on_torso = (self.group == TORSO)[None, :, None]  # [1, N, 1]
-        o = torch.where(on_torso, torso[:, None, :3, 3], origin[:, b])  # [B, N, 3]
-        r = torch.where(on_torso[..., None], torso[:, None, :3, :3], rot[:, b])  # [B, N, 3, 3]
-        k = torch.where(on_torso[..., 0], torch.full_like(scale[:, b], self.torso_unit), scale[:, b])  # [B, N]
+        # The torso's frame is one more "triangle" (index F): one gather gives every Gaussian its frame.
+        F = origin.shape[1]
+        b = torch.where(self.group == TORSO, torch.full_like(self.binding, F), self.binding.clamp_min(0))
+        o = torch.cat((origin, torso[:, None, :3, 3]), 1)[:, b]  # [B, N, 3]
+        r = torch.cat((rot, torso[:, None, :3, :3]), 1)[:, b]  # [B, N, 3, 3]
+        k = torch.cat((scale, scale.new_full((B, 1), self.torso_unit)), 1)[:, b]  # [B, N]
         p = self.params
         xyz, quat, log_scale = p["local_xyz"][None], p["local_quat"][None], p["log_scale"][None]
         if self.deformer is not None:
             if condition is None:
                 condition = vertices.new_zeros(B, self.deformer.n_condition)
-            d_xyz, d_quat, d_scale = self.deformer(self.canonical_positions(), condition.reshape(-1, condition.shape[-1]))
+            # a deformer built on these Gaussians' positions only checks their count
+            positions = self.canonical_positions() if getattr(self.deformer, "uses_positions", True) else p["local_xyz"]
+            d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
             xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
         means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
         frame_q = matrix_to_quaternion(r)

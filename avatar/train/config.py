@@ -62,5 +62,6 @@ class TrainConfig:
     # same cores slows training); switchable on the page
     viewer_mode: str = "image"
     viewer_max_side: int = 512  # image mode: the pictures' longest side in pixels (smaller pages: their size)
+    viewer_plot_seconds: float = 5.0  # the page's loss / PSNR plot and status line are refreshed this often
     gaussians: MeshGaussiansConfig = field(default_factory=MeshGaussiansConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)

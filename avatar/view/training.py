@@ -57,7 +57,7 @@ class TrainingViewer:
     """Serves the avatar a :class:`avatar.train.trainer.Trainer` trains; call :meth:`step` after each step."""
 
     def __init__(self, trainer, host: str = "127.0.0.1", port: int = 8080, every: int = 100,
-                 plot_seconds: float = 1.0, mode: str = "image", max_side: int = 512, max_rate: float = 10.0):
+                 plot_seconds: float = 5.0, mode: str = "image", max_side: int = 512, max_rate: float = 10.0):
         if mode not in MODES:
             raise ValueError(f"train.viewer_mode={mode!r}: use one of {', '.join(MODES)}")
         self.trainer, self.every = trainer, max(1, int(every))
