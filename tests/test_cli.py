@@ -173,12 +173,14 @@ def test_dataclasses_give_the_defaults(in_tmp: Path, capsys: pytest.CaptureFixtu
     assert yaml.safe_load(out)["train"] == expected
     _, out, _ = run_cli(capsys, "train", "--cfg", "job", "avatar=mesh_gaussians_dynamic")
     assert yaml.safe_load(out)["train"] == {**expected, "gaussians": {**expected["gaussians"], "deform": True}}
-    # A body kind also caps densification (conf/avatar/body.yaml); body_dynamic inherits both.
-    for kind, deform in (("body", False), ("body_dynamic", True)):
+    # A body kind also caps densification (conf/avatar/body.yaml); body_dynamic inherits the
+    # rest and caps lower, below the count it starts with (no growth).
+    for kind, deform, cap in (("body", False, 16000), ("body_dynamic", True, 10000)):
         _, out, _ = run_cli(capsys, "train", "--cfg", "job", f"avatar={kind}")
         train = yaml.safe_load(out)["train"]
         assert train["gaussians"]["kind"] == "skinned_gaussians" and train["gaussians"]["deform"] is deform
-        assert train["densify"]["max_gaussians"] == 16000 < expected["densify"]["max_gaussians"]
+        assert train["gaussians"]["init_color_frames"] == 12, kind
+        assert train["densify"]["max_gaussians"] == cap < expected["densify"]["max_gaussians"]
     # The YAML picks and overrides only: no dataclass value is written twice.
     for name, paths in schema.SCHEMAS.items():
         primary = yaml.safe_load((REPO_ROOT / "conf" / f"{name}.yaml").read_text())
