@@ -320,12 +320,18 @@ class MeshGaussians(GaussianAvatar):
         frame = self.sh_frame_matrices(state)
         origin, rot, scale = triangle_frames(vertices, self.faces)
         b = self.binding
-        o, r, k = origin[:, b], rot[:, b], scale[:, b]  # [B,N,3], [B,N,3,3], [B,N]
+        return self.on_frames(origin[:, b], rot[:, b], scale[:, b], condition, frame)
+
+    def on_frames(self, o: Tensor, r: Tensor, k: Tensor, condition: Tensor | None,
+                  sh_frame: Tensor | None) -> WorldGaussians:
+        """The Gaussians placed in their per-Gaussian frames: origins ``o [B, N, 3]``, rotations
+        ``r [B, N, 3, 3]`` and scales ``k [B, N]`` (a triangle's, or any frame a subclass binds
+        Gaussians to), after the deformer's offsets for ``condition [B, C]`` (zeros when None)."""
         p = self.params
         xyz, quat, log_scale = p["local_xyz"][None], p["local_quat"][None], p["log_scale"][None]
         if self.deformer is not None:
             if condition is None:
-                condition = vertices.new_zeros(vertices.shape[0], self.deformer.n_condition)
+                condition = o.new_zeros(o.shape[0], self.deformer.n_condition)
             # a deformer built on these Gaussians' positions only checks their count
             positions = self.canonical_positions() if getattr(self.deformer, "uses_positions", True) else p["local_xyz"]
             d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
@@ -333,12 +339,6 @@ class MeshGaussians(GaussianAvatar):
         means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
         frame_q = matrix_to_quaternion(r)
         quats = quaternion_multiply(frame_q, normalize_quaternion(quat).expand_as(frame_q))
-        scales = torch.exp(log_scale) * k[..., None]
-        return WorldGaussians(
-            means=means,
-            quats=quats,
-            scales=scales,
-            opacities=torch.sigmoid(p["opacity_logit"]),
-            sh=torch.cat((p["sh0"], p["shN"]), dim=1),
-            sh_frame=frame,
-        )
+        return WorldGaussians(means=means, quats=quats, scales=torch.exp(log_scale) * k[..., None],
+                              opacities=torch.sigmoid(p["opacity_logit"]), sh=torch.cat((p["sh0"], p["shN"]), dim=1),
+                              sh_frame=sh_frame)

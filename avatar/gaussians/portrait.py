@@ -33,12 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..geometry.mesh import triangle_frames
-from ..geometry.rotations import (
-    axis_angle_to_matrix,
-    matrix_to_quaternion,
-    normalize_quaternion,
-    quaternion_multiply,
-)
+from ..geometry.rotations import axis_angle_to_matrix
 from .base import FrameState, WorldGaussians
 from .config import MeshGaussiansConfig
 from .mesh_gaussians import _SH_C0, MeshGaussians
@@ -217,21 +212,7 @@ class PortraitGaussians(MeshGaussians):
         o = torch.cat((origin, torso[:, None, :3, 3]), 1)[:, b]  # [B, N, 3]
         r = torch.cat((rot, torso[:, None, :3, :3]), 1)[:, b]  # [B, N, 3, 3]
         k = torch.cat((scale, scale.new_full((B, 1), self.torso_unit)), 1)[:, b]  # [B, N]
-        p = self.params
-        xyz, quat, log_scale = p["local_xyz"][None], p["local_quat"][None], p["log_scale"][None]
-        if self.deformer is not None:
-            if condition is None:
-                condition = vertices.new_zeros(B, self.deformer.n_condition)
-            # a deformer built on these Gaussians' positions only checks their count
-            positions = self.canonical_positions() if getattr(self.deformer, "uses_positions", True) else p["local_xyz"]
-            d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
-            xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
-        means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
-        frame_q = matrix_to_quaternion(r)
-        quats = quaternion_multiply(frame_q, normalize_quaternion(quat).expand_as(frame_q))
-        return WorldGaussians(means=means, quats=quats, scales=torch.exp(log_scale) * k[..., None],
-                              opacities=torch.sigmoid(p["opacity_logit"]), sh=torch.cat((p["sh0"], p["shN"]), dim=1),
-                              sh_frame=frame)
+        return self.on_frames(o, r, k, condition, frame)
 
 
 def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, like: dict[str, Tensor]):
