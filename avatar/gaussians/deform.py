@@ -38,6 +38,8 @@ class ExpressionDeformer(nn.Module):
         position_scale: metres mapped to 1 before encoding (a head is ~0.25 m).
     """
 
+    uses_positions = True  # reads the canonical positions it is given (see FixedDeformer)
+
     def __init__(self, n_condition: int, hidden: int = 128, layers: int = 3, frequencies: int = 4,
                  position_scale: float = 0.15):
         super().__init__()

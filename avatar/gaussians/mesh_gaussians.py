@@ -333,7 +333,7 @@ class MeshGaussians(GaussianAvatar):
             if condition is None:
                 condition = o.new_zeros(o.shape[0], self.deformer.n_condition)
             # a deformer built on these Gaussians' positions only checks their count
-            positions = self.canonical_positions() if getattr(self.deformer, "uses_positions", True) else p["local_xyz"]
+            positions = self.canonical_positions() if self.deformer.uses_positions else p["local_xyz"]
             d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
             xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
         means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
