@@ -1,6 +1,6 @@
 """Benchmark of reenactment, graded from outside with MediaPipe; prints one JSON line.
 
-    python benchmarks/reenact.py --avatars RUN [RUN ...] [--videos V ...] [--synthetic CAP ...]
+    python benchmarks/reenact.py --avatars RUN [RUN ...] [--videos V ...] [--synthetic CAP ...] [--calibration A,W]
         [--size 256] [--max-frames N] [--variants default,range,gain1,linear_lids,mean_face] [--no-fit-check]
 
 Two parts:
@@ -121,6 +121,18 @@ def driver_fit_synthetic(lm, capture_dir: Path):
             "identity": seq.info.get("identity"), "per_frame_ms": seq.info["per_frame_ms"]}
 
 
+def driver_embedding(calibration: str):
+    """None (the model's cached embedding) for ``flat,frontal``, else ICT's embedding calibrated
+    with those options (a few seconds; see docs/experiments.md for what each gave)."""
+    appearance, _, weights = calibration.partition(",")
+    if (appearance, weights or "frontal") == ("flat", "frontal"):
+        return None
+    from avatar import models
+    from avatar.tracking.embedding import calibrate
+
+    return calibrate(models.load("ict"), appearance=appearance, view_weights=weights or "frontal")[0]
+
+
 def run_config(run: Path):
     """The run's ``config.yaml`` (None when it has none)."""
     from omegaconf import OmegaConf
@@ -130,9 +142,16 @@ def run_config(run: Path):
 
 
 def own_video(run: Path) -> Path | None:
+    """The video the run was trained on (its capture's source), or None when its capture is gone.
+    A relative capture path is tried from here, then from beside the run folder (where it was trained)."""
     cfg = run_config(run)
-    meta = Path(cfg.capture) / "meta.json" if cfg is not None else None
-    return Path(json.loads(meta.read_text())["source"]) if meta is not None and meta.is_file() else None
+    if cfg is None:
+        return None
+    for base in (Path.cwd(), run.resolve().parent):
+        meta = base / cfg.capture / "meta.json"
+        if meta.is_file():
+            return Path(json.loads(meta.read_text())["source"])
+    return None
 
 
 def tracked_ceiling(package, run: Path, size: int) -> dict | None:
@@ -180,6 +199,9 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--variants", default="default,range,gain1,linear_lids,mean_face")
     parser.add_argument("--no-fit-check", action="store_true", help="skip the batched-fitter comparison")
+    parser.add_argument("--calibration", default="flat,frontal",
+                        help="the drivers' landmark embedding: APPEARANCE,VIEW_WEIGHTS of "
+                             "avatar.tracking.embedding.calibrate (default: the cached one, flat,frontal)")
     args = parser.parse_args()
 
     import torch
@@ -191,9 +213,11 @@ def main() -> None:
     from avatar.drive.video_driver import landmark_model
 
     t_start = time.perf_counter()
-    lm = landmark_model()
+    lm = landmark_model(embedding=driver_embedding(args.calibration))
+    line_calibration = args.calibration
     videos = [Path(v) for v in args.videos] if args.videos is not None else default_videos()
-    line: dict = {"benchmark": "reenact", "size": args.size, "driver_fit": [], "pairs": []}
+    line: dict = {"benchmark": "reenact", "size": args.size, "calibration": line_calibration, "driver_fit": [],
+                  "pairs": []}
     drivers = {}
     for video in videos:
         fit, points, fps, size, seq = driver_fit_video(lm, video, args.max_frames)

@@ -124,3 +124,35 @@ def test_embedding_accuracy_on_new_poses_and_expressions(ict, calibrated):
     assert np.median(inner) < 4.0, np.median(inner)
     assert np.percentile(inner, 95) < 11.0, np.percentile(inner, 95)
     assert np.median(contour) < 7.0, np.median(contour)
+
+
+
+def test_calibration_options_are_checked():
+    class Named:
+        def __init__(self, name):
+            self.name = name
+
+    assert E.calibration_look(Named("ict"), torch.arange(3)) is None  # flat: the default
+    with pytest.raises(ValueError, match="only ICT has one"):
+        E.calibration_look(Named("flame"), torch.arange(3), "textured")
+    with pytest.raises(ValueError, match="appearance must be one of"):
+        E.calibration_look(Named("ict"), torch.arange(3), "shiny")
+    with pytest.raises(ValueError, match="view_weights must be one of"):
+        E.calibrate(Named("ict"), view_weights="some")
+
+
+def test_textured_calibration_renders_show_a_face_texture(ict):
+    """``appearance="textured"`` renders ICT with its photo texture (skin colours, not the flat
+    grey of the default); the look's UV faces follow the rendered subset of faces."""
+    sub = E.part_faces(ict)
+    look = E.calibration_look(ict, sub, "textured")
+    assert look is not None and look["uv_faces"].shape == (len(sub), 3)
+    cam = E.CalibrationCamera(width=256, height=256, focal=550.0)
+    with torch.no_grad():
+        verts = ict().vertices.float()
+    textured, raster = E.render_for_mediapipe(verts, ict.faces[sub], cam.K(), cam.viewmat(), 256, 256, look)
+    flat, raster_flat = E.render_for_mediapipe(verts, ict.faces[sub], cam.K(), cam.viewmat(), 256, 256)
+    assert torch.equal(raster.triangle_id, raster_flat.triangle_id)  # same geometry, other albedo
+    covered = raster.mask[0].numpy()
+    chroma = lambda img: float(np.abs(img[covered].astype(np.float32) - img[covered].mean(1, keepdims=True)).mean())  # noqa: E731
+    assert chroma(flat) < 1.0 < chroma(textured)  # grey vs skin colours
