@@ -128,9 +128,14 @@ def driver_embedding(calibration: str):
     if (appearance, weights or "frontal") == ("flat", "frontal"):
         return None
     from avatar import models
-    from avatar.tracking.embedding import calibrate
+    from avatar.synthetic.texture import calibration_look
+    from avatar.tracking.embedding import calibrate, part_faces
 
-    return calibrate(models.load("ict"), appearance=appearance, view_weights=weights or "frontal")[0]
+    model = models.load("ict")
+    if appearance not in ("flat", "textured"):
+        raise SystemExit(f"--calibration: appearance must be flat or textured, got {appearance!r}")
+    look = calibration_look(model, part_faces(model)) if appearance == "textured" else None
+    return calibrate(model, look=look, view_weights=weights or "frontal")[0]
 
 
 def run_config(run: Path):

@@ -127,26 +127,28 @@ def test_embedding_accuracy_on_new_poses_and_expressions(ict, calibrated):
 
 
 
+
 def test_calibration_options_are_checked():
+    from avatar.synthetic.texture import calibration_look
+
     class Named:
         def __init__(self, name):
             self.name = name
 
-    assert E.calibration_look(Named("ict"), torch.arange(3)) is None  # flat: the default
     with pytest.raises(ValueError, match="only ICT has one"):
-        E.calibration_look(Named("flame"), torch.arange(3), "textured")
-    with pytest.raises(ValueError, match="appearance must be one of"):
-        E.calibration_look(Named("ict"), torch.arange(3), "shiny")
+        calibration_look(Named("flame"), torch.arange(3))
     with pytest.raises(ValueError, match="view_weights must be one of"):
         E.calibrate(Named("ict"), view_weights="some")
 
 
 def test_textured_calibration_renders_show_a_face_texture(ict):
-    """``appearance="textured"`` renders ICT with its photo texture (skin colours, not the flat
-    grey of the default); the look's UV faces follow the rendered subset of faces."""
+    """A textured ``look`` renders ICT with its photo texture (skin colours, not the flat grey of
+    the default); the look's UV faces follow the rendered subset of faces."""
+    from avatar.synthetic.texture import calibration_look
+
     sub = E.part_faces(ict)
-    look = E.calibration_look(ict, sub, "textured")
-    assert look is not None and look["uv_faces"].shape == (len(sub), 3)
+    look = calibration_look(ict, sub)
+    assert look["uv_faces"].shape == (len(sub), 3)
     cam = E.CalibrationCamera(width=256, height=256, focal=550.0)
     with torch.no_grad():
         verts = ict().vertices.float()

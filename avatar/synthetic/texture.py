@@ -469,3 +469,23 @@ def load_or_build_texture(
     _atomic_write_png(path, atlas)
     log.info("built the ICT face texture in %.1f s -> %s", time.perf_counter() - t0, path)
     return HeadTexture(atlas, path, from_cache=False)
+
+
+# Lambert shading of textured landmark-calibration renders (as the synthetic captures').
+CALIBRATION_AMBIENT = 0.5
+CALIBRATION_LIGHT = (-0.3, -0.45, -1.0)
+
+
+def calibration_look(model, faces_index: Tensor, cache_dir: str | os.PathLike | None = None) -> dict:
+    """:func:`avatar.render.render_mesh` keywords that render the ICT ``model``'s faces
+    ``faces_index`` with the astronaut atlas (:func:`load_or_build_texture`), Lambert-shaded: the
+    ``look`` of :func:`avatar.tracking.embedding.calibrate` for a textured calibration. ValueError
+    for a model other than ICT (the atlas is laid out on ICT's UVs)."""
+    if model.name != "ict":
+        raise ValueError(f"no face texture for model '{model.name}' (only ICT has one); calibrate it flat-grey")
+    uvs, uv_faces = atlas_uvs(model)
+    dev = model.faces.device
+    return {"texture": load_or_build_texture(model, cache_dir).as_tensor().to(dev), "uvs": uvs.to(dev),
+            "uv_faces": uv_faces[faces_index.to(uv_faces.device)].to(dev), "ambient": CALIBRATION_AMBIENT,
+            "light_dir": CALIBRATION_LIGHT}
+

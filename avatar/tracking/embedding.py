@@ -8,8 +8,9 @@ position, bilinear over the four nearest pixel centres). Per landmark, the surfa
 of all views are averaged with weights favouring views in which that point is seen
 frontally (face-oval points: only the near-frontal views, since MediaPipe slides them onto
 the silhouette as the head turns), and the average is snapped back to the closest point
-of the rendered surface (``calibrate(appearance=, view_weights=)`` offers a textured head and
-equal view weights instead: measured, not the default; see docs/experiments.md). The result
+of the rendered surface (``calibrate(look=, view_weights=)`` takes a textured head, e.g.
+:func:`avatar.synthetic.texture.calibration_look`, and equal view weights instead: measured,
+not the default; see docs/experiments.md). The result
 is ``faces [478]`` + ``bary [478, 3]``. Exceptions: the
 two iris centres go to the front poles of the eyeballs, and eye-contour (lid margin) points
 that land on an eyeball are moved onto the lid skin (see :data:`EYE_CONTOUR`).
@@ -78,11 +79,7 @@ IRIS_CENTRES = (468, 473)
 EYE_CONTOUR = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
                249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
 EMBEDDING_FORMAT = 4
-APPEARANCES = ("flat", "textured")
 VIEW_WEIGHTS = ("frontal", "equal")
-# Lambert shading of the textured calibration renders (as the synthetic captures').
-TEXTURED_AMBIENT = 0.5
-TEXTURED_LIGHT = (-0.3, -0.45, -1.0)
 
 
 @dataclass
@@ -171,8 +168,8 @@ def render_for_mediapipe(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Te
                          look: dict | None = None):
     """Render ``uint8 [H, W, 3]`` and its :class:`MeshRaster` (triangle ids index ``faces``) through
     the pinhole ``K [3, 3]`` / world-to-camera ``viewmat [4, 4]`` (e.g. :class:`CalibrationCamera`'s).
-    ``look``: :func:`render_mesh` keywords for the albedo and light (:func:`calibration_look`);
-    None: flat-shaded grey."""
+    ``look``: :func:`render_mesh` keywords for the albedo and light (e.g.
+    :func:`avatar.synthetic.texture.calibration_look`); None: flat-shaded grey."""
     from avatar.render import render_mesh  # noqa: PLC0415
 
     out = render_mesh(vertices, faces, K.to(vertices), width, height, viewmat.to(vertices), background=0.0,
@@ -245,37 +242,16 @@ def calibration_parts(model, parts=None) -> tuple[str, ...]:
     return tuple(parts) if parts is not None else require_profile(model).calibration_parts
 
 
-def calibration_look(model, faces_index: Tensor, appearance: str = "flat") -> dict | None:
-    """:func:`render_mesh` keywords for calibration renders of the model's faces ``faces_index``:
-    None for ``flat`` (grey, flat-shaded); for ``textured``, ICT's photo atlas
-    (:func:`avatar.synthetic.texture.load_or_build_texture`, built once into the user cache) with
-    Lambert shading. ``textured`` for a model other than ICT, or an unknown name, is a ValueError."""
-    if appearance not in APPEARANCES:
-        raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}, got {appearance!r}")
-    if appearance == "flat":
-        return None
-    if model.name != "ict":
-        raise ValueError(f"no face texture for model '{model.name}' (only ICT has one); calibrate it with "
-                         "appearance='flat'")
-    from avatar.synthetic.texture import atlas_uvs, load_or_build_texture  # noqa: PLC0415
-
-    uvs, uv_faces = atlas_uvs(model)
-    dev = model.faces.device
-    return {"texture": load_or_build_texture(model).as_tensor().to(dev), "uvs": uvs.to(dev),
-            "uv_faces": uv_faces[faces_index.to(uv_faces.device)].to(dev), "ambient": TEXTURED_AMBIENT,
-            "light_dir": TEXTURED_LIGHT}
-
-
-def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None = None,
-              parts=None, appearance: str = "flat", view_weights: str = "frontal") -> tuple[LandmarkEmbedding, dict]:
+def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None = None, parts=None,
+              look: dict | None = None, view_weights: str = "frontal") -> tuple[LandmarkEmbedding, dict]:
     """Calibrate the 478-landmark embedding of ``model`` with MediaPipe (see the module doc).
 
-    ``parts``: the parts rendered (default: the tracking profile's). ``appearance``: ``flat``
-    (grey; the default and what :func:`load_embedding` caches) or ``textured``
-    (:func:`calibration_look`). ``view_weights``: ``frontal`` (each view weighted by how
-    frontally it sees the point, cos^4) or ``equal`` (every view that sees it). Returns the
-    embedding and a report (views used, per-view detection, spread of the per-view surface
-    points in mm). Raises :class:`~avatar.models.profile.TrackingProfileError` for a model
+    ``parts``: the parts rendered (default: the tracking profile's). ``look``: None (flat grey;
+    the default and what :func:`load_embedding` caches) or :func:`render_mesh` keywords for the
+    parts' faces (:func:`avatar.synthetic.texture.calibration_look`: ICT textured).
+    ``view_weights``: ``frontal`` (each view weighted by how frontally it sees the point, cos^4)
+    or ``equal`` (every view that sees it). Returns the embedding and a report (views used,
+    per-view detection, spread of the per-view surface points in mm). Raises :class:`~avatar.models.profile.TrackingProfileError` for a model
     without a profile, ValueError for an unknown option.
     """
     if view_weights not in VIEW_WEIGHTS:
@@ -287,7 +263,6 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     camera = camera or CalibrationCamera()
     K, viewmat = camera.K(), camera.viewmat()
     sub = part_faces(model, parts)
-    look = calibration_look(model, sub, appearance)
     faces = model.faces[sub]
     with torch.no_grad():
         template = model().vertices[0].float()
@@ -354,7 +329,7 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     fitted = ((resid.norm(dim=-1) * (Wt > 0)).sum(0) / (Wt > 0).sum(0))
     report = {
         "views": [list(v) for v in views],
-        "appearance": appearance,
+        "appearance": "flat" if look is None else "textured",
         "view_weights": view_weights,
         "detected": found,
         "spread_mm_median": round(float(spread.median()) * 1e3, 3),
@@ -486,9 +461,9 @@ def read_embedding(path: str | Path, num_faces: int) -> LandmarkEmbedding:
 
 
 def reprojection_errors(model, emb: LandmarkEmbedding, cases, camera: CalibrationCamera | None = None,
-                        parts=None, appearance: str = "flat") -> dict[str, np.ndarray]:
-    """Pixel distance between MediaPipe on renders of ``model`` (``appearance`` as in
-    :func:`calibrate`) and the projected embedding.
+                        parts=None, look: dict | None = None) -> dict[str, np.ndarray]:
+    """Pixel distance between MediaPipe on renders of ``model`` (``look`` as in :func:`calibrate`)
+    and the projected embedding.
 
     ``cases``: list of dicts of model inputs (``rotation [1, 3]``, ``expression [1, E]``,
     ``shape``...). Returns ``{"all": [n, 478] px (NaN where no face), "found": [n] bool}``.
@@ -498,7 +473,6 @@ def reprojection_errors(model, emb: LandmarkEmbedding, cases, camera: Calibratio
     camera = camera or CalibrationCamera()
     sub = part_faces(model, parts)
     K, vm = camera.K(), camera.viewmat()
-    look = calibration_look(model, sub, appearance)
     errors, found = [], []
     with FaceMeshDetector(video=False, max_faces=1) as det, torch.no_grad():
         for case in cases:
