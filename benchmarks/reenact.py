@@ -125,6 +125,8 @@ def driver_embedding(calibration: str):
     """None (the model's cached embedding) for ``flat,frontal``, else ICT's embedding calibrated
     with those options (a few seconds; see docs/experiments.md for what each gave)."""
     appearance, _, weights = calibration.partition(",")
+    if appearance not in ("flat", "textured"):
+        raise SystemExit(f"--calibration: appearance must be flat or textured, got {appearance!r}")
     if (appearance, weights or "frontal") == ("flat", "frontal"):
         return None
     from avatar import models
@@ -132,8 +134,6 @@ def driver_embedding(calibration: str):
     from avatar.tracking.embedding import calibrate, part_faces
 
     model = models.load("ict")
-    if appearance not in ("flat", "textured"):
-        raise SystemExit(f"--calibration: appearance must be flat or textured, got {appearance!r}")
     look = calibration_look(model, part_faces(model)) if appearance == "textured" else None
     return calibrate(model, look=look, view_weights=weights or "frontal")[0]
 
@@ -219,9 +219,8 @@ def main() -> None:
 
     t_start = time.perf_counter()
     lm = landmark_model(embedding=driver_embedding(args.calibration))
-    line_calibration = args.calibration
     videos = [Path(v) for v in args.videos] if args.videos is not None else default_videos()
-    line: dict = {"benchmark": "reenact", "size": args.size, "calibration": line_calibration, "driver_fit": [],
+    line: dict = {"benchmark": "reenact", "size": args.size, "calibration": args.calibration, "driver_fit": [],
                   "pairs": []}
     drivers = {}
     for video in videos:

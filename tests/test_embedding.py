@@ -126,8 +126,6 @@ def test_embedding_accuracy_on_new_poses_and_expressions(ict, calibrated):
     assert np.median(contour) < 7.0, np.median(contour)
 
 
-
-
 def test_calibration_options_are_checked():
     from avatar.synthetic.texture import calibration_look
 

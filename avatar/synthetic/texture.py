@@ -488,4 +488,3 @@ def calibration_look(model, faces_index: Tensor, cache_dir: str | os.PathLike | 
     return {"texture": load_or_build_texture(model, cache_dir).as_tensor().to(dev), "uvs": uvs.to(dev),
             "uv_faces": uv_faces[faces_index.to(uv_faces.device)].to(dev), "ambient": CALIBRATION_AMBIENT,
             "light_dir": CALIBRATION_LIGHT}
-

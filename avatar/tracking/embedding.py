@@ -10,10 +10,9 @@ frontally (face-oval points: only the near-frontal views, since MediaPipe slides
 the silhouette as the head turns), and the average is snapped back to the closest point
 of the rendered surface (``calibrate(look=, view_weights=)`` takes a textured head, e.g.
 :func:`avatar.synthetic.texture.calibration_look`, and equal view weights instead: measured,
-not the default; see docs/experiments.md). The result
-is ``faces [478]`` + ``bary [478, 3]``. Exceptions: the
-two iris centres go to the front poles of the eyeballs, and eye-contour (lid margin) points
-that land on an eyeball are moved onto the lid skin (see :data:`EYE_CONTOUR`).
+not the default; see docs/experiments.md). The result is ``faces [478]`` + ``bary [478, 3]``.
+Exceptions: the two iris centres go to the front poles of the eyeballs, and eye-contour (lid
+margin) points that land on an eyeball are moved onto the lid skin (see :data:`EYE_CONTOUR`).
 
 What is rendered and which parts are the eyeballs and the lid skin come from the model's
 tracking profile (:class:`avatar.models.profile.TrackingProfile`: ``calibration_parts``,
@@ -251,8 +250,9 @@ def calibrate(model, views=CALIBRATION_VIEWS, camera: CalibrationCamera | None =
     parts' faces (:func:`avatar.synthetic.texture.calibration_look`: ICT textured).
     ``view_weights``: ``frontal`` (each view weighted by how frontally it sees the point, cos^4)
     or ``equal`` (every view that sees it). Returns the embedding and a report (views used,
-    per-view detection, spread of the per-view surface points in mm). Raises :class:`~avatar.models.profile.TrackingProfileError` for a model
-    without a profile, ValueError for an unknown option.
+    per-view detection, spread of the per-view surface points in mm). Raises
+    :class:`~avatar.models.profile.TrackingProfileError` for a model without a profile,
+    ValueError for an unknown option.
     """
     if view_weights not in VIEW_WEIGHTS:
         raise ValueError(f"view_weights must be one of {', '.join(VIEW_WEIGHTS)}, got {view_weights!r}")
