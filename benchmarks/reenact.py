@@ -125,9 +125,11 @@ def driver_embedding(calibration: str):
     """None (the model's cached embedding) for ``flat,frontal``, else ICT's embedding calibrated
     with those options (a few seconds; see docs/experiments.md for what each gave)."""
     appearance, _, weights = calibration.partition(",")
-    if appearance not in ("flat", "textured"):
-        raise SystemExit(f"--calibration: appearance must be flat or textured, got {appearance!r}")
-    if (appearance, weights or "frontal") == ("flat", "frontal"):
+    weights = weights or "frontal"
+    if appearance not in ("flat", "textured") or weights not in ("frontal", "equal"):
+        raise SystemExit(f"--calibration must be APPEARANCE,VIEW_WEIGHTS with flat|textured and frontal|equal, "
+                         f"got {calibration!r}")
+    if (appearance, weights) == ("flat", "frontal"):
         return None
     from avatar import models
     from avatar.synthetic.texture import calibration_look
@@ -135,7 +137,7 @@ def driver_embedding(calibration: str):
 
     model = models.load("ict")
     look = calibration_look(model, part_faces(model)) if appearance == "textured" else None
-    return calibrate(model, look=look, view_weights=weights or "frontal")[0]
+    return calibrate(model, look=look, view_weights=weights)[0]
 
 
 def run_config(run: Path):
