@@ -24,6 +24,9 @@ How the figures in the README were made (captures copied and given pose landmark
     avatar train capture=CAP_P out=RUN_P avatar=portrait train.resolution=256 \
         train.gaussians.uv_resolution=64 train.densify.max_gaussians=30000
     python benchmarks/portrait.py --portrait RUN_P --head RUN_HEAD_ONLY
+
+``avatar=portrait`` draws the upper body as an anchor-warped texture; train the same capture with
+``avatar=portrait_gaussians`` (torso Gaussians) and grade both to compare them side by side.
 """
 
 from __future__ import annotations

@@ -320,8 +320,8 @@ def test_avatar_portrait_trains_on_the_person_mask_by_default(repo_root):
     import avatar.apps.train  # noqa: F401  (registers the train schema)
 
     with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["avatar=portrait", "capture=c", "out=o"])
-        head = compose("train", overrides=["avatar=portrait", "capture=c", "out=o", "train.mask=head"])
+        cfg = compose("train", overrides=["avatar=portrait_gaussians", "capture=c", "out=o"])
+        head = compose("train", overrides=["avatar=portrait_gaussians", "capture=c", "out=o", "train.mask=head"])
         plain = compose("train", overrides=["capture=c", "out=o"])
     assert cfg.train.mask == "person" and cfg.train.gaussians.kind == "portrait" and cfg.train.gaussians.deform
     assert head.train.mask == "head"

@@ -42,6 +42,8 @@ def main(cfg: DictConfig) -> int:
     files = "".join(f"\n  {f}" for f in report["files"][:6]) + (
         f"\n  ... {len(report['files']) - 6} more" if len(report["files"]) > 6 else "")
     print(f"avatar export: {report['n_gaussians']} Gaussians, {report['kind']}{files}\n  report: {path}")
+    if report.get("not_exported"):
+        print(f"  not exported: {report['not_exported']}")
     return 0
 
 
@@ -122,6 +124,10 @@ def _report(kind: str, gaussians, model, state: dict, files: list[Path], **extra
     from ..drive.export import reference_camera  # noqa: PLC0415
 
     device = next(iter(gaussians.params.values())).device
+    if getattr(gaussians, "torso_texture", None) is not None:  # avatar=portrait (kind portrait_texture)
+        extra["not_exported"] = ("the body's neural texture and its anchor warp: PLY / SPZ hold Gaussians only, "
+                                 "so these files have the head without the shoulders; avatar.pt keeps the texture "
+                                 "for avatar render / live")
     return {"kind": kind, "n_gaussians": len(gaussians), "sh_degree": int(gaussians.sh_degree),
             "files": [str(f) for f in files], **extra, "axes": AXES,
             "reference_camera": reference_camera(model, state, device)}

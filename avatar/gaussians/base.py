@@ -23,7 +23,7 @@ Kinds are built by name through :mod:`avatar.gaussians.registry`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterable
+from typing import Callable, ClassVar, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -77,17 +77,30 @@ class WorldGaussians:
     opacities: Tensor  # [N]
     sh: Tensor  # [N, K, 3]
     sh_frame: Tensor | None = None  # [B, 3, 3] axes the SH directions are taken in (None: world)
+    # A layer behind the Gaussians (a body's neural texture): ``under(index, viewmats, Ks, width,
+    # height, renderer) -> (colour [C, H, W, 3], opacity [C, H, W, 1])`` for frame ``index``.
+    under: Callable | None = None
 
     def render(self, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int, index: int = 0, **kwargs):
         """:func:`avatar.render.rasterization` of frame ``index`` seen by ``viewmats [C, 4, 4]`` /
         ``Ks [C, 3, 3]`` (``kwargs``: its other arguments), SH of degree ``sh_degree`` shaded in
         :attr:`sh_frame`: world directions are left to the rasterizer, head-frame colours are
-        evaluated here."""
+        evaluated here. With an :attr:`under` layer (RGB renders), the Gaussians are composited over
+        it and it over the background; the alpha returned covers both."""
         colors, degree = self.sh, sh_degree
         if self.sh_frame is not None:
             colors, degree = sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
-        return rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities, colors,
-                             viewmats, Ks, width, height, sh_degree=degree, **kwargs)
+        if self.under is None or kwargs.get("render_mode", "RGB") != "RGB":
+            return rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities, colors,
+                                 viewmats, Ks, width, height, sh_degree=degree, **kwargs)
+        backgrounds = kwargs.pop("backgrounds", None)
+        img, alpha, meta = rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities,
+                                         colors, viewmats, Ks, width, height, sh_degree=degree, **kwargs)
+        colour, opacity = self.under(index, viewmats, Ks, width, height, kwargs)
+        behind = colour * opacity
+        if backgrounds is not None:
+            behind = behind + backgrounds[:, None, None, :] * (1 - opacity)
+        return img + (1 - alpha) * behind, alpha + (1 - alpha) * opacity, meta
 
 
 class GaussianAvatar(nn.Module):

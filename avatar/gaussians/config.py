@@ -31,13 +31,19 @@ class MeshGaussiansConfig:
     deform_hidden: int = 128  # expression MLP: hidden width
     deform_layers: int = 3  # expression MLP: hidden layers
     deform_frequencies: int = 4  # expression MLP: positional-encoding octaves of the canonical positions
-    # Portrait avatars (avatar=portrait, avatar.gaussians.portrait): Gaussians off the mesh where the
+    # Portrait avatars (avatar=portrait, avatar=portrait_gaussians; avatar.gaussians.portrait): Gaussians off the mesh where the
     # person mask shows what the mesh does not cover; above the neck they follow the head, below it the torso.
     offmesh_frames: int = 4  # training frames (spread over the sequence) whose uncovered mask pixels seed them
     offmesh_stride: int = 2  # one off-mesh Gaussian per this many pixels each way, at the training resolution
     offmesh_max: int = 12000  # at most this many off-mesh Gaussians at start (head and torso together)
     neck_length: float = 0.03  # metres under the chin where the head's off-mesh part ends and the torso's begins
     torso_unit: float = 0.01  # metres per local unit of torso Gaussians (their xyz learning rate and size units)
+    # avatar=portrait (kind portrait_texture, avatar.gaussians.torso_texture): the upper body as a texture read
+    # through the splat of anchor Gaussians (GH&S), instead of avatar=portrait_gaussians' torso Gaussians.
+    torso_anchor_spacing: float = 2.5  # torso units between neighbouring anchors of the warp's grid
+    torso_texel: float = 0.25  # torso units per texel of the body texture
+    torso_texture_max: int = 512  # cap on the texture's width and height in texels
+    torso_fine_features: int = 4  # texture channels of the pose-dependent fine colour
 
 
 @dataclass

@@ -39,6 +39,10 @@ AVATAR_KINDS: dict[str, AvatarKind] = {
     "portrait": AvatarKind(
         "portrait", "avatar.gaussians.portrait:PortraitGaussians", "avatar.gaussians.config:MeshGaussiansConfig",
         "mesh-bound Gaussians plus off-mesh ones (hair, glasses, neck) and torso ones skinned to the shoulders"),
+    "portrait_texture": AvatarKind(
+        "portrait_texture", "avatar.gaussians.torso_texture:PortraitTextureGaussians",
+        "avatar.gaussians.config:MeshGaussiansConfig",
+        "a portrait whose upper body is a neural texture read through an anchor-Gaussian warp (GH&S)"),
 }
 
 

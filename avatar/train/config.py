@@ -27,6 +27,9 @@ class TrainConfig:
     lr_sh0: float = 2.5e-3  # base colour (SH band 0)
     lr_shN: float = 1.25e-4  # view-dependent colour (SH bands 1-3)
     lr_deform: float = 1e-3  # the expression deformer's MLP (avatar=mesh_gaussians_dynamic)
+    lr_torso_texture: float = 1e-2  # avatar=portrait (kind portrait_texture): the body texture (colour and opacity logits, fine channels)
+    lr_torso_anchors: float = 5e-3  # its anchor Gaussians: offsets (torso units), log-sizes, opacity logits
+    lr_torso_decoder: float = 1e-3  # its pose-dependent fine-colour decoder
     # Joint refinement of the tracking: per-frame offsets of rotation, translation and
     # expression trained with the Gaussians (held-out frames keep their tracking).
     refine_tracking: bool = False
