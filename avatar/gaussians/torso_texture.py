@@ -81,7 +81,7 @@ class TorsoTexture(nn.Module):
         self.register_buffer("torso_rest", torso_rest.to(anchors).clone())
         u = (anchors[:, 0] - x0) / (x1 - x0)
         v = (y1 - anchors[:, 1]) / (y1 - y0)  # row 0 at the top: the texture reads upright
-        self.register_buffer("anchor_uv", torch.stack((u, v, torch.ones_like(u)), -1))
+        self.register_buffer("anchor_uv", torch.stack((u, v, torch.ones_like(u)), -1), persistent=False)  # from anchors, box
         A = anchors.shape[0]
         self.anchor_offset = nn.Parameter(torch.zeros_like(anchors))
         self.anchor_log_scale = nn.Parameter(anchor_log_scale.to(anchors).clone().reshape(A, 3))
@@ -165,14 +165,14 @@ class TorsoTexture(nn.Module):
 
     # ------------------------------------------------------------ saving
     def state(self) -> dict:
-        return {"anchors": self.anchors.detach().cpu().clone(), "box": list(self.box), "unit": self.unit,
-                "fine_features": self.fine_features, "torso_rest": self.torso_rest.detach().cpu().clone(),
+        """The box, units and channel count, and the module's tensors (anchors and rest torso among them)."""
+        return {"box": list(self.box), "unit": self.unit, "fine_features": self.fine_features,
                 "weights": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}}
 
     @classmethod
     def from_state(cls, state: dict, device=None) -> "TorsoTexture":
-        w = state["weights"]
-        module = cls(state["anchors"], tuple(state["box"]), w["texture"], w["anchor_log_scale"], state["torso_rest"],
+        w = {k: v for k, v in state["weights"].items() if k != "anchor_uv"}  # derived (saved by the first files)
+        module = cls(w["anchors"], tuple(state["box"]), w["texture"], w["anchor_log_scale"], w["torso_rest"],
                      state["unit"], state["fine_features"])
         module.load_state_dict(w)
         return module.to(device)
