@@ -90,13 +90,13 @@ class WorldGaussians:
         colors, degree = self.sh, sh_degree
         if self.sh_frame is not None:
             colors, degree = sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
-        if self.under is None or kwargs.get("render_mode", "RGB") != "RGB":
-            return rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities, colors,
-                                 viewmats, Ks, width, height, sh_degree=degree, **kwargs)
-        backgrounds = kwargs.pop("backgrounds", None)
+        under = self.under if kwargs.get("render_mode", "RGB") == "RGB" else None
+        backgrounds = kwargs.pop("backgrounds", None) if under is not None else None  # else the rasterizer's
         img, alpha, meta = rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities,
                                          colors, viewmats, Ks, width, height, sh_degree=degree, **kwargs)
-        colour, opacity = self.under(index, viewmats, Ks, width, height, kwargs)
+        if under is None:
+            return img, alpha, meta
+        colour, opacity = under(index, viewmats, Ks, width, height, kwargs)
         behind = colour * opacity
         if backgrounds is not None:
             behind = behind + backgrounds[:, None, None, :] * (1 - opacity)
