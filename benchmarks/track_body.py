@@ -13,8 +13,12 @@ joint, the global rotation error in camera axes, and the tracking report's mask 
 green), with their wall times (target: preprocess + track <= 60 s on the 2-core CPU) and the
 mask IoU of the fitted body against the person mask (target >= 0.9).
 
+Both run the tracking's photometric refinement of the global pose as configured
+(``track.body.photometric``); ``--photometric iterations=0`` leaves it out, other ``KEY=VALUE``
+pairs set its options, so variants are measured by the same command.
+
     python benchmarks/track_body.py [--case synthetic|turnaround|all] [--frames 60] [--work DIR] [--detect]
-                                    [--resolution 256] [--device cpu]
+                                    [--resolution 256] [--device cpu] [--photometric KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -66,10 +70,26 @@ def detect_into(capture_dir: Path) -> dict:
     return {"detected": int(track.valid.sum()), "interpolated": int(track.filled.sum())}
 
 
+def track_config(args):
+    """The body tracking options: the defaults, with the ``--photometric KEY=VALUE`` overrides."""
+    import dataclasses
+
+    from avatar.tracking.body_track import BodyTrackConfig
+
+    cfg = BodyTrackConfig()
+    for item in args.photometric:
+        key, _, value = item.partition("=")
+        if key not in {f.name for f in dataclasses.fields(cfg.photometric)} or not value:
+            raise SystemExit(f"--photometric {item}: expected KEY=VALUE with KEY a field of "
+                             "avatar.tracking.body_photometric.BodyPhotometricConfig")
+        setattr(cfg.photometric, key, type(getattr(cfg.photometric, key))(float(value)))
+    return cfg
+
+
 def synthetic(args) -> dict:
     from avatar.io.tracking import load_tracking
     from avatar.synthetic.body_capture import BodySyntheticConfig, load_body_ground_truth, make_body_capture
-    from avatar.tracking.body_track import BodyTrackConfig, track_body_capture
+    from avatar.tracking.body_track import track_body_capture
     import avatar.models
 
     work = Path(args.work or tempfile.mkdtemp(prefix="track_body_"))
@@ -82,7 +102,7 @@ def synthetic(args) -> dict:
     make_seconds = time.perf_counter() - t0
     detected = detect_into(capture) if args.detect else None
     t1 = time.perf_counter()
-    report = track_body_capture(capture, body, BodyTrackConfig(), out=work / f"{capture.name}_track",
+    report = track_body_capture(capture, body, track_config(args), out=work / f"{capture.name}_track",
                                 device=args.device, overlay=False)
     track_seconds = time.perf_counter() - t1
     fit = load_tracking(work / f"{capture.name}_track" / "tracking.npz")
@@ -105,6 +125,7 @@ def synthetic(args) -> dict:
                                       "max": round(float(glob[valid].max()), 3)},
         "mask_iou": report["mask_iou"]["median"], "mask_iou_min": report["mask_iou"]["min"],
         "landmark_error_px": report["reprojection_px"]["median"],
+        "photometric": report.get("photometric"),
         "shape_error": round(float(np.abs(fit.shape - truth.shape).max()), 4),
         "targets": {"joint_angle_error_deg": 5.0, "mask_iou": 0.95},
         "seconds": {"synthetic_capture": round(make_seconds, 2), "track": round(track_seconds, 2),
@@ -120,7 +141,7 @@ def turnaround(args) -> dict:
         return {"benchmark": "track_body", "case": "turnaround", "skipped": f"{video} not found (set AVATAR_TEST_DATA)"}
     from avatar.preprocess import PreprocessConfig
     from avatar.preprocess_body import preprocess_body
-    from avatar.tracking.body_track import BodyTrackConfig, track_body_capture
+    from avatar.tracking.body_track import track_body_capture
     import avatar.models
 
     work = Path(args.work or tempfile.mkdtemp(prefix="track_body_"))
@@ -132,7 +153,7 @@ def turnaround(args) -> dict:
     t1 = time.perf_counter()
     body = avatar.models.load("anny")
     load_seconds = time.perf_counter() - t1
-    report = track_body_capture(capture, body, BodyTrackConfig(), device=args.device, overlay=False)
+    report = track_body_capture(capture, body, track_config(args), device=args.device, overlay=False)
     track_seconds = time.perf_counter() - t1
     return {
         "benchmark": "track_body", "case": "turnaround", "video": video.name, "frames": report["frames"],
@@ -141,6 +162,7 @@ def turnaround(args) -> dict:
         "poor_frames": len(report["poor_frames"]), "preprocess_flags": len(pre["flagged"]),
         "seconds": {"preprocess": round(preprocess_seconds, 2), "model_load": round(load_seconds, 2),
                     "track": round(track_seconds, 2), "fit": report["fit_seconds"],
+                    "photometric": (report.get("photometric") or {}).get("seconds"),
                     "report": report["report_seconds"],
                     "preprocess_plus_track": round(preprocess_seconds + track_seconds, 2)},
         "targets": {"mask_iou": 0.9, "preprocess_plus_track_s": 60.0},
@@ -155,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=256, help="capture resolution, pixels")
     parser.add_argument("--work", default=None, help="folder for the captures (default: a temporary one)")
     parser.add_argument("--detect", action="store_true", help="synthetic: track MediaPipe's landmarks on its frames")
+    parser.add_argument("--photometric", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of the photometric refinement of the global pose (track.body.photometric.*), "
+                             "e.g. iterations=0 to leave it out")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     for case in (("synthetic", "turnaround") if args.case == "all" else (args.case,)):

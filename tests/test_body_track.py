@@ -157,6 +157,7 @@ def test_track_body_capture_writes_tracking_report_and_overlay(body, body_captur
     assert report["reprojection_px"]["median"] < 3.0  # the capture's landmarks are the exact truth
     assert (tmp_path / "track" / "tracking_overlay.mp4").stat().st_size > 0
     assert set(report["stages"]) == {"global", "torso", "limbs"}
+    assert report["photometric"]["iterations"] == cfg.photometric.iterations  # the colour stage ran
 
 
 def test_track_body_capture_refuses_a_capture_without_pose(body, tmp_path):

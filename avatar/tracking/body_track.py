@@ -7,8 +7,10 @@
    flagged frames left out), mapped back into the source video's pixels through each
    frame's crop (a crop that follows the person is a fixed camera seen through a moving
    window), and the silhouette targets of its masks (:mod:`.silhouette`);
-2. the batched coarse-to-fine fit (:func:`.body_fit.fit_body_sequence`);
-3. outputs: ``tracking.npz`` as a :class:`avatar.io.tracking.BodyTrackedSequence` (per-frame
+2. the batched coarse-to-fine fit (:func:`.body_fit.fit_body_sequence`), written at once;
+3. the global pose refined so that the body's colours agree across frames
+   (:mod:`.body_photometric`, ``track.body.photometric``; ``iterations=0`` leaves it out);
+4. outputs: ``tracking.npz`` as a :class:`avatar.io.tracking.BodyTrackedSequence` (per-frame
    intrinsics of the crops, the tracking camera ``diag(1, -1, -1, 1)``, per-frame landmark
    error and mask IoU), written first, then ``tracking_report.json`` (reprojection error in
    capture pixels, mask IoU of the fitted mesh against the person mask, frames flagged
@@ -31,6 +33,7 @@ from avatar.io.capture import Capture, CaptureError, flags_by_kind, frame_ranges
 from avatar.io.reports import write_json
 from avatar.io.tracking import TRACKING_FILE, BodyTrackedSequence
 from .body_fit import CAMERA_FLIP, BodyFitConfig, BodyFitResult, fit_body_sequence, project, to_camera
+from .body_photometric import BodyPhotometricConfig, refine_body_photometric
 from .silhouette import mask_iou, silhouette_targets
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ class BodyTrackConfig:
     """Options of body tracking (``track.body`` of conf/track.yaml)."""
 
     fit: BodyFitConfig = field(default_factory=BodyFitConfig)
+    # the global pose refined so that the body's colours agree across frames (iterations=0: off)
+    photometric: BodyPhotometricConfig = field(default_factory=BodyPhotometricConfig)
     silhouette: bool = True  # fit the person masks too (the limbs stage); false: landmarks only
     silhouette_size: int = 128  # side of the downscaled masks whose distance transforms the fit reads, pixels
     outline_points: int = 160  # points taken along each mask's outline for the cover term
@@ -219,9 +224,14 @@ def track_body_capture(capture_dir: str | os.PathLike, body, cfg: BodyTrackConfi
     fit_seconds = time.perf_counter() - t0
     seq = sequence_from_fit(body, result, capture, valid, scale, origin)
     seq.save(out / TRACKING_FILE)  # first: what was computed is kept whatever follows
+    target_capture = capture.landmarks.pose.astype(np.float32)
+    photometric = None
+    if cfg.photometric.iterations > 0:
+        seq, photometric = refine_body_photometric(capture, body, seq, t(np.nan_to_num(target_capture)),
+                                                   torch.as_tensor(valid), cfg.photometric, progress=progress)
+        seq.save(out / TRACKING_FILE)
 
     t1 = time.perf_counter()
-    target_capture = capture.landmarks.pose.astype(np.float32)
     err, iou, fitted = evaluate(body, seq, capture, target_capture, cfg, progress)
     seq.landmark_error_px, seq.mask_iou = err.astype(np.float32), iou.astype(np.float32)
     seq.save(out / TRACKING_FILE)
@@ -243,6 +253,7 @@ def track_body_capture(capture_dir: str | os.PathLike, body, cfg: BodyTrackConfi
         "preprocess_flags": {str(i): r for i, r in sorted(capture.meta.flagged.items())},
         "fit_seconds": round(fit_seconds, 3), "report_seconds": round(time.perf_counter() - t1, 3),
         "stages": {k: v for k, v in result.stats.items() if isinstance(v, dict)},
+        "photometric": photometric,
         "device": str(dev), "config": asdict(cfg),
         "outputs": {"tracking": str(out / TRACKING_FILE)},
     }
