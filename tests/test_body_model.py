@@ -209,3 +209,61 @@ def test_missing_smpl_file_names_where_to_get_it(tmp_path, monkeypatch):
     assert str(tmp_path / "SMPL_NEUTRAL.pkl") in str(info.value)  # it says where it looked
     with pytest.raises(ValueError, match="available: anny, smpl, smplx"):
         models.load_body("flame")
+
+
+def _random_rigid(B: int, J: int, seed: int = 0) -> torch.Tensor:
+    from avatar.geometry.rotations import axis_angle_to_matrix
+
+    g = torch.Generator().manual_seed(seed)
+    T = torch.eye(4).repeat(B, J, 1, 1)
+    T[:, :, :3, :3] = axis_angle_to_matrix(torch.randn(B, J, 3, generator=g))
+    T[:, :, :3, 3] = torch.randn(B, J, 3, generator=g)
+    return T
+
+
+def test_dual_quaternion_skinning_agrees_with_linear_where_one_joint_moves_a_point():
+    from avatar.geometry.skeleton import dual_quaternion_skinning, linear_blend_skinning
+
+    B, J, N = 2, 5, 9
+    T = _random_rigid(B, J)
+    points = torch.randn(B, N, 3, generator=torch.Generator().manual_seed(1))
+    one = torch.zeros(N, J)
+    one[torch.arange(N), torch.arange(N) % J] = 1.0
+    torch.testing.assert_close(dual_quaternion_skinning(points, one, T)[0], linear_blend_skinning(points, one, T)[0],
+                               atol=1e-5, rtol=1e-5)
+    # sparse weights (each point's joints, heaviest first) give what the dense ones give
+    w = torch.rand(N, J, generator=torch.Generator().manual_seed(2))
+    w = w / w.sum(1, keepdim=True)
+    top = torch.topk(w, 3, dim=1)
+    dense = torch.zeros_like(w).scatter(1, top.indices, top.values / top.values.sum(1, keepdim=True))
+    sparse_out, blended = dual_quaternion_skinning(points, top.values / top.values.sum(1, keepdim=True), T, top.indices)
+    torch.testing.assert_close(sparse_out, dual_quaternion_skinning(points, dense, T)[0], atol=1e-5, rtol=1e-5)
+    R = blended[..., :3]  # rigid: the blended rotations stay rotations
+    torch.testing.assert_close(R @ R.transpose(-1, -2), torch.eye(3).expand_as(R), atol=1e-5, rtol=1e-5)
+
+
+def test_dual_quaternions_keep_a_twisted_joint_from_collapsing():
+    """Half way between a joint at rest and one twisted by 160 degrees, linear blending pulls a
+    point 1 from the axis to 0.17 of it (the candy wrapper); dual quaternions keep it at 1."""
+    from avatar.geometry.rotations import axis_angle_to_matrix
+    from avatar.geometry.skeleton import dual_quaternion_skinning, linear_blend_skinning
+
+    T = torch.eye(4).repeat(1, 2, 1, 1)
+    T[0, 1, :3, :3] = axis_angle_to_matrix(torch.tensor([np.radians(160.0), 0.0, 0.0]))
+    point, half = torch.tensor([[[0.0, 1.0, 0.0]]]), torch.tensor([[0.5, 0.5]])
+    assert float(linear_blend_skinning(point, half, T)[0].norm()) < 0.2
+    assert float(dual_quaternion_skinning(point, half, T)[0].norm()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_body_model_skins_with_dual_quaternions_when_asked():
+    from avatar.models.body import BodyModel
+    from avatar.models.toy_body import toy_body, toy_body_data
+
+    lbs, dqs = toy_body(), BodyModel(toy_body_data(), skinning="dqs")
+    pose = torch.zeros(1, lbs.num_joints, 3)
+    torch.testing.assert_close(dqs(pose=pose).vertices, lbs(pose=pose).vertices)  # at rest they agree
+    pose[0, 1:] = 0.6
+    moved_lbs, moved_dqs = lbs(pose=pose).vertices, dqs(pose=pose).vertices
+    assert not torch.allclose(moved_lbs, moved_dqs, atol=1e-4)
+    with pytest.raises(ValueError, match="skinning='cubic'"):
+        BodyModel(toy_body_data(), skinning="cubic")

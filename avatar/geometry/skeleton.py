@@ -125,7 +125,50 @@ def linear_blend_skinning(
     return posed, blended
 
 
+def dual_quaternion_skinning(
+    rest_points: Tensor,  # [B, N, 3]
+    weights: Tensor,  # [N, J] (or [B, N, J]); with joint_ids: [N, K]
+    transforms: Tensor,  # [B, J, 4, 4], rigid
+    joint_ids: Tensor | None = None,  # [N, K] long: sparse weights, each point's K joints
+) -> tuple[Tensor, Tensor]:
+    """Points moved by the blend of their joints' rigid transforms as unit dual quaternions
+    (Kavan et al. 2007): what linear blending does to the rotations (averaging matrices, which
+    shrinks a point between two joints turned far apart: the collapsed elbow, the candy-wrapper
+    twist) does not happen, since the blend is normalised back to a rigid motion.
+
+    Same arguments and returns as :func:`linear_blend_skinning`; the blended transforms are
+    rigid. Each joint's quaternion is taken on the side of the point's first (sparse) or
+    heaviest (dense) joint's, so that ``q`` and ``-q``, one rotation, do not cancel."""
+    from .rotations import matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix  # noqa: PLC0415
+
+    B, J = transforms.shape[:2]
+    assert transforms.shape == (B, J, 4, 4), f"transforms must be (B, J, 4, 4), got {tuple(transforms.shape)}"
+    N = rest_points.shape[-2]
+    real = matrix_to_quaternion(transforms[:, :, :3, :3])  # [B, J, 4]
+    t = transforms[:, :, :3, 3]
+    dual = 0.5 * quaternion_multiply(torch.cat((torch.zeros_like(t[..., :1]), t), -1), real)  # [B, J, 4]
+    both = torch.cat((real, dual), -1)  # [B, J, 8]
+    if joint_ids is not None:
+        assert weights.shape == joint_ids.shape, f"sparse weights {tuple(weights.shape)} and joint_ids {tuple(joint_ids.shape)}"
+        q = both[:, joint_ids]  # [B, N, K, 8]
+        sign = torch.where((q[..., :4] * q[..., :1, :4]).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(q.dtype)
+        blend = (q * (weights[..., None] * sign)).sum(-2)  # [B, N, 8]
+    else:
+        assert weights.shape[-1] == J, f"weights must be (N, {J}), got {tuple(weights.shape)}"
+        w = weights.expand(B, N, J) if weights.dim() == 2 else weights
+        ref = real.gather(1, w.argmax(-1)[..., None].expand(B, N, 4))  # [B, N, 4]: the heaviest joint's
+        sign = torch.where(torch.einsum("bnc,bjc->bnj", ref, real) < 0, -1.0, 1.0).to(w.dtype)
+        blend = torch.einsum("bnj,bjc->bnc", w * sign, both)
+    norm = blend[..., :4].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    qr, qd = blend[..., :4] / norm, blend[..., 4:] / norm
+    conj = qr * qr.new_tensor([1.0, -1.0, -1.0, -1.0])
+    translation = 2 * quaternion_multiply(qd, conj)[..., 1:]  # [B, N, 3]
+    R = quaternion_to_matrix(qr)  # [B, N, 3, 3]
+    posed = (R @ rest_points[..., None].expand(B, N, 3, 1))[..., 0] + translation
+    return posed, torch.cat((R, translation[..., None]), -1)
+
+
 __all__ = [
-    "POSE_LANDMARK_NAMES", "as_rotation_matrices", "forward_kinematics", "kinematic_levels",
-    "linear_blend_skinning",
+    "POSE_LANDMARK_NAMES", "as_rotation_matrices", "dual_quaternion_skinning", "forward_kinematics",
+    "kinematic_levels", "linear_blend_skinning",
 ]

@@ -84,6 +84,7 @@ class AnnyConfig:
     dtype: str = "float32"  # torch dtype of the buffers
     rig: str = "anny"  # anny rig preset
     topology: str = "anny"  # anny mesh topology preset
+    skinning: str = "lbs"  # "lbs": linear blend skinning; "dqs": dual quaternions (no collapse at bent or twisted joints)
 
     def build(self) -> BodyModel:
         return load_anny(self)
@@ -199,7 +200,7 @@ def load_anny(config: AnnyConfig | None = None, **options) -> BodyModel:
         parts={"body": np.ones(V, bool), **dominant_joint_parts(weights, names, _PART_GROUPS)},
         shape_map=AnnyPhenotypeMap(model, dtype),
     )
-    body = BodyModel(data, dtype=dtype)
+    body = BodyModel(data, dtype=dtype, skinning=config.skinning)
     body.load_seconds = time.perf_counter() - start
     return body
 

@@ -34,6 +34,10 @@ SMPL's a T-pose); ``rotation`` turns the whole body about the root joint's rest 
 after the root's own pose, then ``translation`` is added::
 
     posed = R(rotation) @ (LBS(rest(shape), pose) - root_rest) + root_rest + translation
+
+``skinning="dqs"`` (Anny's model option ``skinning``, e.g. ``model_options.skinning=dqs`` for
+``avatar train``) blends the joints' motions as dual quaternions instead of matrices
+(:func:`avatar.geometry.skeleton.dual_quaternion_skinning`); the global turn is rigid either way.
 """
 
 from __future__ import annotations
@@ -47,11 +51,14 @@ from torch import Tensor, nn
 from avatar.geometry.skeleton import (
     POSE_LANDMARK_NAMES,
     as_rotation_matrices,
+    dual_quaternion_skinning,
     forward_kinematics,
     kinematic_levels,
     linear_blend_skinning,
 )
 from avatar.models.engine import ParametricModel
+
+SKINNING = {"lbs": linear_blend_skinning, "dqs": dual_quaternion_skinning}  # BodyModel(skinning=...)
 
 
 @dataclass(frozen=True)
@@ -166,8 +173,12 @@ class BodyModel(ParametricModel):
 
     is_body = True
 
-    def __init__(self, data: BodyData, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, data: BodyData, dtype: torch.dtype = torch.float32, skinning: str = "lbs") -> None:
         super().__init__()
+        if skinning not in SKINNING:
+            raise ValueError(f"model option skinning={skinning!r}: expected one of {', '.join(SKINNING)} "
+                             "(lbs: linear blend skinning; dqs: dual-quaternion skinning)")
+        self.skinning = skinning
         self.name = data.name
         V, J = data.template.shape[0], len(data.parents)
         K = data.shapedirs.shape[-1]
@@ -301,7 +312,7 @@ class BodyModel(ParametricModel):
         if vertex_ids is not None:
             shaped, weights = shaped[:, vertex_ids], weights[vertex_ids]
             joint_ids = None if joint_ids is None else joint_ids[vertex_ids]
-        vertices, _ = linear_blend_skinning(shaped.expand(B, -1, -1), weights, transforms, joint_ids)
+        vertices, _ = SKINNING[self.skinning](shaped.expand(B, -1, -1), weights, transforms, joint_ids)
         return vertices, joints, transforms
 
     def _check(self, x: Tensor, what: str) -> None:
