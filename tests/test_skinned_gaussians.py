@@ -106,3 +106,39 @@ def test_trainer_reads_a_body_capture(tmp_path, body):
     assert ply.stat().st_size > 0
     with pytest.raises(ValueError, match="refine_tracking is for heads"):
         Trainer(dataclasses.replace(cfg, refine_tracking=True), frames, trainer.gaussians, tmp_path / "run2", model=body)
+
+
+def test_a_pose_beyond_the_training_frames_reads_the_offsets_of_the_nearest_trained_one(body):
+    """The deformer's condition is bounded by the training frames' range (recorded at
+    initialisation, kept in the state): a squat an A-pose turnaround never showed gets the
+    offsets of the most bent pose it did show, not an MLP's extrapolation."""
+    from types import SimpleNamespace
+
+    cfg = dataclasses.replace(CFG, deform=True, deform_hidden=16, deform_layers=1)
+    joint = body.joint_names.index("left_elbow")
+    train_pose = torch.zeros(6, body.num_joints, 3)
+    train_pose[:, joint, 2] = torch.linspace(0.0, 0.4, 6)  # the elbow bent up to 0.4 rad in training
+    frames = SimpleNamespace(pose=train_pose, train=np.arange(5))  # the last frame held out
+    g = SkinnedGaussians.initialise(body, cfg, frames=frames)
+    assert g.pose_range is not None and g.pose_range.shape == (2, 9 * len(g.pose_joints))
+    torch.nn.init.normal_(g.deformer.mlp[-1].weight, std=0.1)
+    torch.nn.init.normal_(g.deformer.mlp[0].weight, std=1.0)
+
+    def bent(angle: float) -> torch.Tensor:
+        pose = torch.zeros(1, body.num_joints, 3)
+        pose[0, joint, 2] = angle
+        return pose
+
+    def means(model, mesh_bend: float, condition_bend: float) -> torch.Tensor:
+        """Gaussians on the mesh bent by ``mesh_bend``, the deformer told ``condition_bend``."""
+        out = body(pose=bent(mesh_bend))
+        return model(FrameState(out.vertices, None, torch.zeros(1, 3), bent(condition_bend))).means
+
+    unbounded = avatar_from_state("skinned_gaussians", {k: v for k, v in g.state().items() if k != "pose_range"})
+    assert unbounded.pose_range is None  # files written before keep their behaviour
+    edge = 0.32  # the most bent training frame (frame 4 of 0..5)
+    torch.testing.assert_close(means(g, 1.5, 1.5), means(unbounded, 1.5, edge), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(means(unbounded, 1.5, 1.5), means(unbounded, 1.5, edge), atol=1e-4)
+    torch.testing.assert_close(means(g, 0.2, 0.2), means(unbounded, 0.2, 0.2))  # within the range: as trained
+    back = avatar_from_state("skinned_gaussians", g.state())
+    torch.testing.assert_close(back.pose_range, g.pose_range)

@@ -47,24 +47,30 @@ class SkinnedGaussians(MeshGaussians):
     """
 
     kind = "skinned_gaussians"
+    seeds_from_frames = True  # initialise() takes the training frames: the range of their joint rotations
 
     def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int,
                  canonical_vertices: Tensor | None = None, deformer=None, sh_frame: str = "head",
-                 pose_joints: Tensor | None = None):
+                 pose_joints: Tensor | None = None, pose_range: Tensor | None = None):
         super().__init__(faces, binding, params, sh_degree, canonical_vertices=canonical_vertices,
                          deformer=deformer, sh_frame=sh_frame)
         if deformer is not None and pose_joints is None:
             raise ValueError("a pose deformer needs pose_joints (the joints whose rotations condition it)")
         self.register_buffer("pose_joints", None if pose_joints is None else pose_joints.long().clone())
+        # [2, 9 J'] low and high of the deformer's condition over the training frames: a pose beyond
+        # them is read at the nearest trained one (None: not clamped, as in files written before)
+        self.register_buffer("pose_range", None if pose_range is None else pose_range.clone())
 
     @classmethod
     def initialise(cls, model, cfg: MeshGaussiansConfig, vertices: Tensor | None = None,
-                   n_condition: int | None = None) -> "SkinnedGaussians":
+                   n_condition: int | None = None, frames=None) -> "SkinnedGaussians":
         """One Gaussian per UV grid point of the body (``model``: a body model); with
         ``cfg.deform`` a pose MLP conditioned on the body's tracked joints.
 
         ``vertices``: the mesh the local frames are measured on (default: the body at rest).
-        ``n_condition`` is not used: the condition's size follows from the tracked joints."""
+        ``n_condition`` is not used: the condition's size follows from the tracked joints.
+        ``frames`` (the training :class:`~avatar.train.data.FrameSet`): with a deformer, the range
+        of its training frames' joint rotations bounds the deformer's condition (:meth:`forward`)."""
         if not getattr(model, "is_body", False):
             raise ValueError(f"skinned_gaussians needs a body model (anny, smpl, smplx); got {model.name!r}: "
                              "train heads with avatar=mesh_gaussians")
@@ -79,14 +85,20 @@ class SkinnedGaussians(MeshGaussians):
                                           position_scale=BODY_POSITION_SCALE).to(plain.faces.device)
             with torch.no_grad():
                 canonical = (model().rest_vertices[0] if vertices is None else vertices).detach()
+        pose_range = None
+        if deformer is not None and frames is not None and frames.pose is not None and len(frames.train):
+            train = torch.as_tensor(frames.train, device=frames.pose.device)
+            feature = pose_feature(frames.pose[train], joints.to(frames.pose.device))
+            pose_range = torch.stack((feature.amin(0), feature.amax(0))).to(plain.faces.device)
         return cls(plain.faces, plain.binding, {k: v.detach() for k, v in plain.params.items()}, plain.sh_degree,
                    canonical_vertices=canonical, deformer=deformer, sh_frame=cfg.sh_frame,
-                   pose_joints=None if joints is None else joints.to(plain.faces.device))
+                   pose_joints=None if joints is None else joints.to(plain.faces.device), pose_range=pose_range)
 
     def _like(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor],
               canonical: Tensor | None) -> "SkinnedGaussians":
         return SkinnedGaussians(faces, binding, params, self.sh_degree, canonical_vertices=canonical,
-                                deformer=self.deformer, sh_frame=self.sh_frame, pose_joints=self.pose_joints)
+                                deformer=self.deformer, sh_frame=self.sh_frame, pose_joints=self.pose_joints,
+                                pose_range=self.pose_range)
 
     def subset(self, index: Tensor) -> "SkinnedGaussians":
         """A new avatar with the Gaussians ``index`` (indices or a bool mask); the deformer shared."""
@@ -103,20 +115,26 @@ class SkinnedGaussians(MeshGaussians):
         out = super().state()
         if self.pose_joints is not None:
             out["pose_joints"] = self.pose_joints.detach().cpu().clone()
+        if self.pose_range is not None:
+            out["pose_range"] = self.pose_range.detach().cpu().clone()
         return out
 
     @classmethod
     def from_state(cls, state: dict, device=None) -> "SkinnedGaussians":
         plain = MeshGaussians.from_state(state, device)
-        joints = state.get("pose_joints")
+        joints, pose_range = state.get("pose_joints"), state.get("pose_range")
         return cls(plain.faces, plain.binding, {k: v.detach() for k, v in plain.params.items()}, plain.sh_degree,
                    canonical_vertices=plain.canonical_vertices, deformer=plain.deformer, sh_frame=plain.sh_frame,
-                   pose_joints=None if joints is None else joints.to(device))
+                   pose_joints=None if joints is None else joints.to(device),
+                   pose_range=None if pose_range is None else pose_range.to(device))
 
     def forward(self, state: FrameState) -> WorldGaussians:
         """World Gaussians on the skinned mesh ``state.vertices [B, V, 3]``; ``state.rotation``: the
         body's global rotation (``sh_frame: head``); ``state.pose [B, J, 3]``: its local joint
-        rotations (needed with a deformer; None: the rest pose)."""
+        rotations (needed with a deformer; None: the rest pose). A pose beyond the training frames'
+        range (``pose_range``) conditions the deformer as the nearest trained one: the offsets an MLP
+        extrapolates to a squat it never saw scatter the Gaussians (dark specks over the shirt and
+        face in a novel motion driving an avatar trained on a turnaround in an A-pose)."""
         if not isinstance(state, FrameState):
             raise TypeError(f"SkinnedGaussians takes a FrameState, got {type(state).__name__}")
         condition = None
@@ -125,6 +143,8 @@ class SkinnedGaussians(MeshGaussians):
                 condition = state.vertices.new_zeros(state.vertices.shape[0], self.deformer.n_condition)
             else:
                 condition = pose_feature(state.pose.to(state.vertices.dtype), self.pose_joints)
+                if self.pose_range is not None:
+                    condition = torch.maximum(torch.minimum(condition, self.pose_range[1]), self.pose_range[0])
         return super().forward(FrameState(state.vertices, condition, state.rotation))
 
 
