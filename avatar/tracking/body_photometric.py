@@ -57,7 +57,7 @@ from .body_fit import project
 from .body_points import spread_vertices
 from .fit import geman_mcclure
 from .silhouette import silhouette_targets
-from .photometric import _blur, _grid, _load_frames, _sh9
+from .photometric import ColourModel, _grid, _load_frames
 
 
 @dataclass
@@ -180,31 +180,18 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
 
     d_rotation = torch.zeros_like(rotation0, requires_grad=True)
     d_translation = torch.zeros_like(translation0, requires_grad=True)
-    albedo = torch.full((len(pick), 3), 0.5, device=device, dtype=dtype, requires_grad=True)
-    light = torch.zeros(9, 3, device=device, dtype=dtype)
-    light[0] = 1.0
-    light.requires_grad_(True)
+    colours = ColourModel(images, len(pick), cfg.blur, cfg.iterations, "track: body photometric", progress)
     opt = torch.optim.Adam([
-        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation},
-        {"params": [albedo], "lr": cfg.lr_albedo}, {"params": [light], "lr": cfg.lr_light}])
+        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation}]
+        + colours.param_groups(cfg.lr_albedo, cfg.lr_light))
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_decay ** (i / cfg.iterations))
     vis = visibility(d_rotation.detach(), translation0)
     if float(vis.sum()) <= 0:
         raise ValueError(f"{capture.root}: no body vertex is visible inside the person mask in any frame; is the "
                          "capture tracked? Set track.body.photometric.iterations=0 to skip this stage")
     landmark_scale = cfg.robust_px * width / seq.width  # working pixels
-    blur = list(cfg.blur) or [0.0]
-    losses: list[float] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=cfg.iterations, desc="track: body photometric", unit="it")
-    level, frames = -1, images
     for step in range(cfg.iterations):
-        lv = min(len(blur) - 1, step * len(blur) // cfg.iterations)
-        if lv != level:
-            level, frames = lv, _blur(images, blur[lv])
+        frames = colours.frames(step)
         R = rotations(d_rotation)
         translation = translation0 + d_translation
         if step and step % cfg.visibility_every == 0:
@@ -212,13 +199,7 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
         cam = to_camera(posed(local, R, translation))
         colour = F.grid_sample(frames, _grid(project(cam, focal, principal), width, height), align_corners=False,
                                padding_mode="border")[..., 0].transpose(1, 2)  # [F, N, 3]
-        shading = _sh9(torch.einsum("bij,bvj->bvi", R, normals) @ view_R.T) @ light
-        if step == 0:  # albedo starts at the visibility-weighted mean of what the frames show
-            with torch.no_grad():
-                albedo.copy_((vis[..., None] * colour / shading.clamp_min(0.1)).sum(0)
-                             / vis.sum(0)[:, None].clamp_min(1e-6))
-        r = colour - albedo[None] * shading
-        photo = (vis[..., None] * torch.sqrt(r * r + 1e-4)).sum() / (3 * vis.sum())
+        photo = colours.loss(colour, torch.einsum("bij,bvj->bvi", R, normals) @ view_R.T, vis, step)
         pixels = project(to_camera(posed(local_lm, R, translation)), focal, principal)
         e2 = ((pixels - target_px) ** 2).sum(-1)
         landmarks = (geman_mcclure(e2, landmark_scale) * lm_weight).sum() / lm_weight.sum().clamp_min(1)
@@ -238,12 +219,8 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
         with torch.no_grad():  # colours pin poses relative to each other only: keep the landmark fit's mean pose
             for d in (d_rotation, d_translation):
                 d.sub_(d[valid].mean(0))
-        losses.append(float(photo.detach()))
-        if bar is not None:
-            bar.update()
-            bar.set_postfix(photo=f"{losses[-1]:.4f}")
-    if bar is not None:
-        bar.close()
+        colours.done_step(photo)
+    colour_loss = colours.close()
 
     with torch.no_grad():
         R = rotations(d_rotation)
@@ -260,7 +237,7 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
         "load_seconds": round(load_seconds, 3),
         "resolution": [width, height],
         "vertices": len(pick),
-        "colour_loss": {"first": round(losses[0], 5), "last": round(losses[-1], 5)},
+        "colour_loss": colour_loss,
         "rotation_change_deg": {"median": round(float(change.median()), 3), "max": round(float(change.max()), 3)},
         "translation_change_mm": {"median": round(float(
             (translation - translation0)[valid].norm(dim=-1).median() * 1000), 3)},

@@ -148,6 +148,64 @@ def _grid(px: Tensor, width: int, height: int) -> Tensor:
     return torch.stack((px[..., 0] * (2 / width) - 1, px[..., 1] * (2 / height) - 1), -1)[:, :, None]
 
 
+class ColourModel:
+    """What the photometric stages (this module's and :mod:`.body_photometric`) share: one albedo
+    per sampled point and one second-order SH light in camera space (both learned), the frames
+    blurred less and less over the steps, and the robust colour term with its progress bar.
+
+    ``images [F, 3, H, W]``; ``blur``: sigmas (working pixels) for equal parts of ``iterations``."""
+
+    def __init__(self, images: Tensor, n_points: int, blur: tuple[float, ...], iterations: int,
+                 desc: str, progress: bool = False) -> None:
+        self.images, self.blur, self.iterations = images, list(blur) or [0.0], iterations
+        dtype, device = images.dtype, images.device
+        self.albedo = torch.full((n_points, 3), 0.5, device=device, dtype=dtype, requires_grad=True)
+        self.light = torch.zeros(9, 3, device=device, dtype=dtype)
+        self.light[0] = 1.0
+        self.light.requires_grad_(True)
+        self.level, self._frames = -1, images
+        self.losses: list[float] = []
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            self.bar = tqdm(total=iterations, desc=desc, unit="it")
+
+    def param_groups(self, lr_albedo: float, lr_light: float) -> list[dict]:
+        return [{"params": [self.albedo], "lr": lr_albedo}, {"params": [self.light], "lr": lr_light}]
+
+    def frames(self, step: int) -> Tensor:
+        """The frames as blurred at ``step`` (coarse to fine)."""
+        lv = min(len(self.blur) - 1, step * len(self.blur) // self.iterations)
+        if lv != self.level:
+            self.level, self._frames = lv, _blur(self.images, self.blur[lv])
+        return self._frames
+
+    def loss(self, colour: Tensor, normals: Tensor, vis: Tensor, step: int) -> Tensor:
+        """Robust (Charbonnier) difference between the sampled ``colour [F, N, 3]`` and albedo x
+        light at camera-space ``normals [F, N, 3]``, weighted by ``vis [F, N]``. At step 0 the
+        albedo starts at the visibility-weighted mean of what the frames show."""
+        shading = _sh9(normals) @ self.light
+        if step == 0:
+            with torch.no_grad():
+                self.albedo.copy_((vis[..., None] * colour / shading.clamp_min(0.1)).sum(0)
+                                  / vis.sum(0)[:, None].clamp_min(1e-6))
+        r = colour - self.albedo[None] * shading
+        return (vis[..., None] * torch.sqrt(r * r + 1e-4)).sum() / (3 * vis.sum())
+
+    def done_step(self, photo: Tensor) -> None:
+        self.losses.append(float(photo.detach()))
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(photo=f"{self.losses[-1]:.4f}")
+
+    def close(self) -> dict:
+        """Closes the bar; the colour loss's first and last values for the report."""
+        if self.bar is not None:
+            self.bar.close()
+        return {"first": round(self.losses[0], 5), "last": round(self.losses[-1], 5)}
+
+
 def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: LandmarkModel, targets: Tensor,
                        valid: Tensor, cfg: PhotometricConfig, progress: bool = False) -> tuple[TrackedSequence, dict]:
     """Refine ``seq``'s per-frame rotation, translation and expression, and its identity,
@@ -256,13 +314,10 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
 
     d_rotation = torch.zeros_like(rotation0, requires_grad=True)
     d_translation = torch.zeros_like(translation0, requires_grad=True)
-    albedo = torch.full((len(pick), 3), 0.5, device=device, dtype=dtype, requires_grad=True)
-    light = torch.zeros(9, 3, device=device, dtype=dtype)
-    light[0] = 1.0
-    light.requires_grad_(True)
+    colours = ColourModel(images, len(pick), cfg.blur, cfg.iterations, "track: photometric", progress)
     opt = torch.optim.Adam([
-        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation},
-        {"params": [albedo], "lr": cfg.lr_albedo}, {"params": [light], "lr": cfg.lr_light}]
+        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation}]
+        + colours.param_groups(cfg.lr_albedo, cfg.lr_light)
         + ([{"params": [d_expression], "lr": cfg.lr_expression}] if wanted else [])
         + ([{"params": [d_shape], "lr": cfg.lr_shape}] if cfg.shape else []))
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_decay ** (i / cfg.iterations))
@@ -271,18 +326,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         raise ValueError(f"{capture.root}: no face vertex is visible in any frame; is the capture tracked? "
                          "Set track.photometric.iterations=0 to skip this stage")
     landmark_scale = cfg.robust_px * width / seq.width  # working pixels
-    blur = list(cfg.blur) or [0.0]
-    losses: list[float] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=cfg.iterations, desc="track: photometric", unit="it")
-    level, frames = -1, images
     for step in range(cfg.iterations):
-        lv = min(len(blur) - 1, step * len(blur) // cfg.iterations)
-        if lv != level:
-            level, frames = lv, _blur(images, blur[lv])
+        frames = colours.frames(step)
         rotation, translation = rotation0 + d_rotation, translation0 + d_translation
         if step and step % cfg.visibility_every == 0:
             vis = visibility(rotation.detach(), translation.detach())
@@ -290,13 +335,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         colour = F.grid_sample(frames, _grid(_project(cam, K), width, height), align_corners=False,
                                padding_mode="border")[..., 0].transpose(1, 2)  # [F, N, 3]
         n = torch.einsum("bij,vj->bvi", axis_angle_to_matrix(rotation), normals0) * flip
-        shading = _sh9(n) @ light
-        if step == 0:  # albedo starts at the visibility-weighted mean of what the frames show
-            with torch.no_grad():
-                albedo.copy_((vis[..., None] * colour / shading.clamp_min(0.1)).sum(0)
-                             / vis.sum(0)[:, None].clamp_min(1e-6))
-        r = colour - albedo[None] * shading
-        photo = (vis[..., None] * torch.sqrt(r * r + 1e-4)).sum() / (3 * vis.sum())
+        photo = colours.loss(colour, n, vis, step)
         view = view_directions(rotation, translation)
         pixels = _project(to_camera(lm.points(current_shape(), current_expression(), view), rotation, translation), K)
         e2 = ((pixels - targets) ** 2).sum(-1)[:, inner]
@@ -320,12 +359,8 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
                 d.sub_(d[valid].mean(0))
             if wanted:  # coefficients stay within their bounds
                 d_expression.clamp_(change_min, change_max)
-        losses.append(float(photo.detach()))
-        if bar is not None:
-            bar.update()
-            bar.set_postfix(photo=f"{losses[-1]:.4f}")
-    if bar is not None:
-        bar.close()
+        colours.done_step(photo)
+    colour_loss = colours.close()
 
     rotation = (rotation0 + d_rotation).detach()
     translation = (translation0 + d_translation).detach()
@@ -340,7 +375,7 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         "load_seconds": round(load_seconds, 3),
         "resolution": [width, height],
         "vertices": len(pick),
-        "colour_loss": {"first": round(losses[0], 5), "last": round(losses[-1], 5)},
+        "colour_loss": colour_loss,
         "rotation_change_deg": {"median": round(float(change.median()), 3), "max": round(float(change.max()), 3)},
         "translation_change_mm": {"median": round(float(
             (translation - translation0)[valid].norm(dim=-1).median() * 1000), 3)},
