@@ -57,7 +57,7 @@ from .body_fit import project
 from .body_points import spread_vertices
 from .fit import geman_mcclure
 from .silhouette import silhouette_targets
-from .photometric import ColourModel, _grid, _load_frames
+from .photometric import ColourModel, _grid, _load_frames, stage_report
 
 
 @dataclass
@@ -84,11 +84,6 @@ class BodyPhotometricConfig:
     depth_tolerance: float = 0.02  # metres behind the z-buffer's nearest surface still counted as seen
     batch: int = 16              # frames skinned / rasterised at once
     seed: int = 0
-
-
-def _rotation_change_deg(a: Tensor, b: Tensor) -> Tensor:
-    R = axis_angle_to_matrix(a).transpose(-1, -2) @ axis_angle_to_matrix(b)
-    return torch.rad2deg(matrix_to_axis_angle(R).norm(dim=-1))
 
 
 def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, target: Tensor, valid: Tensor,
@@ -197,7 +192,8 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
         if step and step % cfg.visibility_every == 0:
             vis = visibility(d_rotation.detach(), translation.detach())
         cam = to_camera(posed(local, R, translation))
-        colour = F.grid_sample(frames, _grid(project(cam, focal, principal), width, height), align_corners=False,
+        px = project(cam, focal, principal)
+        colour = F.grid_sample(frames, _grid(px, width, height), align_corners=False,
                                padding_mode="border")[..., 0].transpose(1, 2)  # [F, N, 3]
         photo = colours.loss(colour, torch.einsum("bij,bvj->bvi", R, normals) @ view_R.T, vis, step)
         pixels = project(to_camera(posed(local_lm, R, translation)), focal, principal)
@@ -205,7 +201,6 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
         landmarks = (geman_mcclure(e2, landmark_scale) * lm_weight).sum() / lm_weight.sum().clamp_min(1)
         loss = photo + cfg.landmark_weight * landmarks
         if silhouette is not None:
-            px = project(cam, focal, principal)
             inside = huber(silhouette.inside_distance(px)).mean(-1)
             cover = huber(silhouette.cover_distance(px, cfg.cover_tolerance_px)).mean(-1)
             loss = loss + cfg.silhouette_weight * ((inside + cover) * use_silhouette).sum() / use_silhouette.sum().clamp_min(1)
@@ -228,18 +223,8 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
         rotation = torch.where(keep, matrix_to_axis_angle(R), rotation0)
         # The turn is about the root; the translation is the model's, so it moves with the correction only.
         translation = torch.where(keep, translation0 + d_translation, translation0)
-    change = _rotation_change_deg(rotation0, rotation)[valid]
     out = dataclasses.replace(seq, rotation=rotation.cpu().numpy().astype(np.float32),
                               translation=translation.cpu().numpy().astype(np.float32))
-    report = {
-        "iterations": cfg.iterations,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "load_seconds": round(load_seconds, 3),
-        "resolution": [width, height],
-        "vertices": len(pick),
-        "colour_loss": colour_loss,
-        "rotation_change_deg": {"median": round(float(change.median()), 3), "max": round(float(change.max()), 3)},
-        "translation_change_mm": {"median": round(float(
-            (translation - translation0)[valid].norm(dim=-1).median() * 1000), 3)},
-    }
+    report = stage_report(cfg.iterations, t0, load_seconds, (width, height), len(pick), colour_loss,
+                          (rotation0, rotation), (translation0, translation), valid)
     return out, report

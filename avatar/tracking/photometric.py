@@ -364,21 +364,13 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
 
     rotation = (rotation0 + d_rotation).detach()
     translation = (translation0 + d_translation).detach()
-    change = _rotation_change_deg(rotation0, rotation)[valid]
     out = dataclasses.replace(seq, rotation=rotation.cpu().numpy().astype(np.float32),
                               translation=translation.cpu().numpy().astype(np.float32),
                               expression=current_expression().detach().cpu().numpy().astype(np.float32),
                               shape=current_shape().detach().cpu().numpy().astype(np.float32))
     report = {
-        "iterations": cfg.iterations,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "load_seconds": round(load_seconds, 3),
-        "resolution": [width, height],
-        "vertices": len(pick),
-        "colour_loss": colour_loss,
-        "rotation_change_deg": {"median": round(float(change.median()), 3), "max": round(float(change.max()), 3)},
-        "translation_change_mm": {"median": round(float(
-            (translation - translation0)[valid].norm(dim=-1).median() * 1000), 3)},
+        **stage_report(cfg.iterations, t0, load_seconds, (width, height), len(pick), colour_loss,
+                       (rotation0, rotation), (translation0, translation), valid),
         "expressions_refined": len(wanted),
         "expression_change": ({"mean_abs": round(float(d_expression.detach()[valid].abs().mean()), 4),
                                "max_abs": round(float(d_expression.detach()[valid].abs().max()), 4)}
@@ -387,6 +379,25 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
         "shape_change_norm": round(float(d_shape.detach().norm()), 4) if cfg.shape else None,
     }
     return out, report
+
+
+def stage_report(iterations: int, t0: float, load_seconds: float, size: tuple[int, int], points: int,
+                 colour_loss: dict, rotations: tuple[Tensor, Tensor], translations: tuple[Tensor, Tensor],
+                 valid: Tensor) -> dict:
+    """The part of a photometric stage's report both stages share: steps, times, working size,
+    points, colour loss and how far the poses moved (``(before, after)`` pairs, over ``valid``)."""
+    change = _rotation_change_deg(*rotations)[valid]
+    moved = (translations[1] - translations[0])[valid].norm(dim=-1)
+    return {
+        "iterations": iterations,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "load_seconds": round(load_seconds, 3),
+        "resolution": list(size),
+        "vertices": points,
+        "colour_loss": colour_loss,
+        "rotation_change_deg": {"median": round(float(change.median()), 3), "max": round(float(change.max()), 3)},
+        "translation_change_mm": {"median": round(float(moved.median() * 1000), 3)},
+    }
 
 
 def _rotation_change_deg(a: Tensor, b: Tensor) -> Tensor:
