@@ -57,7 +57,7 @@ from .body_fit import project
 from .body_points import spread_vertices
 from .fit import geman_mcclure
 from .silhouette import silhouette_targets
-from .photometric import ColourModel, _grid, _load_frames, stage_report
+from .photometric import ColourModel, _grid, _load_frames, pose_optimizer, seen_weights, stage_report
 
 
 @dataclass
@@ -79,6 +79,7 @@ class BodyPhotometricConfig:
     # vertices off the mask and mask outline far from every vertex, as in the landmark fit's last stage
     silhouette_px: float = 1.0   # Huber scale of the silhouette terms, working pixels
     cover_tolerance_px: float = 0.5  # outline points this close to a projected vertex count as covered, working pixels
+    outline_points: int = 160    # points taken along each mask's outline for the cover term
     blur: tuple[float, ...] = (2.0, 1.0, 0.5)  # Gaussian blur (working pixels) per equal part of the steps
     visibility_every: int = 25   # recompute which vertices each frame sees every n steps
     depth_tolerance: float = 0.02  # metres behind the z-buffer's nearest surface still counted as seen
@@ -128,7 +129,7 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
     silhouette = None
     if cfg.silhouette_weight > 0:  # in working pixels: a crop transform of scale 1 at the origin
         silhouette = silhouette_targets([m[0].cpu().numpy() for m in masks], np.ones(n_frames), np.zeros((n_frames, 2)),
-                                        size=width, outline_count=160, device=device, dtype=dtype)
+                                        size=width, outline_count=cfg.outline_points, device=device, dtype=dtype)
         use_silhouette = (valid & silhouette.has_outline).to(dtype)
 
     def huber(d: Tensor) -> Tensor:
@@ -164,22 +165,13 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
                 r = rasterize_mesh(verts, faces, K[sl], width, height, viewmats=viewmat[None].expand(b, -1, -1))
                 depth = torch.where(r.mask, r.depth, torch.full_like(r.depth, 1e6))[:, None]
                 cam = to_camera(posed(local[sl], R[sl], translation[sl]))
-                grid = _grid(project(cam, focal[sl], principal[sl]), width, height)
-                zbuf = F.grid_sample(depth, grid, mode="nearest", align_corners=False)[:, 0, :, 0]
-                inside = F.grid_sample(masks[sl], grid, align_corners=False)[:, 0, :, 0]
                 n = torch.einsum("bij,bvj->bvi", R[sl], normals[sl]) @ view_R.T
-                facing = -(n * F.normalize(cam, dim=-1)).sum(-1)
-                seen = (cam[..., 2] <= zbuf + cfg.depth_tolerance) & (facing > 0.2) & (inside > 0.5) & valid[sl, None]
-                out.append(seen.to(dtype) * facing.clamp(0, 1))
+                out.append(seen_weights(depth, masks[sl], cam, project(cam, focal[sl], principal[sl]), n, valid[sl],
+                                        cfg.depth_tolerance, width, height))
         return torch.cat(out)
 
-    d_rotation = torch.zeros_like(rotation0, requires_grad=True)
-    d_translation = torch.zeros_like(translation0, requires_grad=True)
     colours = ColourModel(images, len(pick), cfg.blur, cfg.iterations, "track: body photometric", progress)
-    opt = torch.optim.Adam([
-        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation}]
-        + colours.param_groups(cfg.lr_albedo, cfg.lr_light))
-    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_decay ** (i / cfg.iterations))
+    d_rotation, d_translation, opt, decay = pose_optimizer(rotation0, translation0, colours, cfg)
     vis = visibility(d_rotation.detach(), translation0)
     if float(vis.sum()) <= 0:
         raise ValueError(f"{capture.root}: no body vertex is visible inside the person mask in any frame; is the "

@@ -206,6 +206,35 @@ class ColourModel:
         return {"first": round(self.losses[0], 5), "last": round(self.losses[-1], 5)}
 
 
+def seen_weights(depth: Tensor, masks: Tensor, cam: Tensor, px: Tensor, normals: Tensor, valid: Tensor,
+                 tolerance: float, width: int, height: int) -> Tensor:
+    """``[B, N]`` visibility weights of points ``cam [B, N, 3]`` (camera space, at pixels ``px``,
+    camera-space ``normals``) against a z-buffer ``depth [B, 1, H, W]`` (empty pixels far) and
+    the person ``masks [B, 1, H, W]``: 0 where hidden (behind the nearest surface by more than
+    ``tolerance``), turned away, off the mask or in a frame not ``valid``; else how frontally
+    the point is seen."""
+    grid = _grid(px, width, height)
+    zbuf = F.grid_sample(depth, grid, mode="nearest", align_corners=False)[:, 0, :, 0]
+    inside = F.grid_sample(masks, grid, align_corners=False)[:, 0, :, 0]
+    facing = -(normals * F.normalize(cam, dim=-1)).sum(-1)
+    seen = (cam[..., 2] <= zbuf + tolerance) & (facing > 0.2) & (inside > 0.5) & valid[:, None]
+    return seen.to(cam.dtype) * facing.clamp(0, 1)
+
+
+def pose_optimizer(rotation0: Tensor, translation0: Tensor, colours: "ColourModel", cfg,
+                   extra: list[dict] | None = None):
+    """The per-frame pose corrections (zero, learned) of a photometric stage, and its Adam
+    optimizer (rotation, translation, the colour model, ``extra`` groups) with the exponential
+    decay to ``cfg.lr_decay``: ``(d_rotation, d_translation, optimizer, scheduler)``."""
+    d_rotation = torch.zeros_like(rotation0, requires_grad=True)
+    d_translation = torch.zeros_like(translation0, requires_grad=True)
+    opt = torch.optim.Adam([
+        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation}]
+        + colours.param_groups(cfg.lr_albedo, cfg.lr_light) + list(extra or []))
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_decay ** (i / cfg.iterations))
+    return d_rotation, d_translation, opt, decay
+
+
 def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: LandmarkModel, targets: Tensor,
                        valid: Tensor, cfg: PhotometricConfig, progress: bool = False) -> tuple[TrackedSequence, dict]:
     """Refine ``seq``'s per-frame rotation, translation and expression, and its identity,
@@ -303,24 +332,16 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
                                    cull_backfaces=True)
                 depth = torch.where(r.mask, r.depth, torch.full_like(r.depth, 1e6))[:, None]
                 cam = points_camera(rotation[sl], translation[sl], sl)
-                grid = _grid(_project(cam, K[sl]), width, height)
-                zbuf = F.grid_sample(depth, grid, mode="nearest", align_corners=False)[:, 0, :, 0]
-                inside = F.grid_sample(masks[sl], grid, align_corners=False)[:, 0, :, 0]
                 n = torch.einsum("bij,vj->bvi", axis_angle_to_matrix(rotation[sl]), normals0) * flip
-                facing = -(n * F.normalize(cam, dim=-1)).sum(-1)
-                seen = (cam[..., 2] <= zbuf + 0.004) & (facing > 0.2) & (inside > 0.5) & valid[sl, None]
-                out.append(seen.to(dtype) * facing.clamp(0, 1))
+                out.append(seen_weights(depth, masks[sl], cam, _project(cam, K[sl]), n, valid[sl], 0.004,
+                                        width, height))
         return torch.cat(out)
 
-    d_rotation = torch.zeros_like(rotation0, requires_grad=True)
-    d_translation = torch.zeros_like(translation0, requires_grad=True)
     colours = ColourModel(images, len(pick), cfg.blur, cfg.iterations, "track: photometric", progress)
-    opt = torch.optim.Adam([
-        {"params": [d_rotation], "lr": cfg.lr_rotation}, {"params": [d_translation], "lr": cfg.lr_translation}]
-        + colours.param_groups(cfg.lr_albedo, cfg.lr_light)
-        + ([{"params": [d_expression], "lr": cfg.lr_expression}] if wanted else [])
+    d_rotation, d_translation, opt, decay = pose_optimizer(
+        rotation0, translation0, colours, cfg,
+        ([{"params": [d_expression], "lr": cfg.lr_expression}] if wanted else [])
         + ([{"params": [d_shape], "lr": cfg.lr_shape}] if cfg.shape else []))
-    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_decay ** (i / cfg.iterations))
     vis = visibility(rotation0, translation0)
     if float(vis.sum()) <= 0:
         raise ValueError(f"{capture.root}: no face vertex is visible in any frame; is the capture tracked? "
