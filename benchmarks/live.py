@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--deformer-dtype", default="auto", choices=("auto", "float32", "bfloat16", "mlp"),
                         help="the expression MLP's posing as `avatar live` deformer_dtype=...; mlp: the trained MLP as is")
     parser.add_argument("--pose-every", type=int, default=3, help="portraits: the driver's pose on every Nth frame")
+    parser.add_argument("--warp-downscale", type=int, default=4,
+                        help="avatar=portrait: its body texture's warp drawn at 1/N size (`avatar live` body_warp_downscale)")
     args = parser.parse_args()
     if not args.run:
         print(json.dumps({"benchmark": "live", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
@@ -48,7 +50,7 @@ def main() -> None:
     import torch
 
     from avatar.device import pick_device
-    from avatar.drive.animate import AvatarPackage, limit_gaussians
+    from avatar.drive.animate import AvatarPackage, body_warp_downscale, limit_gaussians
     from avatar.drive.live import run_live
     from avatar.gaussians.deform import fix_deformer
 
@@ -71,12 +73,14 @@ def main() -> None:
                        for v, f in zip(views, full)])
         psnr = round(float(-10 * np.log10(max(mse, 1e-12))), 2)
     deformer = None if args.deformer_dtype == "mlp" else fix_deformer(package, args.deformer_dtype)
+    warp = body_warp_downscale(package, args.warp_downscale)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
                       driver_identity=not args.no_driver_identity, pose_every=args.pose_every)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,
-        "budget_psnr_vs_all_db": psnr, "expression_mlp_dtype": deformer, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "budget_psnr_vs_all_db": psnr, "expression_mlp_dtype": deformer, "body_warp_downscale": warp,
+        "pose_every": args.pose_every, "device": str(device), "torch_threads": torch.get_num_threads(),
         **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason",
                                   "driver_identity")},
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -11,7 +11,7 @@ import torch
 
 from avatar.gaussians.base import FrameState
 from avatar.gaussians.config import DensifyConfig, MeshGaussiansConfig
-from avatar.gaussians.portrait import OFFMESH, SURFACE, TORSO, PortraitGaussians, offmesh_seeds
+from avatar.gaussians.portrait import OFFMESH, SURFACE, TORSO, PortraitGaussians, offmesh_seeds, rest_torso
 from avatar.gaussians.registry import avatar_from_state
 from avatar.gaussians.strategy import DensifyStrategy
 from avatar.geometry import axis_angle_to_matrix
@@ -108,6 +108,44 @@ def test_offmesh_init_from_a_mask_splits_hair_from_torso():
     assert (d[g.group != SURFACE] == 0).all() and (d[g.group == SURFACE] > 0).any()
     # Colour comes from the image under each seed.
     assert g.params["sh0"][g.group == TORSO].std() > 0.1
+
+
+def test_the_neck_under_the_cut_is_skinned_between_head_and_torso():
+    """The sheet's lower half plays the neck (neck_length < 0 puts the cut 3.5 cm above its bottom edge,
+    the blend 3 cm): its upper rows follow the head, its bottom row the torso, the row between a blend."""
+    torso = rest_torso(torch.tensor([0.0, -0.05, -0.5]))[None].repeat(3, 1, 1)
+    model, frames = _frames(torso=torso)
+    g = PortraitGaussians.initialise(model, _config(neck_length=-0.035, neck_blend=0.03), n_condition=1, frames=frames)
+    w = g.neck["weight"]
+    height = (frames.vertices[0] - frames.translation[0])[:, 1]
+    assert torch.allclose(w, ((height - (-0.015 - 0.03)) / 0.03).clamp(0, 1))
+    assert (w == 0).any() and (w == 1).any() and ((w > 0) & (w < 1)).any()
+    # At the first frame's head pose and torso every vertex is where the head puts it.
+    shift = torch.tensor([0.01, 0.0, 0.0])
+    moved_torso = torso[:1].clone()
+    moved_torso[0, :3, 3] += shift
+    turned = model(rotation=torch.tensor([[0.0, 0.3, 0.0]]), translation=frames.translation[:1]).vertices
+    with torch.no_grad():
+        rest = g(FrameState(frames.vertices[:1], rotation=frames.rotation[:1], torso=torso[:1])).means[0]
+        assert torch.allclose(rest, PortraitGaussians.initialise(model, _config(neck_length=-0.035, neck_blend=0.0),
+                                                                 n_condition=1, frames=frames)(
+            FrameState(frames.vertices[:1], rotation=frames.rotation[:1], torso=torso[:1])).means[0], atol=1e-6)
+        slid = g(FrameState(frames.vertices[:1], rotation=frames.rotation[:1], torso=moved_torso)).means[0]
+        head_turned = g(FrameState(turned, rotation=torch.tensor([[0.0, 0.3, 0.0]]), torso=torso[:1])).means[0]
+    on = g.group == SURFACE
+    share = w[g.faces[g.binding.clamp_min(0)]].mean(-1)  # the Gaussian's triangle's head share
+    # The torso slid 1 cm: Gaussians on the fully torso-carried rows slide with it, the head's stay.
+    low, high = on & (share == 0), on & (share == 1)
+    assert torch.allclose(slid[low] - rest[low], shift.expand(int(low.sum()), 3), atol=1e-5)
+    assert torch.allclose(slid[high], rest[high], atol=1e-6)
+    # The head turned: the head's rows turn, the torso's stay where they were.
+    assert torch.allclose(head_turned[low], rest[low], atol=1e-5)
+    assert (head_turned[high] - rest[high]).norm(dim=-1).mean() > 3e-3
+    # Saved and compacted with the avatar.
+    back = avatar_from_state("portrait", g.state())
+    assert torch.equal(back.neck["weight"], w) and torch.equal(back.neck["local"], g.neck["local"])
+    vidx, sub = g.compact()
+    assert torch.equal(sub.neck["weight"], w[vidx] if vidx is not None else w)
 
 
 def test_forward_shapes_and_torso_motion():

@@ -87,6 +87,34 @@ def test_the_body_follows_the_torso():
     assert centre(a1) - centre(a0) == pytest.approx(0.02 * 60 / 0.5, abs=0.3)
 
 
+def test_the_warp_drawn_small_follows_the_torso_as_the_full_one():
+    """The anchors' splat drawn at a quarter of the size each way and upsampled: the body moves by
+    the same pixels with the torso, and the layer inside the body matches the full-size one."""
+    g, frames = _avatar()
+    t = g.torso_texture
+    S = 160  # four times the sheet's pictures, the camera scaled with them
+    K4 = torch.tensor([[240.0, 0, S / 2], [0, 240.0, S / 2], [0, 0, 1]])
+    shifted = g.torso_rest.clone()
+    shifted[:3, 3] += torch.tensor([0.02, 0.0, 0.0])  # 9.6 px at this focal
+    xs = torch.arange(S, dtype=torch.float32)
+    centre = lambda a: float((a[0, 128:, :, 0] * xs).sum() / a[0, 128:, :, 0].sum())  # noqa: E731
+    out = {}
+    for d in (1, 4):
+        t.warp_downscale = d
+        with torch.no_grad():
+            c0, a0 = t.layer(g.torso_rest, VIEW[None], K4[None], S, S)
+            _, a1 = t.layer(shifted, VIEW[None], K4[None], S, S)
+        out[d] = (c0, a0, centre(a1) - centre(a0))
+    assert out[4][2] == pytest.approx(out[1][2], abs=0.1) and out[1][2] > 8
+    inside = out[1][1][0, 136:, 40:120, 0] > 0.9
+    assert inside.float().mean() > 0.5
+    assert (out[4][0][0, 136:, 40:120] - out[1][0][0, 136:, 40:120]).abs().amax(-1)[inside].max() < 0.02
+    assert (out[4][1][0, 136:, 40:120, 0] - out[1][1][0, 136:, 40:120, 0]).abs()[inside].max() < 0.02
+    with pytest.raises(ValueError, match="warp_downscale"):
+        TorsoTexture(t.anchors, t.box, t.texture.detach(), t.anchor_log_scale.detach(), t.torso_rest, t.unit,
+                     t.fine_features, warp_downscale=0)
+
+
 def test_state_round_trip_and_subset_keep_the_texture():
     g, frames = _avatar(deform=True, deform_hidden=8, deform_layers=1)
     back = avatar_from_state("portrait_texture", g.state())
@@ -141,3 +169,50 @@ def test_the_trainers_optimizer_learns_the_body_texture():
         optimizer.step()
         errors.append(float((img.detach()[0, 32:38, 10:30] - target[32:38, 10:30]).abs().mean()))
     assert errors[-1] < 0.5 * errors[0]
+
+
+def test_a_package_draws_the_body_layer_again_only_when_the_torso_or_camera_changes(monkeypatch):
+    """Live holds the driver's shoulders between detections: the package reuses the layer then,
+    and the picture is the same as drawing it again."""
+    import numpy as np
+
+    from avatar.gaussians.package import AvatarPackage
+    from test_portrait import Sheet
+
+    g, frames = _avatar()
+    calls = []
+    layer = TorsoTexture.layer
+    monkeypatch.setattr(TorsoTexture, "layer", lambda self, *a, **k: calls.append(1) or layer(self, *a, **k))
+    package = AvatarPackage({"shape": torch.zeros(1), "background": torch.tensor([0.0, 0.0, 1.0])}, g, Sheet(),
+                            torch.device("cpu"))
+    r, t = frames.rotation[0].numpy(), frames.translation[0].numpy()
+    rest = g.torso_rest.numpy()
+    moved = rest.copy()
+    moved[0, 3] += 0.02
+    draw = lambda torso, k=K: package.render_frame(np.zeros(1), r, t, VIEW, k, SIZE, SIZE, torso=torso)[0]  # noqa: E731
+    first = draw(rest)
+    assert len(calls) == 1
+    assert np.array_equal(draw(rest.copy()), first) and len(calls) == 1  # same torso: reused
+    elsewhere = draw(moved)
+    assert len(calls) == 2 and not np.array_equal(elsewhere, first)
+    assert np.array_equal(draw(rest), first) and len(calls) == 3
+    zoomed = K.clone()
+    zoomed[0, 0] *= 1.1
+    draw(rest, zoomed)
+    assert len(calls) == 4  # another camera: drawn again
+
+
+def test_live_draws_the_warp_smaller_and_refuses_a_bad_factor():
+    from types import SimpleNamespace
+
+    from avatar.drive.animate import body_warp_downscale
+    from avatar.drive.sources import DriveError
+
+    g, _ = _avatar()
+    package = SimpleNamespace(gaussians=g)
+    assert g.torso_texture.warp_downscale == 1  # as trained
+    assert body_warp_downscale(package, 4) == 4 and g.torso_texture.warp_downscale == 4
+    for bad in (0, -2, 2.5, "4"):
+        with pytest.raises(DriveError, match="body_warp_downscale"):
+            body_warp_downscale(package, bad)
+    assert body_warp_downscale(SimpleNamespace(gaussians=object()), 4) is None  # no body texture: nothing to set

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avatar.io.reports import write_json
 from ..device import pick_device
-from ..drive.animate import AvatarPackage, limit_gaussians
+from ..drive.animate import AvatarPackage, body_warp_downscale, limit_gaussians
 from ..gaussians.deform import fix_deformer
 from ..drive.live import run_live
 from ..drive.retarget import retarget_config
@@ -21,13 +21,14 @@ def main(cfg: DictConfig) -> int:
     package = AvatarPackage.load(cfg.run, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
     deformer = fix_deformer(package, cfg.get("deformer_dtype", "auto"))  # after the budget: it is bound to the Gaussians
+    warp = body_warp_downscale(package, cfg.get("body_warp_downscale", 4))
     report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
                       max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
                       renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity,
                       pose_every=cfg.get("pose_every", 3))
     report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
                    "n_gaussians": len(package.gaussians), "device": str(package.device),
-                   "expression_mlp_dtype": deformer})
+                   "expression_mlp_dtype": deformer, "body_warp_downscale": warp})
     path = Path(cfg.report)
     if not path.is_absolute() and HydraConfig.initialized():
         path = Path(HydraConfig.get().runtime.output_dir) / path

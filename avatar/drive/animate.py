@@ -81,6 +81,18 @@ def limit_gaussians(package: AvatarPackage, max_gaussians: int | str | None, ren
     log.info("kept the %d of %d Gaussians that show most (%.1f s)", len(package.gaussians), n, time.perf_counter() - t0)
 
 
+def body_warp_downscale(package: AvatarPackage, factor: int | None) -> int | None:
+    """Draw a portrait's body-texture warp (:class:`avatar.gaussians.torso_texture.TorsoTexture`) at
+    1/``factor`` of the frame each way; returns the factor set, or None for avatars without one."""
+    texture = getattr(package.gaussians, "torso_texture", None)
+    if texture is None or factor is None:
+        return None
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise DriveError(f"body_warp_downscale must be a whole number >= 1 (1: full size), got {factor!r}")
+    texture.warp_downscale = factor
+    return factor
+
+
 def driven_poses(package: AvatarPackage, drive: DriveSequence, retarget_cfg: RetargetConfig | None = None,
                  neutral_frame: int | None = None, notes: list | None = None):
     """``(expression [F, E], rotation [F, 3], translation [F, 3])``: ``drive`` retargeted onto

@@ -75,7 +75,8 @@ def _recent(ms: list, n: int = 8) -> float:
 
 @dataclass
 class LiveStats:
-    stage_ms: dict = field(default_factory=lambda: {"capture": [], "track": [], "render": []})
+    # wait: the renderer idle between frames, waiting for a tracked one
+    stage_ms: dict = field(default_factory=lambda: {"capture": [], "track": [], "render": [], "wait": []})
     latency_ms: list = field(default_factory=list)
     captured: int = 0
     shown: int = 0
@@ -254,6 +255,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(VideoWriter(out, fps=fps)) if out else None
         stack.callback(_shutdown, stop, threads, cap, display)
+        t_idle = None
         while True:
             item, seen = tracked_box.get(seen)
             if item is None:
@@ -262,6 +264,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                 continue
             t_cap, rgb, result = item
             t0 = time.perf_counter()
+            if t_idle is not None:
+                stats.stage_ms["wait"].append((t0 - t_idle) * 1e3)
             if result is None and last is None:
                 continue  # no face yet: nothing to hold
             e, r, t, v, torso = last = result if result is not None else last  # no face: hold the last pose
@@ -291,6 +295,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     cv2.imwrite(str(snap), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             stats.shown += 1
             stats.latency_ms.append((time.perf_counter() - t_cap) * 1e3)
+            t_idle = time.perf_counter()
     return stats.report(time.perf_counter() - t_start)
 
 

@@ -37,6 +37,10 @@ class MeshGaussiansConfig:
     offmesh_stride: int = 2  # one off-mesh Gaussian per this many pixels each way, at the training resolution
     offmesh_max: int = 12000  # at most this many off-mesh Gaussians at start (head and torso together)
     neck_length: float = 0.03  # metres under the chin where the head's off-mesh part ends and the torso's begins
+    # The mesh's neck below that cut passes from the head's motion to the torso's over this many metres (linear
+    # blend of the two; further down the neck follows the torso): a turned head no longer carries the collar, which
+    # the lower neck's Gaussians learn, up the neck. 0: the whole mesh follows the head. Needs a tracked torso.
+    neck_blend: float = 0.05
     torso_unit: float = 0.01  # metres per local unit of torso Gaussians (their xyz learning rate and size units)
     # avatar=portrait (kind portrait_texture, avatar.gaussians.torso_texture): the upper body as a texture read
     # through the splat of anchor Gaussians (GH&S), instead of avatar=portrait_gaussians' torso Gaussians.

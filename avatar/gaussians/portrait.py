@@ -20,6 +20,13 @@ and prunes them all, and children keep their parent's group):
   in the frame state they sit at the avatar's rest torso (``torso_rest``), which is what a
   driver without a body gets.
 
+The mesh's neck (ICT's reaches well into the collar) is one rigid part of the head in the model, so
+a turned head would carry the collar the lower neck's Gaussians learn up the neck. Portraits
+therefore skin the neck between head and torso (``cfg.neck_blend``): under the neck's cut each
+vertex's position is a linear blend of where the head puts it and where the torso carries its
+first training frame's position, the torso's share growing from 0 at the cut to 1 one blend
+length below it (a neck joint's skinning, with the tracked torso as the second bone).
+
 View-dependent colour is taken in the head's frame for all groups (``sh_frame="head"``), as for
 mesh Gaussians; the torso's SH terms therefore turn with the head (a small error: torso
 Gaussians learn little view dependence from a frontal video).
@@ -38,7 +45,8 @@ from .base import FrameState, WorldGaussians
 from .config import MeshGaussiansConfig
 from .mesh_gaussians import _SH_C0, MeshGaussians
 
-__all__ = ["OFFMESH", "PortraitGaussians", "SURFACE", "TORSO", "offmesh_seeds", "outer_faces", "rest_torso"]
+__all__ = ["OFFMESH", "PortraitGaussians", "SURFACE", "TORSO", "neck_cut", "neck_skinning", "offmesh_seeds", "outer_faces",
+           "rest_torso"]
 
 SURFACE, OFFMESH, TORSO = 0, 1, 2
 # Model parts inside the head (ICT's names): never the nearest surface of hair or a beard.
@@ -102,7 +110,9 @@ class PortraitGaussians(MeshGaussians):
 
     Beyond :class:`MeshGaussians`: ``group [N]`` (``SURFACE``, ``OFFMESH`` or ``TORSO``, kept in
     step with the parameters), ``torso_rest [4, 4]`` (the torso used when a frame gives none) and
-    ``torso_unit`` (metres per torso-local unit). A torso Gaussian's ``binding`` is -1.
+    ``torso_unit`` (metres per torso-local unit), and ``neck`` (None, or ``{"weight": [V], "local": [V, 3]}``:
+    each vertex's head share and its first training frame's position in the rest torso's frame, metres;
+    :func:`neck_skinning`). A torso Gaussian's ``binding`` is -1.
     """
 
     kind = "portrait"
@@ -111,7 +121,7 @@ class PortraitGaussians(MeshGaussians):
     def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int,
                  group: Tensor, torso_rest: Tensor, torso_unit: float = 0.01,
                  canonical_vertices: Tensor | None = None, deformer: nn.Module | None = None,
-                 sh_frame: str = "head"):
+                 sh_frame: str = "head", neck: dict | None = None):
         super().__init__(faces, binding, params, sh_degree, canonical_vertices, deformer, sh_frame)
         if group.shape != binding.shape:
             raise ValueError(f"group has {tuple(group.shape)} entries, binding {tuple(binding.shape)}")
@@ -120,6 +130,15 @@ class PortraitGaussians(MeshGaussians):
         self.register_buffer("group", group.to(torch.uint8).clone())
         self.register_buffer("torso_rest", torso_rest.to(params["local_xyz"]).clone())
         self.torso_unit = float(torso_unit)
+        if neck is not None and neck["weight"].shape[0] != neck["local"].shape[0]:
+            raise ValueError(f"neck weight has {neck['weight'].shape[0]} vertices, local {neck['local'].shape[0]}")
+        self.register_buffer("neck_weight", None if neck is None else neck["weight"].to(params["local_xyz"]).clone())
+        self.register_buffer("neck_local", None if neck is None else neck["local"].to(params["local_xyz"]).clone())
+
+    @property
+    def neck(self) -> dict | None:
+        """The neck's skinning between head and torso (module docstring), or None."""
+        return None if self.neck_weight is None else {"weight": self.neck_weight, "local": self.neck_local}
 
     # ------------------------------------------------------------ initialisation
     @classmethod
@@ -135,14 +154,18 @@ class PortraitGaussians(MeshGaussians):
         dtype, device = p["local_xyz"].dtype, p["local_xyz"].device
         binding, group = surface.binding, torch.zeros_like(surface.binding)
         torso_rest = rest_torso(torch.zeros(3, dtype=dtype, device=device))
+        neck = None
         if frames is not None:
             extra, torso_rest = _seed_from_frames(model, cfg, frames, surface.faces, p)
             if extra is not None:
                 binding = torch.cat((binding, extra["binding"]))
                 group = torch.cat((group, extra["group"]))
                 p = {k: torch.cat((v, extra["params"][k])) for k, v in p.items()}
+            if getattr(frames, "torso", None) is not None and cfg.neck_blend > 0:
+                neck = neck_skinning(frames, neck_cut(model, cfg, frames), float(cfg.neck_blend), torso_rest)
         return cls(surface.faces, binding, p, cfg.sh_degree, group, torso_rest, cfg.torso_unit,
-                   canonical_vertices=surface.canonical_vertices, deformer=surface.deformer, sh_frame=cfg.sh_frame)
+                   canonical_vertices=surface.canonical_vertices, deformer=surface.deformer, sh_frame=cfg.sh_frame,
+                   neck=neck)
 
     # ------------------------------------------------------------ the interface
     def per_gaussian_buffers(self) -> dict[str, Tensor]:
@@ -163,9 +186,10 @@ class PortraitGaussians(MeshGaussians):
         torso = (local * self.torso_unit) @ T[:3, :3].T + T[:3, 3]
         return torch.where((self.group == TORSO)[:, None], torso, mesh)
 
-    def _like(self, faces, binding, group, params, canonical_vertices) -> "PortraitGaussians":
+    def _like(self, faces, binding, group, params, canonical_vertices, neck: dict | None | str = "same") -> "PortraitGaussians":
         return PortraitGaussians(faces, binding, params, self.sh_degree, group, self.torso_rest, self.torso_unit,
-                                 canonical_vertices=canonical_vertices, deformer=self.deformer, sh_frame=self.sh_frame)
+                                 canonical_vertices=canonical_vertices, deformer=self.deformer, sh_frame=self.sh_frame,
+                                 neck=self.neck if neck == "same" else neck)
 
     def subset(self, index: Tensor) -> "PortraitGaussians":
         return self._like(self.faces, self.binding[index], self.group[index],
@@ -179,20 +203,25 @@ class PortraitGaussians(MeshGaussians):
         binding = torch.full_like(self.binding, -1)
         binding[on_mesh] = inverse
         canonical = None if self.canonical_vertices is None else self.canonical_vertices[vidx]
-        return vidx, self._like(faces, binding, self.group, {k: v.detach() for k, v in self.params.items()}, canonical)
+        neck = None if self.neck is None else {k: v[vidx] for k, v in self.neck.items()}
+        return vidx, self._like(faces, binding, self.group, {k: v.detach() for k, v in self.params.items()}, canonical,
+                                neck)
 
     def state(self) -> dict:
         out = super().state()
         out.update({"group": self.group.detach().cpu().clone(), "torso_rest": self.torso_rest.detach().cpu().clone(),
-                    "torso_unit": self.torso_unit})
+                    "torso_unit": self.torso_unit,
+                    "neck": None if self.neck is None else {k: v.detach().cpu().clone() for k, v in self.neck.items()}})
         return out
 
     @classmethod
     def from_state(cls, state: dict, device=None) -> "PortraitGaussians":
         base = MeshGaussians.from_state(state, device)
+        neck = state.get("neck")  # files before the neck's skinning: the whole mesh follows the head
         return cls(base.faces, base.binding, {k: v.detach() for k, v in base.params.items()}, base.sh_degree,
                    state["group"].to(device), state["torso_rest"].to(device), state["torso_unit"],
-                   canonical_vertices=base.canonical_vertices, deformer=base.deformer, sh_frame=base.sh_frame)
+                   canonical_vertices=base.canonical_vertices, deformer=base.deformer, sh_frame=base.sh_frame,
+                   neck=None if neck is None else {k: v.to(device) for k, v in neck.items()})
 
     # ------------------------------------------------------------ posing
     def forward(self, state: FrameState) -> WorldGaussians:
@@ -205,6 +234,10 @@ class PortraitGaussians(MeshGaussians):
         frame = self.sh_frame_matrices(state)
         torso = state.torso if state.torso is not None else self.torso_rest[None]
         torso = torso.to(vertices).expand(B, 4, 4)
+        if self.neck_weight is not None:  # the neck under the cut: blended toward where the torso carries it
+            carried = self.neck_local @ torso[:, :3, :3].transpose(-1, -2) + torso[:, None, :3, 3]
+            w = self.neck_weight[:, None]
+            vertices = w * vertices + (1 - w) * carried
         origin, rot, scale = triangle_frames(vertices, self.faces)
         # The torso's frame is one more "triangle" (index F): one gather gives every Gaussian its frame.
         F = origin.shape[1]
@@ -223,12 +256,7 @@ def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, li
     first = train[0]
     count = max(1, min(int(cfg.offmesh_frames), len(train)))
     picks = [train[round(j * (len(train) - 1) / max(1, count - 1))] for j in range(count)] if count > 1 else [first]
-    lmk = getattr(model, "lmk_faces", None)
-    with torch.no_grad():
-        neutral = model(shape=frames.shape[None]).vertices[0]
-        chin = float(model.landmarks(neutral[None])[0, :, 1].min()) if lmk is not None and lmk.numel() else \
-            float(neutral[:, 1].min())
-    cut = chin - cfg.neck_length  # the neck's cut: a height in the head's own axes
+    cut = neck_cut(model, cfg, frames)
     points, spacing, colours, frame_of = _uncovered(frames, faces, picks, cut, max(1, int(cfg.offmesh_stride)))
     # Above or below the neck: the seed's height in the head's axes of its frame.
     R = axis_angle_to_matrix(frames.rotation[frame_of])  # [P, 3, 3]
@@ -262,6 +290,33 @@ def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, li
     params = _seed_params(local, torch.log(cfg.init_scale * spacing / unit), colours, cfg.init_opacity, num_sh(like))
     group = torch.where(on_torso, torch.full_like(binding, TORSO), torch.full_like(binding, OFFMESH))
     return {"binding": binding, "group": group, "params": params}, torso_rest
+
+
+def neck_cut(model, cfg: MeshGaussiansConfig, frames) -> float:
+    """The neck's cut: ``cfg.neck_length`` under the chin (the lowest landmark of the subject's
+    neutral face), a height in the head's own axes."""
+    lmk = getattr(model, "lmk_faces", None)
+    with torch.no_grad():
+        neutral = model(shape=frames.shape[None]).vertices[0]
+        chin = float(model.landmarks(neutral[None])[0, :, 1].min()) if lmk is not None and lmk.numel() else \
+            float(neutral[:, 1].min())
+    return chin - cfg.neck_length
+
+
+def neck_skinning(frames, cut: float, blend: float, torso_rest: Tensor) -> dict | None:
+    """The neck's skinning between head and torso, measured on the first training frame:
+    ``{"weight": [V], "local": [V, 3]}``, each vertex's head share (1 at and above ``cut``, a height in
+    the head's axes, falling linearly to 0 at ``cut - blend``) and its position in ``torso_rest``'s
+    frame (metres). None when no vertex lies under the cut."""
+    first = int(frames.train[0])
+    v = frames.vertices[first]
+    R0 = axis_angle_to_matrix(frames.rotation[first][None])[0].to(v)
+    height = ((v - frames.translation[first].to(v)) @ R0)[:, 1]
+    weight = ((height - (cut - blend)) / blend).clamp(0.0, 1.0)
+    if bool((weight >= 1).all()):
+        return None
+    T = torso_rest.to(v)
+    return {"weight": weight, "local": (v - T[:3, 3]) @ T[:3, :3]}
 
 
 def _uncovered(frames, faces: Tensor, picks: list[int], cut: float, stride: int):

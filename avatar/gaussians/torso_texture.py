@@ -65,12 +65,17 @@ class TorsoTexture(nn.Module):
     ``anchors [A, 3]`` rest positions in the torso's frame (torso units), ``box (x0, x1, y0, y1)``
     the texture's extent there, ``texture [1, 4 + Fe, H, W]`` (colour logits, opacity logit, fine
     channels), ``unit`` metres per torso unit, ``torso_rest [4, 4]`` the pose the fine colour is
-    relative to.
+    relative to, ``warp_downscale`` the anchors' splat drawn at 1/this of the image's size each way
+    (:meth:`layer`; training draws it at full size, ``avatar live`` smaller: ``warp_downscale``).
     """
 
     def __init__(self, anchors: Tensor, box: tuple[float, float, float, float], texture: Tensor,
-                 anchor_log_scale: Tensor, torso_rest: Tensor, unit: float, fine_features: int = 4):
+                 anchor_log_scale: Tensor, torso_rest: Tensor, unit: float, fine_features: int = 4,
+                 warp_downscale: int = 1):
         super().__init__()
+        if int(warp_downscale) < 1:
+            raise ValueError(f"warp_downscale must be >= 1 (1: the anchors' splat at the image's size), got {warp_downscale}")
+        self.warp_downscale = int(warp_downscale)
         x0, x1, y0, y1 = (float(b) for b in box)
         if not (x1 > x0 and y1 > y0):
             raise ValueError(f"TorsoTexture box must have x1 > x0 and y1 > y0, got {box}")
@@ -142,7 +147,12 @@ class TorsoTexture(nn.Module):
     def layer(self, torso: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int,
               renderer: dict | None = None) -> tuple[Tensor, Tensor]:
         """The body layer for one frame's ``torso [4, 4]`` seen by ``viewmats [C, 4, 4]`` / ``Ks [C, 3, 3]``:
-        ``(colour [C, H, W, 3], opacity [C, H, W, 1])``."""
+        ``(colour [C, H, W, 3], opacity [C, H, W, 1])``.
+
+        The anchors' splat is a smooth field (each anchor spans many pixels), so it is drawn at
+        1/:attr:`warp_downscale` of the image each way and upsampled bilinearly; the texture is then
+        read at full size. The fine colour is added at the texture's own resolution before it is
+        read (bilinear reading is linear, so this is the same sum, over fewer texels)."""
         torso = torso.to(self.anchors)
         local = (self.anchors + self.anchor_offset) * self.unit
         means = local @ torso[:3, :3].T + torso[:3, 3]
@@ -150,17 +160,26 @@ class TorsoTexture(nn.Module):
         quats = matrix_to_quaternion(torso[:3, :3][None]).expand(local.shape[0], 4)
         opts = {k: v for k, v in (renderer or {}).items() if k in ("backend", "tile_size", "rasterize_mode")}
         opacity = torch.full_like(self.anchor_uv[:, 0], _ANCHOR_OPACITY)
+        d = self.warp_downscale
+        w_low, h_low = max(1, -(-width // d)), max(1, -(-height // d))
+        Ks_low = Ks.clone()
+        Ks_low[:, 0] *= w_low / width  # pixel coordinates scale with the image (centres at i + 0.5)
+        Ks_low[:, 1] *= h_low / height
         splat, cover, _ = rasterization(means, quats, torch.exp(self.anchor_log_scale) * self.unit, opacity,
-                                        self.anchor_uv, viewmats, Ks, width, height, **opts)
-        uv = splat[..., :2] / splat[..., 2:3].clamp_min(1e-6)
-        grid = uv * 2 - 1  # grid_sample's corners-excluded convention: 0..1 spans the texture
-        C = viewmats.shape[0]
-        tex = F.grid_sample(self.texture.expand(C, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)  # [C, 4 + Fe, H, W]
+                                        self.anchor_uv, viewmats, Ks_low, w_low, h_low, **opts)
+        field = torch.cat((splat, cover), -1).permute(0, 3, 1, 2)  # [C, 4, h, w]
+        if (h_low, w_low) != (height, width):
+            field = F.interpolate(field, size=(height, width), mode="bilinear", align_corners=False)
+        uv = field[:, :2] / field[:, 2:3].clamp_min(1e-6)
+        grid = (uv * 2 - 1).permute(0, 2, 3, 1)  # grid_sample's corners-excluded convention: 0..1 spans the texture
         fine = self.decoder(self.pose_features(torso[None])).reshape(self.fine_features, 3)
-        logits = tex[:, :3] + torch.einsum("cfhw,fk->ckhw", tex[:, 4:], fine)
-        colour = torch.sigmoid(logits).permute(0, 2, 3, 1)
-        opacity = torch.sigmoid(tex[:, 3:4]).permute(0, 2, 3, 1) * (cover / _HALF_COVER).clamp(max=1.0)
+        tex = self.texture[0]
+        logits = torch.cat((tex[:3] + torch.einsum("fhw,fk->khw", tex[4:], fine), tex[3:4]))[None]  # [1, 4, Ht, Wt]
+        C = viewmats.shape[0]
+        read = F.grid_sample(logits.expand(C, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)  # [C, 4, H, W]
+        colour = torch.sigmoid(read[:, :3]).permute(0, 2, 3, 1)
+        opacity = torch.sigmoid(read[:, 3:4]).permute(0, 2, 3, 1) * (field[:, 3:4].permute(0, 2, 3, 1) / _HALF_COVER).clamp(max=1.0)
         return colour, opacity
 
     # ------------------------------------------------------------ saving
@@ -240,7 +259,7 @@ class PortraitTextureGaussians(PortraitGaussians):
         return cls(base.faces, base.binding[keep], {k: v.detach()[keep] for k, v in base.params.items()},
                    base.sh_degree, base.group[keep], base.torso_rest, base.torso_unit,
                    canonical_vertices=base.canonical_vertices, deformer=base.deformer, sh_frame=base.sh_frame,
-                   torso_texture=texture)
+                   neck=base.neck, torso_texture=texture)
 
     def other_parameters(self) -> dict:
         out = dict(super().other_parameters())
@@ -251,10 +270,11 @@ class PortraitTextureGaussians(PortraitGaussians):
                         "torso_decoder": list(t.decoder.parameters())})
         return out
 
-    def _like(self, faces, binding, group, params, canonical_vertices) -> "PortraitTextureGaussians":
+    def _like(self, faces, binding, group, params, canonical_vertices, neck: dict | None | str = "same") -> "PortraitTextureGaussians":
         return PortraitTextureGaussians(faces, binding, params, self.sh_degree, group, self.torso_rest, self.torso_unit,
                                         canonical_vertices=canonical_vertices, deformer=self.deformer,
-                                        sh_frame=self.sh_frame, torso_texture=self.torso_texture)
+                                        sh_frame=self.sh_frame, neck=self.neck if neck == "same" else neck,
+                                        torso_texture=self.torso_texture)
 
     def state(self) -> dict:
         out = super().state()
@@ -267,7 +287,7 @@ class PortraitTextureGaussians(PortraitGaussians):
         t = state.get("torso_texture")
         return cls(base.faces, base.binding, {k: v.detach() for k, v in base.params.items()}, base.sh_degree,
                    base.group, base.torso_rest, base.torso_unit, canonical_vertices=base.canonical_vertices,
-                   deformer=base.deformer, sh_frame=base.sh_frame,
+                   deformer=base.deformer, sh_frame=base.sh_frame, neck=base.neck,
                    torso_texture=None if t is None else TorsoTexture.from_state(t, device))
 
     def forward(self, state: FrameState) -> WorldGaussians:
