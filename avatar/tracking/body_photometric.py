@@ -57,7 +57,7 @@ from .body_fit import project
 from .body_points import spread_vertices
 from .fit import geman_mcclure
 from .silhouette import silhouette_targets
-from .photometric import ColourModel, _grid, _load_frames, pose_optimizer, seen_weights, stage_report
+from .photometric import ColourModel, _grid, frames_at, pose_optimizer, seen_weights, stage_report
 
 
 @dataclass
@@ -100,15 +100,11 @@ def refine_body_photometric(capture: Capture, body, seq: BodyTrackedSequence, ta
     t0 = time.perf_counter()
     device, dtype = body.template.device, body.template.dtype
     n_frames = seq.n_frames
-    width = int(cfg.resolution)
-    height = max(1, int(round(seq.height * width / seq.width)))
-    images, masks = _load_frames(capture, width, height, dtype, device)
+    images, masks, K = frames_at(capture, seq, cfg.resolution, dtype, device)
+    height, width = images.shape[-2:]
     load_seconds = time.perf_counter() - t0
 
     t = lambda a: torch.as_tensor(np.array(a), device=device, dtype=dtype)  # noqa: E731
-    K = t(seq.intrinsics()).clone()
-    K[:, 0] *= width / seq.width
-    K[:, 1] *= height / seq.height
     focal, principal = K[:, 0, 0, None, None], K[:, :2, 2][:, None]
     valid = torch.as_tensor(np.asarray(valid), device=device, dtype=torch.bool)
     target = target.to(device=device, dtype=dtype)

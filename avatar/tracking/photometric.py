@@ -90,6 +90,18 @@ class PhotometricConfig:
     expression_prior: float = 0.0  # squared change of the refined coefficients (per frame, against the colour term)
 
 
+def frames_at(capture: Capture, seq, resolution: int, dtype, device) -> tuple[Tensor, Tensor, Tensor]:
+    """The capture's frames and masks ``[N, 3 | 1, H, W]`` at ``resolution`` pixels wide (the height
+    keeps the aspect) and the sequence's intrinsics ``[N, 3, 3]`` scaled to that size."""
+    width = int(resolution)
+    height = max(1, int(round(seq.height * width / seq.width)))
+    images, masks = _load_frames(capture, width, height, dtype, device)
+    K = torch.as_tensor(np.array(seq.intrinsics()), device=device, dtype=dtype).clone()
+    K[:, 0] *= width / seq.width
+    K[:, 1] *= height / seq.height
+    return images, masks, K
+
+
 def _load_frames(capture: Capture, width: int, height: int, dtype, device) -> tuple[Tensor, Tensor]:
     import cv2  # noqa: PLC0415
 
@@ -252,15 +264,11 @@ def refine_photometric(capture: Capture, seq: TrackedSequence, model, lm: Landma
     t0 = time.perf_counter()
     device, dtype = lm.template.device, lm.template.dtype
     n_frames = seq.n_frames
-    scale = cfg.resolution / seq.width
-    width, height = cfg.resolution, max(1, int(round(seq.height * scale)))
-    images, masks = _load_frames(capture, width, height, dtype, device)
+    images, masks, K = frames_at(capture, seq, cfg.resolution, dtype, device)
+    height, width = images.shape[-2:]
     load_seconds = time.perf_counter() - t0
 
     t = lambda a: torch.as_tensor(np.array(a), device=device, dtype=dtype)  # noqa: E731
-    K = t(seq.intrinsics()).clone()
-    K[:, 0] *= width / seq.width
-    K[:, 1] *= height / seq.height
     shape, expression = t(seq.shape), t(seq.expression)
     rotation0, translation0 = t(seq.rotation), t(seq.translation)
     targets = targets.to(device=device, dtype=dtype)
