@@ -171,9 +171,10 @@ def test_the_trainers_optimizer_learns_the_body_texture():
     assert errors[-1] < 0.5 * errors[0]
 
 
-def test_a_package_draws_the_body_layer_again_only_when_the_torso_or_camera_changes(monkeypatch):
-    """Live holds the driver's shoulders between detections: the package reuses the layer then,
-    and the picture is the same as drawing it again."""
+def test_the_layer_is_drawn_again_only_when_what_it_depends_on_changes(monkeypatch):
+    """Live holds the driver's shoulders between detections: a package's frames reuse the layer
+    then (the picture is the same as drawing it again); a new torso, camera, warp size or weights
+    draw it again, and with gradients (training) it is always drawn."""
     import numpy as np
 
     from avatar.gaussians.package import AvatarPackage
@@ -181,8 +182,8 @@ def test_a_package_draws_the_body_layer_again_only_when_the_torso_or_camera_chan
 
     g, frames = _avatar()
     calls = []
-    layer = TorsoTexture.layer
-    monkeypatch.setattr(TorsoTexture, "layer", lambda self, *a, **k: calls.append(1) or layer(self, *a, **k))
+    draw_layer = TorsoTexture._draw
+    monkeypatch.setattr(TorsoTexture, "_draw", lambda self, *a, **k: calls.append(1) or draw_layer(self, *a, **k))
     package = AvatarPackage({"shape": torch.zeros(1), "background": torch.tensor([0.0, 0.0, 1.0])}, g, Sheet(),
                             torch.device("cpu"))
     r, t = frames.rotation[0].numpy(), frames.translation[0].numpy()
@@ -199,7 +200,17 @@ def test_a_package_draws_the_body_layer_again_only_when_the_torso_or_camera_chan
     zoomed = K.clone()
     zoomed[0, 0] *= 1.1
     draw(rest, zoomed)
-    assert len(calls) == 4  # another camera: drawn again
+    assert len(calls) == 4  # another camera
+    g.torso_texture.warp_downscale = 2
+    draw(rest, zoomed)
+    assert len(calls) == 5  # another warp size
+    with torch.no_grad():
+        g.torso_texture.texture[:, :3] += 0.5
+    assert not np.array_equal(draw(rest, zoomed), first) and len(calls) == 6  # new weights
+    texture = g.torso_texture
+    for _ in range(2):
+        texture.layer(g.torso_rest, VIEW[None], K[None], SIZE, SIZE)
+    assert len(calls) == 8  # gradients on: drawn every time
 
 
 def test_live_draws_the_warp_smaller_and_refuses_a_bad_factor():

@@ -70,24 +70,6 @@ class AvatarPackage:
 
     def __post_init__(self) -> None:
         self._compact = None
-        self._layer = None  # (key, layer): the last layer drawn behind the Gaussians (_reused_layer)
-
-    def _reused_layer(self, under, torso, viewmat, K, width: int, height: int, renderer: dict | None):
-        """``under`` (a layer drawn behind the Gaussians, e.g. a portrait's body texture) that gives back
-        the previous frame's layer when its inputs are the same: it depends only on the torso and
-        the camera, and a live driver's shoulders are detected on every few frames and held between."""
-        key = (id(self.gaussians), None if torso is None else np.asarray(torso, np.float32).tobytes(),
-               viewmat.detach().cpu().numpy().tobytes(), K.detach().cpu().numpy().tobytes(), width, height,
-               repr(sorted((renderer or {}).items())))
-
-        def layer(index, *args):
-            if self._layer is not None and self._layer[0] == key:
-                return self._layer[1]
-            out = under(index, *args)
-            self._layer = (key, out)
-            return out
-
-        return layer
 
     def _compact_mesh(self):
         """The part of the mesh the Gaussians sit on, ready to pose per frame (built once per
@@ -269,8 +251,6 @@ class AvatarPackage:
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
         w = self.posed_gaussians(None if expression is None else t(expression), t(rotation), t(translation),
                                  None if pose is None else t(pose), None if torso is None else t(torso))
-        if w.under is not None:
-            w.under = self._reused_layer(w.under, torso, viewmat, K, width, height, renderer)
         t0 = time.perf_counter()
         img, _, meta = w.render(viewmat[None], K[None], width, height, self.gaussians.sh_degree,
                                 backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))
