@@ -156,13 +156,14 @@ class PortraitGaussians(MeshGaussians):
         torso_rest = rest_torso(torch.zeros(3, dtype=dtype, device=device))
         neck = None
         if frames is not None:
-            extra, torso_rest = _seed_from_frames(model, cfg, frames, surface.faces, p)
+            cut = neck_cut(model, cfg, frames)
+            extra, torso_rest = _seed_from_frames(model, cfg, frames, surface.faces, p, cut)
             if extra is not None:
                 binding = torch.cat((binding, extra["binding"]))
                 group = torch.cat((group, extra["group"]))
                 p = {k: torch.cat((v, extra["params"][k])) for k, v in p.items()}
             if getattr(frames, "torso", None) is not None and cfg.neck_blend > 0:
-                neck = neck_skinning(frames, neck_cut(model, cfg, frames), float(cfg.neck_blend), torso_rest)
+                neck = neck_skinning(frames, cut, float(cfg.neck_blend), torso_rest)
         return cls(surface.faces, binding, p, cfg.sh_degree, group, torso_rest, cfg.torso_unit,
                    canonical_vertices=surface.canonical_vertices, deformer=surface.deformer, sh_frame=cfg.sh_frame,
                    neck=neck)
@@ -248,7 +249,7 @@ class PortraitGaussians(MeshGaussians):
         return self.on_frames(o, r, k, condition, frame)
 
 
-def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, like: dict[str, Tensor]):
+def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, like: dict[str, Tensor], cut: float):
     """Off-mesh and torso Gaussians seeded from the frames' masks (see :meth:`PortraitGaussians.initialise`):
     ``({"binding", "group", "params"} | None, torso_rest [4, 4])``."""
     dtype, device = like["local_xyz"].dtype, like["local_xyz"].device
@@ -256,7 +257,6 @@ def _seed_from_frames(model, cfg: MeshGaussiansConfig, frames, faces: Tensor, li
     first = train[0]
     count = max(1, min(int(cfg.offmesh_frames), len(train)))
     picks = [train[round(j * (len(train) - 1) / max(1, count - 1))] for j in range(count)] if count > 1 else [first]
-    cut = neck_cut(model, cfg, frames)
     points, spacing, colours, frame_of = _uncovered(frames, faces, picks, cut, max(1, int(cfg.offmesh_stride)))
     # Above or below the neck: the seed's height in the head's axes of its frame.
     R = axis_angle_to_matrix(frames.rotation[frame_of])  # [P, 3, 3]
@@ -310,13 +310,19 @@ def neck_skinning(frames, cut: float, blend: float, torso_rest: Tensor) -> dict 
     frame (metres). None when no vertex lies under the cut."""
     first = int(frames.train[0])
     v = frames.vertices[first]
-    R0 = axis_angle_to_matrix(frames.rotation[first][None])[0].to(v)
-    height = ((v - frames.translation[first].to(v)) @ R0)[:, 1]
+    height = _head_heights(frames, first)
     weight = ((height - (cut - blend)) / blend).clamp(0.0, 1.0)
     if bool((weight >= 1).all()):
         return None
     T = torso_rest.to(v)
     return {"weight": weight, "local": (v - T[:3, 3]) @ T[:3, :3]}
+
+
+def _head_heights(frames, i: int) -> Tensor:
+    """``[V]`` each vertex's height in the head's own axes in frame ``i`` (its tracked pose undone)."""
+    v = frames.vertices[i]
+    R = axis_angle_to_matrix(frames.rotation[i][None])[0].to(v)
+    return ((v - frames.translation[i].to(v)) @ R)[:, 1]
 
 
 def _uncovered(frames, faces: Tensor, picks: list[int], cut: float, stride: int):
@@ -330,8 +336,7 @@ def _uncovered(frames, faces: Tensor, picks: list[int], cut: float, stride: int)
     for i in picks:
         v = frames.vertices[i]
         r = rasterize_mesh(v[None], faces, frames.K[i][None], frames.width, frames.height, V[None])
-        R0 = axis_angle_to_matrix(frames.rotation[i][None])[0]
-        height = ((v - frames.translation[i]) @ R0)[:, 1]  # each vertex's height in the head's axes
+        height = _head_heights(frames, i)
         y = (height[faces[r.triangle_id[0].clamp_min(0)]] * r.bary[0]).sum(-1)
         covered = r.mask[0] & (y >= cut)
         depth = (v @ V[:3, :3].T + V[:3, 3])[:, 2].median()
