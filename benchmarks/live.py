@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--deformer-dtype", default="auto", choices=("auto", "float32", "bfloat16", "mlp"),
                         help="the expression MLP's posing as `avatar live` deformer_dtype=...; mlp: the trained MLP as is")
     parser.add_argument("--pose-every", type=int, default=3, help="portraits: the driver's pose on every Nth frame")
+    parser.add_argument("--schedule", default="overlap", choices=("overlap", "sequential"),
+                        help="when the tracker starts on the next frame (`avatar live` schedule)")
     parser.add_argument("--warp-downscale", type=int, default=4,
                         help="avatar=portrait: its body texture's warp drawn at 1/N size (`avatar live` body_warp_downscale)")
     args = parser.parse_args()
@@ -75,12 +77,13 @@ def main() -> None:
     deformer = None if args.deformer_dtype == "mlp" else fix_deformer(package, args.deformer_dtype)
     warp = body_warp_downscale(package, args.warp_downscale)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
-                      driver_identity=not args.no_driver_identity, pose_every=args.pose_every)
+                      driver_identity=not args.no_driver_identity, pose_every=args.pose_every,
+                      schedule=args.schedule)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,
         "budget_psnr_vs_all_db": psnr, "expression_mlp_dtype": deformer, "body_warp_downscale": warp,
-        "pose_every": args.pose_every, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "pose_every": args.pose_every, "schedule": args.schedule, "device": str(device), "torch_threads": torch.get_num_threads(),
         **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason",
                                   "driver_identity")},
         "load_average": [round(x, 2) for x in os.getloadavg()],

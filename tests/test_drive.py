@@ -321,3 +321,50 @@ def test_live_detects_the_drivers_pose_every_nth_frame_for_an_avatar_with_a_tors
                       driver_identity=False, pose_every=3, renderer={"backend": "torch"})
     assert report["frames_captured"] == 150 and calls["face"] >= 4
     assert calls["pose"] == -(-calls["face"] // 3)  # frames 0, 3, 6, ... of those tracked
+
+
+def test_live_sequential_schedule_never_tracks_while_the_renderer_works(package, monkeypatch):
+    """schedule=sequential: the tracker starts on a frame only once the renderer is done with the
+    one it took, so MediaPipe never runs inside a render (the renderer has the cores to itself);
+    an unknown schedule is refused before anything opens."""
+    import threading
+    import time
+
+    import pytest
+    import torch
+
+    import avatar.landmarks
+    from avatar.drive.animate import AvatarPackage
+    from avatar.drive.live import run_live
+
+    spans = {"face": [], "render": []}
+    lock = threading.Lock()
+    face_cls = avatar.landmarks.FaceMeshDetector
+
+    class TimedFaces(face_cls):
+        def detect(self, rgb):
+            t0 = time.perf_counter()
+            out = super().detect(rgb)
+            with lock:
+                spans["face"].append((t0, time.perf_counter()))
+            return out
+
+    real_render = AvatarPackage.render_frame
+
+    def timed_render(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = real_render(self, *args, **kwargs)
+        with lock:
+            spans["render"].append((t0, time.perf_counter()))
+        return out
+
+    monkeypatch.setattr(avatar.landmarks, "FaceMeshDetector", TimedFaces)
+    monkeypatch.setattr(AvatarPackage, "render_frame", timed_render)
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    with pytest.raises(ValueError, match="schedule"):
+        run_live(pkg, str(_real_video("drive_expressive_512.mp4")), display=False, max_frames=5, schedule="eager")
+    report = run_live(pkg, str(_real_video("drive_expressive_512.mp4")), display=False, max_frames=60,
+                      driver_identity=False, renderer={"backend": "torch"}, schedule="sequential")
+    assert report["frames_shown"] >= 3 and len(spans["face"]) >= 3
+    overlaps = [(f, r) for f in spans["face"] for r in spans["render"] if f[0] < r[1] and r[0] < f[1]]
+    assert not overlaps, f"{len(overlaps)} face detections ran during a render"

@@ -168,6 +168,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "out": text(null=True),
         "max_gaussians": integer(1, null=True, choices=("auto",)),
         "pose_every": integer(1),
+        "schedule": text("overlap", "sequential"),
         "body_warp_downscale": integer(1),
         "deformer_dtype": text("auto", "float32", "bfloat16"),
     },

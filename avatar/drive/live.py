@@ -6,7 +6,9 @@ sets the frame rate and stale frames are dropped instead of queued:
 1. capture: reads the camera (a video file is paced at its own frame rate, like a camera);
 2. track: MediaPipe face mesh + the per-frame fitter (expression and head pose), on the
    newest frame once the renderer has taken its previous result (so it never computes a
-   pose that would not be shown, leaving the CPU to the renderer);
+   pose that would not be shown, leaving the CPU to the renderer), timed to finish about when
+   the renderer does (``schedule=overlap``) or only once the renderer is done
+   (``schedule=sequential``: lower latency, the renderer alone on the cores);
 3. render (the calling thread): retarget onto the avatar, rasterize, display and/or record.
 
 Latency is measured from the moment a frame was captured to the moment its avatar frame was
@@ -127,9 +129,13 @@ def open_camera(source):
     return cap, (not is_index), fps if fps > 0 else 30.0
 
 
+SCHEDULES = ("overlap", "sequential")  # run_live's choices
+
+
 def run_live(package: AvatarPackage, source, display: bool = True, out: str | None = None, size: int | None = None,
              max_frames: int | None = None, retarget_cfg: RetargetConfig | None = None, snapshot_dir: str = ".",
-             renderer: dict | None = None, driver_identity: bool = True, pose_every: int = 3) -> dict:
+             renderer: dict | None = None, driver_identity: bool = True, pose_every: int = 3,
+             schedule: str = "overlap") -> dict:
     """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report.
 
     The driver starts with the mean face; with ``driver_identity`` its own identity is fitted
@@ -137,7 +143,14 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     of its own) and swapped in when ready: the fit restarts from that frame, which becomes the
     head-pose reference, and the running neutral starts over. An avatar with a torso follows the
     driver's shoulders, detected (MediaPipe pose) on every ``pose_every``-th tracked frame and held
-    between: shoulders move slowly, and the detection costs about as much as the face's."""
+    between: shoulders move slowly, and the detection costs about as much as the face's.
+
+    ``schedule``: when the tracker starts on the next frame. ``sequential``: once the renderer has
+    finished the frame it took, so the renderer has every core to itself while it works (its
+    parallel loops lose badly to a second busy thread on a small CPU); ``overlap``: already
+    while the renderer works, timed to finish about when it does."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"live schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     import cv2  # noqa: PLC0415
 
     from avatar.io.video import VideoWriter  # noqa: PLC0415
@@ -151,6 +164,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
 
     cap, is_file, fps = open_camera(source)
     stats, stop = LiveStats(), threading.Event()
+    rendered = threading.Event()  # sequential schedule: the renderer is done with the frame it took
     frames_box, tracked_box = Latest(), Latest()
     model_cpu = package.model.to("cpu")
     lm = LandmarkModel.from_model(model_cpu, load_embedding(model_cpu)).to(torch.device("cpu"), torch.float64)
@@ -222,7 +236,12 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                 else:
                     stats.no_face += 1
                 stats.stage_ms["track"].append((time.perf_counter() - t0) * 1e3)
+                rendered.clear()
                 tracked_box.put((t_cap, rgb, result))
+                if schedule == "sequential":  # the next frame only once this one is on screen
+                    while not stop.is_set() and not rendered.wait(0.1) and not tracked_box.closed:
+                        pass
+                    continue
                 # Track the next frame only once the renderer took this one: a result it would
                 # never show is wasted CPU that the renderer needs (the capture keeps only the
                 # newest frame meanwhile, so nothing queues up). Then wait until the renderer is
@@ -267,6 +286,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             if t_idle is not None:
                 stats.stage_ms["wait"].append((t0 - t_idle) * 1e3)
             if result is None and last is None:
+                rendered.set()
                 continue  # no face yet: nothing to hold
             e, r, t, v, torso = last = result if result is not None else last  # no face: hold the last pose
             if v != version:  # a new driver identity: its expressions read differently from here on
@@ -295,6 +315,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     cv2.imwrite(str(snap), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             stats.shown += 1
             stats.latency_ms.append((time.perf_counter() - t_cap) * 1e3)
+            rendered.set()
             t_idle = time.perf_counter()
     return stats.report(time.perf_counter() - t_start)
 
