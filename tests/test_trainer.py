@@ -271,6 +271,11 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     assert (out / "config.yaml").read_text() == recorded  # eval never rewrites the run's record
     again = json.loads((out / "eval" / "metrics.json").read_text())
     assert abs(again["psnr"] - metrics["psnr"]) < 1e-4
+    # the held-out poses aligned on full-size frames unless told otherwise, whatever the run recorded
+    for extra, downscale in (([], 1), (["pose_downscale=2"], 2)):
+        assert cli.main(["eval", f"run={out}", "pose_steps=2", f"out={tmp_path / 'aligned'}", *extra]) == 0
+        aligned = json.loads((tmp_path / "aligned" / "metrics.json").read_text())["pose_aligned"]
+        assert aligned["pose_steps"] == 2 and aligned["downscale"] == downscale and aligned["frames"] == 5
     assert cli.main(["export", f"run={out}"]) == 0
     assert all((out / "export" / name).is_file() for name in ("avatar.ply", "avatar.spz", "avatar.pt"))
     capsys.readouterr()

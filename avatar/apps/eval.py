@@ -18,6 +18,7 @@ def main(cfg: DictConfig) -> int:
     metrics = trainer.evaluate(progress=True)
     steps = cfg.get("pose_steps")
     steps = trainer.cfg.eval_pose_steps if steps is None else int(steps)
+    trainer.cfg.eval_pose_downscale = int(cfg.get("pose_downscale", 1))  # runs trained before 2026-12-06 saved 2
     if steps > 0:
         metrics["pose_aligned"] = pose_aligned_metrics(trainer, steps)
     metrics.update({"n_gaussians": len(trainer.gaussians), "iterations": trainer.step,

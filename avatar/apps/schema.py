@@ -172,7 +172,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "body_warp_downscale": integer(1),
         "deformer_dtype": text("auto", "float32", "bfloat16"),
     },
-    "eval": {**_RENDERER, "pose_steps": integer(0, null=True)},
+    "eval": {**_RENDERER, "pose_steps": integer(0, null=True), "pose_downscale": integer(1)},
     "export": {**_DRIVING, "drive": text(null=True), "frame": integer(0, null=True),
                "neutral_frame": integer(0, null=True)},
     "view": {"run": text(), "drive": text(null=True), "neutral_frame": integer(0, null=True),
