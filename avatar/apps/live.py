@@ -22,15 +22,15 @@ def main(cfg: DictConfig) -> int:
     limit_gaussians(package, cfg.get("max_gaussians"), OmegaConf.to_container(cfg.renderer))
     deformer = fix_deformer(package, cfg.get("deformer_dtype", "auto"))  # after the budget: it is bound to the Gaussians
     warp = body_warp_downscale(package, cfg.get("body_warp_downscale", 4))
+    schedule, pose_every = cfg.get("schedule", "overlap"), cfg.get("pose_every", 3)
     report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
                       max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
                       renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity,
-                      pose_every=cfg.get("pose_every", 3),
-                      schedule=cfg.get("schedule", "overlap"))
+                      pose_every=pose_every, schedule=schedule)
     report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
                    "n_gaussians": len(package.gaussians), "device": str(package.device),
                    "expression_mlp_dtype": deformer, "body_warp_downscale": warp,
-                   "schedule": cfg.get("schedule", "overlap"), "pose_every": cfg.get("pose_every", 3)})
+                   "schedule": schedule, "pose_every": pose_every})
     path = Path(cfg.report)
     if not path.is_absolute() and HydraConfig.initialized():
         path = Path(HydraConfig.get().runtime.output_dir) / path

@@ -143,7 +143,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     of its own) and swapped in when ready: the fit restarts from that frame, which becomes the
     head-pose reference, and the running neutral starts over. An avatar with a torso follows the
     driver's shoulders, detected (MediaPipe pose) on every ``pose_every``-th tracked frame and held
-    between: shoulders move slowly, and the detection costs about as much as the face's.
+    between: shoulders move slowly, and the detection costs about three times the face's.
 
     ``schedule``: when the tracker starts on the next frame. ``sequential``: once the renderer has
     finished the frame it took, so the renderer has every core to itself while it works (its
