@@ -96,6 +96,28 @@ def test_gaussians_follow_rigid_and_non_rigid_motion():
     torch.testing.assert_close(grown.scales, base.scales * 2, atol=1e-7, rtol=1e-5)
 
 
+def test_normal_extent_is_the_posed_gaussians_width_across_its_triangle():
+    """``normal_extents`` (what ``train.flat_weight`` penalises) is the standard deviation of the
+    posed Gaussian along its triangle's normal, in triangle sizes, whatever its own rotation."""
+    model = PlaneModel()
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=6))
+    with torch.no_grad():
+        g.params["log_scale"].copy_(torch.log(torch.tensor([0.4, 0.3, 0.02])).expand(len(g), 3))
+        g.params["local_quat"].copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(len(g), 4))
+    torch.testing.assert_close(g.normal_extents(), torch.full((len(g),), 0.02))  # a disc on the plane
+    with torch.no_grad():  # stood up: a quarter turn about its own first axis puts the 0.3 axis on the normal
+        g.params["local_quat"].copy_(torch.tensor([math.cos(math.pi / 4), math.sin(math.pi / 4), 0, 0]).expand(len(g), 4))
+        g.params["local_quat"][::2] *= 3.0  # stored unnormalised: the same rotation
+    torch.testing.assert_close(g.normal_extents(), torch.full((len(g),), 0.3))
+    with torch.no_grad():
+        g.params["local_quat"].copy_(torch.randn(len(g), 4))
+    w = g(FrameState(model().vertices, rotation=REST))
+    R = quaternion_to_matrix(w.quats)  # world covariance R S^2 R^T; the plane's normal is z
+    across = (w.scales * R[..., 2, :]).norm(dim=-1)
+    spacing = 0.1 / 6 * (2 + math.sqrt(2)) / 3  # the mean edge of the plane's triangles
+    torch.testing.assert_close(across.reshape(-1), g.normal_extents() * spacing, atol=1e-6, rtol=1e-4)
+
+
 def _render_plane(g: MeshGaussians, model, rotation: Tensor, viewmat: Tensor) -> Tensor:
     """The plane turned by ``rotation`` (axis-angle, about the origin) seen by ``viewmat``."""
     verts = model().vertices @ axis_angle_to_matrix(rotation).T

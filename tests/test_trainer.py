@@ -149,6 +149,20 @@ def test_training_reproduces_heldout_frames(sheet_capture, tmp_path):
     assert len(tr.gaussians) != 576  # densification ran
 
 
+def test_flat_weight_lays_the_gaussians_on_their_triangles(sheet_capture, tmp_path):
+    """``train.flat_weight`` shrinks the Gaussians' extent across their triangles (off by default)."""
+    def across(**kw):
+        tr = _trainer(sheet_capture, tmp_path / f"run{len(kw)}", iterations=60,
+                      densify=DensifyConfig(refine_start=1000), **kw)
+        for _ in range(tr.cfg.iterations):
+            tr.train_step()
+        with torch.no_grad():
+            return float(tr.gaussians.normal_extents().median())
+
+    free, flat = across(), across(flat_weight=1.0, flat_threshold=0.05)
+    assert flat < 0.8 * free, (flat, free)
+
+
 @pytest.fixture
 def one_thread():
     """Bit-exact comparisons need one thread: multithreaded BLAS/OpenMP reductions may split work

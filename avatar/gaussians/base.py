@@ -160,6 +160,12 @@ class GaussianAvatar(nn.Module):
         trainer penalises those beyond ``xyz_threshold``)."""
         raise NotImplementedError
 
+    def normal_extents(self) -> Tensor | None:
+        """``[N]`` each Gaussian's standard deviation along its anchor surface's normal, in the
+        kind's units (the trainer penalises those beyond ``flat_threshold``); None for kinds
+        whose Gaussians have no surface to lie on."""
+        return None
+
     def subset(self, index: Tensor) -> "GaussianAvatar":
         """A new avatar of the same kind with the Gaussians ``index`` (indices or a bool mask)."""
         raise NotImplementedError

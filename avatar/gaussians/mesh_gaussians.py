@@ -226,6 +226,12 @@ class MeshGaussians(GaussianAvatar):
     def anchor_distances(self) -> Tensor:
         return self.params["local_xyz"].norm(dim=-1)
 
+    def normal_extents(self) -> Tensor:
+        # The frame's third axis is the triangle's normal: the extent along it is |S R^T n| with
+        # R the Gaussian's rotation in the frame, so R^T n is R's last row.
+        rot = quaternion_to_matrix(normalize_quaternion(self.params["local_quat"]))
+        return (torch.exp(self.params["log_scale"]) * rot[:, 2, :]).norm(dim=-1)
+
     def opacities(self) -> Tensor:
         return torch.sigmoid(self.params["opacity_logit"])
 

@@ -178,6 +178,12 @@ class PortraitGaussians(MeshGaussians):
         d = self.params["local_xyz"].norm(dim=-1)
         return torch.where(self.group == SURFACE, d, torch.zeros_like(d))
 
+    def normal_extents(self) -> Tensor:
+        """Surface Gaussians' extent across their triangle; 0 for the off-mesh and torso ones
+        (hair, glasses and clothes are not laid flat)."""
+        e = super().normal_extents()
+        return torch.where(self.group == SURFACE, e, torch.zeros_like(e))
+
     def canonical_positions(self) -> Tensor:
         """``[N, 3]`` positions on the canonical mesh (torso Gaussians: in the rest torso)."""
         b = self.binding.clamp_min(0)

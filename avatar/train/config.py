@@ -57,6 +57,11 @@ class TrainConfig:
     scale_threshold: float = 0.6  # Gaussian std beyond this many triangle sizes is penalised
     xyz_weight: float = 0.01  # weight of the penalty on Gaussians further than xyz_threshold from their anchor
     xyz_threshold: float = 1.0  # distance from the triangle centroid beyond this (triangle sizes) is penalised
+    # Flat Gaussians: weight of the penalty on a Gaussian's extent along its triangle's normal beyond
+    # flat_threshold (triangle sizes); 0: off. Discs lying on the surface, as surfel splatting does (a
+    # portrait's off-mesh and torso Gaussians are left as they are).
+    flat_weight: float = 0.0
+    flat_threshold: float = 0.05
     preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
     checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end
     viewer: bool = False  # serve the avatar being trained in a web browser (avatar view's viewer), loss and PSNR plotted

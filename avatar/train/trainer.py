@@ -181,6 +181,8 @@ class Trainer:
             loss = loss + cfg.scale_weight * excess(g.local_scales(), cfg.scale_threshold)
         if cfg.xyz_weight:
             loss = loss + cfg.xyz_weight * excess(g.anchor_distances(), cfg.xyz_threshold)
+        if cfg.flat_weight and (extents := g.normal_extents()) is not None:
+            loss = loss + cfg.flat_weight * excess(extents, cfg.flat_threshold)
         self.strategy.step_pre_backward(meta)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
