@@ -212,7 +212,27 @@ def test_the_training_viewer_page_shows_the_pictures_rendered_for_its_view(ict_a
             page.add_style_tag(content=".mantine-Notifications-root { display: none !important; }")
             assert train_until(lambda: page.evaluate("window.__avatarShownAt") or None), "the picture never showed"
             client = next(iter(viewer.server.server.get_clients().values()))
-            # the camera pictures are rendered for; a settled page, then its canvas
+
+            def camera():
+                c = client.camera
+                return (tuple(np.round(c.wxyz, 6)), tuple(np.round(c.position, 6)), round(float(c.fov), 6),
+                        c.image_width, c.image_height)
+
+            # The page's camera may still move after its first picture (the initial view is set once
+            # the avatar is posed): train on until it has kept still for a second and the picture for
+            # its last move was rendered, as a running training would. Then the settled canvas.
+            seen = {"camera": None, "since": time.monotonic()}
+
+            def settled():
+                now = camera()
+                if now != seen["camera"]:
+                    seen.update(camera=now, since=time.monotonic())
+                    return None
+                with viewer._lock:
+                    pending = bool(viewer._dirty)
+                return True if time.monotonic() - seen["since"] > 1.0 and not pending else None
+
+            assert train_until(settled), "the page's camera never settled"
             time.sleep(1.0)
             shown = _canvas(page)
             vm, K, width, height = client_view(client.camera, 4096)
