@@ -163,6 +163,35 @@ def test_flat_weight_lays_the_gaussians_on_their_triangles(sheet_capture, tmp_pa
     assert flat < 0.8 * free, (flat, free)
 
 
+def test_condition_noise_reaches_the_deformer_only(sheet_capture, tmp_path):
+    """``train.condition_noise`` perturbs the expression the deformer reads in training (drawn from
+    the seed and the step), never the mesh; off (0) the deformer reads the tracked expression."""
+    kw = dict(gaussians=MeshGaussiansConfig(uv_resolution=24, sh_degree=1, deform=True, deform_hidden=16, deform_layers=1))
+    tr = _trainer(sheet_capture, tmp_path / "noisy", condition_noise=0.1, **kw)
+    seen = []
+    forward = tr.gaussians.forward
+    tr.gaussians.forward = lambda state: (seen.append(state), forward(state))[1]
+    tr.train_step()
+    index = tr.training_frame(1)
+    plain = tr.mesh(index)
+    noisy = seen[-1]
+    assert torch.equal(noisy.vertices, plain.vertices)
+    assert not torch.equal(noisy.expression, plain.expression)
+    assert torch.equal(tr._noisy_state(index).expression, noisy.expression)  # same step: the same draw
+    draws = []
+    for step in range(2, 60):  # other steps: other draws, of the configured spread
+        tr.step = step
+        draws.append(tr._noisy_state(index).expression - plain.expression)
+    assert 0.07 < float(torch.cat(draws).std()) < 0.13
+
+    quiet = _trainer(sheet_capture, tmp_path / "quiet", **kw)
+    seen.clear()
+    forward = quiet.gaussians.forward
+    quiet.gaussians.forward = lambda state: (seen.append(state), forward(state))[1]
+    quiet.train_step()
+    assert torch.equal(seen[-1].expression, quiet.mesh(quiet.training_frame(1)).expression)
+
+
 @pytest.fixture
 def one_thread():
     """Bit-exact comparisons need one thread: multithreaded BLAS/OpenMP reductions may split work

@@ -62,6 +62,10 @@ class TrainConfig:
     # portrait's off-mesh and torso Gaussians are left as they are).
     flat_weight: float = 0.0
     flat_threshold: float = 0.05
+    # Expression-conditioned kinds: standard deviation of Gaussian noise added to the expression
+    # coefficients the deformer reads during training (the mesh keeps the tracked ones); 0: off. A
+    # smoother map from expressions to offsets, less able to remember single frames by their codes.
+    condition_noise: float = 0.0
     preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
     checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end
     viewer: bool = False  # serve the avatar being trained in a web browser (avatar view's viewer), loss and PSNR plotted

@@ -127,11 +127,12 @@ class Trainer:
         return FrameState(out.vertices, expression, rotation, torso=torso)
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
-               downscale: int = 1):
+               downscale: int = 1, state: FrameState | None = None):
         """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``
-        (``downscale``: that many times fewer pixels each way)."""
+        (``downscale``: that many times fewer pixels each way; ``state``: the posed model to render
+        instead of the frame's own, with the frame's camera)."""
         f = self.frames
-        w = self.gaussians(self.mesh(index, pose))
+        w = self.gaussians(self.mesh(index, pose) if state is None else state)
         K = f.K[index]
         if downscale > 1:
             K = torch.cat((K[:2] / downscale, K[2:]))
@@ -172,7 +173,7 @@ class Trainer:
         self.step += 1
         self._set_lrs()
         index = self.training_frame(self.step)
-        img, alpha, meta = self.render(index)
+        img, alpha, meta = self.render(index, state=self._noisy_state(index) if cfg.condition_noise else None)
         gt, mask = self.target(index)
         loss = photometric(img, gt, cfg.ssim_weight)
         if cfg.alpha_weight:
@@ -195,6 +196,18 @@ class Trainer:
         self.optimizer.step()
         with torch.no_grad():
             return {"loss": float(loss), "psnr": float(psnr(img.detach(), gt))}
+
+    def _noisy_state(self, index: int) -> FrameState:
+        """Frame ``index``'s posed model with ``cfg.condition_noise`` added to the expression the
+        deformer reads (the vertices stay the tracked mesh's); the noise is drawn from the seed and
+        the step, so a resumed run draws the same."""
+        state = self.mesh(index)
+        if state.expression is None or state.expression.shape[-1] == 0:
+            return state
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 7_919 * self.step + 1)
+        noise = torch.randn(state.expression.shape, generator=gen, dtype=torch.float64)
+        state.expression = state.expression + (self.cfg.condition_noise * noise).to(state.expression)
+        return state
 
     def _skip(self, why: str) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
