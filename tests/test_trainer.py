@@ -163,18 +163,24 @@ def test_flat_weight_lays_the_gaussians_on_their_triangles(sheet_capture, tmp_pa
     assert flat < 0.8 * free, (flat, free)
 
 
+def _first_step_state(tr) -> FrameState:
+    """The posed model ``tr``'s first training step hands its avatar."""
+    seen = []
+    forward = tr.gaussians.forward
+    tr.gaussians.forward = lambda state: (seen.append(state), forward(state))[1]
+    tr.train_step()
+    tr.gaussians.forward = forward
+    return seen[-1]
+
+
 def test_condition_noise_reaches_the_deformer_only(sheet_capture, tmp_path):
     """``train.condition_noise`` perturbs the expression the deformer reads in training (drawn from
     the seed and the step), never the mesh; off (0) the deformer reads the tracked expression."""
     kw = dict(gaussians=MeshGaussiansConfig(uv_resolution=24, sh_degree=1, deform=True, deform_hidden=16, deform_layers=1))
     tr = _trainer(sheet_capture, tmp_path / "noisy", condition_noise=0.1, **kw)
-    seen = []
-    forward = tr.gaussians.forward
-    tr.gaussians.forward = lambda state: (seen.append(state), forward(state))[1]
-    tr.train_step()
+    noisy = _first_step_state(tr)
     index = tr.training_frame(1)
     plain = tr.mesh(index)
-    noisy = seen[-1]
     assert torch.equal(noisy.vertices, plain.vertices)
     assert not torch.equal(noisy.expression, plain.expression)
     assert torch.equal(tr._noisy_state(index).expression, noisy.expression)  # same step: the same draw
@@ -185,11 +191,7 @@ def test_condition_noise_reaches_the_deformer_only(sheet_capture, tmp_path):
     assert 0.07 < float(torch.cat(draws).std()) < 0.13
 
     quiet = _trainer(sheet_capture, tmp_path / "quiet", **kw)
-    seen.clear()
-    forward = quiet.gaussians.forward
-    quiet.gaussians.forward = lambda state: (seen.append(state), forward(state))[1]
-    quiet.train_step()
-    assert torch.equal(seen[-1].expression, quiet.mesh(quiet.training_frame(1)).expression)
+    assert torch.equal(_first_step_state(quiet).expression, quiet.mesh(quiet.training_frame(1)).expression)
 
 
 @pytest.fixture
