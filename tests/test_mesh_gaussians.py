@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -279,6 +280,35 @@ def test_deformer_starts_as_identity_and_follows_the_condition():
     assert (a.means - b.means).abs().max() > 1e-5  # offsets depend on the expression
     with pytest.raises(ValueError, match="n_condition"):
         MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=10, deform=True))
+
+
+def test_the_linear_deformer_sums_one_offset_per_blendshape():
+    """deform_model=linear: no offset at zero expression, offsets linear in the coefficients (the
+    sum of each blendshape's at full strength, times its coefficient), and the model survives
+    saving: the MLP of a saved avatar would give other offsets."""
+    from avatar.gaussians.deform import BlendshapeDeformer
+
+    model = PlaneModel()
+    cfg = MeshGaussiansConfig(uv_resolution=10, sh_degree=0, deform=True, deform_model="linear")
+    g = MeshGaussians.from_uv_grid(model, cfg, n_condition=3)
+    assert isinstance(g.deformer, BlendshapeDeformer)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in g.deformer.parameters():
+            p.normal_(0, 0.1)
+    positions = g.canonical_positions()
+    c = torch.tensor([[0.3, -0.5, 0.8]])
+    parts = [g.deformer(positions, torch.eye(3)[i:i + 1] * c[0, i]) for i in range(3)]
+    for whole, *pieces in zip(g.deformer(positions, c), *parts):
+        torch.testing.assert_close(whole, sum(pieces))
+    assert g.deformer(positions, c)[0].abs().max() > 1e-4
+    assert all(d.abs().max() == 0 for d in g.deformer(positions, torch.zeros(1, 3)))
+    v = model().vertices
+    back = MeshGaussians.from_state(g.state())
+    assert isinstance(back.deformer, BlendshapeDeformer)
+    torch.testing.assert_close(back(FrameState(v, c, REST)).means, g(FrameState(v, c, REST)).means)
+    with pytest.raises(ValueError, match="deformer model 'cubic'"):
+        MeshGaussians.from_uv_grid(model, dataclasses.replace(cfg, deform_model="cubic"), n_condition=3)
 
 
 def test_no_opacity_reset_near_the_end_of_training():

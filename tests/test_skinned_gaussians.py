@@ -60,6 +60,8 @@ def test_state_round_trip_with_pose_offsets(body):
     plain = SkinnedGaussians.initialise(body, CFG)
     other = posed(body, pose * 0)
     assert not torch.allclose(g(other).means - plain(other).means, moved - plain(state).means, atol=1e-5)
+    with pytest.raises(ValueError, match="deform_model='linear'"):  # per-blendshape offsets are for heads
+        SkinnedGaussians.initialise(body, dataclasses.replace(CFG, deform=True, deform_model="linear"))
 
 
 def test_subset_and_compact_keep_the_kind(body):

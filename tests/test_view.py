@@ -242,19 +242,22 @@ def test_the_training_viewer_renders_each_pages_view(ict_assets):
         viewer.close()
 
 
+@pytest.mark.parametrize("model_kind", ["mlp", "linear"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "auto"])
-def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, dtype):
-    """The expression MLP for showing (first layer's positional part computed once; `deformer_dtype`
-    of `avatar live` and `avatar view`) puts the Gaussians where the avatar's own does: to float
-    rounding in float32, well under a millimetre in bfloat16 (an MLP with random weights, so its
-    offsets are not small); auto keeps whichever of the two was faster here."""
+def test_the_fixed_deformer_poses_as_the_avatar_does(ict_assets, dtype, model_kind):
+    """The expression deformer for showing (the MLP's first-layer positional part, or the linear
+    model's per-blendshape offsets, computed once; `deformer_dtype` of `avatar live` and `avatar
+    view`) puts the Gaussians where the avatar's own does: to float rounding in float32, well
+    under a millimetre in bfloat16 (random weights, so the offsets are not small); auto keeps
+    whichever of the two was faster here."""
     import avatar.models
     from avatar.gaussians.deform import FixedDeformer, fix_deformer
     from avatar.gaussians.mesh_gaussians import MeshGaussians, MeshGaussiansConfig
     from avatar.gaussians.package import AvatarPackage
 
     model = avatar.models.load("ict", asset_path=str(ict_assets))
-    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, deform=True),
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=8, sh_degree=0, deform=True,
+                                                              deform_model=model_kind),
                                    n_condition=len(model.expression_names))
     torch.manual_seed(0)
     with torch.no_grad():

@@ -31,6 +31,9 @@ class MeshGaussiansConfig:
     deform_hidden: int = 128  # expression MLP: hidden width
     deform_layers: int = 3  # expression MLP: hidden layers
     deform_frequencies: int = 4  # expression MLP: positional-encoding octaves of the canonical positions
+    # "mlp": offsets an MLP of position and expression; "linear": one offset per blendshape (an MLP of the
+    # position, the same sizes), weighted by its coefficient (GaussianBlendshapes). Heads only.
+    deform_model: str = "mlp"
     # Portrait avatars (avatar=portrait, avatar=portrait_gaussians; avatar.gaussians.portrait): Gaussians off the mesh where the
     # person mask shows what the mesh does not cover; above the neck they follow the head, below it the torso.
     offmesh_frames: int = 4  # training frames (spread over the sequence) whose uncovered mask pixels seed them

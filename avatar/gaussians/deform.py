@@ -1,9 +1,17 @@
-"""Expression-conditioned deformation of mesh-bound Gaussians (FlashAvatar-style offsets).
+"""Expression-conditioned deformation of mesh-bound Gaussians.
 
-A small MLP maps (positional encoding of each Gaussian's canonical position, the frame's
-expression coefficients) to offsets of its local position, rotation and log-scale. The
-last layer starts at zero, so a fresh deformer changes nothing and training starts from the
-plain mesh-bound avatar.
+Two models of the offsets of each Gaussian's local position, rotation and log-scale:
+
+- ``mlp`` (:class:`ExpressionDeformer`, FlashAvatar-style): a small MLP of (positional encoding
+  of the Gaussian's canonical position, the frame's expression coefficients).
+- ``linear`` (:class:`BlendshapeDeformer`, after GaussianBlendshapes): one offset per
+  blendshape, weighted by that blendshape's coefficient and summed. The per-blendshape offsets
+  are an MLP of the canonical position alone, so densification needs no per-Gaussian state and
+  an expression beyond the trained ones moves the Gaussians along the same directions as the
+  mesh's blendshapes do, instead of wherever an MLP extrapolates to.
+
+Either's last layer starts at zero, so a fresh deformer changes nothing and training starts
+from the plain mesh-bound avatar.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 DEFORMER_DTYPES = ("auto", "float32", "bfloat16")  # fix_deformer's choices
+DEFORMER_MODELS = ("mlp", "linear")  # train.gaussians.deform_model's choices
 
 
 def positional_encoding(x: Tensor, frequencies: int) -> Tensor:
@@ -66,6 +75,50 @@ class ExpressionDeformer(nn.Module):
         return d[..., :3], d[..., 3:7], d[..., 7:]
 
 
+class BlendshapeDeformer(nn.Module):
+    """Offsets linear in the condition: ``d = sum_e c_e B_e(p)``, with the per-blendshape offsets
+    ``B(p) [N, n_condition, 10]`` an MLP of the positional encoding of the canonical position
+    ``p`` (no bias: a zero condition gives no offset). Arguments as :class:`ExpressionDeformer`'s."""
+
+    uses_positions = True
+
+    def __init__(self, n_condition: int, hidden: int = 128, layers: int = 3, frequencies: int = 4,
+                 position_scale: float = 0.15):
+        super().__init__()
+        self.n_condition, self.frequencies, self.position_scale = n_condition, frequencies, position_scale
+        self.config = {"model": "linear", "n_condition": n_condition, "hidden": hidden, "layers": layers,
+                       "frequencies": frequencies, "position_scale": position_scale}
+        dims = [3 * (1 + 2 * frequencies)] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+        out = nn.Linear(dims[-1], 10 * n_condition)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.mlp = nn.Sequential(*blocks, out)
+
+    def basis(self, positions: Tensor) -> Tensor:
+        """``[N, n_condition, 10]``: each blendshape's offsets at full strength."""
+        pe = positional_encoding(positions / self.position_scale, self.frequencies)
+        return self.mlp(pe).reshape(positions.shape[0], self.n_condition, 10)
+
+    def forward(self, positions: Tensor, condition: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if condition.shape[-1] != self.n_condition:
+            raise ValueError(f"deformer expects {self.n_condition} condition values, got {condition.shape[-1]}")
+        d = torch.einsum("be,neo->bno", condition, self.basis(positions))
+        return d[..., :3], d[..., 3:7], d[..., 7:]
+
+
+def build_deformer(config: dict) -> nn.Module:
+    """A deformer from its saved ``config`` (an avatar's ``deformer_config``; without a ``model``
+    key: the MLP, as avatars saved before the linear model)."""
+    config = dict(config)
+    model = config.pop("model", "mlp")
+    if model not in DEFORMER_MODELS:
+        raise ValueError(f"deformer model {model!r}: use one of {', '.join(DEFORMER_MODELS)}")
+    return (BlendshapeDeformer if model == "linear" else ExpressionDeformer)(**config)
+
+
 class FixedDeformer(nn.Module):
     """An avatar's :class:`ExpressionDeformer` for its current Gaussians only, to show it (live,
     ``avatar view``): the positional part of the first layer is computed once, so a frame costs
@@ -76,21 +129,32 @@ class FixedDeformer(nn.Module):
 
     uses_positions = False  # built on its Gaussians' positions: posing need not compute them again
 
-    def __init__(self, deformer: ExpressionDeformer, positions: Tensor, dtype: torch.dtype = torch.float32):
+    def __init__(self, deformer: nn.Module, positions: Tensor, dtype: torch.dtype = torch.float32):
         super().__init__()
-        first = deformer.mlp[0]
         self.out_dtype = positions.dtype
+        self.n_condition, self.dtype = deformer.n_condition, dtype
+        self.linear = isinstance(deformer, BlendshapeDeformer)
+        if self.linear:  # the offsets are the condition times a fixed basis: [N, E * 10] once
+            with torch.no_grad():
+                basis = deformer.basis(positions)  # [N, E, 10]
+            self.register_buffer("basis", basis.permute(1, 0, 2).reshape(self.n_condition, -1).to(dtype))
+            return
+        first = deformer.mlp[0]
         with torch.no_grad():
             pe = positional_encoding(positions / deformer.position_scale, deformer.frequencies)  # [N, P]
             p = pe.shape[-1]
             self.register_buffer("base", (pe @ first.weight[:, :p].T + first.bias).to(dtype))  # [N, H]
             self.register_buffer("w_condition", first.weight[:, p:].detach().to(dtype))  # [H, E]
         self.rest = copy.deepcopy(deformer.mlp[1:]).to(dtype)
-        self.n_condition, self.dtype = deformer.n_condition, dtype
 
     def forward(self, positions: Tensor, condition: Tensor):
         """As the deformer's forward, for the ``positions [N, 3]`` it was built on (only their count is
         checked: any ``[N, ...]`` tensor of the Gaussians will do, see :attr:`uses_positions`)."""
+        if self.linear:
+            n = positions.shape[0]
+            assert self.basis.shape[1] == 10 * n, "FixedDeformer: the Gaussians changed"
+            d = (condition.to(self.dtype) @ self.basis).reshape(-1, n, 10).to(self.out_dtype)
+            return d[..., :3], d[..., 3:7], d[..., 7:]
         assert positions.shape[0] == self.base.shape[0], "FixedDeformer: the Gaussians changed"
         h = self.base[None] + (condition.to(self.dtype) @ self.w_condition.T)[:, None, :]  # [B, N, H]
         d = self.rest(h).to(self.out_dtype)

@@ -197,10 +197,10 @@ class MeshGaussians(GaussianAvatar):
         if cfg.deform:
             if not n_condition:
                 raise ValueError("deform=true needs the number of expression coefficients (n_condition)")
-            from .deform import ExpressionDeformer  # noqa: PLC0415
+            from .deform import build_deformer  # noqa: PLC0415
 
-            deformer = ExpressionDeformer(n_condition, cfg.deform_hidden, cfg.deform_layers,
-                                          cfg.deform_frequencies).to(vertices)
+            deformer = build_deformer({"model": cfg.deform_model, "n_condition": n_condition, "hidden": cfg.deform_hidden,
+                                       "layers": cfg.deform_layers, "frequencies": cfg.deform_frequencies}).to(vertices)
         return cls(faces, face_idx, params, cfg.sh_degree, canonical_vertices=vertices if deformer is not None else None,
                    deformer=deformer, sh_frame=cfg.sh_frame)
 
@@ -288,9 +288,9 @@ class MeshGaussians(GaussianAvatar):
         whose ``sh_frame`` defaults to ``"world"`` when they predate it)."""
         deformer = None
         if state.get("deformer") is not None:
-            from .deform import ExpressionDeformer  # noqa: PLC0415
+            from .deform import build_deformer  # noqa: PLC0415
 
-            deformer = ExpressionDeformer(**state["deformer_config"])
+            deformer = build_deformer(state["deformer_config"])
             deformer.load_state_dict(state["deformer"])
             deformer = deformer.to(device)
         canonical = state.get("canonical_vertices")

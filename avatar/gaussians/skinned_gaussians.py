@@ -80,6 +80,10 @@ class SkinnedGaussians(MeshGaussians):
         if cfg.deform:
             from .deform import ExpressionDeformer  # noqa: PLC0415
 
+            if cfg.deform_model != "mlp":
+                raise ValueError(f"train.gaussians.deform_model={cfg.deform_model!r}: the body's pose offsets are an MLP "
+                                 "only (deform_model=mlp)")
+
             joints = torch.as_tensor(model.joint_index(model.body_profile.tracked_joints))
             deformer = ExpressionDeformer(9 * len(joints), cfg.deform_hidden, cfg.deform_layers, cfg.deform_frequencies,
                                           position_scale=BODY_POSITION_SCALE).to(plain.faces.device)
