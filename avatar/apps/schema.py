@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..gaussians.config import DEFORM_MODELS
 from ..gaussians.registry import AVATAR_KINDS
 
 # Subcommand -> {config path: "module:Class"} of the dataclasses its config nodes follow.
@@ -144,7 +145,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "train.gaussians.sh_degree": integer(0, 3),
         "train.gaussians.sh_frame": text("head", "world"),
         "train.gaussians.kind": text(*AVATAR_KINDS),
-        "train.gaussians.deform_model": text("mlp", "linear"),
+        "train.gaussians.deform_model": text(*DEFORM_MODELS),
         "train.gaussians.uv_resolution": number(1e-6),
         "train.gaussians.init_color_frames": integer(0),
         "train.gaussians.neck_blend": number(0),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DEFORM_MODELS = ("mlp", "linear")  # MeshGaussiansConfig.deform_model's choices (avatar.gaussians.deform)
+
 
 @dataclass
 class MeshGaussiansConfig:

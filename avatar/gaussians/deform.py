@@ -24,10 +24,11 @@ import time
 import torch
 from torch import Tensor, nn
 
+from .config import DEFORM_MODELS
+
 log = logging.getLogger(__name__)
 
 DEFORMER_DTYPES = ("auto", "float32", "bfloat16")  # fix_deformer's choices
-DEFORMER_MODELS = ("mlp", "linear")  # train.gaussians.deform_model's choices
 
 
 def positional_encoding(x: Tensor, frequencies: int) -> Tensor:
@@ -114,15 +115,17 @@ def build_deformer(config: dict) -> nn.Module:
     key: the MLP, as avatars saved before the linear model)."""
     config = dict(config)
     model = config.pop("model", "mlp")
-    if model not in DEFORMER_MODELS:
-        raise ValueError(f"deformer model {model!r}: use one of {', '.join(DEFORMER_MODELS)}")
+    if model not in DEFORM_MODELS:
+        raise ValueError(f"deformer model {model!r}: use one of {', '.join(DEFORM_MODELS)}")
     return (BlendshapeDeformer if model == "linear" else ExpressionDeformer)(**config)
 
 
 class FixedDeformer(nn.Module):
-    """An avatar's :class:`ExpressionDeformer` for its current Gaussians only, to show it (live,
-    ``avatar view``): the positional part of the first layer is computed once, so a frame costs
-    the expression's part and the other layers, run in ``dtype`` (bfloat16 is about twice as
+    """An avatar's deformer for its current Gaussians only, to show it (live, ``avatar view``).
+    For the MLP (:class:`ExpressionDeformer`) the positional part of the first layer is computed
+    once, so a frame costs the expression's part and the other layers; for the linear model
+    (:class:`BlendshapeDeformer`) the per-blendshape offsets are, so a frame costs one product.
+    Either runs in ``dtype`` (bfloat16 is about twice as
     fast as float32 on a CPU with bfloat16 instructions and several times slower on one
     without; renders within ~58 dB PSNR of float32 ones, measured on head_talking_512). Never
     trained or saved."""
