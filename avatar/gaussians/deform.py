@@ -38,6 +38,18 @@ def positional_encoding(x: Tensor, frequencies: int) -> Tensor:
     return torch.cat((x, torch.sin(angles).flatten(-2), torch.cos(angles).flatten(-2)), dim=-1)
 
 
+def _offsets_mlp(inputs: int, hidden: int, layers: int, outputs: int) -> nn.Sequential:
+    """``layers`` hidden ReLU layers of width ``hidden``, then a linear layer that starts at zero."""
+    dims = [inputs] + [hidden] * layers
+    blocks: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        blocks += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+    out = nn.Linear(dims[-1], outputs)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    return nn.Sequential(*blocks, out)
+
+
 class ExpressionDeformer(nn.Module):
     """MLP offsets ``(d_xyz [B,N,3], d_quat [B,N,4], d_log_scale [B,N,3])`` from positions and a condition.
 
@@ -56,14 +68,7 @@ class ExpressionDeformer(nn.Module):
         self.n_condition, self.frequencies, self.position_scale = n_condition, frequencies, position_scale
         self.config = {"n_condition": n_condition, "hidden": hidden, "layers": layers, "frequencies": frequencies,
                        "position_scale": position_scale}
-        dims = [3 * (1 + 2 * frequencies) + n_condition] + [hidden] * layers
-        blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            blocks += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-        out = nn.Linear(dims[-1], 10)
-        nn.init.zeros_(out.weight)
-        nn.init.zeros_(out.bias)
-        self.mlp = nn.Sequential(*blocks, out)
+        self.mlp = _offsets_mlp(3 * (1 + 2 * frequencies) + n_condition, hidden, layers, 10)
 
     def forward(self, positions: Tensor, condition: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``positions [N, 3]`` canonical (metres), ``condition [B, n_condition]``."""
@@ -79,7 +84,7 @@ class ExpressionDeformer(nn.Module):
 class BlendshapeDeformer(nn.Module):
     """Offsets linear in the condition: ``d = sum_e c_e B_e(p)``, with the per-blendshape offsets
     ``B(p) [N, n_condition, 10]`` an MLP of the positional encoding of the canonical position
-    ``p`` (no bias: a zero condition gives no offset). Arguments as :class:`ExpressionDeformer`'s."""
+    ``p`` (no term outside the sum: a zero condition gives no offset). Arguments as :class:`ExpressionDeformer`'s."""
 
     uses_positions = True
 
@@ -89,14 +94,7 @@ class BlendshapeDeformer(nn.Module):
         self.n_condition, self.frequencies, self.position_scale = n_condition, frequencies, position_scale
         self.config = {"model": "linear", "n_condition": n_condition, "hidden": hidden, "layers": layers,
                        "frequencies": frequencies, "position_scale": position_scale}
-        dims = [3 * (1 + 2 * frequencies)] + [hidden] * layers
-        blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            blocks += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-        out = nn.Linear(dims[-1], 10 * n_condition)
-        nn.init.zeros_(out.weight)
-        nn.init.zeros_(out.bias)
-        self.mlp = nn.Sequential(*blocks, out)
+        self.mlp = _offsets_mlp(3 * (1 + 2 * frequencies), hidden, layers, 10 * n_condition)
 
     def basis(self, positions: Tensor) -> Tensor:
         """``[N, n_condition, 10]``: each blendshape's offsets at full strength."""
