@@ -272,6 +272,8 @@ def test_driver_identity_makes_the_per_frame_fit_agree_with_the_truth(lm):
                          torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
     lm64 = lm.to(dtype=torch.float64)
     ident = estimate_identity(lm64, target.numpy(), np.ones(48, bool), W, W)
+    summary = ident.summary()
+    assert summary["frames_used"] == 48 and 0 <= summary["frontal_frames"] <= 48
     # Landmarks alone pin the focal length loosely (the fit trades it against depth and face
     # size; its prior is a 40-degree view, 704 px here against the true 620).
     assert abs(ident.focal / FOCAL - 1) < 0.15
@@ -301,6 +303,28 @@ def test_identity_waits_for_frontal_frames_and_says_so():
     for f in turned[:10]:
         assert bg.add(f) is None
     assert not bg.started and any("waits for a frontal face" in n for n in bg.notes)
+
+
+def test_identity_frames_include_turned_ones_once_the_face_was_seen_from_the_front():
+    from avatar.tracking.identity import IdentityConfig, frontal, pick_frames
+
+    points = np.zeros((30, 478, 2), np.float32)
+    points[:, [33, 133]] = [100, 100]
+    points[:, [362, 263]] = [140, 100]
+    points[:, 1] = [120, 120]  # nose between the eyes: frontal
+    points[::3, 1] = [160, 120]  # every third frame a profile
+    valid = np.ones(30, bool)
+    valid[5] = False  # no face there
+    is_frontal = frontal(points, IdentityConfig().max_turn)
+    frames, notes = pick_frames(points, valid, IdentityConfig(max_frames=100))
+    assert notes == [] and sorted(frames) == list(np.flatnonzero(valid))  # turned frames too, never a faceless one
+    frames, notes = pick_frames(points, valid, IdentityConfig(max_frames=12))
+    assert len(frames) == 12 and (~is_frontal[frames]).any() and valid[frames].all()
+    frames, notes = pick_frames(points, valid, IdentityConfig(max_frames=100, frontal_only=True))
+    assert notes == [] and list(frames) == list(np.flatnonzero(valid & is_frontal))
+    # Too few frontal frames: every frame with a face either way, and a note.
+    frames, notes = pick_frames(points, valid, IdentityConfig(max_frames=100, min_frames=25))
+    assert len(frames) == 29 and "only 19 frame(s) show the face from the front" in notes[0]
 
 
 @pytest.mark.slow
