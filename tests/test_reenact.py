@@ -236,6 +236,44 @@ def test_per_frame_fit_does_not_diverge_on_an_expressive_first_frame(lm):
 
 
 @pytest.mark.slow
+def test_per_frame_fit_holds_the_mouth_steadier_than_the_lids(lm):
+    """The lower face's blendshapes are pulled toward the previous frame harder than the lids:
+    on noisy landmarks of a still, half-open mouth the fitted jaw jitters less, and a blink is
+    still followed at once."""
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
+    from avatar.tracking.online import FrameTracker, OnlineConfig
+
+    lm, _, _ = lm
+    s = synthetic(lm, F=48, seed=2)
+    rot, trans = s["rotation"], s["translation"]
+    blink, jaw = lm.index("eyeBlink_L"), lm.index("jawOpen")
+    expr = torch.zeros_like(s["expression"])
+    expr[:, jaw] = 0.3
+    expr[:, blink] = expr[:, lm.index("eyeBlink_R")] = s["expression"][:, blink]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        target = project(to_camera(lm.points(s["shape"], expr, view_directions(rot, trans)), rot, trans),
+                         torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
+    target = target + torch.randn(target.shape, generator=g) * 1.5
+    lm64 = lm.to(dtype=torch.float64)
+    fits = {}
+    for name, cfg in {"one weight": OnlineConfig(w_temporal_slow=None), "default": OnlineConfig()}.items():
+        tracker = FrameTracker(lm64, s["shape"].double(), FOCAL, W, W, cfg)
+        weights = dict(zip(lm.expression_names, tracker.w_temporal.tolist()))
+        if name == "default":
+            assert weights["jawOpen"] == cfg.w_temporal_slow and weights["mouthSmile_L"] == cfg.w_temporal_slow
+            assert weights["eyeBlink_L"] == weights["browInnerUp_L"] == cfg.w_temporal_expression
+        else:
+            assert set(weights.values()) == {cfg.w_temporal_expression}
+        fits[name] = torch.stack([tracker(target[i].double())[0] for i in range(48)]).float()
+    peak = int(expr[:, blink].argmax())
+    for e in fits.values():  # the blink's peak is reached either way
+        assert float(e[peak - 1 : peak + 2, blink].max()) > 0.5
+    jitter = {k: float((e[6:, jaw] - e[5:-1, jaw]).abs().mean()) for k, e in fits.items()}
+    assert jitter["default"] < 0.7 * jitter["one weight"], jitter
+
+
+@pytest.mark.slow
 def test_implausible_state_reinitialises_and_says_so(lm):
     from avatar.geometry.rotations import axis_angle_to_matrix
     from avatar.tracking.online import FrameTracker

@@ -17,7 +17,9 @@ Residuals are IRLS-weighted (Geman-McClure, as the batched fitter), with contour
 weighted by their frontality and iris ring points unused (iris centres too for a model
 without gaze blendshapes). Regularisers: an L1 push of ``psi`` toward 0 (L2 for signed
 coefficients: FLAME's PCA space) and a pull toward the previous frame's expression and
-translation. The
+translation, per blendshape: ten times stronger on the mouth, jaw, cheeks and nose than on the
+lids, gaze and brows, which move fast (one weak weight for all, the earlier choice, let the
+mouth's blendshapes trade frame by frame against the head's turn: docs/experiments.md). The
 batched fitter's eye terms apply here too: lid-to-lid offsets that match MediaPipe's
 (:data:`.fit.EYE_CLOSURE_PAIRS`, unweighted rows on the expressions only) and no two
 antagonist blendshapes active together (:data:`.fit.EXCLUSIVE_EXPRESSIONS`; the product's
@@ -57,7 +59,13 @@ class OnlineConfig:
     rigid_robust_factor: float = 5.0  # wider robust scale for the rigid start (the pose starts far off)
     robust_px: float = 4.0
     w_expression: float = 2.0  # L1 weight (px^2 per unit coefficient)
-    w_temporal_expression: float = 50.0  # px^2 per unit^2 change from the previous frame
+    # Pull toward the previous frame's expression, px^2 per unit^2 change. The lower face's
+    # blendshapes (fnmatch patterns on the names) get ``w_temporal_slow``; the rest (lids, gaze,
+    # brows: a blink lasts 3-5 frames; every blendshape of a model with other names, e.g.
+    # FLAME's PCA) ``w_temporal_expression``. w_temporal_slow None: one weight for all.
+    w_temporal_expression: float = 50.0
+    slow_expressions: tuple[str, ...] = ("jaw*", "mouth*", "cheek*", "nose*")
+    w_temporal_slow: float | None = 500.0
     w_temporal_translation: float = 1e4  # px^2 per m^2 ... scaled by (focal/depth)^2 inside
     w_eye_closure: float = 1.0  # lid-to-lid offsets vs MediaPipe's (one frame: noisier than the batched fit; 0: off)
     w_exclusive: float = 100.0  # antagonist blendshapes active together (as the batched fitter; 0: off)
@@ -99,6 +107,15 @@ class FrameTracker:
         self.iris = torch.tensor([IRIS_RIGHT, IRIS_LEFT], device=dev)
         self.pairs = torch.tensor(EYE_CLOSURE_PAIRS, device=dev).T  # [2, P]
         self.exclusive = antagonist_indices(lm, dev)  # [2, K] or None
+        # Per-blendshape pull toward the previous frame ([E]): the lower face's its own.
+        w_temporal = torch.full((E,), float(self.cfg.w_temporal_expression), dtype=dt, device=dev)
+        if self.cfg.w_temporal_slow is not None:
+            from fnmatch import fnmatchcase  # noqa: PLC0415
+
+            slow = [i for i, n in enumerate(lm.expression_names)
+                    if any(fnmatchcase(str(n), pat) for pat in self.cfg.slow_expressions)]
+            w_temporal[slow] = float(self.cfg.w_temporal_slow)
+        self.w_temporal = w_temporal
         self.ey = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev)
         # d(yaw)/d(psi) and d(pitch)/d(psi) per eye as [2, 1, E] selectors (see gaze_angles);
         # zeros for a model without gaze blendshapes.
@@ -200,7 +217,7 @@ class FrameTracker:
                 cost = cost + 0.5 * cfg.w_expression * psi.sum()  # L1 on psi >= 0
             if prev is not None:  # pull toward the previous frame's expression and translation
                 psi_prev, t_prev = prev
-                cost = cost + 0.5 * (cfg.w_temporal_expression * (psi - psi_prev).pow(2).sum()
+                cost = cost + 0.5 * ((self.w_temporal * (psi - psi_prev).pow(2)).sum()
                                      + w_t * (self.t - t_prev).pow(2).sum())
             if cfg.w_eye_closure > 0:  # lid-to-lid offsets against MediaPipe's
                 up, lo = self.pairs
@@ -239,9 +256,9 @@ class FrameTracker:
             return cost, A, b
         reg = torch.zeros(n, dtype=p.dtype, device=p.device)
         if prev is not None:
-            reg[:E] += cfg.w_temporal_expression
+            reg[:E] += self.w_temporal
             reg[E + 3 :] += w_t
-            b[:E] -= cfg.w_temporal_expression * (psi - psi_prev)
+            b[:E] -= self.w_temporal * (psi - psi_prev)
             b[E + 3 :] -= w_t * (self.t - t_prev)
         if self.signed:
             reg[:E] += cfg.w_expression
