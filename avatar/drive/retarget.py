@@ -59,7 +59,7 @@ import torch
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..landmarks.filters import OneEuroFilter
 from ..models.ict import TRACKING_PROFILE as ICT_PROFILE
-from ..models.profile import disjoint_pairs
+from ..models.profile import disjoint_pairs, name_mask
 from ..tracking.expression_range import ExpressionRange
 from .sources import DriveError, DriveSequence
 
@@ -297,9 +297,7 @@ class Retargeter:
 
 def typical_mask(names, patterns) -> np.ndarray:
     """``[E]`` bool: the blendshapes whose name matches one of ``patterns`` (fnmatch)."""
-    from fnmatch import fnmatchcase  # noqa: PLC0415
-
-    return np.array([any(fnmatchcase(str(n), p) for p in patterns) for n in names], bool)
+    return np.array(name_mask(names, patterns), bool)
 
 
 def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> ExpressionRange:

@@ -127,6 +127,13 @@ def require_profile(model) -> TrackingProfile:
     return profile
 
 
+def name_mask(names, patterns) -> list[bool]:
+    """Per name: does it match one of ``patterns`` (fnmatch, case-sensitive: ``"eyeBlink*"``)?"""
+    from fnmatch import fnmatchcase  # noqa: PLC0415
+
+    return [any(fnmatchcase(str(n), p) for p in patterns) for n in names]
+
+
 def disjoint_pairs(pairs) -> tuple[tuple[str, str], ...]:
     """The pairs in order, skipping any that shares a name with an earlier one (one antagonist
     per blendshape)."""

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from ..models.profile import name_mask
 from avatar.tracking.embedding import IRIS, view_directions
 from .fit import EYE_CLOSURE_PAIRS, antagonist_indices, initial_pose
 from .landmark_model import (
@@ -110,10 +111,7 @@ class FrameTracker:
         # Per-blendshape pull toward the previous frame ([E]): the lower face's its own.
         w_temporal = torch.full((E,), float(self.cfg.w_temporal_expression), dtype=dt, device=dev)
         if self.cfg.w_temporal_slow is not None:
-            from fnmatch import fnmatchcase  # noqa: PLC0415
-
-            slow = [i for i, n in enumerate(lm.expression_names)
-                    if any(fnmatchcase(str(n), pat) for pat in self.cfg.slow_expressions)]
+            slow = torch.tensor(name_mask(lm.expression_names, self.cfg.slow_expressions), dtype=torch.bool, device=dev)
             w_temporal[slow] = float(self.cfg.w_temporal_slow)
         self.w_temporal = w_temporal
         self.ey = torch.tensor([0.0, 1.0, 0.0], dtype=dt, device=dev)
