@@ -149,16 +149,12 @@ def run_config(run: Path):
 
 
 def own_video(run: Path) -> Path | None:
-    """The video the run was trained on (its capture's source), or None when its capture is gone.
-    A relative capture path is tried from here, then from beside the run folder (where it was trained)."""
-    cfg = run_config(run)
-    if cfg is None:
-        return None
-    for base in (Path.cwd(), run.resolve().parent):
-        meta = base / cfg.capture / "meta.json"
-        if meta.is_file():
-            return Path(json.loads(meta.read_text())["source"])
-    return None
+    """The video the run was trained on (its capture's source), or None when its capture is gone."""
+    from avatar.io.run_folder import run_capture
+
+    capture = run_capture(run)
+    meta = capture / "meta.json" if capture is not None else None
+    return Path(json.loads(meta.read_text())["source"]) if meta is not None and meta.is_file() else None
 
 
 def tracked_ceiling(package, run: Path, size: int) -> dict | None:
@@ -169,8 +165,10 @@ def tracked_ceiling(package, run: Path, size: int) -> dict | None:
     from avatar.landmarks.face_measures import compare, face_measures
     from avatar.train.data import split_frames
 
+    from avatar.io.run_folder import run_capture
+
     cfg = run_config(run)
-    capture = Path(cfg.capture) if cfg is not None else None
+    capture = run_capture(run)
     if capture is None or not (capture / "tracking.npz").is_file() or not (capture / "landmarks.npz").is_file():
         return None
     track, faces = np.load(capture / "tracking.npz"), np.load(capture / "landmarks.npz")

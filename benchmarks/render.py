@@ -39,12 +39,12 @@ def main() -> None:
     from avatar.drive.sources import VIDEO_SUFFIXES, load_drive
 
     if args.drive is None:
-        from omegaconf import OmegaConf
+        from avatar.io.run_folder import run_capture
 
-        config = Path(args.run) / "config.yaml"
-        if not config.is_file():
-            sys.exit(f"benchmarks/render.py: pass --drive (no {config} to take the run's capture from)")
-        args.drive = str(OmegaConf.load(config).capture)
+        capture = run_capture(args.run)
+        if capture is None:
+            sys.exit(f"benchmarks/render.py: pass --drive (no {Path(args.run) / 'config.yaml'} to take the run's capture from)")
+        args.drive = str(capture)
     device = pick_device(args.device)
     package = AvatarPackage.load(args.run, device)
     t0 = time.perf_counter()

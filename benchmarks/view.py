@@ -41,9 +41,9 @@ def main() -> None:
         print(json.dumps({"benchmark": "view", "skipped": "needs a trained avatar: --run RUN_DIR or AVATAR_BENCH_RUN=RUN_DIR"}))
         return
     if args.drive is None:
-        from omegaconf import OmegaConf
+        from avatar.io.run_folder import run_capture
 
-        args.drive = OmegaConf.load(Path(args.run) / "config.yaml").capture
+        args.drive = str(run_capture(args.run))
     if missing_reason():
         print(json.dumps({"benchmark": "view", "error": missing_reason()}))
         sys.exit(1)

@@ -7,6 +7,7 @@ starts from the UV-grid initialisation and must reproduce held-out frames.
 
 from __future__ import annotations
 
+import os
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -312,6 +313,9 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     assert cli.main(["train", *args]) == 1  # never overwrites a trained run
     assert "already holds a trained run" in capsys.readouterr().err
     recorded = (out / "config.yaml").read_text()
+    from omegaconf import OmegaConf
+
+    assert Path(OmegaConf.load(out / "config.yaml").capture).is_absolute()  # found from any directory
     assert cli.main(["eval", f"run={out}", "renderer.eps2d=0.3"]) == 0
     assert (out / "config.yaml").read_text() == recorded  # eval never rewrites the run's record
     again = json.loads((out / "eval" / "metrics.json").read_text())
@@ -326,6 +330,16 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     capsys.readouterr()
     assert cli.main(["eval", f"run={tmp_path / 'nothing'}"]) == 1
     assert "is not a trained run" in capsys.readouterr().err
+    # A run recorded before captures were absolute: capture and out as typed in the directory
+    # training ran in (tmp_path); eval from elsewhere still finds the capture.
+    old_style = OmegaConf.load(out / "config.yaml")
+    old_style.capture, old_style.out = os.path.relpath(root, tmp_path), "run"
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(old_style))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["eval", f"run={out}", f"out={tmp_path / 'from_elsewhere'}"]) == 0
+    assert abs(json.loads((tmp_path / "from_elsewhere" / "metrics.json").read_text())["psnr"] - metrics["psnr"]) < 1e-4
 
 
 def test_train_without_tracking_says_run_track(sheet_capture, tmp_path, capsys):

@@ -66,11 +66,10 @@ def main(cfg: DictConfig) -> int:
 
 def _run_capture(path: Path) -> Path | None:
     """The capture the run was trained on, as its ``config.yaml`` names it (None: not known or gone)."""
-    config = path.parent / "config.yaml"
-    if not config.is_file():
-        return None
-    capture = OmegaConf.load(config).get("capture")
-    return Path(capture) if capture and Path(capture).is_dir() else None
+    from avatar.io.run_folder import run_capture  # noqa: PLC0415
+
+    capture = run_capture(path.parent)
+    return capture if capture is not None and capture.is_dir() else None
 
 
 def _capture_frames(root: Path | None, first_only: bool = False):

@@ -42,15 +42,13 @@ def expression_range(package: AvatarPackage):
         return ExpressionRange.from_state(stored)
     # Older files: no statistics at all, or no median; the training tracking has both.
     fallback = ExpressionRange.from_state(stored) if stored is not None else None
-    config = package.path.parent / "config.yaml" if package.path is not None else None
-    if config is None or not config.is_file():
+    if package.path is None:
         return fallback
-    from omegaconf import OmegaConf  # noqa: PLC0415
-
+    from avatar.io.run_folder import run_capture  # noqa: PLC0415
     from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
 
     try:
-        capture = OmegaConf.load(config).get("capture")
+        capture = run_capture(package.path.parent)
         if capture is None:
             return fallback
         tracking = load_tracking(capture)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avatar.io.capture import Capture
 from avatar.io.reports import write_json
+from avatar.io.run_folder import resolve_capture
 from avatar.io.video import VideoWriter
 from ..device import pick_device
 from ..gaussians.base import FrameState
@@ -67,6 +68,8 @@ def setup(cfg: DictConfig, write_config: bool = True, given: Callable[[str], boo
         cfg, changes = resume_config(out, cfg, given)
         if changes:  # config.yaml is rewritten with them below: say so
             log.warning("resuming %s with %s (config.yaml updated)", out, "; ".join(changes))
+    if write_config:  # recorded absolute: eval, export and render find it from any directory
+        cfg.capture = str(Path(cfg.capture).resolve())
     capture = Capture(cfg.capture)
     tracking = load_tracking(capture.root, model=cfg.get("model"), capture_id=capture.meta.capture_id)
     tcfg = train_config(cfg.get("train"))
@@ -317,6 +320,7 @@ def load_run(run: str | os.PathLike, overrides: DictConfig | None = None) -> tup
     if not cfg_path.is_file() or not ckpt.is_file():
         raise RunError(f"{run} is not a trained run (no config.yaml or checkpoints/last.pt); run avatar train out={run}")
     cfg = OmegaConf.load(cfg_path)
+    cfg.capture = str(resolve_capture(run, cfg.capture, cfg.get("out")))
     if overrides is not None:
         cfg = OmegaConf.merge(cfg, overrides)
     cfg.resume = True
