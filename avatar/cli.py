@@ -212,6 +212,11 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
     # -cp/-cn/-cd and reruns change which configs Hydra sees: leave those to Hydra.
     expert = any((args.config_path, args.config_name, args.config_dir, args.experimental_rerun))
     show_only = any(getattr(args, flag) for flag in _SHOW_ONLY)
+    quoted = check.quote_values(args.overrides)
+    if quoted != args.overrides:  # Hydra reads sys.argv itself: hand it the quoted values too
+        fixed = dict(zip(args.overrides, quoted))
+        argv = [fixed.get(a, a) for a in argv]
+        args.overrides = quoted
     overrides = check.parse_overrides(name, args.overrides)
     if not (expert or args.hydra_help):
         composed = check.check_config(

@@ -316,6 +316,22 @@ def test_unparsable_override_is_quoted(
     assert f"cannot parse override '{override}'" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["/home/zoë/my runs/a", "clip (1).mp4", "vidéo#1!.mp4", "it's & ü\\"])
+def test_paths_hydra_cannot_read_unquoted_are_quoted_for_it(value: str, tmp_path: Path) -> None:
+    """A path with letters beyond ASCII, brackets or symbols works as typed (no quotes needed)."""
+    result = run_module("eval", "--cfg", "job", "--resolve", f"run={value}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["run"] == value and cfg["out"] == f"{value}/eval"
+
+
+def test_only_unparsable_plain_values_are_quoted() -> None:
+    from avatar.apps.check import quote_values
+
+    given = ["a=1", "a=[1,2]", "a=x,y", "a=${b}", "a='x y'", "~a", "a=[1", "a=zoë,b", "+a.b=ü"]
+    assert quote_values(given) == [*given[:-1], "+a.b='ü'"]
+
+
 def test_other_composition_errors_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run_cli(capsys, "demo", "renderer=vulkan")
     assert status == 2 and "renderer/vulkan" in err and "auto, gsplat, torch" in err

@@ -11,6 +11,7 @@ written: the output folder does not exist yet when these errors are found.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -104,6 +105,43 @@ def _check_sweep_dir(name: str, conf_dir: Path, fixed_overrides: list[str]) -> N
             f"{', '.join(repr(k) for k in needs)}, which only the swept jobs set: "
             "pass a fixed value or hydra.sweep.dir=DIR"
         ) from err
+
+
+# ``key=`` of a plain override (``+key=``, ``++key=``, ``~key=``; dotted keys, group paths).
+_PLAIN_KEY = re.compile(r"^(\+{1,2}|~)?[A-Za-z_][\w.\-/@]*=")
+
+
+def quote_values(overrides: list[str]) -> list[str]:
+    """``overrides`` with each value Hydra's grammar cannot read unquoted put in single quotes:
+    a path with letters beyond ASCII (``out=/home/zoë/run``), brackets (``drive=clip (1).mp4``),
+    ``&``, ``#`` or ``!``. Only a ``key=value`` that does not parse as given and parses quoted is
+    changed, and never one that looks like Hydra syntax (a list, dict, sweep, interpolation or a
+    value already quoted), so a valid command line means what it meant before."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+
+    def parses(text: str) -> bool:
+        try:
+            parser.parse_overrides([text])
+        except OverrideParseException:
+            return False
+        return True
+
+    out = []
+    for text in overrides:
+        match = _PLAIN_KEY.match(text)
+        value = text[match.end():] if match else ""
+        if (match and value and value[0] not in "[{'\"" and "," not in value and "${" not in value
+                and not parses(text)):
+            # Inside quotes Hydra reads a backslash as itself except before a quote (or the end).
+            escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+            quoted = text[:match.end()] + "'" + escaped + "'"
+            if parses(quoted):
+                text = quoted
+        out.append(text)
+    return out
 
 
 def parse_overrides(name: str, overrides: list[str]) -> list[Override]:
