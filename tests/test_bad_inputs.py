@@ -225,6 +225,15 @@ def test_resume_with_another_capture_or_config_is_refused(tmp_path, capsys):
     assert merged.train.iterations == 5000 and merged.train.seed == 0  # not set on this command line: the run's
     merged, changes = resume_config(run, cfg, given=lambda key: False)
     assert changes == [] and merged.train.iterations == 3000 and merged.device == "auto"  # defaults: the run keeps its own
+    # a run recorded before captures were absolute (capture and out as typed in tmp_path),
+    # resumed from another directory with the capture's full path: the same capture
+    old_style = OmegaConf.load(run / "config.yaml")
+    old_style.capture, old_style.out = "cap", "run"
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(old_style))
+    cfg.capture = str(cap)
+    cap.mkdir()
+    _, changes = resume_config(run, cfg, given=lambda key: key == "capture")
+    assert changes == []
 
 
 # --- stopping -------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lam
     for key in sorted(set(saved) | set(new)):
         old_value, new_value = saved.get(key, "(unset)"), new.get(key, "(unset)")
         if key == "capture" and isinstance(old_value, str) and isinstance(new_value, str):
-            same = Path(old_value).resolve() == Path(new_value).resolve()
+            # a run recorded before captures were absolute named it from where training ran
+            same = resolve_capture(out, old_value, saved.get("out")).resolve() == Path(new_value).resolve()
         else:
             same = old_value == new_value
         if same or key == "resume":
