@@ -140,14 +140,6 @@ def driver_embedding(calibration: str):
     return calibrate(model, look=look, view_weights=weights)[0]
 
 
-def run_config(run: Path):
-    """The run's ``config.yaml`` (None when it has none)."""
-    from omegaconf import OmegaConf
-
-    cfg = run / "config.yaml"
-    return OmegaConf.load(cfg) if cfg.is_file() else None
-
-
 def own_video(run: Path) -> Path | None:
     """The video the run was trained on (its capture's source), or None when its capture is gone."""
     from avatar.io.run_folder import run_capture
@@ -165,9 +157,9 @@ def tracked_ceiling(package, run: Path, size: int) -> dict | None:
     from avatar.landmarks.face_measures import compare, face_measures
     from avatar.train.data import split_frames
 
-    from avatar.io.run_folder import run_capture
+    from avatar.io.run_folder import recorded_config, run_capture
 
-    cfg = run_config(run)
+    cfg = recorded_config(run)
     capture = run_capture(run)
     if capture is None or not (capture / "tracking.npz").is_file() or not (capture / "landmarks.npz").is_file():
         return None

@@ -43,7 +43,10 @@ def main() -> None:
     if args.drive is None:
         from avatar.io.run_folder import run_capture
 
-        args.drive = str(run_capture(args.run))
+        capture = run_capture(args.run)
+        if capture is None:
+            sys.exit(f"benchmarks/view.py: pass --drive (no {Path(args.run) / 'config.yaml'} to take the run's capture from)")
+        args.drive = str(capture)
     if missing_reason():
         print(json.dumps({"benchmark": "view", "error": missing_reason()}))
         sys.exit(1)

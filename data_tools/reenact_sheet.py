@@ -85,6 +85,20 @@ def compose(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], size: 
     return np.asarray(sheet)
 
 
+def _frames(video: str, wanted: list[int]) -> dict[int, np.ndarray]:
+    """The driver's frames ``wanted`` (decoded as the landmarks were: rotation applied), read
+    again rather than holding the whole clip in memory."""
+    from avatar.io.video_reader import open_source  # noqa: PLC0415
+
+    keep, last = {}, max(wanted)
+    for i, frame in enumerate(open_source(video).frames()):
+        if i in wanted:
+            keep[i] = frame.image
+        if i >= last:
+            break
+    return keep
+
+
 def sheet(args: argparse.Namespace) -> int:
     import imageio.v3 as iio
     from tqdm.auto import tqdm
@@ -96,12 +110,13 @@ def sheet(args: argparse.Namespace) -> int:
     from avatar.io import atomic_write
     from avatar.landmarks.face_measures import face_measures
 
-    points, frames, fps, size, _ = detect_landmarks(args.drive, args.max_frames, keep_frames=True)
+    points, _, fps, size, _ = detect_landmarks(args.drive, args.max_frames)
     moments = pick_moments(face_measures(points))
     if not moments:
         print(f"{PROG}: MediaPipe found no face in {args.drive}: nothing to show", file=sys.stderr)
         return 1
     picked = [i for _, i in moments]
+    frames = _frames(args.drive, picked)
     rows = [("driver", [face_crop(frames[i], points[i]) for i in picked])]
     drive = track_landmarks(points[..., :2], size, fps, str(args.drive), landmark_model())
     device = pick_device(args.device)
