@@ -231,3 +231,45 @@ def test_supersampling_averages_the_samples_of_each_pixel(model):
     assert ((mask > 0) & (mask < 1)).any()  # the silhouette's pixels are partly covered
     box = fine_img.astype(np.float32).reshape(2, 48, 2, 48, 2, 3).mean(axis=(2, 4))
     assert np.abs(img.astype(np.float32) - box).max() <= 1.0  # the mean up to rounding
+
+
+@needs_ict
+def test_gaze_turns_the_eyeballs_as_the_trackers_model_the_irises(model):
+    """ICT's eyeLook* shapes leave the eyeballs still; gaze=True turns them by the angles the
+    trackers read, so the eyeball's front pole lands where the landmark model puts the iris."""
+    from avatar.tracking.embedding import load_embedding
+    from avatar.tracking.landmark_model import IRIS_LEFT, IRIS_RIGHT, LandmarkModel
+
+    names = list(model.expression_names)
+    e = torch.zeros(2, len(names))
+    e[1, names.index("eyeLookOut_L")] = 1.0  # the left eye looks to the subject's left
+    e[1, names.index("eyeLookIn_R")] = 1.0  # and so does the right
+    with torch.no_grad():
+        verts = model(expression=e).vertices
+    turned = synthetic.turned_eyes(model, verts, e)
+    assert torch.equal(turned[0], verts[0])  # no gaze: nothing turns
+    eyes = torch.zeros(verts.shape[1], dtype=torch.bool)
+    for part in ("eyeball_right", "eyeball_left"):
+        eyes[model.parts[part].vertices] = True
+    assert torch.equal(turned[1][~eyes], verts[1][~eyes])  # only the eyeballs turn
+    lm = LandmarkModel.from_model(model, load_embedding(model))
+    iris = lm.points(torch.zeros(lm.num_shape), e)[:, [IRIS_RIGHT, IRIS_LEFT]]  # [2, 2, 3]
+    for k, part in enumerate(("eyeball_right", "eyeball_left")):
+        idx = model.parts[part].vertices
+        front = verts[0, idx][:, 2].argmax()  # the eyeball's front pole
+        moved = turned[1, idx][front] - verts[0, idx][front]
+        assert moved[0] > 0.004  # millimetres towards the subject's left (+x)
+        assert torch.allclose(moved, (iris[1, k] - iris[0, k]).to(moved), atol=5e-4)
+
+
+def test_gaze_script_adds_eye_movements_only_when_asked():
+    names = ("jawOpen", "mouthSmile_L", "mouthSmile_R", "browInnerUp_L", "browInnerUp_R", "browOuterUp_L",
+             "browOuterUp_R", "eyeBlink_L", "eyeBlink_R", "eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L",
+             "eyeLookOut_R", "eyeLookUp_L", "eyeLookUp_R", "eyeLookDown_L", "eyeLookDown_R")
+    still = synthetic.scripted_sequence(100, names)
+    moving = synthetic.scripted_sequence(100, names, events=synthetic.EXPRESSION_EVENTS + synthetic.GAZE_EVENTS)
+    gaze = [names.index(n) for n in names if n.startswith("eyeLook")]
+    assert np.all(still.expression[:, gaze] == 0)
+    assert np.all(moving.expression[:, gaze].max(axis=0) > 0.5)
+    others = [i for i in range(len(names)) if i not in gaze]
+    assert np.array_equal(still.expression[:, others], moving.expression[:, others])

@@ -47,6 +47,7 @@ import torch
 from avatar.geometry.cameras import intrinsics, look_at
 from avatar.io.capture import CaptureMeta, CaptureWriter, Landmarks
 from avatar.io.reports import write_json
+from avatar.models.engine import rigid_transform
 from avatar.render import render_mesh
 from avatar.synthetic.texture import atlas_uvs, load_or_build_texture
 
@@ -73,6 +74,14 @@ EXPRESSION_EVENTS: tuple[tuple[tuple[str, ...], float, float, float, float], ...
     (BLINK, 0.42, 0.025, 0.008, 1.0),
     (BLINK, 0.60, 0.025, 0.008, 0.9),
     (BLINK, 0.78, 0.025, 0.008, 1.0),
+)
+# Eye movements (SyntheticConfig.gaze; off by default, so the standard captures stay as they
+# are): a look to the subject's left, to the right, up and down, between the blinks.
+GAZE_EVENTS: tuple[tuple[tuple[str, ...], float, float, float, float], ...] = (
+    (("eyeLookOut_L", "eyeLookIn_R"), 0.25, 0.05, 0.02, 0.7),
+    (("eyeLookIn_L", "eyeLookOut_R"), 0.51, 0.05, 0.02, 0.7),
+    (("eyeLookUp_L", "eyeLookUp_R"), 0.70, 0.04, 0.015, 0.6),
+    (("eyeLookDown_L", "eyeLookDown_R"), 0.95, 0.04, 0.015, 0.6),
 )
 # The same kind of script on expression components by index (models whose expressions are
 # unnamed PCA components, e.g. FLAME): (component, centre, half width, plateau, peak); an
@@ -113,6 +122,10 @@ class SyntheticConfig:
         texture: "photo" (the portrait texture; ICT only), "flat" (:data:`SKIN`, eyeballs
             :data:`EYEBALL` when the model has eyeball parts) or "auto" (photo for ICT, else flat).
         yaw_deg: how far the head turns each way in the script (:func:`scripted_sequence`).
+        gaze: also move the eyes (:data:`GAZE_EVENTS`). ICT's ``eyeLook*`` shapes reshape the
+            lids but leave the eyeballs still, so each eyeball is also turned about its centre
+            by the angles the trackers read from those coefficients
+            (:func:`avatar.tracking.landmark_model.gaze_rotations`). ICT only.
         supersample: render ``supersample`` times larger each way and average down, as a
             camera's pixels integrate the light (1: one sample per pixel, the texture aliases
             where it is finer than the pixels).
@@ -135,6 +148,7 @@ class SyntheticConfig:
     texture: str = "auto"
     yaw_deg: float = 30.0
     supersample: int = 1
+    gaze: bool = False
 
 
 @dataclass
@@ -276,12 +290,17 @@ def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Perfo
     for start in range(0, len(perf.expression), config.batch_size):
         sl = slice(start, start + config.batch_size)
         with torch.no_grad():
-            verts = model(
-                shape=torch.as_tensor(shape)[None],
-                expression=torch.as_tensor(perf.expression[sl]),
-                rotation=torch.as_tensor(perf.rotation[sl]),
-                translation=torch.as_tensor(perf.translation[sl]),
-            ).vertices
+            expression = torch.as_tensor(perf.expression[sl])
+            if config.gaze:  # the eyes turned in the head's frame, then the head posed
+                verts = model(shape=torch.as_tensor(shape)[None], expression=expression).vertices
+                verts = rigid_transform(turned_eyes(model, verts, expression), torch.as_tensor(perf.rotation[sl]),
+                                        torch.as_tensor(perf.translation[sl]))
+            else:
+                verts = model(
+                    shape=torch.as_tensor(shape)[None], expression=expression,
+                    rotation=torch.as_tensor(perf.rotation[sl]),
+                    translation=torch.as_tensor(perf.translation[sl]),
+                ).vertices
             out = render_mesh(
                 verts, model.faces, K, R * s, R * s, viewmat, **albedo,
                 ambient=config.ambient, light_dir=config.light_dir,
@@ -293,6 +312,43 @@ def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Perfo
                 image = image.reshape(B, R, s, R, s, 3).mean(dim=(2, 4))
                 mask = mask.reshape(B, R, s, R, s).mean(dim=(2, 4))
         yield start, (image * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy(), mask.numpy()
+
+
+def _gaze_profile(model):
+    """The model's tracking profile when it has gaze blendshapes and eyeball parts, else ValueError."""
+    from avatar.models.profile import TrackingProfileError, require_profile  # noqa: PLC0415
+
+    try:
+        profile = require_profile(model)
+    except TrackingProfileError as exc:
+        raise ValueError(f"gaze=True needs a model with a tracking profile: {exc}") from exc
+    if profile.gaze is None or profile.eyeball_parts is None:
+        missing = "gaze blendshapes" if profile.gaze is None else "eyeball parts"
+        raise ValueError(f"gaze=True needs gaze blendshapes and eyeball parts; model '{model.name}' has no "
+                         f"{missing}: use ICT or gaze=False")
+    return profile
+
+
+def turned_eyes(model, vertices: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+    """``vertices [B, V, 3]`` (model space, unposed) with each eyeball part turned about its
+    centre by the gaze the trackers read from ``expression [B, E]``'s ``eyeLook*`` coefficients
+    (:func:`avatar.tracking.landmark_model.gaze_rotations`). ValueError for a model whose
+    tracking profile has no gaze blendshapes or no eyeball parts."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from avatar.tracking.landmark_model import gaze_rotations  # noqa: PLC0415
+
+    profile = _gaze_profile(model)
+    names = list(model.expression_names)
+    gaze = SimpleNamespace(gaze=profile.gaze, index=names.index)  # what gaze_rotations reads
+    R = gaze_rotations(gaze, expression.to(vertices.dtype))  # [B, 2, 3, 3] (right, left)
+    out = vertices.clone()
+    for k, part in enumerate(profile.eyeball_parts):
+        idx = model.parts[part].vertices
+        eye = vertices[:, idx]
+        centre = eye.mean(dim=1, keepdim=True)
+        out[:, idx] = centre + (eye - centre) @ R[:, k].transpose(1, 2)
+    return out
 
 
 def make_synthetic_capture(
@@ -316,7 +372,11 @@ def make_synthetic_capture(
     t0 = time.perf_counter()
     head_texture = load_or_build_texture(model, config.cache_dir, config.texture_size) if photo else None
     texture_seconds = time.perf_counter() - t0
-    perf = scripted_sequence(config.n_frames, model.expression_names, yaw_deg=config.yaw_deg)
+    events = None
+    if config.gaze:
+        _gaze_profile(model)  # refuses a model without gaze blendshapes or eyeballs before any work
+        events = EXPRESSION_EVENTS + GAZE_EVENTS
+    perf = scripted_sequence(config.n_frames, model.expression_names, events=events, yaw_deg=config.yaw_deg)
     shape = random_identity(model.num_shape, config.shape_std, config.seed)
     F = config.n_frames
     writer = CaptureWriter(out_dir, frame_format=config.frame_format)
