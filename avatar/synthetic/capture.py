@@ -332,16 +332,13 @@ def _gaze_profile(model):
 def turned_eyes(model, vertices: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
     """``vertices [B, V, 3]`` (model space, unposed) with each eyeball part turned about its
     centre by the gaze the trackers read from ``expression [B, E]``'s ``eyeLook*`` coefficients
-    (:func:`avatar.tracking.landmark_model.gaze_rotations`). ValueError for a model whose
+    (:func:`avatar.tracking.landmark_model.blendshape_gaze_angles`). ValueError for a model whose
     tracking profile has no gaze blendshapes or no eyeball parts."""
-    from types import SimpleNamespace  # noqa: PLC0415
-
-    from avatar.tracking.landmark_model import gaze_rotations  # noqa: PLC0415
+    from avatar.tracking.landmark_model import blendshape_gaze_angles, eye_rotations  # noqa: PLC0415
 
     profile = _gaze_profile(model)
     names = list(model.expression_names)
-    gaze = SimpleNamespace(gaze=profile.gaze, index=names.index)  # what gaze_rotations reads
-    R = gaze_rotations(gaze, expression.to(vertices.dtype))  # [B, 2, 3, 3] (right, left)
+    R = eye_rotations(*blendshape_gaze_angles(profile.gaze, names.index, expression.to(vertices.dtype)))  # [B, 2, 3, 3]
     out = vertices.clone()
     for k, part in enumerate(profile.eyeball_parts):
         idx = model.parts[part].vertices

@@ -183,11 +183,16 @@ def _joint_basis(model, joints: list[int]) -> tuple[Tensor, Tensor, Tensor]:
 def gaze_angles(lm: LandmarkModel, expression: Tensor) -> tuple[Tensor, Tensor]:
     """Per-eye yaw and pitch ``[B, 2]`` (right, left eye; radians, +yaw toward the model's
     +x, +pitch down) from the gaze blendshapes (zeros when gaze is not an expression)."""
-    g = lm.gaze
-    if g is None:
+    if lm.gaze is None:
         zero = expression.new_zeros(expression.shape[0], 2)
         return zero, zero
-    e = lambda n: expression[:, lm.index(n)]  # noqa: E731
+    return blendshape_gaze_angles(lm.gaze, lm.index, expression)
+
+
+def blendshape_gaze_angles(g, index, expression: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`gaze_angles` for the gaze blendshapes ``g`` (:class:`~avatar.models.profile.GazeBlendshapes`)
+    of a model whose expression ``name`` sits in column ``index(name)`` of ``expression [B, E]``."""
+    e = lambda n: expression[:, index(n)]  # noqa: E731
     (in_r, in_l), (out_r, out_l), (up_r, up_l), (down_r, down_l) = g.look_in, g.look_out, g.look_up, g.look_down
     yaw = torch.stack((e(in_r) - e(out_r), e(out_l) - e(in_l)), -1)
     pitch = torch.stack((e(down_r) - e(up_r), e(down_l) - e(up_l)), -1)
@@ -212,7 +217,11 @@ def model_translation(lm: LandmarkModel, shape: Tensor, expression: Tensor, rota
 
 def gaze_rotations(lm: LandmarkModel, expression: Tensor) -> Tensor:
     """Eyeball rotations ``[B, 2, 3, 3]`` = Ry(yaw) @ Rx(pitch) per eye."""
-    yaw, pitch = gaze_angles(lm, expression)
+    return eye_rotations(*gaze_angles(lm, expression))
+
+
+def eye_rotations(yaw: Tensor, pitch: Tensor) -> Tensor:
+    """``Ry(yaw) @ Rx(pitch)`` ``[B, 2, 3, 3]`` for per-eye angles ``[B, 2]`` (radians)."""
     zero = torch.zeros_like(yaw)
     ry = axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1))
     rx = axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1))
