@@ -290,17 +290,14 @@ def render_frames(model, config: SyntheticConfig, shape: np.ndarray, perf: Perfo
     for start in range(0, len(perf.expression), config.batch_size):
         sl = slice(start, start + config.batch_size)
         with torch.no_grad():
-            expression = torch.as_tensor(perf.expression[sl])
+            expression, rotation, translation = (torch.as_tensor(x[sl]) for x in
+                                                 (perf.expression, perf.rotation, perf.translation))
             if config.gaze:  # the eyes turned in the head's frame, then the head posed
                 verts = model(shape=torch.as_tensor(shape)[None], expression=expression).vertices
-                verts = rigid_transform(turned_eyes(model, verts, expression), torch.as_tensor(perf.rotation[sl]),
-                                        torch.as_tensor(perf.translation[sl]))
+                verts = rigid_transform(turned_eyes(model, verts, expression), rotation, translation)
             else:
-                verts = model(
-                    shape=torch.as_tensor(shape)[None], expression=expression,
-                    rotation=torch.as_tensor(perf.rotation[sl]),
-                    translation=torch.as_tensor(perf.translation[sl]),
-                ).vertices
+                verts = model(shape=torch.as_tensor(shape)[None], expression=expression, rotation=rotation,
+                              translation=translation).vertices
             out = render_mesh(
                 verts, model.faces, K, R * s, R * s, viewmat, **albedo,
                 ambient=config.ambient, light_dir=config.light_dir,
@@ -395,6 +392,7 @@ def make_synthetic_capture(
         "resolution": config.resolution,
         "supersample": config.supersample,
         "seed": config.seed,
+        "gaze": config.gaze,
         "mediapipe_detected": int(present.sum()),
         "mediapipe_detection_rate": float(present.mean()),
         "missed_frames": np.flatnonzero(~present).tolist(),
