@@ -200,7 +200,7 @@ def test_resume_with_another_capture_or_config_is_refused(tmp_path, capsys):
     from omegaconf import OmegaConf
 
     from avatar import cli
-    from avatar.train.session import resume_config
+    from avatar.train.session import RunError, resume_config
 
     run, cap = tmp_path / "run", tmp_path / "cap"
     argv = ["train", f"capture={cap}", f"out={run}"]
@@ -234,6 +234,13 @@ def test_resume_with_another_capture_or_config_is_refused(tmp_path, capsys):
     cap.mkdir()
     _, changes = resume_config(run, cfg, given=lambda key: key == "capture")
     assert changes == []
+    # a run recorded before train.eyeball_weight existed resumes as it was trained (off), not with today's default
+    del old_style.train["eyeball_weight"]
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(old_style))
+    merged, changes = resume_config(run, cfg, given=lambda key: False)
+    assert changes == [] and merged.train.eyeball_weight == 0.0 and cfg.train.eyeball_weight == 1.0
+    with pytest.raises(RunError, match=r"train.eyeball_weight: 0.0 -> 1.0"):
+        resume_config(run, cfg, given=lambda key: key == "train.eyeball_weight")
 
 
 # --- stopping -------------------------------------------------------------------------------

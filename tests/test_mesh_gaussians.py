@@ -53,6 +53,9 @@ def test_uv_samples_cover_the_chart_once():
     cells = torch.round(uv * 20 - 0.5)
     assert torch.unique(cells[:, 1] * 20 + cells[:, 0]).numel() == 400
     torch.testing.assert_close(bary.sum(-1), torch.ones(400))
+    # no face selected (a part wholly inside one listed before it): no samples, not an error
+    face, bary = uv_samples(model.uvs, model.uv_faces, torch.zeros(len(model.faces), dtype=torch.bool), 20)
+    assert face.shape == (0,) and bary.shape == (0, 3)
 
 
 def test_init_puts_gaussians_on_the_surface_with_parts_and_resolutions():

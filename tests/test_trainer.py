@@ -164,6 +164,40 @@ def test_flat_weight_lays_the_gaussians_on_their_triangles(sheet_capture, tmp_pa
     assert flat < 0.8 * free, (flat, free)
 
 
+def test_eyeball_weight_keeps_eyeball_gaussians_on_their_surface(sheet_capture, tmp_path):
+    """``train.eyeball_weight`` holds the Gaussians on the model's eyeball parts (its tracking
+    profile's) on the surface, lifted and spread along the normal no further than the threshold;
+    the other Gaussians are left to the image; nothing for a model without eyeballs."""
+    def trained(**kw):
+        root, seq = sheet_capture
+        cfg = _config(iterations=60, densify=DensifyConfig(refine_start=1000), lr_xyz_final=2e-3, **kw)
+        model = SheetModel()
+        n = len(model.faces)
+        a, b = torch.arange(n) < n // 4, (torch.arange(n) >= n // 4) & (torch.arange(n) < n // 2)
+        half = a | b
+        every = torch.ones(len(model.template), dtype=torch.bool)
+        model.parts = {"sheet": Part(every, ~half), "eye_a": Part(every, a), "eye_b": Part(every, b)}
+        model.tracking_profile = SimpleNamespace(eyeball_parts=("eye_b", "eye_a"))
+        frames = load_frames(Capture(root), seq, model, cfg.resolution, cfg.holdout, torch.device("cpu"))
+        tr = Trainer(cfg, frames, init_gaussians(model, cfg.gaussians, frames), tmp_path / f"run{len(kw)}", model=model)
+        with torch.no_grad():  # start every Gaussian lifted 0.1 triangle sizes off its triangle
+            tr.gaussians.params["local_xyz"][:, 2] = 0.1
+        for _ in range(tr.cfg.iterations):
+            tr.train_step()
+        on = tr.eyeball_gaussians()
+        assert on is not None and 0 < int(on.sum()) < len(on)
+        assert torch.equal(on, half[tr.gaussians.binding])
+        with torch.no_grad():
+            lift = tr.gaussians.params["local_xyz"][:, 2].abs()
+        return float(lift[on].median()), float(lift[~on].median())
+
+    free_eyes, free_rest = trained(eyeball_weight=0.0)
+    held_eyes, held_rest = trained(eyeball_weight=10.0, eyeball_threshold=0.02)
+    assert held_eyes < 0.5 * free_eyes, (held_eyes, free_eyes)
+    assert held_rest > 0.8 * free_rest, (held_rest, free_rest)
+    assert _trainer(sheet_capture, tmp_path / "plain", with_model=True).eyeball_gaussians() is None  # no profile
+
+
 def _first_step_state(tr) -> FrameState:
     """The posed model ``tr``'s first training step hands its avatar."""
     seen = []

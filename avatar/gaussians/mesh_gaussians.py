@@ -58,6 +58,8 @@ def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: flo
         (the first triangle in index order where selected UV triangles overlap).
     """
     face_ids = face_mask.nonzero().squeeze(-1)
+    if not len(face_ids):  # e.g. a part wholly inside one listed before it
+        return face_ids, torch.zeros(0, 3, dtype=uvs.dtype)
     faces = uv_faces[face_ids]
     tri = uvs[faces].double()  # [F', 3, 2]
     lo = torch.floor(tri.reshape(-1, 2).min(0).values * resolution)

@@ -62,6 +62,14 @@ class TrainConfig:
     # portrait's off-mesh and torso Gaussians are left as they are).
     flat_weight: float = 0.0
     flat_threshold: float = 0.05
+    # Gaussians on the model's eyeballs (its tracking profile's eyeball parts) kept on the eyeball:
+    # weight of the penalty on their offset from, and extent along, the eyeball's normal beyond
+    # eyeball_threshold (triangle sizes, about 2.7 mm on ICT's eyeballs); 0: off. The eyelids close
+    # over the eyeballs a fraction of a millimetre away: eyeball Gaussians lifted off it (left free,
+    # they rose up to 2.6 mm and painted the lashes and lid margins of the open eye, which do not
+    # move with a blink) show through a closed lid, and a driven blink read as eyes two-thirds open.
+    eyeball_weight: float = 1.0
+    eyeball_threshold: float = 0.05
     # Expression-conditioned kinds: standard deviation of Gaussian noise added to the expression
     # coefficients the deformer reads during training (the mesh keeps the tracked ones); 0: off. A
     # smoother map from expressions to offsets, less able to remember single frames by their codes.

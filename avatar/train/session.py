@@ -112,6 +112,12 @@ RESUME_MAY_CHANGE = {
     "renderer.backend": "the rasterizer's implementation (same images)",
 }
 
+# Settings added after runs were recorded, with the value that gives what such a run was trained
+# with: a run recorded without the key resumes with it (not with today's default).
+ADDED_SINCE = {
+    "train.eyeball_weight": 0.0,  # eyeball Gaussians held on the eyeball (2026-12-07)
+}
+
 
 def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lambda key: True
                   ) -> tuple[DictConfig, list[str]]:
@@ -122,6 +128,10 @@ def resume_config(out: Path, cfg: DictConfig, given: Callable[[str], bool] = lam
     (RunError listing them all: another capture, model or training setting). A key it did
     not set keeps the run's value (the user need not repeat the first command's options)."""
     saved_cfg = OmegaConf.load(out / "config.yaml")
+    recorded = _flat(OmegaConf.to_container(saved_cfg, resolve=True))
+    for key, before in ADDED_SINCE.items():
+        if key not in recorded and key.split(".")[0] in saved_cfg:
+            OmegaConf.update(saved_cfg, key, before, force_add=True)
     saved = _flat(OmegaConf.to_container(saved_cfg, resolve=True))
     new = _flat(OmegaConf.to_container(cfg, resolve=True))
     changes, refused = [], []

@@ -91,6 +91,7 @@ class Trainer:
         self.lr_factor = 1.0
         self.skipped_steps: list[int] = []
         self._epoch_order: tuple[int, list[int]] | None = None  # (epoch, its frame order): training_frame's cache
+        self._eyeball_faces: torch.Tensor | None = None  # eyeball_gaussians' cache
         torch.manual_seed(cfg.seed)
         self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
         self.train_seconds = 0.0
@@ -184,6 +185,10 @@ class Trainer:
             loss = loss + cfg.xyz_weight * excess(g.anchor_distances(), cfg.xyz_threshold)
         if cfg.flat_weight and (extents := g.normal_extents()) is not None:
             loss = loss + cfg.flat_weight * excess(extents, cfg.flat_threshold)
+        if cfg.eyeball_weight and (on_eyes := self.eyeball_gaussians()) is not None and bool(on_eyes.any()):
+            lift = g.params["local_xyz"][on_eyes][:, 2].abs()  # off the eyeball, along its normal
+            loss = loss + cfg.eyeball_weight * (excess(lift, cfg.eyeball_threshold)
+                                                + excess(g.normal_extents()[on_eyes], cfg.eyeball_threshold))
         self.strategy.step_pre_backward(meta)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -196,6 +201,25 @@ class Trainer:
         self.optimizer.step()
         with torch.no_grad():
             return {"loss": float(loss), "psnr": float(psnr(img.detach(), gt))}
+
+    def eyeball_gaussians(self) -> torch.Tensor | None:
+        """``[N]`` bool: the Gaussians bound to the model's eyeballs (its tracking profile's
+        ``eyeball_parts``); None for kinds not bound to the model's triangles or models without eyeballs."""
+        binding = getattr(self.gaussians, "binding", None)
+        if binding is None or self.model is None or "local_xyz" not in getattr(self.gaussians, "params", {}):
+            return None
+        if self._eyeball_faces is None:
+            names = getattr(getattr(self.model, "tracking_profile", None), "eyeball_parts", None) or ()
+            parts = getattr(self.model, "parts", {}) if names else {}
+            if not names or not all(n in parts for n in names):
+                return None
+            mask = torch.zeros(int(self.model.faces.shape[0]), dtype=torch.bool, device=binding.device)
+            for n in names:
+                mask |= parts[n].faces.to(binding.device)
+            self._eyeball_faces = mask
+        if not len(binding) or int(binding.max()) >= len(self._eyeball_faces):
+            return None
+        return self._eyeball_faces[binding]
 
     def _noisy_state(self, index: int) -> FrameState:
         """Frame ``index``'s posed model with ``cfg.condition_noise`` added to the expression the
