@@ -108,6 +108,7 @@ def test_offmesh_init_from_a_mask_splits_hair_from_torso():
     assert (d[g.group != SURFACE] == 0).all() and (d[g.group == SURFACE] > 0).any()
     e = g.normal_extents()  # nor laid flat (train.flat_weight)
     assert (e[g.group != SURFACE] == 0).all() and (e[g.group == SURFACE] > 0).all()
+    assert torch.equal(g.held_to_surface(), g.group == SURFACE)  # nor held on an eyeball (train.eyeball_weight)
     # Colour comes from the image under each seed.
     assert g.params["sh0"][g.group == TORSO].std() > 0.1
 

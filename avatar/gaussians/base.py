@@ -160,6 +160,11 @@ class GaussianAvatar(nn.Module):
         trainer penalises those beyond ``xyz_threshold``)."""
         raise NotImplementedError
 
+    def held_to_surface(self) -> Tensor | None:
+        """``[N]`` bool: the Gaussians held on the mesh triangle they are bound to (the trainer's
+        per-part surface terms apply to these only); None for kinds not bound to triangles."""
+        return None
+
     def normal_extents(self) -> Tensor | None:
         """``[N]`` each Gaussian's standard deviation along its anchor surface's normal, in the
         kind's units (the trainer penalises those beyond ``flat_threshold``); None for kinds

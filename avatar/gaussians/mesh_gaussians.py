@@ -228,6 +228,9 @@ class MeshGaussians(GaussianAvatar):
     def anchor_distances(self) -> Tensor:
         return self.params["local_xyz"].norm(dim=-1)
 
+    def held_to_surface(self) -> Tensor:
+        return torch.ones_like(self.binding, dtype=torch.bool)
+
     def normal_extents(self) -> Tensor:
         # The frame's third axis is the triangle's normal: the extent along it is |S R^T n| with
         # R the Gaussian's rotation in the frame, so R^T n is R's last row.

@@ -178,6 +178,10 @@ class PortraitGaussians(MeshGaussians):
         d = self.params["local_xyz"].norm(dim=-1)
         return torch.where(self.group == SURFACE, d, torch.zeros_like(d))
 
+    def held_to_surface(self) -> Tensor:
+        """The surface group only (off-mesh and torso Gaussians are not held to a triangle)."""
+        return self.group == SURFACE
+
     def normal_extents(self) -> Tensor:
         """Surface Gaussians' extent across their triangle; 0 for the off-mesh and torso ones
         (hair, glasses and clothes are not laid flat)."""

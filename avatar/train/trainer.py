@@ -203,10 +203,12 @@ class Trainer:
             return {"loss": float(loss), "psnr": float(psnr(img.detach(), gt))}
 
     def eyeball_gaussians(self) -> torch.Tensor | None:
-        """``[N]`` bool: the Gaussians bound to the model's eyeballs (its tracking profile's
-        ``eyeball_parts``); None for kinds not bound to the model's triangles or models without eyeballs."""
+        """``[N]`` bool: the Gaussians held on the model's eyeballs (bound to its tracking profile's
+        ``eyeball_parts``, of the kind's surface Gaussians: a portrait's off-mesh glasses are left
+        free); None for kinds not bound to the model's triangles or models without eyeballs."""
         binding = getattr(self.gaussians, "binding", None)
-        if binding is None or self.model is None or "local_xyz" not in getattr(self.gaussians, "params", {}):
+        surface = self.gaussians.held_to_surface()
+        if binding is None or surface is None or self.model is None:
             return None
         if self._eyeball_faces is None:
             names = getattr(getattr(self.model, "tracking_profile", None), "eyeball_parts", None) or ()
@@ -219,7 +221,7 @@ class Trainer:
             self._eyeball_faces = mask
         if not len(binding) or int(binding.max()) >= len(self._eyeball_faces):
             return None
-        return self._eyeball_faces[binding]
+        return surface & (binding >= 0) & self._eyeball_faces[binding.clamp_min(0)]
 
     def _noisy_state(self, index: int) -> FrameState:
         """Frame ``index``'s posed model with ``cfg.condition_noise`` added to the expression the
