@@ -21,6 +21,10 @@ Two parts:
    amplitude ratio (avatar / driver) for eye opening, jaw (inner-lip gap), mouth width,
    brow height, head yaw, pitch and roll. Targets: correlation >= 0.8 on the four expression
    measures and >= 0.9 for yaw and pitch, amplitude 0.6-1.5 (self: correlation >= 0.9).
+3. ``response``: per avatar, how far each expression measure moves on its render when the
+   blendshapes behind it are fully on (:func:`avatar.drive.reenact_eval.expression_response`:
+   lids shut, jaw open, mouth stretched, brows raised, from the avatar's rest at its reference
+   pose): what the avatar can show at most, whatever the driver and the retargeting.
 
 Variants (``--variants``): ``default`` (the toolkit's defaults), ``one_sided`` (the One Euro
 filter forward only at 1.5 Hz, as live filters), ``range`` (``retarget.range=true``:
@@ -205,7 +209,7 @@ def main() -> None:
 
     from avatar.device import pick_device
     from avatar.drive.animate import AvatarPackage
-    from avatar.drive.reenact_eval import grade_reenactment
+    from avatar.drive.reenact_eval import expression_response, grade_reenactment
     from avatar.drive.retarget import RetargetConfig
     from avatar.drive.video_driver import landmark_model
 
@@ -233,6 +237,9 @@ def main() -> None:
     mean_face = {}
     for run in map(Path, args.avatars):
         package = AvatarPackage.load(run, device)
+        response = expression_response(package, args.size)
+        line.setdefault("response", {})[run.name] = response
+        print(f"response {run.name}: {json.dumps(response)}", file=sys.stderr)
         own = own_video(run)
         own = own.resolve() if own is not None else None
         for video, (points, fps, size, seq) in drivers.items():

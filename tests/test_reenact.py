@@ -392,6 +392,52 @@ def test_grading_a_driver_against_itself_is_perfect(monkeypatch):
         assert graded["measures"][m]["correlation"] > 0.99 and abs(graded["measures"][m]["amplitude"] - 1) < 0.05, m
 
 
+def test_expression_response_turns_each_measures_blendshapes_on_from_the_avatars_rest(monkeypatch):
+    """The benchmark's ``response``: the avatar at its reference pose and rest (lids and brows at
+    their training median), then per measure its blendshapes fully on and their antagonists
+    released; a measure whose blendshapes the model does not name, or whose render shows no face,
+    is None."""
+    from avatar.drive import animate, reenact_eval
+
+    names = [n for n in NAMES if not n.startswith("brow")]  # a model without brows
+    rendered = []
+
+    class Package:
+        expression_names = names
+        state = {"viewmat": torch.eye(4)}
+
+        def reference_pose_or(self, rotation, translation):
+            return rotation + 0.1, translation
+
+        def camera(self, size):
+            return torch.eye(3), size, size
+
+        def render_frame(self, e, rotation, translation, viewmat, K, width, height):
+            assert np.allclose(rotation, 0.1) and width == height == 64
+            rendered.append(np.asarray(e).copy())
+            return np.zeros((height, width, 3), np.uint8), "torch", 0.0
+
+    rest, median = np.full(len(names), 0.1), np.full(len(names), 0.3)
+    monkeypatch.setattr(animate, "expression_range", lambda package: ExpressionRange(rest, rest + 0.5, 10, median=median))
+    monkeypatch.setattr(reenact_eval, "detect_sequence", lambda images: np.zeros((len(images), 478, 3)))
+    blink, jaw = names.index("eyeBlink_L"), names.index("jawOpen")
+    monkeypatch.setattr(reenact_eval, "face_measures", lambda points: {
+        "eye": np.array([0.2 - 0.15 * e[blink] for e in rendered]),
+        "jaw": np.array([0.5 * e[jaw] for e in rendered]),
+        "mouth_width": np.full(len(rendered), np.nan),  # no face found
+        "brow": np.zeros(len(rendered))})
+    out = reenact_eval.expression_response(Package(), 64)
+    assert len(rendered) == 4  # rest, eye, jaw, mouth width (no brow shapes)
+    r = rendered[0]
+    assert r[blink] == pytest.approx(0.3) and r[jaw] == pytest.approx(0.1)  # lids at their median, jaw at rest
+    eye = rendered[1]
+    assert eye[blink] == 1 and eye[names.index("eyeBlink_R")] == 1 and eye[names.index("eyeWide_L")] == 0
+    assert eye[jaw] == pytest.approx(0.1)  # nothing else moves
+    assert out["eye"]["change"] == pytest.approx(-0.15 * 0.7, abs=1e-4)
+    assert out["jaw"] == {"rest": 0.05, "on": 0.5, "change": 0.45}
+    assert out["mouth_width"] is None and out["brow"] is None
+
+
 @pytest.mark.slow
 def test_background_identity_is_fitted_off_the_loop_and_handed_over_once(lm):
     from avatar.tracking.identity import BackgroundIdentity, IdentityConfig

@@ -67,6 +67,53 @@ def grade_reenactment(package, drive: DriveSequence, driver_landmarks: np.ndarra
             "avatar_face_found": round(float(found.mean()), 3)}
 
 
+# What each expression measure's response sets, from the avatar's rest: the blendshapes turned
+# fully on and those released to 0 (their antagonists), by name pattern (ARKit / ICT names).
+RESPONSE_SHAPES = {
+    "eye": (("eyeBlink*",), ("eyeWide*",)),  # lids shut
+    "jaw": (("jawOpen",), ("mouthClose",)),
+    "mouth_width": (("mouthStretch*",), ("mouthPucker", "mouthFunnel")),
+    "brow": (("browInnerUp*", "browOuterUp*"), ("browDown*",)),
+}
+
+
+def expression_response(package, size: int | None = None) -> dict:
+    """How far the avatar can move each expression measure: MediaPipe's measures on the avatar
+    rendered at its reference pose and rest expression, and with each measure's blendshapes of
+    :data:`RESPONSE_SHAPES` fully on (their antagonists released). Per measure ``{rest, on,
+    change}`` (inter-ocular units, as :mod:`avatar.landmarks.face_measures`); None for a measure
+    whose blendshapes the avatar's model does not name or whose render shows no face. A driver's
+    motion larger than ``change`` cannot show on this avatar whatever the retargeting."""
+    from ..models.profile import name_mask  # noqa: PLC0415
+    from .animate import expression_range  # noqa: PLC0415
+    from .retarget import RetargetConfig, typical_mask  # noqa: PLC0415
+
+    names = list(package.expression_names)
+    rng = expression_range(package)
+    rest = (rng.level(typical_mask(names, RetargetConfig.typical)) if rng is not None
+            else np.zeros(len(names))).astype(np.float32)
+    r0, t0 = package.reference_pose_or(np.zeros(3, np.float32), np.zeros(3, np.float32))
+    K, width, height = package.camera(size)
+    viewmat = package.state["viewmat"].to(K.device, torch.float32)
+    poses, keys = [rest], []
+    for measure, (on, off) in RESPONSE_SHAPES.items():
+        on_mask, off_mask = np.array(name_mask(names, on), bool), np.array(name_mask(names, off), bool)
+        if not on_mask.any():
+            continue
+        e = rest.copy()
+        e[on_mask], e[off_mask] = 1.0, 0.0
+        poses.append(e)
+        keys.append(measure)
+    images = [package.render_frame(e, r0, t0, viewmat, K, width, height)[0] for e in poses]
+    measures = face_measures(detect_sequence(images))
+    out: dict = {m: None for m in RESPONSE_SHAPES}
+    for i, measure in enumerate(keys, start=1):
+        a, b = float(measures[measure][0]), float(measures[measure][i])
+        if np.isfinite(a) and np.isfinite(b):
+            out[measure] = {"rest": round(a, 4), "on": round(b, 4), "change": round(b - a, 4)}
+    return out
+
+
 def fit_agreement(rotation: np.ndarray, translation: np.ndarray, ref_rotation: np.ndarray,
                   ref_depth: np.ndarray, valid: np.ndarray | None = None, to_camera: np.ndarray | None = None) -> dict:
     """Per-frame fit ``rotation [F, 3]`` (axis-angle, tracking camera at the origin) and
@@ -89,4 +136,5 @@ def fit_agreement(rotation: np.ndarray, translation: np.ndarray, ref_rotation: n
             "depth_rel": {"median": round(float(np.median(rel)), 4), "max": round(float(rel.max()), 4)}}
 
 
-__all__ = ["MEASURES", "detect_sequence", "fit_agreement", "grade_reenactment", "render_driven_frames", "summarise"]
+__all__ = ["MEASURES", "RESPONSE_SHAPES", "detect_sequence", "expression_response", "fit_agreement", "grade_reenactment",
+           "render_driven_frames", "summarise"]
