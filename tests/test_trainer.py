@@ -168,9 +168,9 @@ def test_eyeball_weight_keeps_eyeball_gaussians_on_their_surface(sheet_capture, 
     """``train.eyeball_weight`` holds the Gaussians on the model's eyeball parts (its tracking
     profile's) on the surface, lifted and spread along the normal no further than the threshold;
     the other Gaussians are left to the image; nothing for a model without eyeballs."""
-    def trained(**kw):
+    def trained(steps: int = 60, **kw):
         root, seq = sheet_capture
-        cfg = _config(iterations=60, densify=DensifyConfig(refine_start=1000), lr_xyz_final=2e-3, **kw)
+        cfg = _config(iterations=steps, densify=DensifyConfig(refine_start=1000), lr_xyz_final=2e-3, **kw)
         model = SheetModel()
         n = len(model.faces)
         a, b = torch.arange(n) < n // 4, (torch.arange(n) >= n // 4) & (torch.arange(n) < n // 2)
@@ -185,6 +185,9 @@ def test_eyeball_weight_keeps_eyeball_gaussians_on_their_surface(sheet_capture, 
         for _ in range(tr.cfg.iterations):
             tr.train_step()
         on = tr.eyeball_gaussians()
+        if kw.get("eyeball_extra_parts"):  # more parts by name pattern: here the rest of the sheet
+            assert on is not None and bool(on.all())
+            return None
         assert on is not None and 0 < int(on.sum()) < len(on)
         assert torch.equal(on, half[tr.gaussians.binding])
         with torch.no_grad():
@@ -195,6 +198,7 @@ def test_eyeball_weight_keeps_eyeball_gaussians_on_their_surface(sheet_capture, 
     held_eyes, held_rest = trained(eyeball_weight=10.0, eyeball_threshold=0.02)
     assert held_eyes < 0.5 * free_eyes, (held_eyes, free_eyes)
     assert held_rest > 0.8 * free_rest, (held_rest, free_rest)
+    trained(steps=0, eyeball_extra_parts=["sh*"])
     assert _trainer(sheet_capture, tmp_path / "plain", with_model=True).eyeball_gaussians() is None  # no profile
 
 

@@ -70,6 +70,10 @@ class TrainConfig:
     # move with a blink) show through a closed lid, and a driven blink read as eyes two-thirds open.
     eyeball_weight: float = 1.0
     eyeball_threshold: float = 0.05
+    # More parts held the same way (name patterns of the model's parts, e.g. ICT's eye_socket*, the
+    # lids' inner lining); the eyeballs are always in. eye_socket* measured: no tighter shut lids
+    # than the eyeballs alone on head_talking or selfie_upperbody (docs/experiments.md); none by default.
+    eyeball_extra_parts: list = field(default_factory=list)
     # Expression-conditioned kinds: standard deviation of Gaussian noise added to the expression
     # coefficients the deformer reads during training (the mesh keeps the tracked ones); 0: off. A
     # smoother map from expressions to offsets, less able to remember single frames by their codes.

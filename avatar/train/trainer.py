@@ -29,6 +29,7 @@ from ..gaussians.registry import avatar_from_state, avatar_kind
 from ..gaussians.strategy import DensifyStrategy
 from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..io import atomic_write, avatar_file
+from ..models.profile import name_mask
 from .config import TrainConfig
 from .data import FrameSet
 from .losses import alpha_mask, excess, photometric
@@ -211,10 +212,11 @@ class Trainer:
         if binding is None or surface is None or self.model is None:
             return None
         if self._eyeball_faces is None:
-            names = getattr(getattr(self.model, "tracking_profile", None), "eyeball_parts", None) or ()
+            names = list(getattr(getattr(self.model, "tracking_profile", None), "eyeball_parts", None) or ())
             parts = getattr(self.model, "parts", {}) if names else {}
             if not names or not all(n in parts for n in names):
                 return None
+            names += [n for n, on in zip(parts, name_mask(parts, self.cfg.eyeball_extra_parts)) if on]
             mask = torch.zeros(int(self.model.faces.shape[0]), dtype=torch.bool, device=binding.device)
             for n in names:
                 mask |= parts[n].faces.to(binding.device)
