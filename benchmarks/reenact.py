@@ -3,7 +3,7 @@
     python benchmarks/reenact.py --avatars RUN [RUN ...] [--videos V ...] [--synthetic CAP ...] [--calibration A,W]
         [--size 256] [--max-frames N] [--variants default,range,gain1,linear_lids,mean_face] [--no-fit-check]
 
-Two parts:
+Three parts:
 
 1. ``driver_fit``: the per-frame driver fit (``avatar render drive=VIDEO`` and ``avatar live``:
    the driver's identity from its own frames, then frame by frame) against the batched fitter

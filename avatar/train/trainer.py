@@ -221,8 +221,6 @@ class Trainer:
             for n in names:
                 mask |= parts[n].faces.to(binding.device)
             self._eyeball_faces = mask
-        if not len(binding) or int(binding.max()) >= len(self._eyeball_faces):
-            return None
         return surface & (binding >= 0) & self._eyeball_faces[binding.clamp_min(0)]
 
     def _noisy_state(self, index: int) -> FrameState:
