@@ -16,7 +16,7 @@ import torch
 
 from ..gaussians.package import AvatarPackage
 from ..geometry.cameras import orbit_viewmats
-from .retarget import RetargetConfig, driver_range, retarget
+from .retarget import RetargetConfig, driver_range, retarget, typical_mask
 from .sources import DriveError, DriveSequence
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,17 @@ def expression_range(package: AvatarPackage):
     if list(tracking.expression_names) != list(package.expression_names):
         return fallback
     return ExpressionRange.from_sequence(tracking.expression, tracking.valid)
+
+
+def avatar_rest(package: AvatarPackage) -> np.ndarray:
+    """``[E]`` float32: the expression a driven avatar starts from (the retargeting's avatar rest
+    with the default ``typical`` blendshapes, lids and brows, at their training median); zeros
+    when the avatar has no expression statistics."""
+    names = package.expression_names
+    rng = expression_range(package)
+    if rng is None:
+        return np.zeros(len(names), np.float32)
+    return np.asarray(rng.level(typical_mask(names, RetargetConfig.typical)), np.float32)
 
 
 CPU_LIVE_GAUSSIANS = 12000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)

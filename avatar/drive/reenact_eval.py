@@ -85,13 +85,10 @@ def expression_response(package, size: int | None = None) -> dict:
     whose blendshapes the avatar's model does not name or whose render shows no face. A driver's
     motion larger than ``change`` cannot show on this avatar whatever the retargeting."""
     from ..models.profile import name_mask  # noqa: PLC0415
-    from .animate import expression_range  # noqa: PLC0415
-    from .retarget import RetargetConfig, typical_mask  # noqa: PLC0415
+    from .animate import avatar_rest  # noqa: PLC0415
 
     names = list(package.expression_names)
-    rng = expression_range(package)
-    rest = (rng.level(typical_mask(names, RetargetConfig.typical)) if rng is not None
-            else np.zeros(len(names))).astype(np.float32)
+    rest = avatar_rest(package)
     r0, t0 = package.reference_pose_or(np.zeros(3, np.float32), np.zeros(3, np.float32))
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(K.device, torch.float32)

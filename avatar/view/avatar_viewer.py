@@ -19,8 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..drive.animate import expression_range
-from ..drive.retarget import RetargetConfig, typical_mask
+from ..drive.animate import avatar_rest
 from ..gaussians.package import AvatarPackage
 from .controls import Pose, ViewCamera, expression_groups, head_rotation
 from .server import SplatServer
@@ -52,10 +51,7 @@ class AvatarViewer:
                  frame_image: Callable[[int], np.ndarray] | None = None):
         self.package, self.server = package, server
         self.poses, self.fps, self.frame_image = poses, float(fps), frame_image
-        names = package.expression_names
-        rng = expression_range(package)
-        typical = typical_mask(names, RetargetConfig.typical)  # the rest a driven sequence starts from too
-        self.rest = np.zeros(len(names), np.float32) if rng is None else np.asarray(rng.level(typical), np.float32)
+        self.rest = avatar_rest(package)  # the rest a driven sequence starts from too
         bounds = getattr(getattr(package.model, "tracking_profile", None), "expression_bounds", (0.0, 1.0))
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.ref_r, self.ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.6], np.float32))
