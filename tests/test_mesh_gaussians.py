@@ -100,6 +100,91 @@ def test_gaussians_follow_rigid_and_non_rigid_motion():
     torch.testing.assert_close(grown.scales, base.scales * 2, atol=1e-7, rtol=1e-5)
 
 
+def base_covars_are_absent(w) -> bool:
+    return w.covars is None
+
+
+def test_stretch_keeps_barycentric_places_and_carries_the_covariance():
+    """``stretch=True``: under a similarity nothing changes; a mesh stretched along y carries each
+    Gaussian to the same barycentric place of its triangle (the plain frame does not) and its
+    covariance by the same map; the renderer draws that covariance."""
+    model = PlaneModel()
+    plain = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=12))
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=12, stretch=True))
+    assert g.stretch and not plain.stretch and g.canonical_vertices is not None
+    with torch.no_grad():
+        for m in (plain, g):
+            m.params["local_quat"].copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(len(m), 4))
+            m.params["log_scale"].copy_(torch.log(torch.tensor([0.3, 0.1, 0.02])).expand(len(m), 3))
+    v = model().vertices
+    aa = torch.tensor([0.3, -0.5, 0.2])
+    moved = v * 1.7 @ axis_angle_to_matrix(aa).T + torch.tensor([0.01, 0.02, 0.5])
+    for verts in (v, moved):  # a similarity: the two agree
+        a, b = plain(FrameState(verts, rotation=aa[None])), g(FrameState(verts, rotation=aa[None]))
+        torch.testing.assert_close(b.means, a.means, atol=1e-6, rtol=0)
+        torch.testing.assert_close(b.scales, a.scales, atol=1e-7, rtol=1e-4)
+    stretched = v * torch.tensor([1.0, 3.0, 1.0])
+    start = g(FrameState(v, rotation=REST)).means[0]
+    tri = v[0][model.faces[g.binding]]  # barycentric coordinates of each Gaussian on the flat mesh
+    e1, e2, d = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], start - tri[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    w1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
+    w2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+    bary = torch.stack((1 - w1 - w2, w1, w2), -1)
+    expected = (stretched[0][model.faces[g.binding]] * bary[..., None]).sum(-2)
+    out = g(FrameState(stretched, rotation=REST))
+    torch.testing.assert_close(out.means[0], expected, atol=1e-6, rtol=0)
+    assert (plain(FrameState(stretched, rotation=REST)).means[0] - expected).norm(dim=-1).max() > 1e-3
+    # The covariance is carried by the map exactly: along y three times the standard deviation,
+    # along x the same, across the surface sqrt(3) times (thickness follows the square root of the
+    # area), whatever the Gaussian's orientation in its triangle.
+    assert out.covars is not None and base_covars_are_absent(plain(FrameState(stretched, rotation=REST)))
+    before = g(FrameState(v, rotation=REST)).covars[0]
+    A = torch.diag(torch.tensor([1.0, 3.0, math.sqrt(3.0)]))
+    torch.testing.assert_close(out.covars[0], A @ before @ A, atol=1e-10, rtol=1e-4)
+    # shapes(): rotation and sizes that make the same covariances, the third axis still across the
+    # surface (these Gaussians are flat on it)
+    q, sc = out.shapes()
+    R = quaternion_to_matrix(q)
+    torch.testing.assert_close(R @ torch.diag_embed(sc**2) @ R.transpose(-1, -2), out.covars[0], atol=1e-10, rtol=1e-4)
+    assert (R[:, 2, 2].abs() > 0.999).all() and torch.allclose(torch.linalg.det(R), torch.ones(len(g)), atol=1e-5)
+    K = torch.tensor([[300.0, 0, 24], [0, 300.0, 24], [0, 0, 1]])[None]
+    view = torch.eye(4)[None]
+    view[0, :3, 3] = torch.tensor([-0.05, -0.15, 0.4])
+    img = out.render(view, K, 48, 48, g.sh_degree, backgrounds=torch.ones(1, 3))[0]
+    ref = rasterization(out.means[0], q, sc, out.opacities, out.sh, view, K, 48, 48, sh_degree=g.sh_degree,
+                        backgrounds=torch.ones(1, 3))[0]
+    torch.testing.assert_close(img, ref, atol=1e-5, rtol=0)
+    # training through it: gradients reach every shape parameter, finite, with isotropic Gaussians too
+    # (the eigendecomposition is never differentiated)
+    with torch.no_grad():
+        g.params["log_scale"][::2] = math.log(0.2)
+    g.zero_grad()
+    img = g(FrameState(stretched, rotation=REST)).render(view, K, 48, 48, g.sh_degree, backgrounds=torch.ones(1, 3))[0]
+    img.sum().backward()
+    for name in ("local_xyz", "local_quat", "log_scale"):
+        grad = g.params[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    # saved and loaded with it; older states (no key) load without it
+    again = MeshGaussians.from_state(g.state())
+    torch.testing.assert_close(again(FrameState(stretched, rotation=REST)).means, out.means)
+    state = g.state()
+    del state["stretch"]
+    assert not MeshGaussians.from_state(state).stretch
+    # the compacted sub-mesh (what the live renderer draws) stretches the same way
+    vidx, sub = g.compact()
+    torch.testing.assert_close(sub(FrameState(stretched[:, vidx], rotation=REST)).means, out.means, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="stretch needs canonical_vertices"):
+        MeshGaussians(g.faces, g.binding, {k: v.detach() for k, v in g.params.items()}, 0, stretch=True)
+    # the kinds that do not stretch say so instead of ignoring it
+    from avatar.gaussians.portrait import PortraitGaussians  # noqa: PLC0415
+    from avatar.gaussians.skinned_gaussians import SkinnedGaussians  # noqa: PLC0415
+
+    for kind in (PortraitGaussians, SkinnedGaussians):
+        with pytest.raises(ValueError, match="stretch=false"):
+            kind.initialise(model, MeshGaussiansConfig(stretch=True))
+
+
 def test_normal_extent_is_the_posed_gaussians_width_across_its_triangle():
     """``normal_extents`` (what ``train.flat_weight`` penalises) is the standard deviation of the
     posed Gaussian along its triangle's normal, in triangle sizes, whatever its own rotation."""

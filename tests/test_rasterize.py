@@ -668,12 +668,52 @@ def test_gsplat_backend_parity_with_torch():
     # (ceil) in rare cases, which only moves the box edge where alpha < 1/255
     dr = (outs["gsplat"][2].long() - outs["torch"][2].long()).abs()
     report["radii_mismatches"] = int((dr > 0).sum())
+    # the same scene given as covariances (gsplat's ``covars``), sheared: the two backends agree
+    from avatar.geometry.rotations import quaternion_to_matrix  # noqa: PLC0415
+
+    means, quats, scales = scene[:3]
+    shear = torch.eye(3, device="cuda") + torch.tensor([[0, 0.5, 0], [0, 0, 0], [0.2, 0, 0]], device="cuda")
+    cov = shear @ (quaternion_to_matrix(quats / quats.norm(dim=-1, keepdim=True)) * scales[:, None, :])
+    cov = cov @ cov.transpose(-1, -2)
+    cg = render(*scene, vms, Ks, W, H, backend="gsplat", covars=cov)[0]
+    ct = render(*scene, vms, Ks, W, H, backend="torch", covars=cov)[0]
+    report["covars_colors"] = max_abs(cg, ct)
     print("gsplat vs torch:", report)
+    assert report["covars_colors"] <= 1e-3, report
     assert dc <= 1e-3 and da <= 1e-3, report
     assert int(dr.max()) <= 1 and report["radii_mismatches"] <= 3, report
     for key, rel in report.items():
         if key.startswith("grad_"):
             assert rel <= 5e-2, report
+
+
+@pytest.mark.usefixtures("compositor")
+def test_covariances_instead_of_quats_and_scales():
+    """``covars``: the covariances quats x scales make render the same image; a sheared one (not a
+    rotated box of the given scales) renders as the reference does its eigendecomposition, and
+    gradients reach the covariances."""
+    from avatar.gaussians.base import covariance_shapes  # noqa: PLC0415
+    from avatar.render.torch_backend import covariances  # noqa: PLC0415
+
+    W, H = 24, 20
+    K = intrinsics(W, H)
+    vm = random_viewmat(torch.Generator().manual_seed(3))
+    means, quats, scales, opac, cols = random_scene(40, W, H, K, vm, 3)
+    plain = render(means, quats, scales, opac, cols, vm[None], K[None], W, H)
+    cov = covariances(quats, scales)
+    given = render(means, quats, scales, opac, cols, vm[None], K[None], W, H, covars=cov)
+    assert max_abs(given[0], plain[0]) <= ATOL64 and max_abs(given[1], plain[1]) <= ATOL64
+    shear = torch.eye(3, dtype=cov.dtype) + torch.tensor([[0, 0.8, 0], [0, 0, 0], [0.3, 0, 0]], dtype=cov.dtype)
+    sheared = (shear @ cov @ shear.T).requires_grad_(True)
+    c, a, _ = render(means, quats, scales, opac, cols, vm[None], K[None], W, H, covars=sheared)
+    q2, s2 = covariance_shapes(sheared.detach(), quats)
+    ref_c, ref_a = ref_rasterization(means, q2, s2, opac, cols, vm[None], K[None], W, H)[:2]
+    assert max_abs(c.detach(), ref_c) <= 1e-6 and max_abs(a.detach(), ref_a) <= 1e-6
+    assert max_abs(c.detach(), plain[0]) > 1e-2  # the shear shows
+    c.sum().backward()
+    assert sheared.grad is not None and sheared.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="covars"):
+        render(means, quats, scales, opac, cols, vm[None], K[None], W, H, covars=cov[:, :2])
 
 
 # ---------------------------------------------------------------------------

@@ -59,7 +59,8 @@ class Splats:
 def splats_of(world: WorldGaussians, transform: tuple[Tensor, Tensor] | None = None, index: int = 0) -> Splats:
     """Frame ``index`` of ``world`` moved by the rigid ``transform`` ``(A [3, 3], b [3])``
     (``p -> A p + b``; None: as it is), its SH turned from their frame into world axes."""
-    means, quats, sh = world.means[index], world.quats[index], world.sh
+    means, sh = world.means[index], world.sh
+    quats, scales = world.shapes(index)
     frame = None if world.sh_frame is None else world.sh_frame[index]
     if transform is not None:
         A, b = (t.to(means) for t in transform)
@@ -68,7 +69,7 @@ def splats_of(world: WorldGaussians, transform: tuple[Tensor, Tensor] | None = N
         frame = A if frame is None else A @ frame
     if frame is not None:
         sh = rotate_sh(sh, frame)
-    return Splats(means, quats, world.scales[index], world.opacities, sh)
+    return Splats(means, quats, scales, world.opacities, sh)
 
 
 def rigid_fit(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,8 +28,34 @@ from typing import Callable, ClassVar, Iterable
 import torch
 from torch import Tensor, nn
 
+from ..geometry.rotations import matrix_to_quaternion, normalize_quaternion, quaternion_to_matrix
 from ..render.rasterization import rasterization
 from ..render.sh import sh_colors
+
+# The six orderings of three axes (for matching a covariance's eigenvectors to a Gaussian's axes).
+_PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+@torch.no_grad()
+def covariance_shapes(covars: Tensor, quats: Tensor) -> tuple[Tensor, Tensor]:
+    """The rotation (``quats [..., N, 4]``, w first) and standard deviations (``scales [..., N, 3]``)
+    of covariances ``covars [..., N, 3, 3]``, exactly (an eigendecomposition; no gradient). Each
+    Gaussian's axes are matched to those of the reference rotation ``quats`` (the one it had before
+    its covariance was stretched): the eigenvector nearest each reference axis takes its place and
+    sign, so that the third axis is still the one across its surface."""
+    values, vectors = torch.linalg.eigh(covars.double())
+    ref = quaternion_to_matrix(normalize_quaternion(quats.double()))
+    cos = vectors.transpose(-1, -2) @ ref  # [..., N, 3 eigen, 3 reference]
+    score = torch.stack([sum(cos[..., p[i], i].abs() for i in range(3)) for p in _PERMUTATIONS], -1)
+    perm = torch.tensor(_PERMUTATIONS, device=covars.device)[score.argmax(-1)]  # [..., N, 3]
+    axes = torch.gather(vectors, -1, perm[..., None, :].expand(*perm.shape[:-1], 3, 3))
+    values = torch.gather(values, -1, perm)
+    signs = torch.sign((axes * ref).sum(-2))
+    axes = axes * torch.where(signs == 0, torch.ones_like(signs), signs)[..., None, :]
+    flip = torch.linalg.det(axes) < 0  # a reflection: turn the axis least like its reference round
+    weakest = (axes * ref).sum(-2).abs().argmin(-1)
+    axes = axes * torch.where(flip[..., None] & (torch.arange(3, device=covars.device) == weakest[..., None]), -1.0, 1.0)[..., None, :]
+    return (matrix_to_quaternion(axes).to(covars.dtype), values.clamp_min(0).sqrt().to(covars.dtype))
 
 
 @dataclass
@@ -80,6 +106,17 @@ class WorldGaussians:
     # A layer behind the Gaussians (a body's neural texture): ``under(index, viewmats, Ks, width,
     # height, renderer) -> (colour [C, H, W, 3], opacity [C, H, W, 1])`` for frame ``index``.
     under: Callable | None = None
+    # [B, N, 3, 3] world covariances, for shapes that three scales along ``quats``' axes do not make
+    # (Gaussians stretched with their triangles): rendering uses them, and ``quats`` / ``scales``
+    # are then the shapes before the stretch; :meth:`shapes` gives the exact ones.
+    covars: Tensor | None = None
+
+    def shapes(self, index: int = 0) -> tuple[Tensor, Tensor]:
+        """``(quats [N, 4], scales [N, 3])`` of frame ``index`` as the renderer draws them (from
+        :attr:`covars` when there are any, with no gradient): what exports and viewers write."""
+        if self.covars is None:
+            return self.quats[index], self.scales[index]
+        return covariance_shapes(self.covars[index], self.quats[index])
 
     def render(self, viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int, index: int = 0, **kwargs):
         """:func:`avatar.render.rasterization` of frame ``index`` seen by ``viewmats [C, 4, 4]`` /
@@ -92,8 +129,9 @@ class WorldGaussians:
             colors, degree = sh_colors(sh_degree, self.sh, self.means[index], viewmats, self.sh_frame[index]), None
         under = self.under if kwargs.get("render_mode", "RGB") == "RGB" else None
         backgrounds = kwargs.pop("backgrounds", None) if under is not None else None  # else the rasterizer's
+        covars = None if self.covars is None else self.covars[index]
         img, alpha, meta = rasterization(self.means[index], self.quats[index], self.scales[index], self.opacities,
-                                         colors, viewmats, Ks, width, height, sh_degree=degree, **kwargs)
+                                         colors, viewmats, Ks, width, height, sh_degree=degree, covars=covars, **kwargs)
         if under is None:
             return img, alpha, meta
         colour, opacity = under(index, viewmats, Ks, width, height, kwargs)

@@ -36,6 +36,12 @@ class MeshGaussiansConfig:
     # "mlp": offsets an MLP of position and expression; "linear": one offset per blendshape (an MLP of the
     # position, the same sizes), weighted by its coefficient (GaussianBlendshapes). Heads only.
     deform_model: str = "mlp"
+    # Heads (kind mesh_gaussians): Gaussians follow each triangle's stretch, not only its turn and size. Off:
+    # a triangle's frame is a similarity (GaussianAvatars: rotation and mean edge length), so a triangle that
+    # stretches one way (a lid closing over the eyeball) carries its Gaussians bunched at its centre with
+    # gaps between triangles. On: each Gaussian follows the triangle's affine map from the canonical mesh
+    # (a point keeps its barycentric place; the covariance is carried by the map).
+    stretch: bool = False
     # Portrait avatars (avatar=portrait, avatar=portrait_gaussians; avatar.gaussians.portrait): Gaussians off the mesh where the
     # person mask shows what the mesh does not cover; above the neck they follow the head, below it the torso.
     offmesh_frames: int = 4  # training frames (spread over the sequence) whose uncovered mask pixels seed them

@@ -18,6 +18,15 @@ colours turn with the head as a surface's appearance does, and in a video shot f
 camera the view-dependent terms can follow how the head is lit as it turns (the lighting is
 fixed in the world; the head's orientation relative to it is what changes); ``"world"``
 evaluates them in world axes as plain 3DGS does (avatars trained before this option).
+
+``stretch`` (off unless the config turns it on): a triangle frame is a similarity, so a
+triangle that stretches one way (a lid closing over the eyeball stretches up to 3.8 times
+along one axis while its mean edge grows 1.2 times) carries its Gaussians bunched round its
+centre. With ``stretch`` each Gaussian follows the triangle's affine map from the canonical
+mesh: its position keeps its barycentric place (as SplattingAvatar's points do) and its
+covariance is carried by the map (``WorldGaussians.covars``, which the rasterizer draws;
+``WorldGaussians.shapes`` gives the rotation and sizes for exports). Under a similarity the map
+is the frame itself and nothing changes.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..geometry.mesh import triangle_frames
+from ..geometry.mesh import face_vertices, triangle_frames
 from ..geometry.rotations import (
     axis_angle_to_matrix,
     matrix_to_quaternion,
@@ -44,6 +53,18 @@ __all__ = ["FrameState", "MeshGaussians", "MeshGaussiansConfig", "SH_FRAMES", "W
 SH_FRAMES = ("head", "world")
 
 _SH_C0 = 0.28209479177387814
+
+
+def edge_frames(vertices: Tensor, faces: Tensor) -> Tensor:
+    """``[..., F, 3, 3]`` per triangle the columns ``(v1 - v0, v2 - v0, m)`` with ``m`` the normal
+    of length ``sqrt(|(v1 - v0) x (v2 - v0)|)``: a basis that an affine map of the triangle
+    (thickness following the square root of its area) carries along, and a similarity scales
+    and turns as it does the triangle."""
+    tri = face_vertices(vertices, faces)
+    e1, e2 = tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :]
+    c = torch.linalg.cross(e1, e2, dim=-1)
+    m = c / c.norm(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
+    return torch.stack((e1, e2, m), dim=-1)
 
 
 def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:
@@ -108,7 +129,7 @@ class MeshGaussians(GaussianAvatar):
 
     def __init__(self, faces: Tensor, binding: Tensor, params: dict[str, Tensor], sh_degree: int,
                  canonical_vertices: Tensor | None = None, deformer: nn.Module | None = None,
-                 sh_frame: str = "world"):
+                 sh_frame: str = "world", stretch: bool = False):
         super().__init__()
         if sh_frame not in SH_FRAMES:
             raise ValueError(f"sh_frame must be one of {SH_FRAMES}, got {sh_frame!r}")
@@ -118,6 +139,8 @@ class MeshGaussians(GaussianAvatar):
                 raise ValueError(f"parameter {name!r} has {value.shape[0]} rows, binding has {n}")
         if deformer is not None and canonical_vertices is None:
             raise ValueError("a deformer needs canonical_vertices (the mesh its positions are encoded on)")
+        if stretch and canonical_vertices is None:
+            raise ValueError("stretch needs canonical_vertices (the mesh the Gaussians' frames are measured on)")
         self.sh_degree = sh_degree
         self.sh_frame = sh_frame
         self.register_buffer("faces", faces.long().clone())
@@ -128,6 +151,18 @@ class MeshGaussians(GaussianAvatar):
         frames = (None, None, None) if canonical_vertices is None else triangle_frames(canonical_vertices, self.faces)
         for name, value in zip(("canonical_origin", "canonical_rotation", "canonical_scale"), frames):
             self.register_buffer(name, None if value is None else value.detach().clone(), persistent=False)
+        self.stretch = bool(stretch)
+        # stretch: per triangle the map from frame coordinates to the canonical edge basis,
+        # E0^-1 k0 R0 (float64 for the inverse; degenerate triangles keep the similarity frame).
+        to_edges = None
+        if self.stretch:
+            e0 = edge_frames(self.canonical_vertices.double(), self.faces)
+            good = torch.linalg.det(e0).abs() > 1e-30
+            inv = torch.linalg.inv(torch.where(good[:, None, None], e0, torch.eye(3, dtype=e0.dtype, device=e0.device)))
+            frame = self.canonical_scale.double()[:, None, None] * self.canonical_rotation.double()
+            to_edges = torch.where(good[:, None, None], inv @ frame, torch.full_like(frame, float("nan")))
+            to_edges = to_edges.to(self.canonical_vertices.dtype)
+        self.register_buffer("canonical_to_edges", to_edges, persistent=False)
         self.deformer = deformer
 
     @classmethod
@@ -203,8 +238,9 @@ class MeshGaussians(GaussianAvatar):
 
             deformer = build_deformer({"model": cfg.deform_model, "n_condition": n_condition, "hidden": cfg.deform_hidden,
                                        "layers": cfg.deform_layers, "frequencies": cfg.deform_frequencies}).to(vertices)
-        return cls(faces, face_idx, params, cfg.sh_degree, canonical_vertices=vertices if deformer is not None else None,
-                   deformer=deformer, sh_frame=cfg.sh_frame)
+        keep_canonical = deformer is not None or cfg.stretch
+        return cls(faces, face_idx, params, cfg.sh_degree, canonical_vertices=vertices if keep_canonical else None,
+                   deformer=deformer, sh_frame=cfg.sh_frame, stretch=cfg.stretch)
 
     def canonical_positions(self) -> Tensor:
         """``[N, 3]`` positions on the canonical mesh (no gradient), what the deformer encodes."""
@@ -258,7 +294,7 @@ class MeshGaussians(GaussianAvatar):
         the same mesh and the same deformer (shared, not copied)."""
         return MeshGaussians(self.faces, self.binding[index], {k: v.detach()[index] for k, v in self.params.items()},
                              self.sh_degree, canonical_vertices=self.canonical_vertices, deformer=self.deformer,
-                             sh_frame=self.sh_frame)
+                             sh_frame=self.sh_frame, stretch=self.stretch)
 
     def compact(self) -> tuple[Tensor, "MeshGaussians"]:
         """The vertices of the triangles the Gaussians sit on ``[V']``, and these Gaussians re-bound
@@ -267,7 +303,8 @@ class MeshGaussians(GaussianAvatar):
         vidx, faces = torch.unique(self.faces[used_faces], return_inverse=True)
         canonical = None if self.canonical_vertices is None else self.canonical_vertices[vidx]
         sub = MeshGaussians(faces, binding, {k: v.detach() for k, v in self.params.items()}, self.sh_degree,
-                            canonical_vertices=canonical, deformer=self.deformer, sh_frame=self.sh_frame)
+                            canonical_vertices=canonical, deformer=self.deformer, sh_frame=self.sh_frame,
+                            stretch=self.stretch)
         return vidx, sub
 
     # ------------------------------------------------------------ saving
@@ -283,8 +320,11 @@ class MeshGaussians(GaussianAvatar):
         }
         if self.deformer is not None:
             out.update({"deformer": {k: v.detach().cpu().clone() for k, v in self.deformer.state_dict().items()},
-                        "deformer_config": dict(self.deformer.config),
-                        "canonical_vertices": self.canonical_vertices.detach().cpu().clone()})
+                        "deformer_config": dict(self.deformer.config)})
+        if self.canonical_vertices is not None:
+            out["canonical_vertices"] = self.canonical_vertices.detach().cpu().clone()
+        if self.stretch:
+            out["stretch"] = True
         return out
 
     @classmethod
@@ -302,7 +342,7 @@ class MeshGaussians(GaussianAvatar):
         return cls(state["faces"].to(device), state["binding"].to(device),
                    {k: v.to(device) for k, v in state["params"].items()}, state["sh_degree"],
                    canonical_vertices=None if canonical is None else canonical.to(device), deformer=deformer,
-                   sh_frame=state.get("sh_frame", "world"))
+                   sh_frame=state.get("sh_frame", "world"), stretch=bool(state.get("stretch", False)))
 
     # ------------------------------------------------------------ posing
     def sh_frame_matrices(self, state: FrameState) -> Tensor | None:
@@ -331,13 +371,26 @@ class MeshGaussians(GaussianAvatar):
         frame = self.sh_frame_matrices(state)
         origin, rot, scale = triangle_frames(vertices, self.faces)
         b = self.binding
-        return self.on_frames(origin[:, b], rot[:, b], scale[:, b], condition, frame)
+        stretch = self.frame_stretch(vertices, rot, scale)[:, b] if self.stretch else None
+        return self.on_frames(origin[:, b], rot[:, b], scale[:, b], condition, frame, stretch)
+
+    def frame_stretch(self, vertices: Tensor, rot: Tensor, scale: Tensor) -> Tensor:
+        """``[B, F, 3, 3]`` per triangle of the posed mesh ``vertices [B, V, 3]`` (frames ``rot``,
+        ``scale`` from :func:`triangle_frames`): the triangle's affine map from the canonical mesh
+        in its own frame's coordinates, ``(k R)^-1 E E0^-1 k0 R0`` (the identity under a
+        similarity; degenerate triangles get the identity)."""
+        to_edges = self.canonical_to_edges.to(vertices.dtype)
+        world = edge_frames(vertices, self.faces) @ to_edges  # frame coordinates -> world offsets
+        d = rot.transpose(-1, -2) @ world / scale.clamp_min(1e-12)[..., None, None]
+        eye = torch.eye(3, dtype=d.dtype, device=d.device)
+        return torch.where(torch.isfinite(to_edges).all(dim=(-1, -2))[:, None, None], d, eye)
 
     def on_frames(self, o: Tensor, r: Tensor, k: Tensor, condition: Tensor | None,
-                  sh_frame: Tensor | None) -> WorldGaussians:
+                  sh_frame: Tensor | None, stretch: Tensor | None = None) -> WorldGaussians:
         """The Gaussians placed in their per-Gaussian frames: origins ``o [B, N, 3]``, rotations
         ``r [B, N, 3, 3]`` and scales ``k [B, N]`` (a triangle's, or any frame a subclass binds
-        Gaussians to), after the deformer's offsets for ``condition [B, C]`` (zeros when None)."""
+        Gaussians to), after the deformer's offsets for ``condition [B, C]`` (zeros when None).
+        ``stretch [B, N, 3, 3]``: the frame's affine stretch (:meth:`frame_stretch`), None for none."""
         p = self.params
         xyz, quat, log_scale = p["local_xyz"][None], p["local_quat"][None], p["log_scale"][None]
         if self.deformer is not None:
@@ -347,9 +400,17 @@ class MeshGaussians(GaussianAvatar):
             positions = self.canonical_positions() if self.deformer.uses_positions else p["local_xyz"]
             d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
             xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
+        scales = torch.exp(log_scale) * k[..., None]
+        covars = None
+        if stretch is not None:
+            xyz = (stretch @ xyz[..., None])[..., 0]
+            # the Gaussian's axes times its sizes, in the frame, carried by the stretch into world axes
+            axes = quaternion_to_matrix(normalize_quaternion(quat)) * torch.exp(log_scale)[..., None, :]
+            world = k[..., None, None] * (r @ (stretch @ axes))
+            covars = world @ world.transpose(-1, -2)
         means = o + k[..., None] * (r @ xyz[..., None])[..., 0]
         frame_q = matrix_to_quaternion(r)
         quats = quaternion_multiply(frame_q, normalize_quaternion(quat).expand_as(frame_q))
-        return WorldGaussians(means=means, quats=quats, scales=torch.exp(log_scale) * k[..., None],
+        return WorldGaussians(means=means, quats=quats, scales=scales, covars=covars,
                               opacities=torch.sigmoid(p["opacity_logit"]), sh=torch.cat((p["sh0"], p["shN"]), dim=1),
                               sh_frame=sh_frame)

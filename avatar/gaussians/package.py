@@ -223,7 +223,7 @@ class AvatarPackage:
                 tt = lambda a: torch.as_tensor(a[None], dtype=torch.float32, device=dev)  # noqa: E731
                 with torch.no_grad():
                     w = self.posed_gaussians(tt(e), tt(r), tt(t))
-                yield w.means[0], w.quats[0], w.scales[0], w.opacities, viewmat, K
+                yield (w.means[0], *w.shapes(0), w.opacities, viewmat, K)
 
         return visibility(worlds(), width, height, renderer)
 

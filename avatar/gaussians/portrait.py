@@ -149,6 +149,9 @@ class PortraitGaussians(MeshGaussians):
         mask's pixels outside the mesh's silhouette in ``cfg.offmesh_frames`` training frames
         (:func:`offmesh_seeds`), lifted to the head's depth above the neck and to the torso's below
         it, coloured from the image. Without frames, only the surface Gaussians."""
+        if cfg.stretch:
+            raise ValueError(f"train.gaussians.stretch is for head avatars (kind mesh_gaussians); the {cls.kind} kind "
+                             "does not stretch its Gaussians: set train.gaussians.stretch=false")
         surface = MeshGaussians.from_uv_grid(model, cfg, vertices, n_condition)
         p = {k: v.detach() for k, v in surface.params.items()}
         dtype, device = p["local_xyz"].dtype, p["local_xyz"].device

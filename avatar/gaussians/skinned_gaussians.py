@@ -71,6 +71,9 @@ class SkinnedGaussians(MeshGaussians):
         ``n_condition`` is not used: the condition's size follows from the tracked joints.
         ``frames`` (the training :class:`~avatar.train.data.FrameSet`): with a deformer, the range
         of its training frames' joint rotations bounds the deformer's condition (:meth:`forward`)."""
+        if cfg.stretch:
+            raise ValueError("train.gaussians.stretch is for head avatars (kind mesh_gaussians); the body kind "
+                             "does not stretch its Gaussians: set train.gaussians.stretch=false")
         if not getattr(model, "is_body", False):
             raise ValueError(f"skinned_gaussians needs a body model (anny, smpl, smplx); got {model.name!r}: "
                              "train heads with avatar=mesh_gaussians")

@@ -96,11 +96,14 @@ def _check_finite(**tensors: Tensor | None) -> None:
             )
 
 
-def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode):
+def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode,
+              covars=None):
     _check_shape("means", means, (None, 3), "[N, 3]")
     N = means.shape[0]
     _check_shape("quats", quats, (N, 4), f"[N, 4] = [{N}, 4] (w, x, y, z)")
     _check_shape("scales", scales, (N, 3), f"[N, 3] = [{N}, 3]")
+    if covars is not None:
+        _check_shape("covars", covars, (N, 3, 3), f"[N, 3, 3] = [{N}, 3, 3]")
     _check_shape("opacities", opacities, (N,), f"[N] = [{N}]")
     if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4):
         raise ValueError(f"viewmats must have shape [C, 4, 4], got {tuple(viewmats.shape)}")
@@ -130,7 +133,7 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
         _check_shape("backgrounds", backgrounds, (C, D), f"[C, D] = [{C}, {D}]")
     _check_finite(
         means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
-        viewmats=viewmats, Ks=Ks, backgrounds=backgrounds,
+        viewmats=viewmats, Ks=Ks, backgrounds=backgrounds, covars=covars,
     )
     return N, C, D
 
@@ -166,6 +169,7 @@ def rasterization(
     rasterize_mode: Literal["classic", "antialiased"] = "classic",
     backend: Backend = "auto",
     validate: bool = True,
+    covars: Tensor | None = None,  # [N, 3, 3]
 ) -> tuple[Tensor, Tensor, dict]:
     """Render 3D Gaussians into one or more pinhole cameras.
 
@@ -191,6 +195,9 @@ def rasterization(
         rasterize_mode: "classic", or "antialiased" (opacity times the blur's compensation).
         backend: "auto", "torch" or "gsplat" (see the module docstring).
         validate: check shapes and finiteness (NaN/inf raise ``ValueError`` naming the argument).
+        covars: ``[N, 3, 3]`` world covariances, metres squared, used instead of ``quats`` and
+            ``scales`` (which must still be given; gsplat's ``covars``): shapes that are not a
+            rotated box of three scales' making, e.g. Gaussians stretched with their triangles.
 
     Returns:
         ``(colors [C, H, W, X], alphas [C, H, W, 1], meta)`` where X is D, 1 or D+1 by
@@ -202,7 +209,8 @@ def rasterization(
     """
     if validate:
         N, C, D = _validate(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode,
+            covars,
         )
     else:
         N, C, D = means.shape[0], viewmats.shape[0], (3 if sh_degree is not None else colors.shape[-1])
@@ -220,19 +228,19 @@ def rasterization(
 
     return BACKENDS[used](
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-        radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode,
+        radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, covars,
     )
 
 
 def _rasterize_torch(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-    radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode,
+    radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, covars=None,
 ):
     C = viewmats.shape[0]
     proj = torch_backend.project_gaussians(
         means, quats, scales, opacities, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d,
-        antialiased=rasterize_mode == "antialiased",
+        antialiased=rasterize_mode == "antialiased", covars=covars,
     )
     if sh_degree is not None:
         colors = sh_colors(sh_degree, colors, means, viewmats)
@@ -273,7 +281,7 @@ def _rasterize_torch(
 
 def _rasterize_gsplat(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-    radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode,
+    radius_clip, eps2d, sh_degree, tile_size, backgrounds, render_mode, rasterize_mode, covars=None,
 ):
     from gsplat.rendering import rasterization as gsplat_rasterization  # noqa: PLC0415
 
@@ -281,7 +289,7 @@ def _rasterize_gsplat(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d,
         sh_degree=sh_degree, packed=False, tile_size=tile_size, backgrounds=backgrounds,
-        render_mode=render_mode, rasterize_mode=rasterize_mode,
+        render_mode=render_mode, rasterize_mode=rasterize_mode, covars=covars,
     )
     meta = dict(meta)
     meta.update({"n_cameras": viewmats.shape[0], "backend": "gsplat"})

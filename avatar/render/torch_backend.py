@@ -55,8 +55,10 @@ def project_gaussians(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     antialiased: bool = False,
+    covars: Tensor | None = None,  # [N, 3, 3]
 ) -> dict[str, Tensor]:
-    """Project Gaussians into each camera (pinhole, OpenCV convention).
+    """Project Gaussians into each camera (pinhole, OpenCV convention). ``covars``: world
+    covariances ``[N, 3, 3]`` to use instead of ``quats`` and ``scales`` (as gsplat's).
 
     Returns a dict of ``[C, N, ...]`` tensors: ``means2d [C,N,2]`` (pixels),
     ``conics [C,N,3]`` (inverse 2D covariance as a, b, c), ``depths [C,N]`` (camera z,
@@ -67,7 +69,8 @@ def project_gaussians(
     rot = viewmats[:, :3, :3]  # [C, 3, 3]
     trans = viewmats[:, :3, 3]  # [C, 3]
     p_cam = torch.einsum("cij,nj->cni", rot, means) + trans[:, None, :]  # [C, N, 3]
-    cov_cam = rot[:, None] @ covariances(quats, scales)[None] @ rot[:, None].transpose(-1, -2)  # [C,N,3,3]
+    cov = covariances(quats, scales) if covars is None else covars
+    cov_cam = rot[:, None] @ cov[None] @ rot[:, None].transpose(-1, -2)  # [C,N,3,3]
 
     x, y, z = p_cam.unbind(-1)
     in_depth = (z >= near_plane) & (z <= far_plane)

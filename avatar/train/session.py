@@ -238,7 +238,8 @@ def export_ply(trainer: Trainer, tracking: TrackedSequence | BodyTrackedSequence
         w = trainer.gaussians(FrameState(model(shape=shape).vertices, rotation=shape.new_zeros(1, 3), pose=pose,
                                          torso=None if trainer.frames.is_body else canonical_torso(trainer)))
     # No rotation: the head's frame is the world's, so the SH coefficients are what a viewer evaluates.
-    return save_ply(path, w.means[0], w.quats[0], w.scales[0], w.opacities, w.sh)
+    quats, scales = w.shapes(0)
+    return save_ply(path, w.means[0], quats, scales, w.opacities, w.sh)
 
 
 def canonical_torso(trainer: Trainer) -> torch.Tensor | None:

@@ -63,8 +63,8 @@ def pack(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, rgb: T
 def pack_world(world, viewmat: Tensor, sh_degree: int, index: int = 0) -> np.ndarray:
     """:func:`pack` of frame ``index`` of ``world`` (:class:`WorldGaussians`), coloured as seen
     from ``viewmat [4, 4]``."""
-    return pack(world.means[index], world.quats[index], world.scales[index], world.opacities,
-                view_colors(world, viewmat, sh_degree, index))
+    quats, scales = world.shapes(index)
+    return pack(world.means[index], quats, scales, world.opacities, view_colors(world, viewmat, sh_degree, index))
 
 
 def unpack(buffer: np.ndarray) -> dict[str, np.ndarray]:

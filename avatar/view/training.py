@@ -160,6 +160,7 @@ class TrainingViewer:
         with torch.no_grad():
             w = t.gaussians(t.mesh(self.index))
             w.means, w.quats, w.scales = w.means.detach().clone(), w.quats.detach().clone(), w.scales.detach().clone()
+            w.covars = None if w.covars is None else w.covars.detach().clone()
             w.opacities, w.sh = w.opacities.detach().clone(), w.sh.detach().clone()
         return w
 
