@@ -176,6 +176,15 @@ def test_stretch_keeps_barycentric_places_and_carries_the_covariance():
     torch.testing.assert_close(sub(FrameState(stretched[:, vidx], rotation=REST)).means, out.means, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="stretch needs canonical_vertices"):
         MeshGaussians(g.faces, g.binding, {k: v.detach() for k, v in g.params.items()}, 0, stretch=True)
+    # a triangle degenerate on the canonical mesh keeps the plain frame (finite, no stretch)
+    canon = v[0].clone()
+    f0 = model.faces[g.binding[0]]
+    canon[f0[2]] = canon[f0[0]]  # the first Gaussian's triangle collapsed to a segment
+    odd = MeshGaussians(g.faces, g.binding, {k: v.detach() for k, v in g.params.items()}, 0,
+                        canonical_vertices=canon, stretch=True)
+    assert bool(odd.canonical_flat[g.binding[0]]) and int(odd.canonical_flat.sum()) < len(model.faces)
+    posed = odd(FrameState(stretched, rotation=REST))
+    assert torch.isfinite(posed.means).all() and torch.isfinite(posed.covars).all()
     # the kinds that do not stretch say so instead of ignoring it
     from avatar.gaussians.portrait import PortraitGaussians  # noqa: PLC0415
     from avatar.gaussians.skinned_gaussians import SkinnedGaussians  # noqa: PLC0415

@@ -153,16 +153,17 @@ class MeshGaussians(GaussianAvatar):
             self.register_buffer(name, None if value is None else value.detach().clone(), persistent=False)
         self.stretch = bool(stretch)
         # stretch: per triangle the map from frame coordinates to the canonical edge basis,
-        # E0^-1 k0 R0 (float64 for the inverse; degenerate triangles keep the similarity frame).
-        to_edges = None
+        # E0^-1 k0 R0 (float64 for the inverse), and which triangles are degenerate there (they
+        # keep the similarity frame).
+        to_edges = flat = None
         if self.stretch:
             e0 = edge_frames(self.canonical_vertices.double(), self.faces)
-            good = torch.linalg.det(e0).abs() > 1e-30
-            inv = torch.linalg.inv(torch.where(good[:, None, None], e0, torch.eye(3, dtype=e0.dtype, device=e0.device)))
+            flat = torch.linalg.det(e0).abs() <= 1e-30
+            inv = torch.linalg.inv(torch.where(flat[:, None, None], torch.eye(3, dtype=e0.dtype, device=e0.device), e0))
             frame = self.canonical_scale.double()[:, None, None] * self.canonical_rotation.double()
-            to_edges = torch.where(good[:, None, None], inv @ frame, torch.full_like(frame, float("nan")))
-            to_edges = to_edges.to(self.canonical_vertices.dtype)
+            to_edges = (inv @ frame).to(self.canonical_vertices.dtype)
         self.register_buffer("canonical_to_edges", to_edges, persistent=False)
+        self.register_buffer("canonical_flat", flat, persistent=False)
         self.deformer = deformer
 
     @classmethod
@@ -379,11 +380,9 @@ class MeshGaussians(GaussianAvatar):
         ``scale`` from :func:`triangle_frames`): the triangle's affine map from the canonical mesh
         in its own frame's coordinates, ``(k R)^-1 E E0^-1 k0 R0`` (the identity under a
         similarity; degenerate triangles get the identity)."""
-        to_edges = self.canonical_to_edges.to(vertices.dtype)
-        world = edge_frames(vertices, self.faces) @ to_edges  # frame coordinates -> world offsets
+        world = edge_frames(vertices, self.faces) @ self.canonical_to_edges.to(vertices.dtype)  # frame coords -> world
         d = rot.transpose(-1, -2) @ world / scale.clamp_min(1e-12)[..., None, None]
-        eye = torch.eye(3, dtype=d.dtype, device=d.device)
-        return torch.where(torch.isfinite(to_edges).all(dim=(-1, -2))[:, None, None], d, eye)
+        return torch.where(self.canonical_flat[:, None, None], torch.eye(3, dtype=d.dtype, device=d.device), d)
 
     def on_frames(self, o: Tensor, r: Tensor, k: Tensor, condition: Tensor | None,
                   sh_frame: Tensor | None, stretch: Tensor | None = None) -> WorldGaussians:
