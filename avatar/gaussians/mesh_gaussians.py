@@ -67,6 +67,13 @@ def edge_frames(vertices: Tensor, faces: Tensor) -> Tensor:
     return torch.stack((e1, e2, m), dim=-1)
 
 
+def refuse_stretch(cfg: MeshGaussiansConfig, kind: str) -> None:
+    """Raise for ``cfg.stretch`` in a kind whose Gaussians do not stretch (only ``mesh_gaussians`` does)."""
+    if cfg.stretch:
+        raise ValueError(f"train.gaussians.stretch is for head avatars (kind mesh_gaussians); the {kind} kind "
+                         "does not stretch its Gaussians: set train.gaussians.stretch=false")
+
+
 def uv_samples(uvs: Tensor, uv_faces: Tensor, face_mask: Tensor, resolution: float) -> tuple[Tensor, Tensor]:
     """Points of a regular grid in UV space that fall inside the selected triangles.
 

@@ -43,7 +43,7 @@ from ..geometry.mesh import triangle_frames
 from ..geometry.rotations import axis_angle_to_matrix
 from .base import FrameState, WorldGaussians
 from .config import MeshGaussiansConfig
-from .mesh_gaussians import _SH_C0, MeshGaussians
+from .mesh_gaussians import _SH_C0, MeshGaussians, refuse_stretch
 
 __all__ = ["OFFMESH", "PortraitGaussians", "SURFACE", "TORSO", "neck_cut", "neck_skinning", "offmesh_seeds", "outer_faces",
            "rest_torso"]
@@ -149,9 +149,7 @@ class PortraitGaussians(MeshGaussians):
         mask's pixels outside the mesh's silhouette in ``cfg.offmesh_frames`` training frames
         (:func:`offmesh_seeds`), lifted to the head's depth above the neck and to the torso's below
         it, coloured from the image. Without frames, only the surface Gaussians."""
-        if cfg.stretch:
-            raise ValueError(f"train.gaussians.stretch is for head avatars (kind mesh_gaussians); the {cls.kind} kind "
-                             "does not stretch its Gaussians: set train.gaussians.stretch=false")
+        refuse_stretch(cfg, cls.kind)
         surface = MeshGaussians.from_uv_grid(model, cfg, vertices, n_condition)
         p = {k: v.detach() for k, v in surface.params.items()}
         dtype, device = p["local_xyz"].dtype, p["local_xyz"].device

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..geometry.rotations import axis_angle_to_matrix
 from .base import FrameState, WorldGaussians
 from .config import MeshGaussiansConfig
-from .mesh_gaussians import MeshGaussians
+from .mesh_gaussians import MeshGaussians, refuse_stretch
 
 # Metres mapped to 1 before the positional encoding of the pose MLP (a body is ~1.7 m).
 BODY_POSITION_SCALE = 0.5
@@ -71,9 +71,7 @@ class SkinnedGaussians(MeshGaussians):
         ``n_condition`` is not used: the condition's size follows from the tracked joints.
         ``frames`` (the training :class:`~avatar.train.data.FrameSet`): with a deformer, the range
         of its training frames' joint rotations bounds the deformer's condition (:meth:`forward`)."""
-        if cfg.stretch:
-            raise ValueError("train.gaussians.stretch is for head avatars (kind mesh_gaussians); the body kind "
-                             "does not stretch its Gaussians: set train.gaussians.stretch=false")
+        refuse_stretch(cfg, cls.kind)
         if not getattr(model, "is_body", False):
             raise ValueError(f"skinned_gaussians needs a body model (anny, smpl, smplx); got {model.name!r}: "
                              "train heads with avatar=mesh_gaussians")
