@@ -293,6 +293,41 @@ def test_implausible_state_reinitialises_and_says_so(lm):
     assert abs(float(t[2]) - float(s["translation"][1, 2])) < 0.02
 
 
+def test_a_face_rolled_in_the_image_is_fitted_like_an_upright_one(lm):
+    """A sideways or upside-down camera (no rotation metadata): the same face rolled 90 or 180
+    degrees in the image starts rolled, is not taken for a face turned away, and gives the
+    upright fit's expressions; the identity's frontal test reads it as frontal too."""
+    from avatar.tracking.identity import IdentityConfig, frontal
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+    s = synthetic(lm, F=4, noise=0.0)
+    lm64 = lm.to(dtype=torch.float64)
+    centre = torch.tensor([W / 2, W / 2], dtype=torch.float64)
+    fits = {}
+    for deg in (0, 90, 180):
+        a = math.radians(deg)
+        turn = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
+        target = (s["target"].double() - centre) @ turn.T + centre
+        tracker = FrameTracker(lm64, s["shape"].double(), FOCAL, W, W)
+        out = [tracker(target[i]) for i in range(4)]
+        assert tracker.reinitialisations == 0 and tracker.rejected == 0, deg
+        assert frontal(target.numpy(), IdentityConfig().max_turn).sum() == frontal(s["target"].numpy(),
+                                                                                    IdentityConfig().max_turn).sum()
+        fits[deg] = torch.stack([o[0] for o in out])
+        roll = math.degrees(float(out[0][1][2]))  # about the camera's axis, the image's y pointing down
+        assert abs((roll + deg + 180) % 360 - 180 - math.degrees(float(s["rotation"][0, 2]))) < 3, (deg, roll)
+    for deg in (90, 180):
+        assert (fits[deg] - fits[0]).abs().max() < 0.02, deg
+    # The batched fitter starts from the same roll.
+    from avatar.tracking.fit import initial_pose
+
+    rot, _ = initial_pose(target, torch.ones(4, dtype=torch.bool), FOCAL, W, W, 0.15, lm64.template)
+    assert torch.allclose(rot[:, 2].abs(), torch.full((4,), math.pi, dtype=rot.dtype), atol=0.15)  # 180 degrees
+    rot, _ = initial_pose(target, torch.ones(4, dtype=torch.bool), FOCAL, W, W, 0.15)
+    assert not rot.any()  # no reference: not turned
+
+
 @pytest.mark.slow
 def test_driver_identity_makes_the_per_frame_fit_agree_with_the_truth(lm):
     """The driver's face shape, focal and offsets from its own frames, then frame by frame."""

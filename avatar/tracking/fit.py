@@ -129,19 +129,33 @@ def landmark_weights(lm: LandmarkModel, normals_cam: Tensor, points_cam: Tensor,
     return w
 
 
-def initial_pose(target: Tensor, valid: Tensor, focal: float, width: int, height: int, head_width_m: float):
-    """Rotation zeros and translation from the landmarks' centroid and spread ``[F, 3]`` each."""
+def initial_pose(target: Tensor, valid: Tensor, focal: float, width: int, height: int, head_width_m: float,
+                 reference: Tensor | None = None):
+    """Start pose ``(rotation, translation)``, ``[F, 3]`` each, of landmarks ``target [F, L, 2]``:
+    placed from the landmarks' centroid and spread and, given the model's landmarks at rest
+    ``reference [L, >= 2]`` (model space), turned about the camera's axis as far as the
+    landmarks are turned in the image against them (a face upright, or rolled by a sideways
+    camera); without it, not turned."""
     F = target.shape[0]
     centre = target.new_tensor([width / 2, height / 2])
     c = target.mean(1)  # [F, 2]
-    spread = (target[..., 0].amax(1) - target[..., 0].amin(1)).clamp_min(1.0)
+    roll = target.new_zeros(F)
+    if reference is not None:  # the 2D rotation from the rest landmarks (y flipped to point down) to the frame's
+        a = reference[:, :2].to(target) * target.new_tensor([1.0, -1.0])
+        a, b = a - a.mean(0), target - c[:, None]
+        angle = torch.atan2((a[:, 0] * b[..., 1] - a[:, 1] * b[..., 0]).sum(-1), (a * b).sum((-1, -2)))
+        roll = torch.where(valid, -angle, 0.0)  # an image turn of a (y down) is a turn of -a about the world's z
+    extent = target - c[:, None]  # the face's width along its own horizontal axis
+    extent = extent[..., 0] * roll.cos()[:, None] - extent[..., 1] * roll.sin()[:, None]
+    spread = (extent.amax(1) - extent.amin(1)).clamp_min(1.0)
     z = focal * head_width_m / spread  # camera depth (positive)
     fill = valid if valid.any() else torch.ones_like(valid)
     z = torch.where(valid, z, z[fill].median())
     c = torch.where(valid[:, None], c, c[fill].mean(0))
     xy = (c - centre) * z[:, None] / focal
     translation = torch.stack((xy[:, 0], -xy[:, 1], -z), -1)  # world: camera flip of y and z
-    return target.new_zeros(F, 3), translation
+    rotation = torch.stack((torch.zeros_like(roll), torch.zeros_like(roll), roll), -1)
+    return rotation, translation
 
 
 def second_difference(x: Tensor) -> Tensor:
@@ -168,7 +182,7 @@ def fit_sequence(lm: LandmarkModel, target: Tensor, valid: Tensor, width: int, h
     principal = target.new_tensor([width / 2, height / 2])
     f0 = cfg.focal or 0.5 * width / math.tan(math.radians(cfg.fov_deg) / 2)
     log_f = torch.tensor(math.log(f0), device=dev, dtype=dt, requires_grad=cfg.focal is None)
-    rot0, trans0 = initial_pose(target, valid, f0, width, height, cfg.head_width_m)
+    rot0, trans0 = initial_pose(target, valid, f0, width, height, cfg.head_width_m, lm.template)
     rotation = rot0.requires_grad_()
     translation = trans0.requires_grad_()
     shape = torch.zeros(lm.num_shape, device=dev, dtype=dt, requires_grad=True)

@@ -69,8 +69,10 @@ def frontal(target: np.ndarray, max_turn: float) -> np.ndarray:
     t = np.asarray(target, np.float64)
     r, rr, l, ll = (t[:, i] for i in EYE_CORNERS)
     mid = (r + rr + l + ll) / 4
-    iod = np.linalg.norm((r + rr) / 2 - (l + ll) / 2, axis=-1)
-    turn = np.abs(t[:, NOSE_TIP, 0] - mid[:, 0]) / np.maximum(iod, 1e-6)
+    across = (l + ll) / 2 - (r + rr) / 2  # along the eye line: a face rolled in the image (a sideways
+    iod = np.linalg.norm(across, axis=-1)  # phone) is as frontal as an upright one
+    offset = ((t[:, NOSE_TIP] - mid) * across).sum(-1) / np.maximum(iod, 1e-6)
+    turn = np.abs(offset) / np.maximum(iod, 1e-6)
     return np.isfinite(turn) & (turn <= max_turn)
 
 

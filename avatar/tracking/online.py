@@ -28,7 +28,7 @@ gradient, linearised at the current step). The returned translation is the model
 
 Start and recovery: the first frame (and any frame after :meth:`FrameTracker.reset`) first
 fits the rigid pose alone (contour points out, a wider robust scale), then everything. After
-every frame the state is checked (:meth:`FrameTracker.implausible`: turned beyond 90 degrees,
+every frame the state is checked (:meth:`FrameTracker.implausible`: turned away beyond 90 degrees,
 behind the camera or metres away, a quarter of the coefficients pinned at 1, landmarks far
 off); an implausible frame is fitted again from a fresh start, and if that fails too the
 previous frame's state is kept. ``reinitialisations`` and ``rejected`` count both, for the
@@ -73,7 +73,7 @@ class OnlineConfig:
     damping: float = 1e-2  # initial Levenberg-Marquardt damping (relative to the diagonal)
     head_width_m: float = 0.15
     # Plausibility (checked after every frame; an implausible state re-initialises):
-    max_rotation_deg: float = 90.0  # turned further from facing the camera
+    max_rotation_deg: float = 90.0  # turned further away from facing the camera (a roll in the image aside)
     depth_range_m: tuple[float, float] = (0.05, 3.0)  # head centre distance in front of the camera
     max_pinned: float = 0.25  # share of expression coefficients at their upper bound
     max_error_iod: float = 0.25  # median landmark error over the inter-ocular distance
@@ -299,7 +299,7 @@ class FrameTracker:
     def _start(self, target: Tensor) -> None:
         """A fresh start on this frame: pose from the landmarks' spread, rigid fit, then everything."""
         rot, trans = initial_pose(target[None], torch.ones(1, dtype=torch.bool, device=target.device),
-                                  self.focal, self.width, self.height, self.cfg.head_width_m)
+                                  self.focal, self.width, self.height, self.cfg.head_width_m, self.base)
         self.R = axis_angle_to_matrix(rot)[0]
         self.t = trans[0]
         self.expression = target.new_zeros(self.lm.num_expression)
@@ -310,7 +310,11 @@ class FrameTracker:
         """Why the current state cannot be a face (a short reason), or None when it can.
         ``px``: the state's projected landmarks when already known."""
         cfg = self.cfg
-        angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(self.R.trace()) - 1) / 2))))
+        # How far the face turns away from the camera: its forward axis against the direction to
+        # the camera. A turn about that direction (a face rolled in the image, a sideways phone)
+        # is not turning away.
+        to_camera = torch.nn.functional.normalize(-self.t, dim=0)
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, float(self.R[:, 2] @ to_camera)))))
         if angle > cfg.max_rotation_deg:
             return f"head turned {angle:.0f} degrees from the camera"
         depth = float(-self.t[2])
