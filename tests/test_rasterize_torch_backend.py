@@ -124,6 +124,24 @@ def test_compiled_compositor_matches_torch_on_saturating_scene(monkeypatch, tile
 
 
 @needs_numba
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_compiled_compositor_matches_torch_for_any_number_of_channels(monkeypatch, channels):
+    """Three channels take the kernel's unrolled path, the others its loop over channels."""
+    means, quats, scales, opacities, _, viewmats, Ks = _dense_scene(600, 24, seed=6)
+    colors = torch.rand(600, channels, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    scene = (means, quats, scales, opacities, colors, viewmats, Ks)
+    bg = torch.linspace(0.1, 0.9, channels, dtype=torch.float64)[None]
+    with torch.no_grad():
+        got = rasterization(*scene, 24, 21, backgrounds=bg)
+    monkeypatch.setattr(torch_backend, "compiled_forward", lambda *a, **k: False)
+    with torch.no_grad():
+        ref = rasterization(*scene, 24, 21, backgrounds=bg)
+    assert got[0].shape == (1, 21, 24, channels)
+    for g, r in zip(got[:2], ref[:2]):
+        torch.testing.assert_close(g, r, rtol=0, atol=1e-12)
+
+
+@needs_numba
 @pytest.mark.parametrize("tile_size", [8, 16])
 def test_compiled_compositor_matches_torch_on_thin_faint_gaussians(monkeypatch, tile_size):
     """Needles at every angle and opacities on both sides of the 1/255 cut-off: the compiled

@@ -49,84 +49,85 @@ def _kernels():
     fast = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath=fast)
-    def composite(gaussians, ids, offsets, counts, tiles, corners, u, v, consts, backgrounds, tile_size, tiles_x,
+    def composite(gaussians, ids, offsets, counts, tiles, corners, consts, backgrounds, tile_size, tiles_x,
                   width, height, out, out_alpha):
-        # gaussians [C*N, 6 + D]: mean x, y, conic a, b, c, opacity, colour; ids: the tiles' lists
-        # in (tile, depth) order; corners [tiles, 2]: each tile's top-left corner; u, v [P]: the
-        # tile's pixel centres relative to it. Gaussians outer, the tile's pixels inner.
+        # gaussians [C*N, 9 + D]: mean x, y, conic a, b, c, opacity, the cut-off s_max (beyond
+        # sigma = s_max alpha < 1/255; not > 0: the Gaussian reaches no pixel), the half-widths of
+        # the box round the ellipse sigma <= s_max, colour. ids: the tiles' lists in (tile,
+        # depth) order; corners [tiles, 2]: each tile's top-left corner. Gaussians outer, the
+        # pixels of their box inner; a pixel's colour is accumulated where it takes its alpha.
         # Generic in the float type (float32 or 64).
         alpha_min, alpha_max, trans_min = consts[0], consts[1], consts[2]
-        half, zero, one, s_margin = consts[3], consts[4], consts[5], consts[6]
+        half, zero, one = consts[3], consts[4], consts[5]
         n_tiles_cam = tiles_x * ((height + tile_size - 1) // tile_size)
-        D = gaussians.shape[1] - 6
-        P = u.shape[0]
+        D = gaussians.shape[1] - 9
+        P = tile_size * tile_size
+        last = tile_size - 1
         for j in numba.prange(tiles.shape[0]):
             k = tiles[j]
             cam = k // n_tiles_cam
             t = k - cam * n_tiles_cam
             ty = t // tiles_x
             tx = t - ty * tiles_x
-            trans = np.ones_like(u)
-            live = np.ones(P, np.bool_)
+            # Transmittance per pixel; a closed pixel (it would fall to trans_min) keeps it negated.
+            trans = np.ones(P, dtype=gaussians.dtype)
+            acc = np.zeros((P, D), dtype=gaussians.dtype)
             n_live = P
-            acc = np.zeros((D, P), dtype=u.dtype)
-            w = np.zeros_like(u)
             for i in range(offsets[k], offsets[k] + counts[k]):
                 g = ids[i]
-                mx, my = gaussians[g, 0] - corners[t, 0], gaussians[g, 1] - corners[t, 1]
-                ca, cb, cc, op = gaussians[g, 2], gaussians[g, 3], gaussians[g, 4], gaussians[g, 5]
-                s_max = np.log(op / alpha_min) + s_margin  # beyond this sigma, alpha < 1/255
-                if not s_max > zero:  # op below 1/255 (or zero): no pixel takes anything from it
+                s_max = gaussians[g, 6]
+                if not s_max > zero:
                     continue
-                # Only the tile's pixels inside the box around the ellipse sigma <= s_max can take
-                # anything (sigma = d^T M d / 2, M = [[a, b], [b, c]]: half-widths
-                # sqrt(2 s (M^-1)_xx), sqrt(2 s (M^-1)_yy)); the others would get alpha 0, which
-                # changes nothing. The box is widened a little so rounding never drops a pixel the
-                # test below would keep.
-                c0, c1, r0, r1 = 0, tile_size - 1, 0, tile_size - 1
-                det = ca * cc - cb * cb
-                if det > zero:
-                    ex = np.sqrt(2.0 * s_max * cc / det) * 1.001 + 1e-3
-                    ey = np.sqrt(2.0 * s_max * ca / det) * 1.001 + 1e-3
-                    c0 = max(c0, int(np.ceil(mx - ex - half)))
-                    c1 = min(c1, int(np.floor(mx + ex - half)))
-                    r0 = max(r0, int(np.ceil(my - ey - half)))
-                    r1 = min(r1, int(np.floor(my + ey - half)))
-                    if c0 > c1 or r0 > r1:
-                        continue
+                mx, my = gaussians[g, 0] - corners[t, 0], gaussians[g, 1] - corners[t, 1]
+                c0 = max(0, int(np.ceil(mx - gaussians[g, 7] - half)))
+                c1 = min(last, int(np.floor(mx + gaussians[g, 7] - half)))
+                r0 = max(0, int(np.ceil(my - gaussians[g, 8] - half)))
+                r1 = min(last, int(np.floor(my + gaussians[g, 8] - half)))
+                if c0 > c1 or r0 > r1:
+                    continue
+                ca, cb, cc, op = gaussians[g, 2], gaussians[g, 3], gaussians[g, 4], gaussians[g, 5]
+                col0 = gaussians[g, 9]
+                col1 = gaussians[g, 10] if D > 1 else zero
+                col2 = gaussians[g, 11] if D > 2 else zero
                 for row in range(r0, r1 + 1):
+                    dy = my - (row + half)
+                    row_c = half * cc * dy * dy  # sigma = d^T M d / 2, M = [[a, b], [b, c]]
+                    row_b = cb * dy
+                    first = row * tile_size
                     for col in range(c0, c1 + 1):
-                        p = row * tile_size + col
-                        w[p] = zero
-                        if not live[p]:
+                        p = first + col
+                        T = trans[p]
+                        if not T > zero:  # closed
                             continue
-                        dx = mx - u[p]
-                        dy = my - v[p]
-                        sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                        dx = mx - (col + half)
+                        sigma = half * ca * dx * dx + row_b * dx + row_c
                         if sigma >= zero and sigma <= s_max:  # else alpha < 1/255: exp() skipped
                             alpha = min(alpha_max, op * np.exp(-sigma))
                             if alpha >= alpha_min:
-                                nt = trans[p] * (one - alpha)
+                                nt = T * (one - alpha)
                                 if nt > trans_min:
-                                    w[p] = alpha * trans[p]
+                                    w = alpha * T
+                                    if D == 3:
+                                        acc[p, 0] += w * col0
+                                        acc[p, 1] += w * col1
+                                        acc[p, 2] += w * col2
+                                    else:
+                                        for d in range(D):
+                                            acc[p, d] += w * gaussians[g, 9 + d]
                                     trans[p] = nt
                                 else:  # the pixel is done: it takes nothing more, this one included
-                                    live[p] = False
+                                    trans[p] = -T
                                     n_live -= 1
-                for d in range(D):
-                    c = gaussians[g, 6 + d]
-                    for row in range(r0, r1 + 1):
-                        for col in range(c0, c1 + 1):
-                            acc[d, row * tile_size + col] += w[row * tile_size + col] * c
                 if n_live == 0:
                     break
             for p in range(P):
                 py = ty * tile_size + p // tile_size
                 px = tx * tile_size + p % tile_size
                 if py < height and px < width:
+                    T = abs(trans[p])
                     for d in range(D):
-                        out[cam, py, px, d] = acc[d, p] + trans[p] * backgrounds[cam, d]
-                    out_alpha[cam, py, px] = one - trans[p]
+                        out[cam, py, px, d] = acc[p, d] + T * backgrounds[cam, d]
+                    out_alpha[cam, py, px] = one - T
 
     @numba.njit(cache=True, nogil=True)
     def bin_tiles(flat, cam, x0, x1, y0, y1, tiles_x, n_tiles, total_tiles):
@@ -163,15 +164,12 @@ def available() -> bool:
 
 
 @functools.lru_cache(maxsize=16)
-def _tile_geometry(tile_size: int, tiles_x: int, n_tiles: int, dtype: np.dtype):
-    """Each tile's top-left corner ``[n_tiles, 2]`` and its pixel centres relative to it ``u, v [P]`` (read-only)."""
+def _tile_corners(tile_size: int, tiles_x: int, n_tiles: int, dtype: np.dtype) -> np.ndarray:
+    """Each tile's top-left corner ``[n_tiles, 2]`` in pixels (read-only)."""
     tile = np.arange(n_tiles)
     corners = np.stack((tile % tiles_x, tile // tiles_x), -1).astype(dtype) * tile_size
-    pixel = np.arange(tile_size * tile_size)
-    u, v = (pixel % tile_size + 0.5).astype(dtype), (pixel // tile_size + 0.5).astype(dtype)
-    for a in (corners, u, v):
-        a.setflags(write=False)
-    return corners, u, v
+    corners.setflags(write=False)
+    return corners
 
 
 def _require():
@@ -209,19 +207,33 @@ def composite_tiles(
     n_tiles_cam = tiles_x * math.ceil(height / tile_size)
     dtype = torch.float64 if colors.dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        gaussians = torch.cat((means2d, conics, opacities[..., None], colors), -1).reshape(C * N, 6 + D)
-        gaussians = gaussians.to(dtype).contiguous().numpy()
+        # Per Gaussian, once (not per tile): the cut-off sigma beyond which alpha < 1/255, and the
+        # half-widths of the box round that ellipse (sqrt(2 s (M^-1)_xx), sqrt(2 s (M^-1)_yy)),
+        # widened a little so that rounding never drops a pixel the kernel's own test would keep.
+        # A degenerate conic gets no box (the whole tile).
+        op, conics = opacities.to(dtype), conics.to(dtype)
+        s_max = torch.log(op / alpha_min) + 1e-3
+        a, b, c = conics.unbind(-1)
+        det = a * c - b * b
+        s = s_max.clamp_min(0.0) * 2.0 / torch.where(det > 0, det, torch.ones_like(det))
+        unbounded = torch.full_like(a, float(max(width, height)))
+        half_x = torch.where(det > 0, (s * c).clamp_min(0.0).sqrt() * 1.001 + 1e-3, unbounded)
+        half_y = torch.where(det > 0, (s * a).clamp_min(0.0).sqrt() * 1.001 + 1e-3, unbounded)
+        gaussians = torch.cat((means2d.to(dtype), conics, op[..., None], s_max[..., None], half_x[..., None],
+                               half_y[..., None], colors.to(dtype)), -1).reshape(C * N, 9 + D)
+        gaussians = gaussians.contiguous().numpy()
         bg = backgrounds.to(dtype).contiguous().numpy()
-    corners, u, v = _tile_geometry(tile_size, tiles_x, n_tiles_cam, np.dtype(np.float64 if dtype == torch.float64 else np.float32))
-    consts = np.array([alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0, 1e-3], dtype=u.dtype)
+    np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+    corners = _tile_corners(tile_size, tiles_x, n_tiles_cam, np_dtype)
+    consts = np.array([alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0], dtype=np_dtype)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     active = tile_counts.nonzero().squeeze(-1)
     # prange hands each thread one contiguous block of tiles, and the busy tiles cluster in
     # the image's middle: deal the tiles out round-robin instead, so the blocks cost alike.
     deal = torch.arange(active.numel())
     active = active[torch.argsort(deal % threads * active.numel() + deal)].contiguous().numpy()
-    out = np.empty((C, height, width, D), dtype=u.dtype)
-    out_alpha = np.empty((C, height, width), dtype=u.dtype)
+    out = np.empty((C, height, width, D), dtype=np_dtype)
+    out_alpha = np.empty((C, height, width), dtype=np_dtype)
     # Tiles without a list get the background (the kernel only visits tiles with one).
     out[...] = bg[:, None, None, :]
     out_alpha[...] = 0.0
@@ -229,7 +241,7 @@ def composite_tiles(
         numba.set_num_threads(threads)
         kernel(
             gaussians, flat_ids.contiguous().numpy(), tile_offsets.contiguous().numpy(),
-            tile_counts.contiguous().numpy(), active, corners, u, v, consts, bg, tile_size, tiles_x, width, height,
+            tile_counts.contiguous().numpy(), active, corners, consts, bg, tile_size, tiles_x, width, height,
             out, out_alpha,
         )
     return torch.from_numpy(out).to(colors.dtype), torch.from_numpy(out_alpha)[..., None].to(colors.dtype)
