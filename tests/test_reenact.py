@@ -482,7 +482,10 @@ def test_background_identity_is_fitted_off_the_loop_and_handed_over_once(lm):
     s = synthetic(lm, F=40, seed=5)
     cfg = IdentityConfig(max_frames=12, min_frames=8, max_turn=10.0,  # every frame counts as frontal
                          fit=FitConfig(rigid_iterations=40, full_iterations=80))
-    bg = BackgroundIdentity(lm.to(dtype=torch.float64), W, W, cfg, wait_frames=12)
+    refine_cfg = IdentityConfig(max_frames=20, min_frames=8, max_turn=10.0,
+                                fit=FitConfig(rigid_iterations=40, full_iterations=80))
+    bg = BackgroundIdentity(lm.to(dtype=torch.float64), W, W, cfg, wait_frames=12, refine_at=(30,),
+                            refine_cfg=refine_cfg)
     got = [bg.add(s["target"][i].numpy()) for i in range(11)]
     assert not bg.running  # still collecting frames
     got.append(bg.add(s["target"][11].numpy()))
@@ -492,7 +495,30 @@ def test_background_identity_is_fitted_off_the_loop_and_handed_over_once(lm):
     assert not bg.running
     first = bg.add(s["target"][12].numpy())
     assert first is not None and len(first.frames) == 12 and first.shape.dtype == torch.float64
+    assert first.refinement == 0 and bg.refinements == 0
     assert bg.add(s["target"][13].numpy()) is None  # handed over once
+    # Refined once 30 frames with a face are in: from frames spread over all of them.
+    got = [bg.add(s["target"][i].numpy()) for i in range(14, 30)]
+    assert got == [None] * 16 and bg.running and bg.refined_at == [30]
+    bg.join(timeout=300)
+    refined = bg.add(s["target"][30].numpy())
+    assert refined is not None and refined.refinement == 1 and bg.refinements == 1
+    assert len(refined.frames) == 20 and max(refined.frames) > 20  # spread beyond the first fit's frames
+    assert bg.first is first and bg.result is refined and not bg.running
+    assert all(bg.add(s["target"][i].numpy()) is None for i in range(31, 40))  # nothing more to fit
+    assert len(bg.frames) == 30 and bg._pool is None  # frames no longer kept, worker gone
+    bg.close()
+
+
+def test_a_refined_identity_moves_the_head_pose_reference_not_the_avatar():
+    rt = Retargeter(np.zeros(3), np.array([0.0, 0.0, -0.5]), NAMES)
+    e = np.zeros(len(NAMES))
+    _, _, before = rt(e, np.zeros(3), np.array([0.01, 0.0, -0.6]), 0.0)
+    _, _, same = rt(e, np.zeros(3), np.array([0.01, 0.0, -0.6]), 0.04)
+    rt.shift_reference(np.array([0.0, 0.0, -0.05]))  # the refined identity measures the head 5 cm farther
+    _, _, after = rt(e, np.zeros(3), np.array([0.01, 0.0, -0.65]), 0.08)
+    np.testing.assert_allclose(after, same, atol=1e-6)
+    np.testing.assert_allclose(before, same, atol=1e-6)
 
 
 def test_retarget_config_reads_the_keys_and_names_a_bad_one():

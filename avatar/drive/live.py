@@ -112,7 +112,12 @@ class LiveStats:
             return None
         if ident.result is None:
             return {"estimated": False, "started": ident.started, "frames_collected": len(ident.frames)}
-        return {"estimated": True, "after_face_frames": ident.started_at, **ident.result.summary()}
+        out = {"estimated": True, "after_face_frames": ident.started_at, **ident.result.summary(),
+               "refinements": ident.refinements}
+        if ident.refinements:  # the latest estimate above; the first, light one here
+            out["first"] = ident.first.summary() if ident.first is not None else None
+            out["refined_after_face_frames"] = ident.refined_at[: ident.refinements]
+        return out
 
 
 def open_camera(source):
@@ -223,14 +228,27 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     stats.several_faces += 1
                 if faces:
                     points = faces[0].landmarks[:, :2]
+                    target = torch.as_tensor(points, dtype=torch.float64)
                     found = identity.add(points) if identity is not None else None
+                    shift = None
+                    if found is not None and found.refinement and tracker.R is not None:
+                        # A refined identity: the same head, measured a little differently. This
+                        # frame fitted both ways gives the shift of its measured position, which
+                        # the renderer takes off the head-pose reference: the avatar does not jump.
+                        try:
+                            shift = -tracker(target)[2].numpy()
+                        except ImplausibleFrame:
+                            shift = None
                     if found is not None:  # the driver's own face from here on
                         tracker.set_identity(found.shape, found.focal, found.landmark_offset)
                         tracker.reset()
-                        version += 1
+                        if not found.refinement or shift is None:
+                            version += 1  # a new identity (or no frame to rebase on): a new reference
                     try:
-                        e, r, t = tracker(torch.as_tensor(points, dtype=torch.float64))
-                        result = (e.numpy(), r.numpy(), t.numpy(), version, torso)
+                        e, r, t = tracker(target)
+                        if shift is not None:
+                            shift = shift + t.numpy()
+                        result = (e.numpy(), r.numpy(), t.numpy(), version, torso, shift)
                     except ImplausibleFrame:
                         stats.no_face += 1
                 else:
@@ -288,10 +306,14 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             if result is None and last is None:
                 rendered.set()
                 continue  # no face yet: nothing to hold
-            e, r, t, v, torso = last = result if result is not None else last  # no face: hold the last pose
+            if result is None:  # no face: hold the last pose
+                result = last[:5] + (None,)
+            e, r, t, v, torso, shift = last = result
             if v != version:  # a new driver identity: its expressions read differently from here on
                 version = v
                 retargeter.restart_statistics()
+            elif shift is not None:  # the same identity refined: where the head is measured moved by shift
+                retargeter.shift_reference(shift)
             expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
             threads = 1 if stats.identity is not None and stats.identity.running else render_threads
             if torch.get_num_threads() != threads:

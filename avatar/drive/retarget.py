@@ -259,6 +259,12 @@ class Retargeter:
         self._update_gain()
         self.set_pose_reference(rotation, translation)
 
+    def shift_reference(self, shift: np.ndarray) -> None:
+        """The driver's head is measured ``shift [3]`` (metres) from where it was measured so far
+        (a refined identity): move the head-pose reference with it, so the avatar stays put."""
+        if self.t0 is not None:
+            self.t0 = self.t0 + np.asarray(shift, np.float64)
+
     def restart_statistics(self) -> None:
         """A new driver identity: its depths and expressions read differently from here on. The
         next frame becomes the head-pose reference, and the running driver statistics start over

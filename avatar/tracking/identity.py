@@ -58,6 +58,7 @@ class DriverIdentity:
     seconds: float
     notes: list[str] = field(default_factory=list)
     frontal_frames: int | None = None  # how many of ``frames`` face the camera
+    refinement: int = 0  # live: 0 for the first estimate, k for the k-th refinement (:class:`BackgroundIdentity`)
 
     def summary(self) -> dict:
         return {"frames_used": len(self.frames), "frontal_frames": self.frontal_frames, "focal_px": round(self.focal, 1),
@@ -121,87 +122,123 @@ def estimate_identity(lm: LandmarkModel, target: np.ndarray, valid: np.ndarray, 
 
 # Live: the first usable frames, and fewer steps (the fit runs beside the live loop).
 LIVE_IDENTITY = IdentityConfig(max_frames=30, fit=FitConfig(rigid_iterations=80, full_iterations=150))
+# Live refinements: the offline estimate's frames and steps, over the frames seen so far.
+REFINED_IDENTITY = IdentityConfig()
+REFINE_AT = (150, 600)  # tracked frames with a face after which the live identity is estimated again (10 and 40 s at 15 FPS)
 
 
 class BackgroundIdentity:
-    """A live driver's identity, estimated in a background process from its first usable frames.
+    """A live driver's identity, estimated in a background process from its first usable frames
+    and refined later from more of them.
 
     Feed every frame's landmarks to :meth:`add`; once ``wait_frames`` frames with a face are in
     and at least ``cfg.min_frames`` of them are frontal (or ``give_up_frames`` frames with a
     face went by: then with what there is, and a note), the fit starts in a process of its own
     at a lower priority (niceness :data:`BACKGROUND_NICENESS`) with one torch thread: a thread
     would hold Python's interpreter lock through the fit's many small steps and slow the live
-    loop by a fifth. The fit is lighter
-    than offline (:data:`LIVE_IDENTITY`). :meth:`add` returns the :class:`DriverIdentity` once,
-    on the first call after the fit finished; ``notes`` says what happened (waiting for a
-    frontal face, failures). Call :meth:`close` at the end.
+    loop by a fifth. That first fit is lighter than offline (:data:`LIVE_IDENTITY`): the driver
+    should not wait. Once ``refine_at[k]`` frames with a face are in, the identity is estimated
+    again the offline way (``refine_cfg``, :data:`REFINED_IDENTITY`: frames spread over all
+    seen so far, turned ones too, more steps), which the first seconds alone do not pin down as
+    well (docs/experiments.md). :meth:`add` returns each :class:`DriverIdentity` once, on the
+    first call after its fit finished (``refinement`` 0 for the first, k for the k-th refinement);
+    ``notes`` says what happened (waiting for a frontal face, failures). Call :meth:`close` at
+    the end.
     """
 
     def __init__(self, lm: LandmarkModel, width: int, height: int, cfg: IdentityConfig | None = None,
-                 wait_frames: int = 30, give_up_frames: int = 150):
+                 wait_frames: int = 30, give_up_frames: int = 150, refine_at: tuple[int, ...] = REFINE_AT,
+                 refine_cfg: IdentityConfig | None = None):
         self.lm, self.width, self.height = lm, width, height
         self.cfg = cfg or LIVE_IDENTITY
+        self.refine_cfg = refine_cfg or REFINED_IDENTITY
         self.wait_frames, self.give_up_frames = wait_frames, give_up_frames
+        self.refine_at = tuple(sorted(int(n) for n in refine_at))
         self.frames: list[np.ndarray] = []
         self.n_frontal = 0  # of the frames collected
         self.notes: list[str] = []
-        self.result: DriverIdentity | None = None
-        self.started_at: int | None = None  # frames with a face seen when the fit started
+        self.result: DriverIdentity | None = None  # the latest estimate
+        self.first: DriverIdentity | None = None  # the first estimate (what the report compares against)
+        self.started_at: int | None = None  # frames with a face seen when the first fit started
+        self.refined_at: list[int] = []  # the same, for each refinement started
         self._future = None
         self._pool = None
-        self._delivered = False
+        self._jobs = 0  # fits started
+        self._delivered = 0  # estimates handed over by add()
         self._waited = False
 
     @property
     def started(self) -> bool:
-        return self._future is not None
+        return self._jobs > 0
 
     @property
     def running(self) -> bool:
-        """The fit is under way in its worker process (started and not finished)."""
+        """A fit is under way in the worker process (started and not finished)."""
         future = self._future
         return future is not None and not future.done()
+
+    @property
+    def refinements(self) -> int:
+        """Refined estimates that finished."""
+        return 0 if self.result is None else self.result.refinement
 
     def add(self, landmarks: np.ndarray) -> DriverIdentity | None:
         if self._future is not None:
             self._collect()
-            if self.result is not None and not self._delivered:
-                self._delivered = True
-                return self.result
+        if self._jobs <= len(self.refine_at) and (self._jobs == 0 or len(self.frames) < self.refine_at[-1]):
+            self.frames.append(np.asarray(landmarks, np.float32))  # more frames for a refinement to come
+            self.n_frontal += int(frontal(self.frames[-1][None], self.cfg.max_turn)[0])
+        if self.result is not None and self._delivered < self.result.refinement + 1:
+            self._delivered = self.result.refinement + 1
+            return self.result
+        if self._future is not None:  # a fit under way
             return None
-        self.frames.append(np.asarray(landmarks, np.float32))
-        self.n_frontal += int(frontal(self.frames[-1][None], self.cfg.max_turn)[0])
         n = len(self.frames)
-        if n < self.wait_frames:
-            return None
-        if self.n_frontal < self.cfg.min_frames and n < self.give_up_frames:
-            if not self._waited:
-                self._waited = True
-                self.notes.append(f"the driver's identity waits for a frontal face ({self.n_frontal} of {n} frames "
-                                  "so far)")
-            return None
-        import multiprocessing  # noqa: PLC0415
-        from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
-
-        self.started_at = n
-        # fork: the worker starts at once, with nothing to import (as PyTorch's data-loader
-        # workers; torch resets its thread pool in a forked child); spawn where there is no fork.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method), initializer=_lower_priority)
-        self._future = self._pool.submit(_fit_in_background, self.lm, np.stack(self.frames), self.width, self.height,
-                                         self.cfg)
+        if self._jobs == 0:
+            if n < self.wait_frames:
+                return None
+            if self.n_frontal < self.cfg.min_frames and n < self.give_up_frames:
+                if not self._waited:
+                    self._waited = True
+                    self.notes.append(f"the driver's identity waits for a frontal face ({self.n_frontal} of {n} "
+                                      "frames so far)")
+                return None
+            self.started_at = n
+            self._submit(self.cfg, 0)
+        elif self._jobs <= len(self.refine_at) and self.result is not None and n >= self.refine_at[self._jobs - 1]:
+            self.refined_at.append(n)
+            self._submit(self.refine_cfg, self._jobs)
         return None
 
+    def _submit(self, cfg: IdentityConfig, refinement: int) -> None:
+        if self._pool is None:
+            import multiprocessing  # noqa: PLC0415
+            from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+            # fork: the worker starts at once, with nothing to import (as PyTorch's data-loader
+            # workers; torch resets its thread pool in a forked child); spawn where there is no fork.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method),
+                                             initializer=_lower_priority)
+        self._jobs += 1
+        self._future = self._pool.submit(_fit_in_background, self.lm, np.stack(self.frames), self.width, self.height,
+                                         cfg, refinement)
+
     def _collect(self) -> None:
-        if self.result is not None or not self._future.done() or self._pool is None:
+        if self._future is None or not self._future.done():
             return
+        future, self._future = self._future, None
         try:
-            self.result = self._future.result()
-            self.notes.extend(self.result.notes)
+            result = future.result()
+            self.notes.extend(n for n in result.notes if n not in self.notes)
+            self.result = result
+            if result.refinement == 0:
+                self.first = result
         except Exception as exc:  # noqa: BLE001  (a failed fit must not end the live session)
-            self.notes.append(f"the driver's identity could not be estimated ({exc}); the mean face drives on")
-        self._pool.shutdown(wait=False)
-        self._pool = None
+            self.notes.append(f"the driver's identity could not be estimated ({exc}); "
+                              + ("the mean face drives on" if self.result is None else "the earlier estimate drives on"))
+        if self._jobs > len(self.refine_at) or self.result is None:  # nothing more to fit
+            self._shutdown()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for a started fit to finish (for tests and reports)."""
@@ -211,10 +248,13 @@ class BackgroundIdentity:
             wait([self._future], timeout)
             self._collect()
 
-    def close(self) -> None:
+    def _shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+    def close(self) -> None:
+        self._shutdown()
 
 
 BACKGROUND_NICENESS = int(os.environ.get("AVATAR_IDENTITY_NICENESS", "5"))
@@ -230,7 +270,7 @@ def _lower_priority() -> None:
 
 
 def _fit_in_background(lm: LandmarkModel, target: np.ndarray, width: int, height: int,
-                       cfg: IdentityConfig) -> DriverIdentity:
+                       cfg: IdentityConfig, refinement: int = 0) -> DriverIdentity:
     """:func:`estimate_identity` in a worker process, one thread."""
     torch.set_num_threads(1)
-    return estimate_identity(lm, target, np.ones(len(target), bool), width, height, cfg)
+    return replace(estimate_identity(lm, target, np.ones(len(target), bool), width, height, cfg), refinement=refinement)
