@@ -339,6 +339,39 @@ def test_driver_shoulders_turn_and_move_the_avatar_torso():
     assert online(None) is not None and online.missing == 2
 
 
+def test_live_torso_glides_between_the_held_detections():
+    """Detections every 3rd frame, held between: the shown torso moves a third of each step per
+    frame, arrives on the detection 3 frames later, stays a rotation, and None resets it."""
+    from avatar.drive.torso import TorsoGlide
+    from avatar.tracking.shoulders import rotation_matrices
+
+    def torso(yaw, x):
+        T = np.eye(4, dtype=np.float32)
+        T[:3, :3] = rotation_matrices(np.array([[0.0, yaw, 0.0]]))[0]
+        T[:3, 3] = [x, -0.15, -0.6]
+        return T
+
+    held = [torso(0.0, 0.0)] * 3 + [torso(0.3, 0.06)] * 3 + [torso(0.3, 0.06)] * 2
+    glide = TorsoGlide(3)
+    shown = [glide(T) for T in held]
+    assert np.allclose(shown[0], held[0])  # the first detection is shown as it is
+    xs = [T[0, 3] for T in shown]
+    assert np.allclose(xs, [0, 0, 0, 0.02, 0.04, 0.06, 0.06, 0.06], atol=1e-6)  # no step of 0.06 at once
+    yaws = [np.arctan2(T[0, 2], T[0, 0]) for T in shown]
+    assert np.all(np.diff(yaws) < 0.11) and np.isclose(yaws[5], 0.3, atol=1e-6)  # thirds of 0.3, not 0.3 at once
+    for T in shown:
+        assert np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-5) and np.allclose(T[3], [0, 0, 0, 1])
+    # A detection arriving mid-glide starts from where the torso is shown.
+    glide = TorsoGlide(3)
+    glide(torso(0.0, 0.0))
+    mid = glide(torso(0.0, 0.09))
+    assert np.isclose(mid[0, 3], 0.03, atol=1e-6)
+    again = glide(torso(0.0, 0.0))
+    assert np.isclose(again[0, 3], 0.02, atol=1e-6)  # a third of the way from 0.03 back to 0
+    assert glide(None) is None and glide(torso(0.0, 0.09))[0, 3] == np.float32(0.09)  # after None: no glide
+    assert TorsoGlide(1)(torso(0.2, 0.05)) is not None
+
+
 def test_a_driver_without_a_body_keeps_the_torso_at_rest():
     from avatar.drive.animate import driven_torso
     from avatar.drive.sequence import DriveSequence

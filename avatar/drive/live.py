@@ -165,7 +165,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     from ..tracking.identity import BackgroundIdentity  # noqa: PLC0415
     from ..tracking.online import FrameTracker, ImplausibleFrame  # noqa: PLC0415
     from ..landmarks.pose import PoseDetector  # noqa: PLC0415
-    from .torso import OnlineTorso  # noqa: PLC0415
+    from .torso import OnlineTorso, TorsoGlide  # noqa: PLC0415
 
     cap, is_file, fps = open_camera(source)
     stats, stop = LiveStats(), threading.Event()
@@ -284,6 +284,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, torch.float32)
     last = None
+    glide = TorsoGlide(pose_every)
     # While the driver's identity is fitted in its worker process (one core), the renderer runs
     # on one thread: a parallel region whose second thread shares its core with the fit waits
     # for it, and the frame takes longer than on one thread alone.
@@ -309,6 +310,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             if result is None:  # no face: hold the last pose
                 result = last[:5] + (None,)
             e, r, t, v, torso, shift = last = result
+            torso = glide(torso)  # between the held detections: no steps
             if v != version:  # a new driver identity: its expressions read differently from here on
                 version = v
                 retargeter.restart_statistics()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .retarget import nearest_rotation
 from ..tracking.shoulders import LEFT_SHOULDER, RIGHT_SHOULDER, _interpolate, _smooth, rotation_matrices, \
     shoulders_measured
 
@@ -101,3 +102,38 @@ class OnlineTorso:
             return None
         ref = np.median(np.stack(self.history), axis=0)
         return _relative(self.value[None], ref, np.ones(1, bool)).transforms(self.rest, self.shoulder_width)[0]
+
+
+class TorsoGlide:
+    """Live: the driver's shoulders are detected on every ``frames``-th tracked frame only and held
+    between. Instead of jumping to each new detection, the shown torso moves from where it was
+    to it over the next ``frames`` rendered frames (rotations blended and put back on a
+    rotation, translations blended linearly): the shoulders move smoothly at the cost of at most
+    ``frames`` frames of lag. ``None`` (no torso yet, or the driver's body lost) passes through."""
+
+    def __init__(self, frames: int):
+        self.frames = max(1, int(frames))
+        self.start: np.ndarray | None = None
+        self.goal: np.ndarray | None = None
+        self.shown: np.ndarray | None = None
+        self.step = 0
+
+    def __call__(self, torso: np.ndarray | None) -> np.ndarray | None:
+        """The ``[4, 4]`` torso to draw this frame, given the latest detected one."""
+        if torso is None:
+            self.start = self.goal = self.shown = None
+            return None
+        torso = np.asarray(torso, np.float32)
+        if self.goal is None or not np.array_equal(torso, self.goal):  # a new detection
+            self.start = torso if self.shown is None else self.shown
+            self.goal, self.step = torso, 0
+        self.step = min(self.step + 1, self.frames)
+        a = self.step / self.frames
+        if a >= 1.0:
+            self.shown = self.goal
+            return self.goal
+        out = (1.0 - a) * self.start + a * self.goal
+        out[:3, :3] = nearest_rotation(out[:3, :3].astype(np.float64)).astype(np.float32)
+        out[3] = self.goal[3]
+        self.shown = out
+        return out
