@@ -510,6 +510,28 @@ def test_background_identity_is_fitted_off_the_loop_and_handed_over_once(lm):
     bg.close()
 
 
+def test_a_sideways_drivers_head_moves_the_avatar_along_its_own_axes():
+    """A driver filmed with the camera turned 90 degrees: its head turning and moving to its own
+    right turns and moves the upright avatar to its right, not up."""
+    from avatar.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+    rt = Retargeter(np.zeros(3), np.array([0.0, 0.0, -0.5]), NAMES, RetargetConfig(min_cutoff=None))
+    rolled = axis_angle_to_matrix(torch.tensor([0.0, 0.0, -math.pi / 2], dtype=torch.float64))
+    e = np.zeros(len(NAMES))
+    t0 = np.array([0.02, 0.01, -0.6])
+    rt(e, matrix_to_axis_angle(rolled).numpy(), t0, 0.0)  # the reference
+    right = rolled.numpy() @ np.array([1.0, 0.0, 0.0])  # the driver's own right, in its camera's world
+    yaw = rolled @ axis_angle_to_matrix(torch.tensor([0.0, 0.3, 0.0], dtype=torch.float64))
+    _, r, t = rt(e, matrix_to_axis_angle(yaw).numpy(), t0 + 0.03 * right, 0.04)
+    np.testing.assert_allclose(t, [0.03, 0.0, -0.5], atol=1e-6)
+    np.testing.assert_allclose(r, [0.0, 0.3, 0.0], atol=1e-6)
+    # Upright driver and avatar: moves map as they are seen.
+    rt = Retargeter(np.zeros(3), np.array([0.0, 0.0, -0.5]), NAMES, RetargetConfig(min_cutoff=None))
+    rt(e, np.zeros(3), t0, 0.0)
+    _, _, t = rt(e, np.zeros(3), t0 + [0.01, -0.02, 0.03], 0.04)
+    np.testing.assert_allclose(t, [0.01, -0.02, -0.47], atol=1e-6)
+
+
 def test_a_refined_identity_moves_the_head_pose_reference_not_the_avatar():
     rt = Retargeter(np.zeros(3), np.array([0.0, 0.0, -0.5]), NAMES)
     e = np.zeros(len(NAMES))

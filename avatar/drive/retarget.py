@@ -50,6 +50,8 @@ one-pass filter put the avatar 1-3 frames behind the driver (docs/experiments.md
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -249,6 +251,12 @@ class Retargeter:
 
     def set_pose_reference(self, rotation: np.ndarray, translation: np.ndarray) -> None:
         self.R0, self.t0 = _matrix(rotation), np.asarray(translation, np.float64)
+        # The driver's head moves in its camera's frame; a camera held sideways (the reference
+        # head rolled in the image against the avatar's) would turn those moves with it: turn
+        # them back by the roll between the two references, about the camera's axis.
+        M = self.R_ref @ self.R0.T
+        a = math.atan2(M[1, 0] - M[0, 1], M[0, 0] + M[1, 1])
+        self.turn = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
 
     def set_neutral(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> None:
         """Take this driver face as neutral (and its head pose as the reference) from now on."""
@@ -292,7 +300,7 @@ class Retargeter:
         if self.cfg.relative:
             e = map_expressions(e, self.neutral, self.rest, self.gain, self.pairs, self.bounds)
             R = self.R_ref @ self.R0.T @ R  # the driver's motion since its reference, on the avatar's pose
-            t = self.t_ref + (t - self.t0)
+            t = self.t_ref + self.turn @ (t - self.t0)
         if self.filter is not None:
             signal = self.filter(np.concatenate((e, R.reshape(9), t)), time_s)
             e, R, t = np.clip(signal[: len(e)], *self.bounds), signal[len(e) : len(e) + 9].reshape(3, 3), signal[-3:]
