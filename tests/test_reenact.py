@@ -46,6 +46,13 @@ def test_face_measures_follow_eyes_jaw_and_head_turn(lm):
     assert abs(abs(np.corrcoef(m["yaw"], yaw_deg)[0, 1]) - 1) < 0.01
     assert abs(m["yaw"].std() / yaw_deg.std() - 1) < 0.05  # degrees as turned
     assert np.abs(m["roll"]).max() < 2 and np.abs(m["pitch"]).max() < 3
+    # The same clip filmed sideways (turned 90 degrees in the image): the same measures, the
+    # head's yaw still yaw.
+    pts = _camera_points(lm, torch.zeros(lm.num_shape), expr, rot, trans)
+    sideways = np.stack((-pts[..., 1], pts[..., 0], pts[..., 2]), -1)
+    m90 = face_measures(sideways)
+    for k in ("eye", "jaw", "mouth_width", "brow", "yaw", "pitch", "roll"):
+        np.testing.assert_allclose(m90[k], m[k], atol=1e-3, err_msg=k)
     # compare(): a follower at half the amplitude correlates fully at ratio 0.5; a flat one is undefined.
     half = {k: 0.5 * v for k, v in m.items()}
     c = compare(m, half)

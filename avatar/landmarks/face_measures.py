@@ -74,7 +74,8 @@ def head_angles(landmarks: np.ndarray, valid: np.ndarray | None = None) -> dict[
 
     The mean face is found by aligning every valid frame's rigid points to the first's,
     averaging, and aligning again (twice); each frame's rotation from it is read as
-    ``R = Rz(roll) Rx(pitch) Ry(yaw)`` in camera axes (x right, y down, z away)."""
+    ``R = Rz(roll) Rx(pitch) Ry(yaw)`` in the mean face's axes: the camera's (x right, y down,
+    z away) turned about z until the face's eye line lies along x."""
     p = np.asarray(landmarks, np.float64)[:, list(RIGID)]
     valid = np.isfinite(p).all(axis=(1, 2)) if valid is None else np.asarray(valid, bool) & np.isfinite(p).all(axis=(1, 2))
     F = p.shape[0]
@@ -89,6 +90,12 @@ def head_angles(landmarks: np.ndarray, valid: np.ndarray | None = None) -> dict[
         ref = aligned.mean(0)
         ref /= np.linalg.norm(ref)
     rots = np.stack([_kabsch(ref, q) for q in pts])  # ref -> frame
+    # Read in the mean face's own axes: its eye line turned onto the image's x (a clip filmed
+    # sideways reads like an upright one; for an upright face this turns by a degree or two).
+    eye = ref[RIGID.index(263)] - ref[RIGID.index(33)]
+    c, s = math.cos(math.atan2(eye[1], eye[0])), math.sin(math.atan2(eye[1], eye[0]))
+    A = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    rots = A.T @ rots @ A
     # R = Rz(roll) @ Rx(pitch) @ Ry(yaw): R[2,1] = sin(pitch) (cos yaw ...), see below.
     pitch = np.arcsin(np.clip(rots[:, 2, 1], -1, 1))
     yaw = np.arctan2(-rots[:, 2, 0], rots[:, 2, 2])
