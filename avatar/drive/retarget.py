@@ -51,7 +51,6 @@ one-pass filter put the avatar 1-3 frames behind the driver (docs/experiments.md
 from __future__ import annotations
 
 import math
-
 from collections import deque
 from dataclasses import dataclass, replace
 

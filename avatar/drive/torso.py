@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .retarget import nearest_rotation
 from ..tracking.shoulders import LEFT_SHOULDER, RIGHT_SHOULDER, _interpolate, _smooth, rotation_matrices, \
     shoulders_measured
+from .retarget import nearest_rotation
 
 
 @dataclass

@@ -93,7 +93,7 @@ def head_angles(landmarks: np.ndarray, valid: np.ndarray | None = None) -> dict[
     # Read in the mean face's own axes: its eye line turned onto the image's x (a clip filmed
     # sideways reads like an upright one; for an upright face this turns by a degree or two).
     eye = ref[RIGID.index(263)] - ref[RIGID.index(33)]
-    c, s = math.cos(math.atan2(eye[1], eye[0])), math.sin(math.atan2(eye[1], eye[0]))
+    c, s = eye[:2] / max(float(np.linalg.norm(eye[:2])), 1e-12)
     A = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     rots = A.T @ rots @ A
     # R = Rz(roll) @ Rx(pitch) @ Ry(yaw): R[2,1] = sin(pitch) (cos yaw ...), see below.
