@@ -254,8 +254,7 @@ class Retargeter:
         # head rolled in the image against the avatar's) would turn those moves with it: turn
         # them back by the roll between the two references, about the camera's axis.
         M = self.R_ref @ self.R0.T
-        a = math.atan2(M[1, 0] - M[0, 1], M[0, 0] + M[1, 1])
-        self.turn = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+        self.turn = _matrix(np.array([0.0, 0.0, math.atan2(M[1, 0] - M[0, 1], M[0, 0] + M[1, 1])]))
 
     def set_neutral(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> None:
         """Take this driver face as neutral (and its head pose as the reference) from now on."""
