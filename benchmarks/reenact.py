@@ -274,7 +274,8 @@ def main() -> None:
 
 
 def summary(line: dict) -> dict:
-    """Per kind and variant: the mean and minimum over pairs of each measure's correlation and amplitude."""
+    """Per kind and variant: the mean and minimum over pairs of each measure's correlation and amplitude,
+    and the mean share of the driver's and the avatar's expression readings their head's turn explains."""
     from avatar.landmarks.face_measures import MEASURES
 
     out = {}
@@ -290,6 +291,11 @@ def summary(line: dict) -> dict:
                            "correlation_min": round(float(np.min(c)), 3) if c else None,
                            "amplitude_mean": round(float(np.mean(a)), 3) if a else None,
                            "amplitude_range": [round(float(np.min(a)), 3), round(float(np.max(a)), 3)] if a else None}
+            for who in ("driver", "follower"):  # how much of each side's reading the head's turn explains
+                r2 = [p["measures"][m][f"pose_r2_{who}"] for p in pairs
+                      if p["measures"].get(m, {}).get(f"pose_r2_{who}") is not None]
+                if r2:
+                    out[key][m][f"pose_r2_{who}_mean"] = round(float(np.mean(r2)), 3)
             top = [p["ceiling"][m] for p in pairs if (p.get("ceiling") or {}).get(m) is not None]
             if top:
                 out[key][m]["ceiling_mean"] = round(float(np.mean(top)), 3)

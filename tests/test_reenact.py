@@ -13,7 +13,7 @@ from test_tracking import FOCAL, W, lm, rotation_error_deg, synthetic  # noqa: F
 
 from avatar.drive.retarget import RetargetConfig, Retargeter, map_expressions, pair_indices, retarget
 from avatar.drive.sources import DriveSequence
-from avatar.landmarks.face_measures import compare, face_measures
+from avatar.landmarks.face_measures import compare, face_measures, pose_explained
 from avatar.models.ict import EXPRESSION_NAMES
 from avatar.tracking.expression_range import ExpressionRange
 
@@ -59,6 +59,24 @@ def test_face_measures_follow_eyes_jaw_and_head_turn(lm):
     assert c["jaw"]["correlation"] == pytest.approx(1.0) and c["jaw"]["amplitude"] == pytest.approx(0.5)
     flat = compare({"x": np.arange(5.0)}, {"x": np.ones(5)})
     assert flat["x"]["correlation"] is None and flat["x"]["amplitude"] == 0
+
+
+def test_pose_explained_separates_readings_that_move_with_the_head_from_the_face():
+    rng = np.random.default_rng(0)
+    F = 200
+    yaw, pitch = rng.uniform(-30, 30, F), rng.uniform(-15, 15, F)
+    face = rng.normal(size=F)  # what the face does, unrelated to the turn
+    m = {"yaw": yaw, "pitch": pitch, "eye": 0.1 + 0.001 * pitch + 1e-4 * yaw ** 2,  # all head
+         "jaw": face, "mouth_width": face + 0.05 * yaw, "brow": np.full(F, 0.4)}
+    r2 = pose_explained(m)
+    assert r2["eye"] == pytest.approx(1.0) and r2["jaw"] < 0.1
+    assert 0.3 < r2["mouth_width"] < 0.95  # part head, part face
+    assert r2["brow"] is None  # a flat reading
+    m["eye"][:190] = np.nan
+    assert pose_explained(m)["eye"] is None  # too few frames
+    c = compare(m, {**m, "jaw": np.roll(face, 3)})
+    assert c["jaw"]["pose_r2_driver"] < 0.1 and c["eye"]["pose_r2_follower"] is None
+    assert "pose_r2_driver" not in c["yaw"]
 
 
 def test_face_measures_name_the_expected_shape():
