@@ -135,6 +135,35 @@ def test_each_epoch_trains_on_every_training_frame_once_in_a_fresh_order(sheet_c
     assert [other.training_frame(s) for s in range(1, n + 1)] != epochs[0]
 
 
+class BumpSheet(SheetModel):
+    """The sheet with its bump as an expression blendshape, as a head model names them."""
+
+    num_expression = 1
+
+    @property
+    def exprdirs(self):
+        return self.bump[:, :, None]
+
+
+def test_active_pixels_weight_what_the_expressions_move(sheet_capture, tmp_path):
+    root, seq = sheet_capture
+    cfg = _config(active_weight=1.0)
+    model = BumpSheet()
+    frames = load_frames(Capture(root), seq, model, cfg.resolution, cfg.holdout, torch.device("cpu"))
+    tr = Trainer(cfg, frames, init_gaussians(model, cfg.gaussians, frames), tmp_path / "run", model=model)
+    active = tr.active_pixels(0)
+    tri = tr.triangle_ids(0)
+    assert active.shape == (SIZE, SIZE) and float(active.min()) >= 0 and float(active.max()) <= 1
+    assert bool((active[tri < 0] == 0).all())  # off the sheet: nothing moves
+    # the bump's centre moves most, the sheet's corners hardly
+    on = tri >= 0
+    centre = ((model.uvs[model.faces[tri[on]]].mean(1) - 0.5) ** 2).sum(-1) < 0.02
+    assert float(active[on][centre].mean()) > 3 * float(active[on][~centre].mean())
+    assert np.isfinite(tr.train_step()["loss"])
+    plain = _trainer(sheet_capture, tmp_path / "plain", with_model=True)  # a model without expression blendshapes
+    assert plain.active_pixels(0) is None
+
+
 def test_training_reproduces_heldout_frames(sheet_capture, tmp_path):
     tr = _trainer(sheet_capture, tmp_path / "run")
     before = tr.evaluate()

@@ -93,6 +93,7 @@ class Trainer:
         self.skipped_steps: list[int] = []
         self._epoch_order: tuple[int, list[int]] | None = None  # (epoch, its frame order): training_frame's cache
         self._eyeball_faces: torch.Tensor | None = None  # eyeball_gaussians' cache
+        self._active_faces: torch.Tensor | None = None  # active_pixels' per-triangle cache
         torch.manual_seed(cfg.seed)
         self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
         self.train_seconds = 0.0
@@ -180,6 +181,8 @@ class Trainer:
         loss = photometric(img, gt, cfg.ssim_weight)
         if cfg.alpha_weight:
             loss = loss + cfg.alpha_weight * alpha_mask(alpha, mask)
+        if cfg.active_weight and (active := self.active_pixels(index)) is not None:
+            loss = loss + cfg.active_weight * (active[..., None] * (img - gt).abs()).mean()
         if cfg.scale_weight:
             loss = loss + cfg.scale_weight * excess(g.local_scales(), cfg.scale_threshold)
         if cfg.xyz_weight:
@@ -202,6 +205,27 @@ class Trainer:
         self.optimizer.step()
         with torch.no_grad():
             return {"loss": float(loss), "psnr": float(psnr(img.detach(), gt))}
+
+    @torch.no_grad()
+    def active_pixels(self, index: int) -> Tensor | None:
+        """``[H, W]`` in 0..1: how much the model's expressions move the front-most triangle at each
+        pixel of frame ``index``: per vertex the mean over blendshapes of its displacement (each
+        blendshape's largest counts 1), over its 99th percentile and capped at 1, averaged over the
+        triangle's corners; 0 where no triangle is. None for a body or a model without expression
+        blendshapes."""
+        f = self.frames
+        if self.model is None or f.is_body or getattr(self.model, "num_expression", 0) == 0:
+            return None
+        if self._active_faces is None:
+            dirs = self.model.exprdirs.detach().to(f.vertices.device, torch.float64)  # [V, 3, E]
+            moved = dirs.norm(dim=1)  # [V, E]
+            moved = (moved / moved.max(0).values.clamp_min(1e-12)).mean(1)  # [V]: over the blendshapes
+            moved = (moved / torch.quantile(moved[moved > 0], 0.99).clamp_min(1e-12)).clamp(max=1.0)
+            faces = self.model.faces.to(f.vertices.device).long()
+            self._active_faces = moved[faces].mean(1).to(f.vertices.dtype)  # [F]
+        tri = self.triangle_ids(index)
+        return torch.where(tri >= 0, self._active_faces[tri.clamp_min(0)], torch.zeros((), dtype=f.vertices.dtype,
+                                                                                        device=tri.device))
 
     def eyeball_gaussians(self) -> torch.Tensor | None:
         """``[N]`` bool: the Gaussians held on the model's eyeballs (bound to its tracking profile's
