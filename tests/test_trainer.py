@@ -159,6 +159,7 @@ def test_active_pixels_weight_what_the_expressions_move(sheet_capture, tmp_path)
     on = tri >= 0
     centre = ((model.uvs[model.faces[tri[on]]].mean(1) - 0.5) ** 2).sum(-1) < 0.02
     assert float(active[on][centre].mean()) > 3 * float(active[on][~centre].mean())
+    assert torch.equal(tr.active_pixels(0), active) and 0 in tr._active_maps  # kept: one rasterization per frame
     assert np.isfinite(tr.train_step()["loss"])
     plain = _trainer(sheet_capture, tmp_path / "plain", with_model=True)  # a model without expression blendshapes
     assert plain.active_pixels(0) is None

@@ -116,11 +116,9 @@ def face_measures(landmarks: np.ndarray, valid: np.ndarray | None = None) -> dic
 def pose_explained(measures: dict[str, np.ndarray], min_frames: int = 12) -> dict[str, float | None]:
     """Per expression measure of ``measures`` (as :func:`face_measures` returns): the share of its
     variance (R^2) that a quadratic in the same frames' head yaw and pitch explains. A reading
-    that moves with the head's turn rather than the face (MediaPipe's eye opening on the
-    head_talking avatar moves by 0.03 between its head tipped 25 degrees up and 25 down, its
-    full blink by 0.04)
-    shows here; None without ``min_frames`` finite frames or a head that
-    does not move."""
+    that moves with the head's turn rather than the face shows here (MediaPipe's eye opening on
+    the head_talking avatar moves by 0.03 between its head tipped 25 degrees up and 25 down, its
+    full blink by 0.04). None without ``min_frames`` finite frames, or for a head that does not move."""
     out: dict[str, float | None] = {}
     yaw, pitch = (np.asarray(measures.get(k, ()), np.float64) for k in ("yaw", "pitch"))
     for k in EXPRESSION_MEASURES:

@@ -78,10 +78,10 @@ class TrainConfig:
     # coefficients the deformer reads during training (the mesh keeps the tracked ones); 0: off. A
     # smoother map from expressions to offsets, less able to remember single frames by their codes.
     condition_noise: float = 0.0
-    # Extra L1 weight on the pixels whose front-most model triangle the expressions move (lids, brows,
-    # mouth, chin), graded by how far: each blendshape's largest displacement counts 1, so a blink's
-    # lids count as much as the open jaw's chin (FlashAvatar weights its mouth region the same way);
-    # 0: off. Heads with expression blendshapes only.
+    # Extra L1 weight on the pixels whose front-most model triangle the expressions move, graded by how
+    # much (per vertex the mean over the blendshapes of its displacement, each blendshape's largest
+    # counting 1: on ICT the lips and chin most, the lids and brows a third to a half); FlashAvatar
+    # weights its mouth region the same way. 0: off. Heads with expression blendshapes only.
     active_weight: float = 0.0
     preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
     checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end

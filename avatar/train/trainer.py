@@ -94,6 +94,7 @@ class Trainer:
         self._epoch_order: tuple[int, list[int]] | None = None  # (epoch, its frame order): training_frame's cache
         self._eyeball_faces: torch.Tensor | None = None  # eyeball_gaussians' cache
         self._active_faces: torch.Tensor | None = None  # active_pixels' per-triangle cache
+        self._active_maps: dict[int, torch.Tensor] = {}  # active_pixels' per-frame maps (uint8)
         torch.manual_seed(cfg.seed)
         self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
         self.train_seconds = 0.0
@@ -212,7 +213,7 @@ class Trainer:
         pixel of frame ``index``: per vertex the mean over blendshapes of its displacement (each
         blendshape's largest counts 1), over its 99th percentile and capped at 1, averaged over the
         triangle's corners; 0 where no triangle is. None for a body or a model without expression
-        blendshapes."""
+        blendshapes. Kept per frame (8 bits) unless the training refines the tracking."""
         f = self.frames
         if self.model is None or f.is_body or getattr(self.model, "num_expression", 0) == 0:
             return None
@@ -223,9 +224,15 @@ class Trainer:
             moved = (moved / torch.quantile(moved[moved > 0], 0.99).clamp_min(1e-12)).clamp(max=1.0)
             faces = self.model.faces.to(f.vertices.device).long()
             self._active_faces = moved[faces].mean(1).to(f.vertices.dtype)  # [F]
+        if index in self._active_maps:  # the tracked mesh does not change: one rasterization per frame
+            return self._active_maps[index].to(f.vertices.dtype) / 255.0
         tri = self.triangle_ids(index)
-        return torch.where(tri >= 0, self._active_faces[tri.clamp_min(0)], torch.zeros((), dtype=f.vertices.dtype,
-                                                                                        device=tri.device))
+        active = torch.where(tri >= 0, self._active_faces[tri.clamp_min(0)], torch.zeros((), dtype=f.vertices.dtype,
+                                                                                          device=tri.device))
+        if self.offsets is None:  # refined tracking moves the mesh every step
+            self._active_maps[index] = (active * 255.0 + 0.5).to(torch.uint8)
+            return self._active_maps[index].to(f.vertices.dtype) / 255.0
+        return active
 
     def eyeball_gaussians(self) -> torch.Tensor | None:
         """``[N]`` bool: the Gaussians held on the model's eyeballs (bound to its tracking profile's
