@@ -224,15 +224,13 @@ class Trainer:
             moved = (moved / torch.quantile(moved[moved > 0], 0.99).clamp_min(1e-12)).clamp(max=1.0)
             faces = self.model.faces.to(f.vertices.device).long()
             self._active_faces = moved[faces].mean(1).to(f.vertices.dtype)  # [F]
-        if index in self._active_maps:  # the tracked mesh does not change: one rasterization per frame
-            return self._active_maps[index].to(f.vertices.dtype) / 255.0
-        tri = self.triangle_ids(index)
-        active = torch.where(tri >= 0, self._active_faces[tri.clamp_min(0)], torch.zeros((), dtype=f.vertices.dtype,
-                                                                                          device=tri.device))
-        if self.offsets is None:  # refined tracking moves the mesh every step
-            self._active_maps[index] = (active * 255.0 + 0.5).to(torch.uint8)
-            return self._active_maps[index].to(f.vertices.dtype) / 255.0
-        return active
+        if index not in self._active_maps:
+            tri = self.triangle_ids(index)
+            active = torch.where(tri >= 0, self._active_faces[tri.clamp_min(0)], torch.zeros_like(self._active_faces[0]))
+            if self.offsets is not None:  # refined tracking moves the mesh every step: nothing to keep
+                return active
+            self._active_maps[index] = (active * 255.0 + 0.5).to(torch.uint8)  # one rasterization per frame
+        return self._active_maps[index].to(f.vertices.dtype) / 255.0
 
     def eyeball_gaussians(self) -> torch.Tensor | None:
         """``[N]`` bool: the Gaussians held on the model's eyeballs (bound to its tracking profile's
