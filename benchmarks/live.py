@@ -1,6 +1,7 @@
 """Benchmark of `avatar live` with a trained avatar and a video standing in for the webcam; prints one JSON line.
 
     python benchmarks/live.py --run RUN_DIR [--source VIDEO] [--size 256] [--frames 300] [--max-gaussians auto|N|none]
+        [--still-eyes]
 
 The video is delivered at its own frame rate, like a camera; capture, MediaPipe + the
 per-frame fitter, and rendering run as concurrent stages (``avatar.drive.live``), headless.
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--max-gaussians", default="auto", help="a number, auto (as `avatar live`) or none (all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-driver-identity", action="store_true", help="drive with the mean face (retarget.driver_identity=false)")
+    parser.add_argument("--still-eyes", action="store_true", help="the eyeballs do not turn with the driver's gaze (retarget.eyes=0)")
     parser.add_argument("--deformer-dtype", default="auto", choices=("auto", "float32", "bfloat16", "mlp"),
                         help="the expression MLP's posing as `avatar live` deformer_dtype=...; mlp: the trained MLP as is")
     parser.add_argument("--pose-every", type=int, default=3, help="portraits: the driver's pose on every Nth frame")
@@ -54,6 +56,7 @@ def main() -> None:
     from avatar.device import pick_device
     from avatar.drive.animate import AvatarPackage, body_warp_downscale, limit_gaussians
     from avatar.drive.live import run_live
+    from avatar.drive.retarget import RetargetConfig
     from avatar.gaussians.deform import fix_deformer
 
     source = Path(args.source) if args.source else default_source()
@@ -78,12 +81,13 @@ def main() -> None:
     warp = body_warp_downscale(package, args.warp_downscale)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
                       driver_identity=not args.no_driver_identity, pose_every=args.pose_every,
-                      schedule=args.schedule)
+                      schedule=args.schedule, retarget_cfg=RetargetConfig(eyes=0.0) if args.still_eyes else None)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,
         "budget_psnr_vs_all_db": psnr, "expression_mlp_dtype": deformer, "body_warp_downscale": warp,
-        "pose_every": args.pose_every, "schedule": args.schedule, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "pose_every": args.pose_every, "schedule": args.schedule, "eyes_turn": not args.still_eyes,
+        "device": str(device), "torch_threads": torch.get_num_threads(),
         **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason",
                                   "driver_identity")},
         "load_average": [round(x, 2) for x in os.getloadavg()],

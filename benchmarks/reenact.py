@@ -32,7 +32,11 @@ per-blendshape gain onto the avatar's trained range), ``gain1`` (``retarget.gain
 ``linear_lids`` (``retarget.closure=[]``: blinks through the linear gain), ``mean_face`` (the
 driver tracked with the mean face, first frame as neutral, no avatar rest, no antagonists,
 gain 1, no closure: the retargeting before this benchmark existed, with today's per-frame
-fitter).
+fitter), ``pose_only`` (a control: the driver's head motion, the avatar's face held at its rest;
+its expression correlations are what the head's turn alone puts into the measures),
+``still_eyes`` (``retarget.eyes=0``: the avatar's eyeballs do not turn with the driver's gaze).
+Besides the targets' measures every pair reports ``gaze_x`` / ``gaze_y``: where MediaPipe puts
+the irises between the eye corners, on the driver and on the render.
 
 Videos default to every ``*.mp4`` in ``$AVATAR_TEST_DATA`` (or ``../shared/data/real``); an
 avatar's own video is read from its run's ``config.yaml`` (capture) and the capture's
@@ -188,6 +192,11 @@ VARIANTS = {
     "gain1": ({"gain": 1.0}, True, None),
     "linear_lids": ({"closure": ()}, True, None),  # the blinks through the linear gain (before closure)
     "mean_face": ({"rest": False, "antagonists": False, "gain": 1.0, "closure": ()}, False, 0),
+    # A control: the driver's head motion only, the face held at the avatar's rest. Its expression
+    # correlations are what the head's turn alone puts into the measures.
+    "pose_only": ({"gain": 1e-9, "closure": ()}, True, None),
+    "still_eyes": ({"eyes": 0.0}, True, None),  # the eyeballs as trained (not turned by the driver's gaze)
+    "eyes_sideways": ({"eyes_vertical": 0.0}, True, None),  # the eyeballs turned side to side only
 }
 
 

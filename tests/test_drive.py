@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -260,6 +261,83 @@ def test_posing_only_the_bound_part_of_the_mesh_matches_the_full_model(package):
         full = pkg.gaussians(FrameState(verts, e, r))
     for name in ("means", "quats", "scales", "opacities", "sh", "sh_frame"):
         torch.testing.assert_close(getattr(fast, name), getattr(full, name), rtol=1e-4, atol=1e-6)
+
+
+def test_eyeballs_turn_as_the_synthetic_captures_turn_them_and_nothing_else_moves(package):
+    from avatar.drive.animate import AvatarPackage
+    from avatar.models.engine import rigid_transform
+    from avatar.synthetic.capture import turned_eyes
+    from avatar.tracking.landmark_model import blendshape_gaze_angles
+
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    assert pkg.gaze_profile() is not None and pkg._eyeballs() is not None
+    names = list(pkg.expression_names)
+    e = torch.zeros(1, len(names))
+    e[0, names.index("eyeLookIn_R")] = e[0, names.index("eyeLookOut_L")] = 0.6  # both look to the model's +x
+    e[0, names.index("eyeLookDown_R")] = e[0, names.index("eyeLookDown_L")] = 0.3
+    r, t = torch.tensor([[0.05, 0.2, 0.0]]), torch.tensor([[0.0, 0.01, -0.6]])
+    yaw, pitch = blendshape_gaze_angles(pkg.gaze_profile().gaze, names.index, e)
+    gaze = torch.stack((yaw, pitch), -1)  # [1, 2, 2]
+    turned = pkg.posed_gaussians(e, r, t, gaze=gaze)
+    with torch.no_grad():
+        shape = pkg.state["shape"][None].float()
+        local = turned_eyes(pkg.model, pkg.model(shape=shape, expression=e).vertices, e)
+        full = pkg.gaussians(FrameState(rigid_transform(local, r, t), e, r))
+    torch.testing.assert_close(turned.means, full.means, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(turned.quats, full.quats, rtol=1e-4, atol=1e-5)
+    still = pkg.posed_gaussians(e, r, t)
+    moved = (turned.means - still.means).norm(dim=-1)[0] > 1e-6
+    assert 0 < int(moved.sum()) < len(moved)  # the eyeballs' Gaussians only (this test avatar covers the whole mesh)
+    torch.testing.assert_close(pkg.posed_gaussians(e, r, t, gaze=torch.zeros(1, 2, 2)).means, still.means)
+
+
+def test_driven_eyes_follow_the_drivers_irises_from_its_usual_gaze():
+    from avatar.drive.retarget import LiveGaze, driver_gaze
+
+    F = 50
+    look = np.zeros((F, 2, 2), np.float32)
+    look[:, :, 0] = 0.1  # the driver usually looks 0.1 rad off (where its screen is)
+    look[20:30, 0, 0], look[20:30, 1, 0] = 0.5, 0.4  # then both eyes turn further (the left eye reads less)
+    drive = DriveSequence(np.zeros((F, 53), np.float32), np.zeros((F, 3), np.float32),
+                          np.zeros((F, 3), np.float32), 25.0, "test", gaze=look)
+    assert driver_gaze(drive, RetargetConfig(eyes=0.0)) is None  # eyes=0: as trained
+    turn = driver_gaze(drive, RetargetConfig(eyes=2.0, min_cutoff=None, eyes_max_deg=60))
+    assert turn.shape == (F, 2, 2)
+    np.testing.assert_allclose(turn[:20], 0.0, atol=1e-6)  # its usual gaze is the avatar's
+    np.testing.assert_allclose(turn[25], [[0.7, 0.0], [0.7, 0.0]], atol=1e-6)  # both eyes: the mean, times 2
+    held = driver_gaze(drive, RetargetConfig(eyes=2.0, min_cutoff=None))  # at most 30 degrees by default
+    np.testing.assert_allclose(held[25, :, 0], math.radians(30), atol=1e-6)
+    smooth = driver_gaze(drive, RetargetConfig(eyes=1.0))
+    assert 0 < smooth[20, 0, 0] < 0.35 and abs(smooth[25, 0, 0] - 0.35) < 0.05
+    assert driver_gaze(DriveSequence(drive.expression, drive.rotation, drive.translation, 25.0, "csv"),
+                       RetargetConfig(eyes=1.0)) is None  # no gaze read: none turned here
+    live = LiveGaze(RetargetConfig(eyes=1.0, min_cutoff=None))
+    out = [live(g, i / 25.0) for i, g in enumerate(look)]
+    assert abs(out[10][0, 0]) < 1e-6 and out[25][0, 0] == pytest.approx(0.35, abs=1e-6)
+    assert live(None, 1.5) is out[-1]  # no reading (shut lids): the last turn is held
+    live.set_neutral(look[25])  # r: this is straight ahead
+    assert abs(live(look[25], 2.0)[0, 0]) < 1e-6
+    assert LiveGaze(RetargetConfig(eyes=0.0))(look[25], 0.0) is None
+
+
+def test_the_gaze_behind_shut_lids_is_its_neighbours():
+    from avatar.tracking.gaze import hold_through_blinks, lids_open
+
+    points = np.zeros((5, 478, 2))
+    for (a, b), lids in (((33, 133), ((159, 145), (158, 153), (160, 144))),
+                         ((362, 263), ((386, 374), (385, 380), (387, 373)))):
+        points[:, a], points[:, b] = (0.0, 0.0), (30.0, 0.0)  # eyes 30 px wide
+        for i, j in lids:
+            points[:, i] = (15.0, -4.5)
+            points[:, j] = (15.0, 4.5)  # 9 px apart: open (0.3)
+    points[2, [145, 153, 144, 374, 380, 373], 1] = -3.5  # frame 2: lids 1 px apart, a blink
+    points[4] = np.nan
+    np.testing.assert_array_equal(lids_open(points), [True, True, False, True, False])
+    gaze = np.zeros((5, 2, 2), np.float32)
+    gaze[:, :, 0] = np.array([0.1, 0.2, 0.9, 0.4, 0.5])[:, None]  # the blink's reading is off
+    held = hold_through_blinks(gaze, lids_open(points))
+    np.testing.assert_allclose(held[:, 0, 0], [0.1, 0.2, 0.3, 0.4, 0.4], atol=1e-6)  # between its neighbours; the end held
+    np.testing.assert_array_equal(hold_through_blinks(gaze, np.zeros(5, bool)), gaze)
 
 
 @pytest.mark.slow

@@ -61,6 +61,27 @@ def test_face_measures_follow_eyes_jaw_and_head_turn(lm):
     assert flat["x"]["correlation"] is None and flat["x"]["amplitude"] == 0
 
 
+def test_gaze_measures_follow_the_irises_between_the_eye_corners(lm):
+    from avatar.landmarks.face_measures import gaze_measures
+    from avatar.tracking.landmark_model import gaze_angles
+
+    lm, _, _ = lm
+    F = 40
+    t = torch.linspace(0, 1, F)
+    expr = torch.zeros(F, lm.num_expression)
+    side = 0.8 * torch.sin(2 * math.pi * t)
+    expr[:, lm.index("eyeLookIn_R")] = expr[:, lm.index("eyeLookOut_L")] = side.clamp_min(0)
+    expr[:, lm.index("eyeLookOut_R")] = expr[:, lm.index("eyeLookIn_L")] = (-side).clamp_min(0)
+    rot = torch.zeros(F, 3)
+    trans = torch.tensor([0.0, 0.0, -0.55]).expand(F, 3)
+    g = gaze_measures(_camera_points(lm, torch.zeros(lm.num_shape), expr, rot, trans))
+    yaw = gaze_angles(lm, expr.double())[0].mean(1).numpy()
+    assert abs(np.corrcoef(g["gaze_x"], yaw)[0, 1]) > 0.98
+    assert 0.05 < np.ptp(g["gaze_x"]) and np.ptp(g["gaze_y"]) < 0.2 * np.ptp(g["gaze_x"])
+    m = face_measures(_camera_points(lm, torch.zeros(lm.num_shape), expr, rot, trans))
+    np.testing.assert_allclose(m["gaze_x"], g["gaze_x"])
+
+
 def test_pose_explained_separates_readings_that_move_with_the_head_from_the_face():
     rng = np.random.default_rng(0)
     F = 200
@@ -587,6 +608,12 @@ def test_retarget_config_reads_the_keys_and_names_a_bad_one():
     assert retarget_config(OmegaConf.create(base)).closure == ("eyeBlink*",)
     with pytest.raises(DriveError, match="retarget.closure_gain_max must be a number"):
         retarget_config(OmegaConf.create({**base, "retarget": {"closure_gain_max": "high"}}))
+    eyes = retarget_config(OmegaConf.create({**base, "retarget": {"eyes": 0.5, "eyes_max_deg": 20}}))
+    assert eyes.eyes == 0.5 and eyes.eyes_max_deg == 20.0
+    with pytest.raises(DriveError, match="retarget.eyes must be 0"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"eyes": -1}}))
+    with pytest.raises(DriveError, match="retarget.eyes_max_deg"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"eyes_max_deg": 0}}))
 
 
 def test_default_gain_lifts_per_frame_fits_only():

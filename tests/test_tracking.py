@@ -128,6 +128,35 @@ def test_online_tracker_converges(lm):
         assert c >= 0.8, (name, c)
 
 
+def test_online_tracker_reads_the_gaze_from_the_irises(lm):
+    from avatar.tracking.landmark_model import gaze_angles
+    from avatar.tracking.online import FrameTracker
+
+    lm, _, _ = lm
+
+    def run(noise):
+        s = synthetic(lm, noise=noise)
+        tracker = FrameTracker(lm, s["shape"], FOCAL, W, W)
+        read, fitted = [], []
+        for i in range(s["target"].shape[0]):
+            fitted.append(tracker(s["target"][i])[0])
+            read.append(tracker.gaze)
+        true = gaze_angles(lm, s["expression"].double())[0].mean(1)  # both eyes' yaw, radians
+        return torch.stack(read)[..., 0].mean(1), gaze_angles(lm, torch.stack(fitted).double())[0].mean(1), true
+
+    def slope(a, b):
+        return float(((a - a.mean()) * (b - b.mean())).sum() / ((b - b.mean()) ** 2).sum())
+
+    read, fitted, true = run(0.0)
+    err = torch.rad2deg((read - true).abs())
+    assert err.median() < 0.5 and err.max() < 1.0  # exact landmarks: the turn itself
+    assert slope(fitted, true) < 0.6  # the fit's gaze blendshapes turn the eyes about half as far
+    read, _, true = run(1.0)  # 1 px of landmark noise: a few degrees (an eyeball is ~13 px in radius here)
+    assert float(torch.corrcoef(torch.stack((read, true)))[0, 1]) > 0.9
+    assert 0.8 < slope(read, true) < 1.2
+    assert torch.rad2deg((read - true).abs()).median() < 4.0
+
+
 def test_matrix_to_axis_angle_round_trip():
     from avatar.geometry.rotations import axis_angle_to_matrix
     from avatar.tracking.online import matrix_to_axis_angle

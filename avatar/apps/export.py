@@ -182,7 +182,7 @@ def _posed(cfg: DictConfig, out: Path, formats, expression: dict, head: tuple) -
 
 
 def _driven(cfg: DictConfig, out: Path, formats) -> dict:
-    from ..drive.animate import driven_poses  # noqa: PLC0415
+    from ..drive.animate import driven_gaze, driven_poses  # noqa: PLC0415
     from ..drive.export import canonical_transform, export_sequence, posed_splats  # noqa: PLC0415
     from ..drive.retarget import retarget_config  # noqa: PLC0415
     from ..drive.sources import VIDEO_SUFFIXES, DriveError, load_drive  # noqa: PLC0415
@@ -201,18 +201,22 @@ def _driven(cfg: DictConfig, out: Path, formats) -> dict:
         n = int(cfg.max_frames)
         drive.expression, drive.rotation, drive.translation = drive.expression[:n], drive.rotation[:n], drive.translation[:n]
         drive.valid = None if drive.valid is None else drive.valid[:n]
+        drive.gaze = None if drive.gaze is None else drive.gaze[:n]
     n = drive.n_frames
     if cfg.frame is not None and not 0 <= int(cfg.frame) < n:
         limit = " (max_frames=" + str(cfg.max_frames) + ")" if cfg.max_frames else ""
         raise DriveError(f"frame={cfg.frame} is beyond the driver {source}: it has {n} frames{limit}, 0 to {n - 1}")
     notes = list(drive.notes)
-    poses = driven_poses(package, drive, retarget_config(cfg), cfg.neutral_frame, notes)
+    retarget_cfg = retarget_config(cfg)
+    poses = driven_poses(package, drive, retarget_cfg, cfg.neutral_frame, notes)
+    gaze = driven_gaze(package, drive, poses[0], retarget_cfg, cfg.neutral_frame)
     extra = {"driver": str(source), "driver_frames": n, "fps": float(drive.fps), "notes": notes}
     if cfg.frame is not None:
         i = int(cfg.frame)
-        splats = posed_splats(package, *(p[i] for p in poses), transform=canonical_transform(package))
+        splats = posed_splats(package, *(p[i] for p in poses), transform=canonical_transform(package),
+                              gaze=None if gaze is None else gaze[i])
         return _summary(package, "driver frame", splats.save(out / f"frame_{i:05d}", formats), frame=i, **extra)
-    info = export_sequence(package, poses, out / "sequence", formats, drive.fps, str(source))
+    info = export_sequence(package, poses, out / "sequence", formats, drive.fps, str(source), gaze=gaze)
     files = [out / "sequence" / name for names in info["files"] for name in names]
     return _summary(package, "sequence", files, frames=info["frames"], sequence=str(out / "sequence" / "sequence.json"),
                     seconds=info["seconds"], **extra)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from avatar.io.avatar_file import avatar_path
 from ..device import pick_device
-from ..drive.animate import AvatarPackage, driven_poses, limit_gaussians
+from ..drive.animate import AvatarPackage, driven_gaze, driven_poses, limit_gaussians
 from ..drive.retarget import retarget_config
 from ..drive.sources import VIDEO_SUFFIXES, load_drive
 from ..errors import command
@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> int:
     package = AvatarPackage.load(path, pick_device(cfg.get("device", "auto")), _options(cfg))
     limit_gaussians(package, view.max_gaussians)
     fix_deformer(package, view.deformer_dtype)
-    poses, fps, frame_image = None, 25.0, None
+    poses, gaze, fps, frame_image = None, None, 25.0, None
     if cfg.drive is not None:
         drive_path = Path(cfg.drive)
         options = {}
@@ -42,7 +42,9 @@ def main(cfg: DictConfig) -> int:
             options = {"model": package.model.to("cpu"), "identity": cfg.retarget.driver_identity}
         drive = load_drive(drive_path, package.expression_names, **options)
         package.model.to(package.device)
-        poses = driven_poses(package, drive, retarget_config(cfg), cfg.neutral_frame)
+        retarget_cfg = retarget_config(cfg)
+        poses = driven_poses(package, drive, retarget_cfg, cfg.neutral_frame)
+        gaze = driven_gaze(package, drive, poses[0], retarget_cfg, cfg.neutral_frame)
         fps = float(view.fps or drive.fps or 25.0)
         frame_image = _capture_frames(drive_path if drive_path.is_dir() else None)
     if view.capture_image and frame_image is None:
@@ -51,7 +53,7 @@ def main(cfg: DictConfig) -> int:
         frame_image = None
     server = SplatServer(view.host, view.port, host_key="view.host", port_key="view.port",
                          title=f"avatar {path.parent.name}")
-    viewer = AvatarViewer(package, server, poses, fps, frame_image)
+    viewer = AvatarViewer(package, server, poses, fps, frame_image, gaze=gaze)
     print(f"avatar view: {len(package.gaussians):,} Gaussians at {server.url} (Ctrl-C stops)", flush=True)
     try:
         deadline = None if view.seconds is None else time.monotonic() + float(view.seconds)

@@ -8,6 +8,7 @@ avatar's reference pose (its first training frame).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -16,7 +17,7 @@ import torch
 
 from ..gaussians.package import AvatarPackage
 from ..geometry.cameras import orbit_viewmats
-from .retarget import RetargetConfig, driver_range, retarget, typical_mask
+from .retarget import RetargetConfig, driver_gaze, driver_range, retarget, typical_mask
 from .sources import DriveError, DriveSequence
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,43 @@ def avatar_rest(package: AvatarPackage) -> np.ndarray:
     if rng is None:
         return np.zeros(len(names), np.float32)
     return np.asarray(rng.level(typical_mask(names, RetargetConfig.typical)), np.float32)
+
+
+def eye_turns(package: AvatarPackage, expression: np.ndarray, gain: float, rest: np.ndarray | None = None,
+              limit_deg: float = RetargetConfig.eyes_max_deg) -> np.ndarray | None:
+    """``[F, 2, 2]`` float32 per frame and eyeball (right, left): (yaw, pitch) radians to turn the
+    avatar's eyeballs by for the retargeted ``expression [F, E]`` (or ``[E]``: ``[2, 2]``): ``gain``
+    times the gaze its ``eyeLook*`` coefficients stand for (as the trackers read it) minus the
+    gaze of the avatar's rest (``rest``: :func:`avatar_rest`, computed when None), each angle within
+    ``limit_deg``. None when
+    ``gain`` is 0 or the avatar's model cannot turn its eyes."""
+    profile = package.gaze_profile() if gain else None
+    if profile is None:
+        return None
+    from ..tracking.landmark_model import blendshape_gaze_angles  # noqa: PLC0415
+
+    names = list(package.expression_names)
+    rest = avatar_rest(package) if rest is None else rest
+    e = np.asarray(expression, np.float64)
+    d = torch.as_tensor(np.atleast_2d(e) - np.asarray(rest, np.float64)[None])
+    yaw, pitch = blendshape_gaze_angles(profile.gaze, names.index, d)
+    limit = math.radians(limit_deg)
+    out = (float(gain) * torch.stack((yaw, pitch), -1)).clamp(-limit, limit).numpy().astype(np.float32)
+    return out if e.ndim == 2 else out[0]
+
+
+def driven_gaze(package: AvatarPackage, drive: DriveSequence, expression: np.ndarray,
+                retarget_cfg: RetargetConfig | None = None, neutral_frame: int | None = None) -> np.ndarray | None:
+    """``[F, 2, 2]`` the avatar's eyeball turns for ``drive`` (None: they stay as trained): from the
+    driver's irises when it was read off a video (:func:`avatar.drive.retarget.driver_gaze`), else
+    from the gaze blendshapes of the retargeted ``expression [F, E]`` (:func:`eye_turns`: ARKit
+    CSVs, parameter files). ``retarget_cfg.eyes`` scales both; models without eyeballs never turn."""
+    cfg = retarget_cfg or RetargetConfig()
+    if not cfg.eyes or package.gaze_profile() is None:
+        return None
+    if drive.gaze is not None:
+        return driver_gaze(drive, cfg, neutral_frame)
+    return eye_turns(package, expression, cfg.eyes, limit_deg=cfg.eyes_max_deg)
 
 
 CPU_LIVE_GAUSSIANS = 12000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)
@@ -141,8 +179,9 @@ def driven_frames(package: AvatarPackage, drive: DriveSequence, camera: str = "t
         centre = tuple(float(x) for x in ref_t)
         viewmats = orbit_viewmats(drive.n_frames, radius=float(np.linalg.norm(ref_t)), target=centre,
                                   sweep_deg=orbit_sweep_deg, device=dev)
+    gaze = driven_gaze(package, drive, expr, retarget_cfg, neutral_frame)
     return (package.render_frame(expr[i], rot[i], trans[i], viewmats[i], K, width, height, renderer,
-                                 torso=None if torso is None else torso[i])
+                                 torso=None if torso is None else torso[i], gaze=None if gaze is None else gaze[i])
             for i in range(drive.n_frames))
 
 

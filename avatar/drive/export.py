@@ -123,23 +123,26 @@ def head_rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarr
 
 
 def posed_splats(package: AvatarPackage, expression, rotation, translation,
-                 transform: tuple[Tensor, Tensor] | None = None, pose=None) -> Splats:
+                 transform: tuple[Tensor, Tensor] | None = None, pose=None, gaze=None) -> Splats:
     """The avatar at ``expression [E]``, head ``rotation [3]`` (axis-angle) and ``translation [3]``
     (metres) in the model world, moved by ``transform`` (see :func:`splats_of`); a body avatar
-    at joint rotations ``pose [J, 3]`` (None: its reference pose)."""
+    at joint rotations ``pose [J, 3]`` (None: its reference pose); ``gaze [2, 2]``: the eyeballs
+    turned (:meth:`AvatarPackage.posed_gaussians`)."""
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None], device=package.device)  # noqa: E731
     with torch.no_grad():
-        w = package.posed_gaussians(t(expression), t(rotation), t(translation), None if pose is None else t(pose))
+        w = package.posed_gaussians(t(expression), t(rotation), t(translation), None if pose is None else t(pose),
+                                    gaze=None if gaze is None else t(gaze))
         return splats_of(w, transform)
 
 
 def export_sequence(package: AvatarPackage, poses, folder: str | os.PathLike, formats=FORMATS, fps: float = 25.0,
-                    source: str = "", first: int = 0, progress: bool = True) -> dict:
+                    source: str = "", first: int = 0, progress: bool = True, gaze: np.ndarray | None = None) -> dict:
     """Each pose of ``poses`` ``(expression [F, E], rotation [F, 3], translation [F, 3])`` (the model
     world of the reference camera, as :func:`avatar.drive.animate.driven_poses` gives them) as
     ``folder/frame_NNNNN.ply`` / ``.spz`` in the canonical frame, then ``folder/sequence.json``
-    (frame rate, files, source; written last). ``first``: the driver frame number of pose 0.
-    Returns what ``sequence.json`` holds."""
+    (frame rate, files, source; written last). ``first``: the driver frame number of pose 0;
+    ``gaze [F, 2, 2]``: the eyeballs' turns per pose (None: as trained). Returns what
+    ``sequence.json`` holds."""
     folder = Path(folder)
     expr, rot, trans = poses
     transform = canonical_transform(package)
@@ -151,7 +154,8 @@ def export_sequence(package: AvatarPackage, poses, folder: str | os.PathLike, fo
     t0, files = time.perf_counter(), []
     for i in frames:
         stem = folder / f"frame_{first + i:05d}"
-        written = posed_splats(package, expr[i], rot[i], trans[i], transform).save(stem, formats)
+        written = posed_splats(package, expr[i], rot[i], trans[i], transform,
+                               gaze=None if gaze is None else gaze[i]).save(stem, formats)
         files.append([p.name for p in written])
     info = {"frames": len(files), "fps": float(fps), "first_frame": first, "source": source,
             "n_gaussians": len(package.gaussians), "formats": list(formats), "files": files,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .animate import AvatarPackage, expression_range, profile_options
-from .retarget import RetargetConfig, Retargeter
+from .retarget import LiveGaze, RetargetConfig, Retargeter
 from .sources import DriveError
 
 
@@ -165,6 +165,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     from ..tracking.identity import BackgroundIdentity  # noqa: PLC0415
     from ..tracking.online import FrameTracker, ImplausibleFrame  # noqa: PLC0415
     from ..landmarks.pose import PoseDetector  # noqa: PLC0415
+    from ..tracking.gaze import lids_open  # noqa: PLC0415
     from .torso import OnlineTorso, TorsoGlide  # noqa: PLC0415
 
     cap, is_file, fps = open_camera(source)
@@ -248,7 +249,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                         e, r, t = tracker(target)
                         if shift is not None:
                             shift = shift + t.numpy()
-                        result = (e.numpy(), r.numpy(), t.numpy(), version, torso, shift)
+                        gaze = None if tracker.gaze is None or not lids_open(points) else tracker.gaze.numpy()
+                        result = (e.numpy(), r.numpy(), t.numpy(), version, torso, shift, gaze)
                     except ImplausibleFrame:
                         stats.no_face += 1
                 else:
@@ -281,6 +283,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, expression_range(package),
                             **profile_options(package))
     version = 0
+    turn_eyes = bool(retargeter.cfg.eyes) and package.gaze_profile() is not None
+    live_gaze = LiveGaze(retargeter.cfg)
     K, width, height = package.camera(size)
     viewmat = package.state["viewmat"].to(package.device, torch.float32)
     last = None
@@ -308,20 +312,22 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                 rendered.set()
                 continue  # no face yet: nothing to hold
             if result is None:  # no face: hold the last pose
-                result = last[:5] + (None,)
-            e, r, t, v, torso, shift = last = result
+                result = last[:5] + (None, last[6])
+            e, r, t, v, torso, shift, driver_gaze = last = result
             torso = glide(torso)  # between the held detections: no steps
             if v != version:  # a new driver identity: its expressions read differently from here on
                 version = v
                 retargeter.restart_statistics()
+                live_gaze.restart()
             elif shift is not None:  # the same identity refined: where the head is measured moved by shift
                 retargeter.shift_reference(shift)
             expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
             threads = 1 if stats.identity is not None and stats.identity.running else render_threads
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
+            gaze = live_gaze(driver_gaze, t_cap - t_start) if turn_eyes else None
             frame, _, _ = package.render_frame(expression, rotation, translation, viewmat, K, width, height, renderer,
-                                               torso=torso)
+                                               torso=torso, gaze=gaze)
             if writer is not None:
                 writer.write(frame)
             stats.stage_ms["render"].append((time.perf_counter() - t0) * 1e3)
@@ -333,6 +339,7 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
                     break
                 if key == ord("r"):
                     retargeter.set_neutral(e, r, t)
+                    live_gaze.set_neutral(driver_gaze)
                     stats.notes.append(f"neutral taken from the face at frame {stats.shown} (key r)")
                 if key == ord("s"):
                     snap = Path(snapshot_dir) / f"snapshot_{int(time.time())}.png"

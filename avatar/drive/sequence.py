@@ -26,6 +26,9 @@ class DriveSequence:
     pose: np.ndarray | None = None  # [F, 33, 4] pixels of the driver's frames (x, y, z, visibility)
     pose_present: np.ndarray | None = None  # [F] bool
     frame_size: tuple[int, int] | None = None  # (width, height) of the driver's frames
+    # Where the driver's eyes look, read from its irises (video drivers of a model with eyeballs):
+    # [F, 2, 2] per eye (right, left) the eyeball's (yaw, pitch), radians, in the head's frame.
+    gaze: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:

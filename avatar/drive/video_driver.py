@@ -138,7 +138,7 @@ def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, sourc
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: more threads only wait on each other
     try:
-        expr, rot, trans = _track_frames(tracker, points, valid)
+        expr, rot, trans, gaze = _track_frames(tracker, points, valid)
     finally:
         torch.set_num_threads(threads)
     if not valid.any():
@@ -150,11 +150,16 @@ def track_landmarks(points: np.ndarray, size: tuple[int, int], fps: float, sourc
     missing = len(valid) - int(valid.sum())
     if missing:
         notes.append(f"{missing} driver frame(s) without a face held the previous pose")
-    return DriveSequence(expr, rot, trans, fps, source, valid=valid, notes=notes, info=info)
+    if gaze is not None:  # shut lids hide the irises: the gaze there is its neighbours'
+        from ..tracking.gaze import hold_through_blinks, lids_open  # noqa: PLC0415
+
+        gaze = hold_through_blinks(gaze, valid & lids_open(points))
+    return DriveSequence(expr, rot, trans, fps, source, valid=valid, notes=notes, info=info, gaze=gaze)
 
 
 def _track_frames(tracker, points: np.ndarray, valid: np.ndarray):
-    """Per-frame fits ``(expression [F, E], rotation [F, 3], translation [F, 3])``; frames without a
+    """Per-frame fits ``(expression [F, E], rotation [F, 3], translation [F, 3], gaze [F, 2, 2] | None)``
+    (gaze: :meth:`FrameTracker.read_gaze`, None for a model without one); frames without a
     face (or whose fit is implausible: ``valid`` is cleared there) hold the previous frame's values,
     and frames before the first face take its values."""
     from ..tracking.online import ImplausibleFrame  # noqa: PLC0415
@@ -165,11 +170,14 @@ def _track_frames(tracker, points: np.ndarray, valid: np.ndarray):
         if valid[i]:
             try:
                 result = tuple(x.numpy() for x in tracker(torch.as_tensor(points[i], dtype=torch.float64)))
+                gaze = getattr(tracker, "gaze", None)
+                result += (np.zeros((2, 2)) if gaze is None else gaze.numpy(),)
             except ImplausibleFrame:
                 valid[i] = False
         out.append(result if result is not None else (out[-1] if out else None))
     if not valid.any():
-        return None, None, None
+        return None, None, None, None
     first = int(np.flatnonzero(valid)[0])
     out[:first] = [out[first]] * first
-    return tuple(np.stack(x).astype(np.float32) for x in zip(*out))
+    expr, rot, trans, gaze = (np.stack(x).astype(np.float32) for x in zip(*out))
+    return expr, rot, trans, (gaze if getattr(tracker, "gaze", None) is not None else None)

@@ -70,6 +70,8 @@ class AvatarPackage:
 
     def __post_init__(self) -> None:
         self._compact = None
+        self._eyes = None  # (the Gaussians it was built for, :meth:`_eyeballs`)
+        self._gaze_profile = False  # not looked up yet
 
     def _compact_mesh(self):
         """The part of the mesh the Gaussians sit on, ready to pose per frame (built once per
@@ -110,11 +112,59 @@ class AvatarPackage:
         """Whether the avatar has an upper body that a driver's shoulders move (``torso_rest``)."""
         return getattr(self.gaussians, "torso_rest", None) is not None
 
+    def gaze_profile(self):
+        """The model's gaze blendshapes and eyeball parts (its tracking profile) when it has both
+        (ICT), else None: only then can :meth:`posed_gaussians` turn the eyeballs."""
+        if self._gaze_profile is False:
+            from ..models.profile import TrackingProfileError, require_profile  # noqa: PLC0415
+
+            try:
+                profile = require_profile(self.model)
+            except TrackingProfileError:
+                profile = None
+            ok = (profile is not None and profile.gaze is not None and profile.eyeball_parts is not None
+                  and not self.is_body and set(profile.eyeball_parts) <= set(getattr(self.model, "parts", None) or {}))
+            self._gaze_profile = profile if ok else None
+        return self._gaze_profile
+
+    def _eyeballs(self):
+        """Per eyeball (right, left): its vertices' positions in the posed mesh the Gaussians use
+        (:meth:`_compact_mesh`) and its centre in the identity-blended, unposed model ``[3]``;
+        None when the eyes cannot turn (:meth:`gaze_profile`) or no Gaussian sits on an eyeball."""
+        vidx, _, blend, shape = self._compact_mesh()
+        if self._eyes is not None and self._eyes[0] is self.gaussians:
+            return self._eyes[1]
+        profile = self.gaze_profile()
+        eyes = None
+        if profile is not None and blend is not None:
+            with torch.no_grad():
+                full = self.model(shape=shape).vertices[0]
+            where = None
+            if vidx is not None:  # full-mesh vertex id -> its row in the compact mesh (-1: not there)
+                where = torch.full((full.shape[0],), -1, dtype=torch.long, device=full.device)
+                where[vidx] = torch.arange(len(vidx), device=full.device)
+            eyes = []
+            for part in profile.eyeball_parts:
+                ids = torch.as_tensor(np.asarray(self.model.parts[part].vertices), device=full.device)
+                ids = ids.nonzero()[:, 0] if ids.dtype == torch.bool else ids.long()  # a mask or vertex ids
+                rows = ids if where is None else where[ids]
+                eyes.append((rows[rows >= 0], full[ids].mean(0).to(torch.float32)))
+            if all(len(rows) == 0 for rows, _ in eyes):
+                eyes = None
+        self._eyes = (self.gaussians, eyes)
+        return eyes
+
     def posed_gaussians(self, expression: torch.Tensor | None, rotation: torch.Tensor, translation: torch.Tensor,
-                        pose: torch.Tensor | None = None, torso: torch.Tensor | None = None):
+                        pose: torch.Tensor | None = None, torso: torch.Tensor | None = None,
+                        gaze: torch.Tensor | None = None):
         """World Gaussians (``WorldGaussians``) for ``expression [1, E]``, ``rotation [1, 3]``, ``translation [1, 3]``
         (a body: ``pose [1, J, 3]`` joint rotations instead of the expression; None: its reference pose)
-        and, for avatars with a torso, ``torso [1, 4, 4]`` (None: at rest)."""
+        and, for avatars with a torso, ``torso [1, 4, 4]`` (None: at rest).
+
+        ``gaze [1, 2, 2]``: each eyeball (right, left) turned about its centre by (yaw, pitch),
+        radians, in the head's frame (+yaw toward the model's +x, +pitch down, as the trackers read
+        the gaze), the Gaussians on it turning with it. Ignored by avatars whose model cannot turn
+        its eyes (:meth:`gaze_profile`)."""
         from ..models.engine import rigid_transform  # noqa: PLC0415
 
         if self.is_body:
@@ -128,11 +178,26 @@ class AvatarPackage:
         if blend is not None:
             base, dirs = blend
             e = expression[:, : dirs.shape[-1]]
-            verts = rigid_transform(base[None] + torch.einsum("vke,be->bvk", dirs[..., : e.shape[-1]], e), rotation, translation)
+            local = base[None] + torch.einsum("vke,be->bvk", dirs[..., : e.shape[-1]], e)
+            if gaze is not None and self._eyeballs() is not None:
+                local = self._turn_eyes(local, gaze)
+            verts = rigid_transform(local, rotation, translation)
         else:
             verts = self.model(shape=shape, expression=expression, rotation=rotation, translation=translation).vertices
             verts = verts if vidx is None else verts[:, vidx]
         return sub(FrameState(verts, expression, rotation, torso=torso))
+
+    def _turn_eyes(self, local: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
+        """``local [B, V', 3]`` (model space, unposed) with each eyeball's vertices turned about its centre."""
+        from ..tracking.landmark_model import eye_rotations  # noqa: PLC0415
+
+        R = eye_rotations(gaze[..., 0].to(local.dtype), gaze[..., 1].to(local.dtype))  # [B, 2, 3, 3]
+        out = local.clone()
+        for k, (rows, centre) in enumerate(self._eyeballs()):
+            if len(rows):
+                c = centre.to(local.dtype)
+                out[:, rows] = c + (local[:, rows] - c) @ R[:, k].transpose(1, 2)
+        return out
 
     @property
     def expression_names(self) -> tuple[str, ...]:
@@ -243,14 +308,16 @@ class AvatarPackage:
     def render_frame(self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
                      viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
                      renderer: dict | None = None, pose: np.ndarray | None = None,
-                     torso: np.ndarray | None = None) -> tuple[np.ndarray, str, float]:
+                     torso: np.ndarray | None = None, gaze: np.ndarray | None = None) -> tuple[np.ndarray, str, float]:
         """The avatar posed with ``expression [E]``, ``rotation [3]``, ``translation [3]`` (model world;
-        a body: ``pose [J, 3]`` joint rotations; avatars with a torso: ``torso [4, 4]``, None: at rest),
+        a body: ``pose [J, 3]`` joint rotations; avatars with a torso: ``torso [4, 4]``, None: at rest;
+        ``gaze [2, 2]``: the eyeballs turned, see :meth:`posed_gaussians`),
         seen by ``viewmat [4, 4]`` / ``K [3, 3]``: ``(uint8 image [H, W, 3], backend, rasterization seconds)``."""
         dev, st = self.device, self.state
         t = lambda a: torch.as_tensor(np.asarray(a)[None], dtype=torch.float32, device=dev)  # noqa: E731
         w = self.posed_gaussians(None if expression is None else t(expression), t(rotation), t(translation),
-                                 None if pose is None else t(pose), None if torso is None else t(torso))
+                                 None if pose is None else t(pose), None if torso is None else t(torso),
+                                 None if gaze is None else t(gaze))
         t0 = time.perf_counter()
         img, _, meta = w.render(viewmat[None], K[None], width, height, self.gaussians.sh_degree,
                                 backgrounds=st["background"].to(dev, torch.float32)[None], **(renderer or {}))

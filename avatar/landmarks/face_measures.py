@@ -14,7 +14,12 @@ like x), every distance over the inter-ocular distance (between the eye-corner m
 - ``brow``: brow (five points per side) above the eye corners' midpoint, both sides;
 - ``yaw``, ``pitch``, ``roll`` (degrees): the head's rotation from the clip's mean face
   (a Procrustes fit of the rigid points: forehead, nose bridge and tip, eye corners),
-  about the camera's y, x and z axes.
+  about the camera's y, x and z axes;
+- ``gaze_x``, ``gaze_y``: where the irises sit between the eye corners, in eye widths, mean of
+  both eyes: the iris centre's offset from the corners' midpoint along the eye line (toward the
+  image's right for an upright face) and across it (down). In the image plane, so a head
+  turned far also moves them a little (about 0.004 eye widths per degree of yaw); a face that
+  looks left and right moves ``gaze_x`` by 0.05-0.1.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ EYE_LIDS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 37
 INNER_LIPS = ((13, 14), (82, 87), (312, 317))
 MOUTH_CORNERS = (61, 291)
 RIGHT_BROW, LEFT_BROW = (70, 63, 105, 66, 107), (300, 293, 334, 296, 336)
+# Iris centre and the eye's corners (image left to right for an upright face), per eye.
+IRISES = ((468, 33, 133), (473, 362, 263))
 # Points that stay put on the skull when the face moves (for the head's rotation): forehead,
 # nose bridge and tip, eye corners. Not the face outline: MediaPipe slides those points round
 # the cheek as the head turns, which reads a 23-degree turn as 18.
@@ -35,7 +42,8 @@ RIGID = (10, 151, 9, 8, 168, 6, 197, 195, 33, 133, 362, 263, 1, 4)
 
 EXPRESSION_MEASURES = ("eye", "jaw", "mouth_width", "brow")
 POSE_MEASURES = ("yaw", "pitch", "roll")
-MEASURES = EXPRESSION_MEASURES + POSE_MEASURES
+GAZE_MEASURES = ("gaze_x", "gaze_y")
+MEASURES = EXPRESSION_MEASURES + POSE_MEASURES + GAZE_MEASURES
 
 
 def _dist(p: np.ndarray, pairs) -> np.ndarray:
@@ -59,6 +67,23 @@ def expression_measures(landmarks: np.ndarray) -> dict[str, np.ndarray]:
         "mouth_width": _dist(p, (MOUTH_CORNERS,)) / iod,
         "brow": brow / iod,
     }
+
+
+def gaze_measures(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """``{gaze_x, gaze_y}`` each ``[F]`` for ``landmarks [F, 478, 3]``: the iris centres' offsets
+    between the eye corners in the image (module docstring), mean of both eyes."""
+    p = np.asarray(landmarks, np.float64)[..., :2]
+    along, across = [], []
+    for iris, a, b in IRISES:
+        A, B = p[:, a], p[:, b]
+        d = B - A
+        width = np.linalg.norm(d, axis=-1)
+        u = d / width[:, None]
+        n = np.stack((-u[:, 1], u[:, 0]), -1)  # the eye line turned 90 degrees: down in the image
+        rel = p[:, iris] - 0.5 * (A + B)
+        along.append((rel * u).sum(-1) / width)
+        across.append((rel * n).sum(-1) / width)
+    return {"gaze_x": 0.5 * (along[0] + along[1]), "gaze_y": 0.5 * (across[0] + across[1])}
 
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -110,7 +135,7 @@ def face_measures(landmarks: np.ndarray, valid: np.ndarray | None = None) -> dic
     p = np.array(landmarks, np.float64)
     if valid is not None:
         p[~np.asarray(valid, bool)] = np.nan
-    return {**expression_measures(p), **head_angles(p)}
+    return {**expression_measures(p), **head_angles(p), **gaze_measures(p)}
 
 
 def pose_explained(measures: dict[str, np.ndarray], min_frames: int = 12) -> dict[str, float | None]:

@@ -331,18 +331,13 @@ def turned_eyes(model, vertices: torch.Tensor, expression: torch.Tensor) -> torc
     centre by the gaze the trackers read from ``expression [B, E]``'s ``eyeLook*`` coefficients
     (:func:`avatar.tracking.landmark_model.blendshape_gaze_angles`). ValueError for a model whose
     tracking profile has no gaze blendshapes or no eyeball parts."""
-    from avatar.tracking.landmark_model import blendshape_gaze_angles, eye_rotations  # noqa: PLC0415
+    from avatar.tracking.gaze import turn_eyeballs  # noqa: PLC0415
+    from avatar.tracking.landmark_model import blendshape_gaze_angles  # noqa: PLC0415
 
     profile = _gaze_profile(model)
     names = list(model.expression_names)
-    R = eye_rotations(*blendshape_gaze_angles(profile.gaze, names.index, expression.to(vertices.dtype)))  # [B, 2, 3, 3]
-    out = vertices.clone()
-    for k, part in enumerate(profile.eyeball_parts):
-        idx = model.parts[part].vertices
-        eye = vertices[:, idx]
-        centre = eye.mean(dim=1, keepdim=True)
-        out[:, idx] = centre + (eye - centre) @ R[:, k].transpose(1, 2)
-    return out
+    yaw, pitch = blendshape_gaze_angles(profile.gaze, names.index, expression.to(vertices.dtype))
+    return turn_eyeballs(model, profile.eyeball_parts, vertices, torch.stack((yaw, pitch), -1))
 
 
 def make_synthetic_capture(

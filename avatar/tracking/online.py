@@ -59,6 +59,10 @@ class OnlineConfig:
     rigid_iterations: int = 10  # pose-only steps that start a first frame
     rigid_robust_factor: float = 5.0  # wider robust scale for the rigid start (the pose starts far off)
     robust_px: float = 4.0
+    # The iris centres (the gaze's only evidence; two points against hundreds that move the lids):
+    # their rows' weight and their own robust scale (None: robust_px).
+    w_iris: float = 1.0
+    iris_robust_px: float | None = None
     w_expression: float = 2.0  # L1 weight (px^2 per unit coefficient)
     # Pull toward the previous frame's expression, px^2 per unit^2 change. The lower face's
     # blendshapes (fnmatch patterns on the names) get ``w_temporal_slow``; the rest (lids, gaze,
@@ -101,6 +105,8 @@ class FrameTracker:
         if lm.gaze is None:  # the iris centres do not turn: not modelled
             use[[IRIS_RIGHT, IRIS_LEFT]] = False
         self.use = use
+        self.iris_rows = torch.zeros(L, dtype=torch.bool, device=dev)
+        self.iris_rows[[IRIS_RIGHT, IRIS_LEFT]] = True
         self.signed = lm.signed_expressions
         self.low, self.high = lm.expression_bounds
         self.contour = lm.contour.to(dev)
@@ -161,6 +167,7 @@ class FrameTracker:
         self.expression = None
         self.R = None
         self.t = None
+        self.gaze = None  # [2, 2] the last frame's eyeball turns (read_gaze), None before one
 
     def _model_points(self, psi: Tensor) -> tuple[Tensor, Tensor]:
         """Model-space points ``[L, 3]``, iris centres turned by the gaze, and the iris
@@ -207,6 +214,10 @@ class FrameTracker:
         normal = self.normals @ self.R.T * self.flip
         cos = (normal * torch.nn.functional.normalize(-cam, dim=-1)).sum(-1).clamp_min(0)
         base_w = torch.where(self.contour, torch.zeros_like(cos) if rigid else cos**2, self.use.to(cos))
+        if not rigid and (cfg.w_iris != 1.0 or cfg.iris_robust_px is not None):
+            base_w = torch.where(self.iris_rows, base_w * cfg.w_iris, base_w)
+            if cfg.iris_robust_px is not None:
+                s2 = torch.where(self.iris_rows, torch.full_like(sq, cfg.iris_robust_px**2), torch.full_like(sq, s2))
         cost = 0.5 * (base_w * s2 * sq / (sq + s2)).sum()
         if not rigid:  # the priors' energy
             if self.signed:  # L2 on a signed (PCA) psi
@@ -355,11 +366,32 @@ class FrameTracker:
                 else:
                     self.reset()
                     raise ImplausibleFrame("no plausible head pose fits this frame's landmarks")
+        self.gaze = self.read_gaze(target) if self.lm.gaze is not None else None
         rotation = matrix_to_axis_angle(self.R)
         if self.lm.root_template is None:
             return self.expression.clone(), rotation, self.t.clone()
         t = model_translation(self.lm, self.shape, self.expression[None], rotation[None], self.t[None])[0]
         return self.expression.clone(), rotation, t
+
+
+    def read_gaze(self, target: Tensor) -> Tensor:
+        """``[2, 2]`` (yaw, pitch) radians per eye (right, left): the turn of each eyeball about its
+        centre, in the head's frame (+yaw toward the model's +x, +pitch down), that puts the model's
+        iris centre on MediaPipe's in ``target [478, 2]``, at the current head pose
+        (:func:`avatar.tracking.gaze.gaze_from_rays`). Read from the two iris points alone, after the
+        fit: the fit's gaze blendshapes also move the lids, and its robust loss and priors hold
+        them at about half the irises' travel."""
+        from .gaze import gaze_from_rays  # noqa: PLC0415
+
+        p = self.base[self.iris] + self.exprdirs[self.iris] @ self.expression  # [2, 3] irises looking ahead
+        if self.view_offsets is not None:
+            p = p + self.view_offsets[self.iris] @ view_directions(self.R, -self.t)
+        # The camera sits at the world's origin; its ray through each iris pixel, in model space.
+        pix = (target[self.iris] - self.principal) / self.focal
+        ray_cam = torch.cat((pix, torch.ones_like(pix[:, :1])), -1)
+        directions = (ray_cam * self.flip) @ self.R  # R^T applied to each row
+        origins = (-self.t @ self.R).expand(2, 3)
+        return gaze_from_rays(self.eye_centres[None], p[None], origins[None], directions[None])[0]
 
 
 class ImplausibleFrame(ValueError):

@@ -48,9 +48,10 @@ class AvatarViewer:
 
     def __init__(self, package: AvatarPackage, server: SplatServer,
                  poses: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, fps: float = 25.0,
-                 frame_image: Callable[[int], np.ndarray] | None = None):
+                 frame_image: Callable[[int], np.ndarray] | None = None, gaze: np.ndarray | None = None):
         self.package, self.server = package, server
         self.poses, self.fps, self.frame_image = poses, float(fps), frame_image
+        self.gaze = gaze  # [F, 2, 2] the driven eyeballs' turns per frame (None: as trained)
         self.rest = avatar_rest(package)  # the rest a driven sequence starts from too
         bounds = getattr(getattr(package.model, "tracking_profile", None), "expression_bounds", (0.0, 1.0))
         self.bounds = (float(bounds[0]), float(bounds[1]))
@@ -83,7 +84,8 @@ class AvatarViewer:
         rotation = head_rotation(rotation, pose.yaw, pose.pitch, pose.roll)
         dev = self.package.device
         t = lambda a: torch.as_tensor(np.asarray(a, np.float32)[None], device=dev)  # noqa: E731
-        world = self.package.posed_gaussians(t(pose.expression), t(rotation), t(translation))
+        gaze = None if self.gaze is None or pose.frame is None else t(self.gaze[pose.frame])
+        world = self.package.posed_gaussians(t(pose.expression), t(rotation), t(translation), gaze=gaze)
         return pack_world(world, self.colour_viewmat, self.package.gaussians.sh_degree)
 
     def refresh(self) -> None:
