@@ -262,6 +262,62 @@ def test_gaze_turns_the_eyeballs_as_the_trackers_model_the_irises(model):
         assert torch.allclose(moved, (iris[1, k] - iris[0, k]).to(moved), atol=5e-4)
 
 
+def test_training_reads_each_frames_gaze_off_its_irises(model):
+    """train.turn_eyes: the eyeball turn that puts each eyeball's front pole on the frame's iris
+    centres at the tracked pose and camera, both eyes' mean, less the training frames' median."""
+    from types import SimpleNamespace
+
+    from avatar.models.engine import rigid_transform
+    from avatar.tracking.gaze import IRIS_CENTRES, eyeball_geometry, turn_eyeballs
+    from avatar.train.data import frame_gaze, posed_with_gaze
+
+    F = 9
+    parts = ("eyeball_right", "eyeball_left")
+    yaw = torch.linspace(-0.4, 0.4, F, dtype=torch.float64) + 0.05  # the subject usually looks 0.05 rad off
+    pitch = 0.15 * torch.sin(torch.arange(F, dtype=torch.float64))
+    true = torch.stack((yaw, pitch), -1)[:, None].expand(F, 2, 2)
+    step = torch.arange(F, dtype=torch.float64)
+    rotation = torch.stack((0.1 * torch.cos(step), 0.3 * torch.sin(step), torch.zeros(F, dtype=torch.float64)), -1)
+    translation = torch.tensor([0.01, -0.02, -0.5], dtype=torch.float64).expand(F, 3)
+    viewmat = np.diag([1.0, -1.0, -1.0, 1.0])  # the camera at the origin looking down -z
+    K = np.array([[600.0, 0, 256], [0, 600.0, 256], [0, 0, 1]])
+    shape = np.zeros(model.num_shape, np.float32)
+    with torch.no_grad():
+        rest = model.to(torch.float64)(shape=torch.as_tensor(shape, dtype=torch.float64)[None]).vertices
+    model.to(torch.float32)
+    turned = turn_eyeballs(model, parts, rest.expand(F, -1, -1), true)
+    centres, poles = eyeball_geometry(model, parts, rest[0])
+    world = rigid_transform(turned, rotation, translation)
+    cam = world @ torch.as_tensor(viewmat[:3, :3]).T
+    px = cam @ torch.as_tensor(K).T
+    px = px[..., :2] / px[..., 2:]
+    face = np.zeros((F, 478, 3), np.float32)
+    for k, part in enumerate(parts):  # each front pole, turned, is where MediaPipe finds the iris
+        ids = model.parts[part].vertices
+        ids = np.flatnonzero(np.asarray(ids)) if np.asarray(ids).dtype == bool else np.asarray(ids)
+        front = ids[int(torch.argmax(rest[0, ids, 2]))]
+        face[:, IRIS_CENTRES[k], :2] = px[:, front].numpy()
+    capture = SimpleNamespace(landmarks=SimpleNamespace(face=face), meta=SimpleNamespace(width=512, height=512))
+    tracking = SimpleNamespace(shape=shape, rotation=rotation.numpy(), translation=translation.numpy(), viewmat=viewmat,
+                               width=512, height=512, intrinsics=lambda idx: np.broadcast_to(K, (len(idx), 3, 3)))
+    train = np.arange(7)
+    gaze, found = frame_gaze(capture, tracking, model, np.arange(F), train)
+    assert found == parts and gaze.shape == (F, 2, 2)
+    expected = (true - true[:7].median(0).values).numpy()
+    np.testing.assert_allclose(gaze, expected, atol=np.radians(0.2))
+    # Posed with those turns, the eyeballs are where they were drawn from (less the median look).
+    e = torch.zeros(F, len(model.expression_names))
+    verts = posed_with_gaze(model, parts, torch.as_tensor(shape), e, rotation.float(), translation.float(),
+                            torch.as_tensor(expected + true[:7].median(0).values.numpy()).float())
+    torch.testing.assert_close(verts, world.float(), atol=1e-5, rtol=0)
+    plain = posed_with_gaze(model, parts, torch.as_tensor(shape), e, rotation.float(), translation.float(),
+                            torch.zeros(F, 2, 2))
+    with torch.no_grad():
+        direct = model(shape=torch.as_tensor(shape)[None].expand(F, -1), expression=e, rotation=rotation.float(),
+                       translation=translation.float()).vertices
+    torch.testing.assert_close(plain, direct, atol=1e-6, rtol=0)
+
+
 def test_gaze_script_adds_eye_movements_only_when_asked():
     names = ("jawOpen", "mouthSmile_L", "mouthSmile_R", "browInnerUp_L", "browInnerUp_R", "browOuterUp_L",
              "browOuterUp_R", "eyeBlink_L", "eyeBlink_R", "eyeLookOut_L", "eyeLookIn_R", "eyeLookIn_L",

@@ -83,6 +83,12 @@ class TrainConfig:
     # counting 1: on ICT the lips and chin most, the lids and brows a third to a half); FlashAvatar
     # weights its mouth region the same way. 0: off. Heads with expression blendshapes only.
     active_weight: float = 0.0
+    # Heads whose model has eyeballs and gaze blendshapes (ICT): each training frame's eyeballs turned
+    # by the gaze read off its MediaPipe irises at the tracked head pose (avatar.tracking.gaze), less
+    # the clip's median gaze, so the eyeballs' Gaussians learn one iris that the frames agree on
+    # instead of a smear of every look. False: the eyeballs stay put, as the model has them.
+    turn_eyes: bool = False
+    turn_eyes_vertical: float = 1.0  # the up-down turn's share (0: side to side only)
     preview_every: int = 500  # progress/step_*.png (ground truth | render | error) every this many steps; 0: none
     checkpoint_every: int = 500  # checkpoints/step_*.pt every this many steps (resume=true goes on); 0: at the end
     viewer: bool = False  # serve the avatar being trained in a web browser (avatar view's viewer), loss and PSNR plotted

@@ -8,6 +8,7 @@ self-reenactment on the end of the video).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from torch import Tensor
 
 from avatar.io.capture import Capture
 from avatar.io.tracking import BodyTrackedSequence, TrackedSequence
+
+log = logging.getLogger(__name__)
 
 
 class TrainDataError(ValueError):
@@ -47,6 +50,10 @@ class FrameSet:
         return self.pose is not None
     torso: Tensor | None = None  # [F, 4, 4] torso-to-world per frame (tracked shoulders); None: not tracked
     head_only: np.ndarray | None = None  # [F] bool: mask=person frames trained on the head's mask (shoulders unseen)
+    # [F, 2, 2] each frame's eyeball turns (right, left; yaw, pitch radians) in ``vertices``
+    # (train.turn_eyes; None: the eyeballs as the model has them)
+    gaze: Tensor | None = None
+    eyeball_parts: tuple[str, str] | None = None
 
     def image(self, i: int) -> Tensor:
         return self.images[i].float() / 255.0
@@ -141,7 +148,8 @@ def pose_body(model, tracking: BodyTrackedSequence, frames: np.ndarray, device: 
 def load_frames(
     capture: Capture, tracking: TrackedSequence | BodyTrackedSequence, model, resolution: int | None, holdout: float,
     device: torch.device, dtype: torch.dtype = torch.float32, mask: str = "head", head_dilate: float = 0.04,
-    neck_below_chin: float | None = None, progress: bool = False,
+    neck_below_chin: float | None = None, progress: bool = False, turn_eyes: bool = False,
+    turn_eyes_vertical: float = 1.0,
 ) -> FrameSet:
     """Read the usable frames (not flagged, tracked) at ``resolution`` and pose the mesh for each.
 
@@ -150,7 +158,8 @@ def load_frames(
     head's silhouette grown by ``head_dilate`` x width (hair), dropping the torso, and cut
     across the neck ``neck_below_chin`` metres under the chin (None: no cut); a body
     (``tracking`` a :class:`BodyTrackedSequence`) always trains on the whole person mask.
-    ``progress``: a tqdm bar over the frames read.
+    ``progress``: a tqdm bar over the frames read. ``turn_eyes``: each frame's eyeballs turned by the
+    gaze read off its irises (:func:`frame_gaze`; heads whose model has eyeballs and gaze blendshapes).
     """
     if mask not in ("person", "head"):
         raise TrainDataError(f"train.mask must be 'person' or 'head', got {mask!r}")
@@ -194,6 +203,16 @@ def load_frames(
             vertices = model(shape=shape, expression=t(tracking.expression[usable]),
                              rotation=t(tracking.rotation[usable]), translation=t(tracking.translation[usable])).vertices
         conditions, pose = t(tracking.expression[usable]), None
+    gaze, eyeball_parts = None, None
+    if turn_eyes and not is_body:
+        found = frame_gaze(capture, tracking, model, usable, train, turn_eyes_vertical)
+        if found is None:
+            log.info("train.turn_eyes: model %r has no eyeball parts and gaze blendshapes; the eyes stay put",
+                        getattr(model, "name", model))
+        else:
+            gaze, eyeball_parts = t(found[0]), found[1]
+            vertices = posed_with_gaze(model, eyeball_parts, t(tracking.shape), conditions, t(tracking.rotation[usable]),
+                                       t(tracking.translation[usable]), gaze)
     masks = torch.from_numpy(np.stack(masks)).to(device)
     K = K.to(device)
     viewmat = torch.as_tensor(tracking.viewmat, dtype=dtype, device=device)
@@ -228,4 +247,69 @@ def load_frames(
         width=width,
         height=height,
         pose=pose,
+        gaze=gaze,
+        eyeball_parts=eyeball_parts,
     )
+
+
+def posed_with_gaze(model, eyeball_parts, shape: Tensor, expression: Tensor, rotation: Tensor, translation: Tensor,
+                    gaze: Tensor) -> Tensor:
+    """``[F, V, 3]`` the head model posed (``shape [S]``, ``expression [F, E]``, rigid ``rotation`` /
+    ``translation [F, 3]``) with its eyeballs turned by ``gaze [F, 2, 2]`` before the head's pose."""
+    from ..models.engine import rigid_transform  # noqa: PLC0415
+    from ..tracking.gaze import turn_eyeballs  # noqa: PLC0415
+
+    local = model(shape=shape[None].expand(expression.shape[0], -1), expression=expression).vertices
+    return rigid_transform(turn_eyeballs(model, eyeball_parts, local, gaze), rotation, translation)
+
+
+def frame_gaze(capture: Capture, tracking, model, usable: np.ndarray, train: np.ndarray, vertical: float = 1.0
+               ) -> tuple[np.ndarray, tuple[str, str]] | None:
+    """``([F, 2, 2] float32, eyeball parts)``: per usable frame the eyeballs' turn (both eyes the
+    mean of the two; radians) that puts each eyeball's front pole on MediaPipe's iris centre at
+    the tracked head pose and camera (:func:`avatar.tracking.gaze.gaze_from_rays`; frames whose lids
+    hide the irises take their neighbours', :func:`avatar.tracking.gaze.hold_through_blinks`), less the median
+    over the training frames (the look the eyeballs keep when nothing turns them), the up-down
+    turn times ``vertical``. None for a
+    model without eyeball parts or gaze blendshapes, or a capture without iris landmarks."""
+    from ..models.profile import TrackingProfileError, require_profile  # noqa: PLC0415
+    from ..tracking.gaze import IRIS_CENTRES, eyeball_geometry, gaze_from_rays, hold_through_blinks, lids_open  # noqa: PLC0415
+
+    try:
+        profile = require_profile(model)
+    except TrackingProfileError:
+        return None
+    if profile.gaze is None or profile.eyeball_parts is None or getattr(model, "has_skeleton", False):
+        return None
+    face = capture.landmarks.face
+    if face.shape[1] <= max(IRIS_CENTRES):
+        return None
+    dt = torch.float64
+    p = next(iter(model.buffers()), None)
+    with torch.no_grad():
+        rest = model(shape=torch.as_tensor(tracking.shape, dtype=p.dtype if p is not None else torch.float32,
+                                           device=p.device if p is not None else None)[None]).vertices[0].to("cpu", dt)
+    centres, poles = eyeball_geometry(model, profile.eyeball_parts, rest)
+    from ..geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
+
+    R = axis_angle_to_matrix(torch.as_tensor(tracking.rotation[usable], dtype=dt))  # [F, 3, 3]
+    tr = torch.as_tensor(tracking.translation[usable], dtype=dt)
+    V = torch.as_tensor(tracking.viewmat, dtype=dt)
+    K = torch.as_tensor(np.array(tracking.intrinsics(usable)), dtype=dt)
+    # Landmarks in the capture's pixels, the intrinsics in the tracking's.
+    scale = torch.tensor([tracking.width / capture.meta.width, tracking.height / capture.meta.height], dtype=dt)
+    target = torch.as_tensor(face[usable][:, list(IRIS_CENTRES), :2], dtype=dt) * scale
+
+    # Camera rays through the iris pixels, taken into each frame's unposed model space.
+    pix = torch.cat((target, torch.ones_like(target[..., :1])), -1)  # [F, 2, 3]
+    ray_cam = pix @ torch.linalg.inv(K).transpose(1, 2)
+    ray_world = ray_cam @ V[:3, :3]  # V^T applied to each row
+    origin_world = -V[:3, :3].T @ V[:3, 3]
+    directions = ray_world @ R  # R^T applied to each row
+    origins = ((origin_world - tr)[:, None] @ R).expand_as(directions)
+    F = len(usable)
+    angles = gaze_from_rays(centres.expand(F, 2, 3), poles.expand(F, 2, 3), origins, directions)
+    angles = torch.as_tensor(hold_through_blinks(angles.numpy(), lids_open(face[usable])))  # shut lids: neighbours'
+    both = angles.mean(1, keepdim=True).expand(F, 2, 2)
+    both = (both - both[torch.as_tensor(train)].median(0).values) * torch.tensor([1.0, vertical], dtype=dt)
+    return both.float().numpy(), tuple(profile.eyeball_parts)

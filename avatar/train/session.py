@@ -79,7 +79,8 @@ def setup(cfg: DictConfig, write_config: bool = True, given: Callable[[str], boo
     model = _load_model(tracking.model, device, options)
     try:
         frames = load_frames(capture, tracking, model, tcfg.resolution, tcfg.holdout, device, mask=tcfg.mask,
-                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin, progress=True)
+                             head_dilate=tcfg.head_dilate, neck_below_chin=tcfg.neck_below_chin, progress=True,
+                             turn_eyes=tcfg.turn_eyes, turn_eyes_vertical=tcfg.turn_eyes_vertical)
         trainer = Trainer(tcfg, frames, init_gaussians(model, tcfg.gaussians, frames, tcfg.seed), out,
                           renderer=OmegaConf.to_container(cfg.renderer) if "renderer" in cfg else None, model=model,
                           model_options=options)

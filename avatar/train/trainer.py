@@ -31,7 +31,7 @@ from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..io import atomic_write, avatar_file
 from ..models.profile import name_mask
 from .config import TrainConfig
-from .data import FrameSet
+from .data import FrameSet, posed_with_gaze
 from .losses import alpha_mask, excess, photometric
 from .metrics import lpips, psnr, ssim
 from .regions import RegionErrors, pixel_regions, triangle_regions
@@ -127,6 +127,10 @@ class Trainer:
             rotation, translation = rotation + o["rotation"][index][None], translation + o["translation"][index][None]
         if pose is not None:
             rotation, translation = rotation + pose[0], translation + pose[1]
+        if f.gaze is not None:  # the frame's eyeballs turned as in f.vertices (train.turn_eyes)
+            verts = posed_with_gaze(self.model, f.eyeball_parts, f.shape, expression, rotation, translation,
+                                    f.gaze[index][None])
+            return FrameState(verts, expression, rotation, torso=torso)
         out = self.model(shape=f.shape[None], expression=expression, rotation=rotation, translation=translation)
         return FrameState(out.vertices, expression, rotation, torso=torso)
 
