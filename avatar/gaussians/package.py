@@ -189,9 +189,12 @@ class AvatarPackage:
 
     def _turn_eyes(self, local: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
         """``local [B, V', 3]`` (model space, unposed) with each eyeball's vertices turned about its centre."""
-        from ..tracking.landmark_model import eye_rotations  # noqa: PLC0415
+        from ..geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
 
-        R = eye_rotations(gaze[..., 0].to(local.dtype), gaze[..., 1].to(local.dtype))  # [B, 2, 3, 3]
+        yaw, pitch = gaze[..., 0].to(local.dtype), gaze[..., 1].to(local.dtype)
+        zero = torch.zeros_like(yaw)  # Ry(yaw) @ Rx(pitch) per eye, as the trackers turn an eye
+        R = (axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1))
+             @ axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1)))  # [B, 2, 3, 3]
         out = local.clone()
         for k, (rows, centre) in enumerate(self._eyeballs()):
             if len(rows):
