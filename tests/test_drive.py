@@ -320,6 +320,21 @@ def test_driven_eyes_follow_the_drivers_irises_from_its_usual_gaze():
     assert LiveGaze(RetargetConfig(eyes=0.0))(look[25], 0.0) is None
 
 
+def test_parameter_drivers_turn_the_eyes_by_their_gaze_blendshapes(package):
+    from avatar.drive.animate import AvatarPackage, avatar_rest, eye_turns
+
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    names = list(pkg.expression_names)
+    e = np.tile(avatar_rest(pkg), (2, 1))
+    e[1, names.index("eyeLookIn_R")] += 0.5  # the right eye looks toward the nose: +x, 15 degrees
+    e[1, names.index("eyeLookDown_L")] += 0.4  # the left eye looks down 10 degrees
+    turns = eye_turns(pkg, e, 1.0)
+    np.testing.assert_allclose(turns[0], 0.0, atol=1e-6)  # the avatar's rest: as trained
+    np.testing.assert_allclose(np.degrees(turns[1]), [[15.0, 0.0], [0.0, 10.0]], atol=1e-4)
+    np.testing.assert_allclose(np.degrees(eye_turns(pkg, e, 3.0, limit_deg=30.0)[1]), [[30.0, 0.0], [0.0, 30.0]], atol=1e-4)
+    assert eye_turns(pkg, e, 0.0) is None
+
+
 def test_the_gaze_behind_shut_lids_is_its_neighbours():
     from avatar.tracking.gaze import hold_through_blinks, lids_open
 

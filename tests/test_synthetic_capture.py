@@ -293,8 +293,7 @@ def test_training_reads_each_frames_gaze_off_its_irises(model):
     px = px[..., :2] / px[..., 2:]
     face = np.zeros((F, 478, 3), np.float32)
     for k, part in enumerate(parts):  # each front pole, turned, is where MediaPipe finds the iris
-        ids = model.parts[part].vertices
-        ids = np.flatnonzero(np.asarray(ids)) if np.asarray(ids).dtype == bool else np.asarray(ids)
+        ids = np.flatnonzero(model.parts[part].vertices.numpy())
         front = ids[int(torch.argmax(rest[0, ids, 2]))]
         face[:, IRIS_CENTRES[k], :2] = px[:, front].numpy()
     capture = SimpleNamespace(landmarks=SimpleNamespace(face=face), meta=SimpleNamespace(width=512, height=512))

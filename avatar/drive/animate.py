@@ -73,12 +73,12 @@ def avatar_rest(package: AvatarPackage) -> np.ndarray:
     return np.asarray(rng.level(typical_mask(names, RetargetConfig.typical)), np.float32)
 
 
-def eye_turns(package: AvatarPackage, expression: np.ndarray, gain: float, rest: np.ndarray | None = None,
+def eye_turns(package: AvatarPackage, expression: np.ndarray, gain: float,
               limit_deg: float = RetargetConfig.eyes_max_deg) -> np.ndarray | None:
     """``[F, 2, 2]`` float32 per frame and eyeball (right, left): (yaw, pitch) radians to turn the
     avatar's eyeballs by for the retargeted ``expression [F, E]`` (or ``[E]``: ``[2, 2]``): ``gain``
     times the gaze its ``eyeLook*`` coefficients stand for (as the trackers read it) minus the
-    gaze of the avatar's rest (``rest``: :func:`avatar_rest`, computed when None), each angle within
+    gaze of the avatar's rest (:func:`avatar_rest`), each angle within
     ``limit_deg``. None when
     ``gain`` is 0 or the avatar's model cannot turn its eyes."""
     profile = package.gaze_profile() if gain else None
@@ -87,9 +87,8 @@ def eye_turns(package: AvatarPackage, expression: np.ndarray, gain: float, rest:
     from ..tracking.landmark_model import blendshape_gaze_angles  # noqa: PLC0415
 
     names = list(package.expression_names)
-    rest = avatar_rest(package) if rest is None else rest
     e = np.asarray(expression, np.float64)
-    d = torch.as_tensor(np.atleast_2d(e) - np.asarray(rest, np.float64)[None])
+    d = torch.as_tensor(np.atleast_2d(e) - avatar_rest(package).astype(np.float64)[None])
     yaw, pitch = blendshape_gaze_angles(profile.gaze, names.index, d)
     limit = math.radians(limit_deg)
     out = (float(gain) * torch.stack((yaw, pitch), -1)).clamp(-limit, limit).numpy().astype(np.float32)

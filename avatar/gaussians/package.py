@@ -145,8 +145,7 @@ class AvatarPackage:
                 where[vidx] = torch.arange(len(vidx), device=full.device)
             eyes = []
             for part in profile.eyeball_parts:
-                ids = torch.as_tensor(np.asarray(self.model.parts[part].vertices), device=full.device)
-                ids = ids.nonzero()[:, 0] if ids.dtype == torch.bool else ids.long()  # a mask or vertex ids
+                ids = self.model.parts[part].vertices.to(full.device).nonzero()[:, 0]
                 rows = ids if where is None else where[ids]
                 eyes.append((rows[rows >= 0], full[ids].mean(0).to(torch.float32)))
             if all(len(rows) == 0 for rows, _ in eyes):
@@ -189,12 +188,9 @@ class AvatarPackage:
 
     def _turn_eyes(self, local: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
         """``local [B, V', 3]`` (model space, unposed) with each eyeball's vertices turned about its centre."""
-        from ..geometry.rotations import axis_angle_to_matrix  # noqa: PLC0415
+        from ..geometry.rotations import yaw_pitch_matrix  # noqa: PLC0415
 
-        yaw, pitch = gaze[..., 0].to(local.dtype), gaze[..., 1].to(local.dtype)
-        zero = torch.zeros_like(yaw)  # Ry(yaw) @ Rx(pitch) per eye, as the trackers turn an eye
-        R = (axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1))
-             @ axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1)))  # [B, 2, 3, 3]
+        R = yaw_pitch_matrix(gaze[..., 0].to(local.dtype), gaze[..., 1].to(local.dtype))  # [B, 2, 3, 3]
         out = local.clone()
         for k, (rows, centre) in enumerate(self._eyeballs()):
             if len(rows):

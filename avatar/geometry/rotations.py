@@ -108,6 +108,13 @@ def matrix_to_axis_angle(matrix: Tensor) -> Tensor:
     return q[..., 1:] * scale
 
 
+def yaw_pitch_matrix(yaw: Tensor, pitch: Tensor) -> Tensor:
+    """``R = Ry(yaw) Rx(pitch)`` ``(..., 3, 3)`` for angles ``(...)`` (radians): how an eye turns,
+    sideways about +y, then up or down about +x (+pitch down for +y up, +z forward)."""
+    zero = torch.zeros_like(yaw)
+    return axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1)) @ axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1))
+
+
 def euler_to_axis_angle(yaw: Tensor, pitch: Tensor, roll: Tensor) -> Tensor:
     """Axis-angle ``(..., 3)`` of ``R = Ry(yaw) Rx(pitch) Rz(roll)`` (radians; +y up, +z toward the viewer).
 

@@ -15,6 +15,8 @@ angles (``+yaw`` toward the model's ``+x``, ``+pitch`` down, as
 from __future__ import annotations
 
 import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,8 +33,6 @@ _LIDS = (((159, 145), (158, 153), (160, 144)), ((386, 374), (385, 380), (387, 37
 def lids_open(points, threshold: float = MIN_LID_OPENING):
     """``[...]`` bool: the lids of MediaPipe's landmarks ``points [..., 478, >=2]`` (pixels) are
     open enough for the irises to be read (see :data:`MIN_LID_OPENING`); False where not finite."""
-    import numpy as np  # noqa: PLC0415
-
     p = np.asarray(points, np.float64)[..., :2]
     opening = 0.0
     for (a, b), lids in zip(_CORNERS, _LIDS):
@@ -45,23 +45,15 @@ def lids_open(points, threshold: float = MIN_LID_OPENING):
 def hold_through_blinks(gaze, readable):
     """``gaze [F, 2, 2]`` with the frames not ``readable [F]`` (shut lids) filled in linearly from the
     readable frames around them (held at the ends); unchanged when no frame is readable."""
-    import numpy as np  # noqa: PLC0415
-
-    g = np.array(gaze, np.float64)
+    gaze = np.asarray(gaze)
     ok = np.asarray(readable, bool)
     if ok.all() or not ok.any():
-        return g.astype(np.asarray(gaze).dtype)
-    frames = np.arange(len(g))
-    flat = g.reshape(len(g), -1)
+        return gaze.copy()
+    frames = np.arange(len(gaze))
+    flat = gaze.reshape(len(gaze), -1).astype(np.float64)
     for k in range(flat.shape[1]):
         flat[~ok, k] = np.interp(frames[~ok], frames[ok], flat[ok, k])
-    return flat.reshape(g.shape).astype(np.asarray(gaze).dtype)
-
-
-def part_vertex_ids(model, part: str, device=None) -> Tensor:
-    """Vertex ids ``[n]`` of the model's part ``part`` (stored as ids or as a vertex mask)."""
-    ids = torch.as_tensor(model.parts[part].vertices, device=device)
-    return ids.nonzero()[:, 0] if ids.dtype == torch.bool else ids.long()
+    return flat.reshape(gaze.shape).astype(gaze.dtype)
 
 
 def eyeball_geometry(model, eyeball_parts, vertices: Tensor) -> tuple[Tensor, Tensor]:
@@ -71,7 +63,7 @@ def eyeball_geometry(model, eyeball_parts, vertices: Tensor) -> tuple[Tensor, Te
     eye looks straight ahead."""
     centres, poles = [], []
     for part in eyeball_parts:
-        v = vertices[part_vertex_ids(model, part, vertices.device)]
+        v = vertices[model.parts[part].vertices.to(vertices.device)]
         c = v.mean(0)
         centres.append(c)
         poles.append(v[torch.argmax(v[:, 2])])
@@ -84,7 +76,7 @@ def turn_eyeballs(model, eyeball_parts, vertices: Tensor, angles: Tensor) -> Ten
     R = eye_rotations(angles[..., 0].to(vertices.dtype), angles[..., 1].to(vertices.dtype))  # [B, 2, 3, 3]
     out = vertices.clone()
     for k, part in enumerate(eyeball_parts):
-        ids = part_vertex_ids(model, part, vertices.device)
+        ids = model.parts[part].vertices.to(vertices.device)  # a vertex mask
         eye = vertices[:, ids]
         centre = eye.mean(dim=1, keepdim=True)
         out[:, ids] = centre + (eye - centre) @ R[:, k].transpose(1, 2)

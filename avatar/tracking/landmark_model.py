@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..geometry.rotations import axis_angle_to_matrix
+from ..geometry.rotations import axis_angle_to_matrix, yaw_pitch_matrix
 from ..models.profile import GazeBlendshapes, require_profile
 
 IRIS_RIGHT, IRIS_LEFT = 468, 473  # iris centres (subject's right / left eye)
@@ -222,10 +222,7 @@ def gaze_rotations(lm: LandmarkModel, expression: Tensor) -> Tensor:
 
 def eye_rotations(yaw: Tensor, pitch: Tensor) -> Tensor:
     """``Ry(yaw) @ Rx(pitch)`` ``[B, 2, 3, 3]`` for per-eye angles ``[B, 2]`` (radians)."""
-    zero = torch.zeros_like(yaw)
-    ry = axis_angle_to_matrix(torch.stack((zero, yaw, zero), -1))
-    rx = axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1))
-    return ry @ rx
+    return yaw_pitch_matrix(yaw, pitch)
 
 
 def view_directions(rotation: Tensor, translation: Tensor) -> Tensor:
