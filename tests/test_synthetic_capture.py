@@ -268,7 +268,8 @@ def test_training_reads_each_frames_gaze_off_its_irises(model):
     from types import SimpleNamespace
 
     from avatar.models.engine import rigid_transform
-    from avatar.tracking.gaze import IRIS_CENTRES, eyeball_geometry, turn_eyeballs
+    from avatar.models.eyes import eyeball_geometry, turn_eyeballs
+    from avatar.tracking.gaze import IRIS_CENTRES
     from avatar.train.data import frame_gaze, posed_with_gaze
 
     F = 9

@@ -128,28 +128,28 @@ class AvatarPackage:
         return self._gaze_profile
 
     def _eyeballs(self):
-        """Per eyeball (right, left): its vertices' positions in the posed mesh the Gaussians use
-        (:meth:`_compact_mesh`) and its centre in the identity-blended, unposed model ``[3]``;
-        None when the eyes cannot turn (:meth:`gaze_profile`) or no Gaussian sits on an eyeball."""
+        """``(rows, centres)``: per eyeball (right, left) its vertices' rows in the posed mesh the
+        Gaussians use (:meth:`_compact_mesh`), and the eyeballs' centres ``[2, 3]`` in the
+        identity-blended, unposed model; None when the eyes cannot turn (:meth:`gaze_profile`) or
+        no Gaussian sits on an eyeball."""
         vidx, _, blend, shape = self._compact_mesh()
         if self._eyes is not None and self._eyes[0] is self.gaussians:
             return self._eyes[1]
         profile = self.gaze_profile()
         eyes = None
         if profile is not None and blend is not None:
+            from ..models.eyes import eyeball_geometry, eyeball_vertex_ids  # noqa: PLC0415
+
             with torch.no_grad():
                 full = self.model(shape=shape).vertices[0]
-            where = None
+            centres = eyeball_geometry(self.model, profile.eyeball_parts, full)[0].to(torch.float32)
+            rows = [ids.to(full.device) for ids in eyeball_vertex_ids(self.model, profile.eyeball_parts)]
             if vidx is not None:  # full-mesh vertex id -> its row in the compact mesh (-1: not there)
                 where = torch.full((full.shape[0],), -1, dtype=torch.long, device=full.device)
                 where[vidx] = torch.arange(len(vidx), device=full.device)
-            eyes = []
-            for part in profile.eyeball_parts:
-                ids = self.model.parts[part].vertices.to(full.device).nonzero()[:, 0]
-                rows = ids if where is None else where[ids]
-                eyes.append((rows[rows >= 0], full[ids].mean(0).to(torch.float32)))
-            if all(len(rows) == 0 for rows, _ in eyes):
-                eyes = None
+                rows = [where[ids] for ids in rows]
+                rows = [r[r >= 0] for r in rows]
+            eyes = (rows, centres) if any(len(r) for r in rows) else None
         self._eyes = (self.gaussians, eyes)
         return eyes
 
@@ -188,15 +188,10 @@ class AvatarPackage:
 
     def _turn_eyes(self, local: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
         """``local [B, V', 3]`` (model space, unposed) with each eyeball's vertices turned about its centre."""
-        from ..geometry.rotations import yaw_pitch_matrix  # noqa: PLC0415
+        from ..models.eyes import turn_about_centres  # noqa: PLC0415
 
-        R = yaw_pitch_matrix(gaze[..., 0].to(local.dtype), gaze[..., 1].to(local.dtype))  # [B, 2, 3, 3]
-        out = local.clone()
-        for k, (rows, centre) in enumerate(self._eyeballs()):
-            if len(rows):
-                c = centre.to(local.dtype)
-                out[:, rows] = c + (local[:, rows] - c) @ R[:, k].transpose(1, 2)
-        return out
+        rows, centres = self._eyeballs()
+        return turn_about_centres(local, rows, gaze, centres)
 
     @property
     def expression_names(self) -> tuple[str, ...]:

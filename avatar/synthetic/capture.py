@@ -331,7 +331,7 @@ def turned_eyes(model, vertices: torch.Tensor, expression: torch.Tensor) -> torc
     centre by the gaze the trackers read from ``expression [B, E]``'s ``eyeLook*`` coefficients
     (:func:`avatar.tracking.landmark_model.blendshape_gaze_angles`). ValueError for a model whose
     tracking profile has no gaze blendshapes or no eyeball parts."""
-    from avatar.tracking.gaze import turn_eyeballs  # noqa: PLC0415
+    from avatar.models.eyes import turn_eyeballs  # noqa: PLC0415
     from avatar.tracking.landmark_model import blendshape_gaze_angles  # noqa: PLC0415
 
     profile = _gaze_profile(model)

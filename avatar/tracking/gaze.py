@@ -7,9 +7,7 @@ vertex, and a landmark fit that carries the gaze in them turns the eyes only par
 read on its own, from the irises alone, once the head's pose is known: per eye, the (yaw,
 pitch) that turns the eyeball about its centre until its iris point projects onto MediaPipe's
 iris centre (:func:`gaze_from_rays`: where the camera ray through that iris centre meets the
-eyeball). :func:`turn_eyeballs` turns a mesh's eyeball parts by such
-angles (``+yaw`` toward the model's ``+x``, ``+pitch`` down, as
-:func:`avatar.tracking.landmark_model.eye_rotations`).
+eyeball). :func:`avatar.models.eyes.turn_eyeballs` turns a mesh's eyeball parts by such angles.
 """
 
 from __future__ import annotations
@@ -20,14 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .landmark_model import eye_rotations
+from ..landmarks.face_measures import EYE_LIDS, LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS
+from .landmark_model import IRIS_LEFT, IRIS_RIGHT
 
-IRIS_CENTRES = (468, 473)  # MediaPipe: the subject's right, left iris centre
+IRIS_CENTRES = (IRIS_RIGHT, IRIS_LEFT)  # MediaPipe: the subject's right, left iris centre
 # Lids nearer than this (lid-to-lid over the eye's width, both eyes' mean) hide the iris: its
 # reading is not a gaze. Open eyes on the shared clips read 0.23-0.39 (median), blinks 0.04-0.07.
 MIN_LID_OPENING = 0.12
-_CORNERS = ((33, 133), (362, 263))
-_LIDS = (((159, 145), (158, 153), (160, 144)), ((386, 374), (385, 380), (387, 373)))
 
 
 def lids_open(points, threshold: float = MIN_LID_OPENING):
@@ -35,7 +32,7 @@ def lids_open(points, threshold: float = MIN_LID_OPENING):
     open enough for the irises to be read (see :data:`MIN_LID_OPENING`); False where not finite."""
     p = np.asarray(points, np.float64)[..., :2]
     opening = 0.0
-    for (a, b), lids in zip(_CORNERS, _LIDS):
+    for (a, b), lids in zip((RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS), (EYE_LIDS[:3], EYE_LIDS[3:])):
         width = np.linalg.norm(p[..., a, :] - p[..., b, :], axis=-1)
         gap = np.mean([np.linalg.norm(p[..., i, :] - p[..., j, :], axis=-1) for i, j in lids], axis=0)
         opening = opening + 0.5 * gap / np.maximum(width, 1e-9)
@@ -54,33 +51,6 @@ def hold_through_blinks(gaze, readable):
     for k in range(flat.shape[1]):
         flat[~ok, k] = np.interp(frames[~ok], frames[ok], flat[ok, k])
     return flat.reshape(gaze.shape).astype(gaze.dtype)
-
-
-def eyeball_geometry(model, eyeball_parts, vertices: Tensor) -> tuple[Tensor, Tensor]:
-    """``(centres [2, 3], poles [2, 3])`` of the eyeball parts (right, left) of an unposed mesh
-    ``vertices [V, 3]``: each eyeball's centre (its vertices' mean) and its front pole (the
-    vertex furthest along the model's forward axis, +z), where the iris centre sits when the
-    eye looks straight ahead."""
-    centres, poles = [], []
-    for part in eyeball_parts:
-        v = vertices[model.parts[part].vertices.to(vertices.device)]
-        c = v.mean(0)
-        centres.append(c)
-        poles.append(v[torch.argmax(v[:, 2])])
-    return torch.stack(centres), torch.stack(poles)
-
-
-def turn_eyeballs(model, eyeball_parts, vertices: Tensor, angles: Tensor) -> Tensor:
-    """``vertices [B, V, 3]`` (unposed) with each eyeball part (right, left) turned about its
-    centre by ``angles [B, 2, 2]`` (yaw, pitch; radians)."""
-    R = eye_rotations(angles[..., 0].to(vertices.dtype), angles[..., 1].to(vertices.dtype))  # [B, 2, 3, 3]
-    out = vertices.clone()
-    for k, part in enumerate(eyeball_parts):
-        ids = model.parts[part].vertices.to(vertices.device)  # a vertex mask
-        eye = vertices[:, ids]
-        centre = eye.mean(dim=1, keepdim=True)
-        out[:, ids] = centre + (eye - centre) @ R[:, k].transpose(1, 2)
-    return out
 
 
 def unit_angles(u: Tensor) -> Tensor:

@@ -208,7 +208,7 @@ def load_frames(
         found = frame_gaze(capture, tracking, model, usable, train, turn_eyes_vertical)
         if found is None:
             log.info("train.turn_eyes: model %r has no eyeball parts and gaze blendshapes; the eyes stay put",
-                        getattr(model, "name", model))
+                     getattr(model, "name", model))
         else:
             gaze, eyeball_parts = t(found[0]), found[1]
             vertices = posed_with_gaze(model, eyeball_parts, t(tracking.shape), conditions, t(tracking.rotation[usable]),
@@ -257,7 +257,7 @@ def posed_with_gaze(model, eyeball_parts, shape: Tensor, expression: Tensor, rot
     """``[F, V, 3]`` the head model posed (``shape [S]``, ``expression [F, E]``, rigid ``rotation`` /
     ``translation [F, 3]``) with its eyeballs turned by ``gaze [F, 2, 2]`` before the head's pose."""
     from ..models.engine import rigid_transform  # noqa: PLC0415
-    from ..tracking.gaze import turn_eyeballs  # noqa: PLC0415
+    from ..models.eyes import turn_eyeballs  # noqa: PLC0415
 
     local = model(shape=shape[None].expand(expression.shape[0], -1), expression=expression).vertices
     return rigid_transform(turn_eyeballs(model, eyeball_parts, local, gaze), rotation, translation)
@@ -272,8 +272,9 @@ def frame_gaze(capture: Capture, tracking, model, usable: np.ndarray, train: np.
     over the training frames (the look the eyeballs keep when nothing turns them), the up-down
     turn times ``vertical``. None for a
     model without eyeball parts or gaze blendshapes, or a capture without iris landmarks."""
+    from ..models.eyes import eyeball_geometry  # noqa: PLC0415
     from ..models.profile import TrackingProfileError, require_profile  # noqa: PLC0415
-    from ..tracking.gaze import IRIS_CENTRES, eyeball_geometry, gaze_from_rays, hold_through_blinks, lids_open  # noqa: PLC0415
+    from ..tracking.gaze import IRIS_CENTRES, gaze_from_rays, hold_through_blinks, lids_open  # noqa: PLC0415
 
     try:
         profile = require_profile(model)
