@@ -83,6 +83,17 @@ class TrainConfig:
     # counting 1: on ICT the lips and chin most, the lids and brows a third to a half); FlashAvatar
     # weights its mouth region the same way. 0: off. Heads with expression blendshapes only.
     active_weight: float = 0.0
+    # Shut lids that look shut: every shut_lids_every-th step the frame is also drawn with the model's
+    # blink blendshapes at 1 (its eye-widening ones at 0), and the pixels where the frame's eyeballs
+    # showed (each eye's, from the tracked mesh) are held by an L1 term at that eye's surrounding skin
+    # (the median colour of the frame in a ring round the eye opening). A clip with few blinks pins its
+    # closed lids loosely: they read as a smeared, half-open eye. 0: off (measured: head_talking's
+    # driven blinks read more shut, but the expression MLP learns to paint a full blink's whole eye
+    # region over, selfie_upperbody's glasses and brows with it; docs/experiments.md). Heads whose model
+    # names blinks and eyeballs (its tracking profile's); only a window round the eyes is drawn
+    # (training about 20% slower at shut_lids_every=2).
+    shut_lids_weight: float = 0.0
+    shut_lids_every: int = 2
     # Heads whose model has eyeballs and gaze blendshapes (ICT): each training frame's eyeballs turned
     # by the gaze read off its MediaPipe irises at the tracked head pose (avatar.tracking.gaze), less
     # the clip's median gaze, so the eyeballs' Gaussians learn one iris that the frames agree on

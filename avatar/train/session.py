@@ -117,6 +117,7 @@ RESUME_MAY_CHANGE = {
 # with: a run recorded without the key resumes with it (not with today's default).
 ADDED_SINCE = {
     "train.eyeball_weight": 0.0,  # eyeball Gaussians held on the eyeball (2026-12-07)
+    "train.shut_lids_weight": 0.0,  # shut lids held at the skin round the eyes (2026-12-07, fifteenth session)
 }
 
 

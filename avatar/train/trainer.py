@@ -95,6 +95,9 @@ class Trainer:
         self._eyeball_faces: torch.Tensor | None = None  # eyeball_gaussians' cache
         self._active_faces: torch.Tensor | None = None  # active_pixels' per-triangle cache
         self._active_maps: dict[int, torch.Tensor] = {}  # active_pixels' per-frame maps (uint8)
+        self._eye_faces: torch.Tensor | None = None  # eye_openings' [2, F] eyeball triangles (None: no eyes to shut)
+        self._shut_ids: tuple[list[int], list[int]] | None = None  # its blinks / their antagonists (None: not looked up)
+        self._eye_maps: dict[int, tuple[Tensor, Tensor]] = {}  # eye_openings' per-frame masks and rings
         torch.manual_seed(cfg.seed)
         self.background = torch.tensor(cfg.background, dtype=frames.vertices.dtype, device=frames.vertices.device)
         self.train_seconds = 0.0
@@ -104,16 +107,18 @@ class Trainer:
     def sh_degree(self) -> int:
         return min(self.gaussians.sh_degree, self.step // max(1, self.cfg.sh_increase_every))
 
-    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None) -> FrameState:
+    def mesh(self, index: int, pose: tuple[Tensor, Tensor] | None = None,
+             expression_edit: Callable[[Tensor], Tensor] | None = None) -> FrameState:
         """The posed model of frame ``index`` (refined if enabled): vertices ``[1, V, 3]``,
         expression ``[1, E]``, head (or body) rotation ``[1, 3]`` (axis-angle) and a body's joint
         rotations ``[1, J, 3]``.
 
-        ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment)."""
+        ``pose``: extra ``(rotation [1, 3], translation [1, 3])`` offsets on top (evaluation-time alignment).
+        ``expression_edit``: a head's expression ``[1, E]`` -> the one to pose instead (e.g. the lids shut)."""
         f = self.frames
         joints = None if f.pose is None else f.pose[index][None]
         torso = None if f.torso is None else f.torso[index][None]
-        if self.offsets is None and pose is None:
+        if self.offsets is None and pose is None and (expression_edit is None or f.is_body):
             return FrameState(f.vertices[index][None], f.conditions[index][None], f.rotation[index][None], joints,
                               torso=torso)
         rotation, translation, expression = f.rotation[index][None], f.translation[index][None], f.conditions[index][None]
@@ -127,6 +132,8 @@ class Trainer:
             rotation, translation = rotation + o["rotation"][index][None], translation + o["translation"][index][None]
         if pose is not None:
             rotation, translation = rotation + pose[0], translation + pose[1]
+        if expression_edit is not None:
+            expression = expression_edit(expression)
         if f.gaze is not None:  # the frame's eyeballs turned as in f.vertices (train.turn_eyes)
             verts = posed_with_gaze(self.model, f.eyeball_parts, f.shape, expression, rotation, translation,
                                     f.gaze[index][None])
@@ -135,16 +142,23 @@ class Trainer:
         return FrameState(out.vertices, expression, rotation, torso=torso)
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
-               downscale: int = 1, state: FrameState | None = None):
+               downscale: int = 1, state: FrameState | None = None, window: tuple[int, int, int, int] | None = None):
         """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``
         (``downscale``: that many times fewer pixels each way; ``state``: the posed model to render
-        instead of the frame's own, with the frame's camera)."""
+        instead of the frame's own, with the frame's camera; ``window``: ``(x0, y0, x1, y1)``, only
+        those pixels of the frame)."""
         f = self.frames
         w = self.gaussians(self.mesh(index, pose) if state is None else state)
         K = f.K[index]
         if downscale > 1:
             K = torch.cat((K[:2] / downscale, K[2:]))
-        img, alpha, meta = w.render(f.viewmat[None], K[None], f.width // downscale, f.height // downscale,
+        width, height = f.width // downscale, f.height // downscale
+        if window is not None:
+            x0, y0, x1, y1 = window
+            K = K.clone()
+            K[0, 2], K[1, 2] = K[0, 2] - x0, K[1, 2] - y0
+            width, height = x1 - x0, y1 - y0
+        img, alpha, meta = w.render(f.viewmat[None], K[None], width, height,
                                     self.sh_degree() if sh_degree is None else sh_degree,
                                     backgrounds=self.background[None], **self.renderer)
         self.backend_used = meta["backend"]
@@ -198,6 +212,10 @@ class Trainer:
             lift = g.params["local_xyz"][on_eyes][:, 2].abs()  # off the eyeball, along its normal
             loss = loss + cfg.eyeball_weight * (excess(lift, cfg.eyeball_threshold)
                                                 + excess(g.normal_extents()[on_eyes], cfg.eyeball_threshold))
+        if cfg.shut_lids_weight and self.step % max(1, cfg.shut_lids_every) == 0:
+            shut = self.shut_lids_loss(index, gt)
+            if shut is not None:
+                loss = loss + cfg.shut_lids_weight * shut
         self.strategy.step_pre_backward(meta)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -235,6 +253,79 @@ class Trainer:
                 return active
             self._active_maps[index] = (active * 255.0 + 0.5).to(torch.uint8)  # one rasterization per frame
         return self._active_maps[index].to(f.vertices.dtype) / 255.0
+
+    def shut_lids_loss(self, index: int, gt: Tensor) -> Tensor | None:
+        """``train.shut_lids_weight``'s term for frame ``index`` (``gt``: its target image): frame
+        ``index`` drawn with the lids shut (the profile's blinks at 1, their antagonists at 0), in a
+        window round the eyes; the absolute difference, over the pixels where an eyeball showed in
+        the frame, from the median colour of the frame in a ring round that eye opening, summed and
+        divided by the frame's pixel count (so each such pixel weighs what a pixel of the
+        photometric L1 does). None where no eyeball shows (a blink, a turned head) or the model
+        names no blinks or eyeballs."""
+        eyes = self.eye_openings(index)
+        if eyes is None:
+            return None
+        masks, rings = eyes
+        shown = masks.flatten(1).any(1)
+        if not bool(shown.any()):
+            return None
+        H, W = masks.shape[1:]
+        ys, xs = torch.nonzero(rings.any(0) | masks.any(0), as_tuple=True)
+        pad = 2
+        x0, x1 = max(0, int(xs.min()) - pad), min(W, int(xs.max()) + 1 + pad)
+        y0, y1 = max(0, int(ys.min()) - pad), min(H, int(ys.max()) + 1 + pad)
+        on, off = self._shut_ids
+        def shut_expression(e: Tensor) -> Tensor:
+            e = e.clone()
+            e[..., on] = 1.0
+            e[..., off] = 0.0
+            return e
+        img, _, _ = self.render(index, state=self.mesh(index, expression_edit=shut_expression), window=(x0, y0, x1, y1))
+        terms = []
+        for m, r in zip(masks, rings):
+            if not bool(m.any()) or not bool(r.any()):
+                continue
+            skin = gt[r].median(0).values.detach()  # [3]
+            terms.append((img[m[y0:y1, x0:x1]] - skin).abs().mean(-1).sum())
+        if not terms:
+            return None
+        return torch.stack(terms).sum() / (H * W)
+
+    @torch.no_grad()
+    def eye_openings(self, index: int) -> tuple[Tensor, Tensor] | None:
+        """``(masks [2, H, W], rings [2, H, W])`` bool for frame ``index``: per eye (the profile's
+        order) the pixels whose front-most model triangle is on that eyeball, and a ring round
+        them (out to 1.2% of the width, at least 2 px; not the opening itself nor a pixel next to
+        it). None for a body or a model whose profile names no blinks or eyeballs. Kept per frame
+        unless the training refines the tracking."""
+        f = self.frames
+        if self.model is None or f.is_body:
+            return None
+        if self._shut_ids is None:
+            self._shut_ids = ([], [])
+            profile = getattr(self.model, "tracking_profile", None)
+            parts = getattr(self.model, "parts", {})
+            names = list(getattr(self.model, "expression_names", ()) or ())
+            eyeballs, blinks = getattr(profile, "eyeball_parts", None), getattr(profile, "blinks", None)
+            if eyeballs and blinks and all(n in parts for n in eyeballs) and all(b in names for b in blinks):
+                dev = f.vertices.device
+                self._eye_faces = torch.stack([parts[n].faces.to(dev) for n in eyeballs])  # [2, F]
+                pairs = tuple(getattr(profile, "antagonists", ()) or ())
+                other = [a if b == blink else b for blink in blinks for a, b in pairs if blink in (a, b)]
+                self._shut_ids = ([names.index(b) for b in blinks], [names.index(n) for n in other if n in names])
+        if self._eye_faces is None:
+            return None
+        if index in self._eye_maps:
+            return self._eye_maps[index]
+        tri = self.triangle_ids(index)
+        masks = (tri >= 0)[None] & self._eye_faces[:, tri.clamp_min(0)]  # [2, H, W]
+        reach = max(2, round(0.012 * f.width))
+        grow = lambda m, r: torch.nn.functional.max_pool2d(m[:, None].float(), 2 * r + 1, 1, r)[:, 0] > 0  # noqa: E731
+        rings = grow(masks, reach) & ~grow(masks.any(0, keepdim=True).expand_as(masks), 1) & (tri >= 0)[None]
+        out = (masks, rings)
+        if self.offsets is None:
+            self._eye_maps[index] = out
+        return out
 
     def eyeball_gaussians(self) -> torch.Tensor | None:
         """``[N]`` bool: the Gaussians held on the model's eyeballs (bound to its tracking profile's
