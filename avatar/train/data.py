@@ -101,11 +101,12 @@ def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, widt
     edge of the mask is a line on the mesh that moves with the head, not the shirt collar.
     """
     from ..render import rasterize_mesh  # noqa: PLC0415
+    from .regions import grow_mask  # noqa: PLC0415
 
     radius = max(1, int(round(dilate * width)))
 
     def grow(m: Tensor) -> Tensor:
-        return torch.nn.functional.max_pool2d(m.float()[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+        return grow_mask(m, radius)
 
     from tqdm.auto import tqdm  # noqa: PLC0415
 

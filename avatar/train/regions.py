@@ -43,8 +43,10 @@ def triangle_regions(model, n_faces: int, device=None) -> Tensor:
     return out
 
 
-def _grow(m: Tensor, radius: int) -> Tensor:
-    return torch.nn.functional.max_pool2d(m.float()[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
+def grow_mask(m: Tensor, radius: int) -> Tensor:
+    """Boolean masks ``[..., H, W]`` grown by ``radius`` pixels (a square neighbourhood)."""
+    x = m.float().reshape(-1, 1, *m.shape[-2:])
+    return (torch.nn.functional.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius) > 0).reshape(m.shape)
 
 
 def pixel_regions(triangle_id: Tensor, mask: Tensor, tri_region: Tensor, band: int) -> Tensor:
@@ -57,7 +59,7 @@ def pixel_regions(triangle_id: Tensor, mask: Tensor, tri_region: Tensor, band: i
                          torch.full_like(triangle_id, _INDEX["beyond_mesh"]))
     labels = torch.where(inside, labels, torch.full_like(labels, _INDEX["background"]))
     if band > 0:
-        edge = _grow(inside, band) & _grow(~inside, band)
+        edge = grow_mask(inside, band) & grow_mask(~inside, band)
         labels = torch.where(edge, torch.full_like(labels, _INDEX["silhouette"]), labels)
     return labels
 

@@ -34,7 +34,7 @@ from .config import TrainConfig
 from .data import FrameSet, posed_with_gaze
 from .losses import alpha_mask, excess, photometric
 from .metrics import lpips, psnr, ssim
-from .regions import RegionErrors, pixel_regions, triangle_regions
+from .regions import RegionErrors, grow_mask, pixel_regions, triangle_regions
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +266,7 @@ class Trainer:
         if eyes is None:
             return None
         masks, rings = eyes
-        shown = masks.flatten(1).any(1)
-        if not bool(shown.any()):
+        if not bool(masks.any()):
             return None
         H, W = masks.shape[1:]
         ys, xs = torch.nonzero(rings.any(0) | masks.any(0), as_tuple=True)
@@ -304,12 +303,11 @@ class Trainer:
         if self._shut_ids is None:
             self._shut_ids = ([], [])
             profile = getattr(self.model, "tracking_profile", None)
-            parts = getattr(self.model, "parts", {})
             names = list(getattr(self.model, "expression_names", ()) or ())
             eyeballs, blinks = getattr(profile, "eyeball_parts", None), getattr(profile, "blinks", None)
-            if eyeballs and blinks and all(n in parts for n in eyeballs) and all(b in names for b in blinks):
-                dev = f.vertices.device
-                self._eye_faces = torch.stack([parts[n].faces.to(dev) for n in eyeballs])  # [2, F]
+            eyes = self.part_faces(eyeballs)
+            if eyes is not None and blinks and all(b in names for b in blinks):
+                self._eye_faces = eyes.to(f.vertices.device)  # [2, F]
                 pairs = tuple(getattr(profile, "antagonists", ()) or ())
                 other = [a if b == blink else b for blink in blinks for a, b in pairs if blink in (a, b)]
                 self._shut_ids = ([names.index(b) for b in blinks], [names.index(n) for n in other if n in names])
@@ -320,12 +318,19 @@ class Trainer:
         tri = self.triangle_ids(index)
         masks = (tri >= 0)[None] & self._eye_faces[:, tri.clamp_min(0)]  # [2, H, W]
         reach = max(2, round(0.012 * f.width))
-        grow = lambda m, r: torch.nn.functional.max_pool2d(m[:, None].float(), 2 * r + 1, 1, r)[:, 0] > 0  # noqa: E731
-        rings = grow(masks, reach) & ~grow(masks.any(0, keepdim=True).expand_as(masks), 1) & (tri >= 0)[None]
+        rings = grow_mask(masks, reach) & ~grow_mask(masks.any(0), 1)[None] & (tri >= 0)[None]
         out = (masks, rings)
         if self.offsets is None:
             self._eye_maps[index] = out
         return out
+
+    def part_faces(self, names) -> Tensor | None:
+        """``[len(names), F]`` bool: each named part's triangles of the model; None when ``names`` is
+        empty or None or the model lacks one of them."""
+        parts = getattr(self.model, "parts", None) or {}
+        if not names or not all(n in parts for n in names):
+            return None
+        return torch.stack([torch.as_tensor(parts[n].faces, dtype=torch.bool) for n in names])
 
     def eyeball_gaussians(self) -> torch.Tensor | None:
         """``[N]`` bool: the Gaussians held on the model's eyeballs (bound to its tracking profile's
@@ -336,15 +341,12 @@ class Trainer:
         if binding is None or surface is None or self.model is None:
             return None
         if self._eyeball_faces is None:
-            names = list(getattr(getattr(self.model, "tracking_profile", None), "eyeball_parts", None) or ())
-            parts = getattr(self.model, "parts", {}) if names else {}
-            if not names or not all(n in parts for n in names):
+            eyes = self.part_faces(getattr(getattr(self.model, "tracking_profile", None), "eyeball_parts", None))
+            if eyes is None:
                 return None
-            names += [n for n, on in zip(parts, name_mask(parts, self.cfg.eyeball_extra_parts)) if on]
-            mask = torch.zeros(int(self.model.faces.shape[0]), dtype=torch.bool, device=binding.device)
-            for n in names:
-                mask |= parts[n].faces.to(binding.device)
-            self._eyeball_faces = mask
+            parts = self.model.parts
+            extra = self.part_faces([n for n, on in zip(parts, name_mask(parts, self.cfg.eyeball_extra_parts)) if on])
+            self._eyeball_faces = (eyes.any(0) if extra is None else eyes.any(0) | extra.any(0)).to(binding.device)
         return surface & (binding >= 0) & self._eyeball_faces[binding.clamp_min(0)]
 
     def _noisy_state(self, index: int) -> FrameState:
