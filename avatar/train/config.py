@@ -87,9 +87,10 @@ class TrainConfig:
     # blink blendshapes at 1 (its eye-widening ones at 0), and the pixels where the frame's eyeballs
     # showed (each eye's, from the tracked mesh) are held by an L1 term at that eye's surrounding skin
     # (the median colour of the frame in a ring round the eye opening). A clip with few blinks pins its
-    # closed lids loosely: they read as a smeared, half-open eye. 0: off (measured: head_talking's
-    # driven blinks read more shut, but the expression MLP learns to paint a full blink's whole eye
-    # region over, selfie_upperbody's glasses and brows with it; docs/experiments.md). Heads whose model
+    # closed lids loosely: they read as a smeared, half-open eye. 0: off, not recommended (measured:
+    # head_talking's shut lids read more shut, but the expression MLP learns to paint a full blink's
+    # whole eye region over, selfie_upperbody's glasses and brows with it, and drive_expressive loses
+    # the closed lids its own blinks taught; docs/experiments.md). Heads whose model
     # names blinks and eyeballs (its tracking profile's); only a window round the eyes is drawn
     # (training about 20% slower at shut_lids_every=2).
     shut_lids_weight: float = 0.0
