@@ -333,6 +333,7 @@ def test_parameter_drivers_turn_the_eyes_by_their_gaze_blendshapes(package):
     np.testing.assert_allclose(np.degrees(turns[1]), [[15.0, 0.0], [0.0, 10.0]], atol=1e-4)
     np.testing.assert_allclose(np.degrees(eye_turns(pkg, e, 3.0, limit_deg=30.0)[1]), [[30.0, 0.0], [0.0, 30.0]], atol=1e-4)
     assert eye_turns(pkg, e, 0.0) is None
+    np.testing.assert_allclose(np.degrees(eye_turns(pkg, e, 1.0, vertical=0.0)[1]), [[15.0, 0.0], [0.0, 0.0]], atol=1e-4)
 
 
 def test_the_gaze_behind_shut_lids_is_its_neighbours():

@@ -609,7 +609,10 @@ def test_retarget_config_reads_the_keys_and_names_a_bad_one():
     with pytest.raises(DriveError, match="retarget.closure_gain_max must be a number"):
         retarget_config(OmegaConf.create({**base, "retarget": {"closure_gain_max": "high"}}))
     eyes = retarget_config(OmegaConf.create({**base, "retarget": {"eyes": 0.5, "eyes_max_deg": 20}}))
-    assert eyes.eyes == 0.5 and eyes.eyes_max_deg == 20.0
+    assert eyes.eyes == 0.5 and eyes.eyes_max_deg == 20.0 and eyes.eyes_vertical == 1.0
+    assert retarget_config(OmegaConf.create({**base, "retarget": {"eyes_vertical": 0}})).eyes_vertical == 0.0
+    with pytest.raises(DriveError, match="retarget.eyes_vertical"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"eyes_vertical": -0.5}}))
     with pytest.raises(DriveError, match="retarget.eyes must be 0"):
         retarget_config(OmegaConf.create({**base, "retarget": {"eyes": -1}}))
     with pytest.raises(DriveError, match="retarget.eyes_max_deg"):

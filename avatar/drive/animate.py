@@ -74,12 +74,12 @@ def avatar_rest(package: AvatarPackage) -> np.ndarray:
 
 
 def eye_turns(package: AvatarPackage, expression: np.ndarray, gain: float,
-              limit_deg: float = RetargetConfig.eyes_max_deg) -> np.ndarray | None:
+              limit_deg: float = RetargetConfig.eyes_max_deg, vertical: float = 1.0) -> np.ndarray | None:
     """``[F, 2, 2]`` float32 per frame and eyeball (right, left): (yaw, pitch) radians to turn the
     avatar's eyeballs by for the retargeted ``expression [F, E]`` (or ``[E]``: ``[2, 2]``): ``gain``
     times the gaze its ``eyeLook*`` coefficients stand for (as the trackers read it) minus the
-    gaze of the avatar's rest (:func:`avatar_rest`), each angle within
-    ``limit_deg``. None when
+    gaze of the avatar's rest (:func:`avatar_rest`), the pitch also times ``vertical``, each angle
+    within ``limit_deg``. None when
     ``gain`` is 0 or the avatar's model cannot turn its eyes."""
     profile = package.gaze_profile() if gain else None
     if profile is None:
@@ -91,7 +91,7 @@ def eye_turns(package: AvatarPackage, expression: np.ndarray, gain: float,
     d = torch.as_tensor(np.atleast_2d(e) - avatar_rest(package).astype(np.float64)[None])
     yaw, pitch = blendshape_gaze_angles(profile.gaze, names.index, d)
     limit = math.radians(limit_deg)
-    out = (float(gain) * torch.stack((yaw, pitch), -1)).clamp(-limit, limit).numpy().astype(np.float32)
+    out = (float(gain) * torch.stack((yaw, float(vertical) * pitch), -1)).clamp(-limit, limit).numpy().astype(np.float32)
     return out if e.ndim == 2 else out[0]
 
 
@@ -106,7 +106,7 @@ def driven_gaze(package: AvatarPackage, drive: DriveSequence, expression: np.nda
         return None
     if drive.gaze is not None:
         return driver_gaze(drive, cfg, neutral_frame)
-    return eye_turns(package, expression, cfg.eyes, limit_deg=cfg.eyes_max_deg)
+    return eye_turns(package, expression, cfg.eyes, limit_deg=cfg.eyes_max_deg, vertical=cfg.eyes_vertical)
 
 
 CPU_LIVE_GAUSSIANS = 12000  # max_gaussians=auto on a CPU: real time at 256x256 on 2 cores (benchmarks/live.py)

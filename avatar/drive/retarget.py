@@ -144,6 +144,9 @@ def retarget_config(cfg) -> RetargetConfig:
     eyes_max = number("retarget.eyes_max_deg", r.get("eyes_max_deg", RetargetConfig.eyes_max_deg))
     if not 0 < eyes_max <= 90:
         raise DriveError(f"retarget.eyes_max_deg must be in (0, 90] degrees, got {eyes_max}")
+    eyes_vertical = number("retarget.eyes_vertical", r.get("eyes_vertical", RetargetConfig.eyes_vertical))
+    if eyes_vertical < 0:
+        raise DriveError(f"retarget.eyes_vertical must be 0 (side to side only) or more, got {eyes_vertical}")
     min_cutoff = cfg.smoothing.min_cutoff
     return RetargetConfig(relative=bool(cfg.get("relative", True)), rest=bool(r.get("rest", True)),
                           range=bool(r.get("range", False)), gain=gain,
@@ -155,7 +158,7 @@ def retarget_config(cfg) -> RetargetConfig:
                           min_cutoff=None if min_cutoff is None else number("smoothing.min_cutoff", min_cutoff),
                           beta=number("smoothing.beta", cfg.smoothing.beta),
                           two_sided=bool(cfg.smoothing.get("two_sided", True)), eyes=eyes,
-                          eyes_max_deg=eyes_max)
+                          eyes_max_deg=eyes_max, eyes_vertical=eyes_vertical)
 
 
 def _matrix(axis_angle: np.ndarray) -> np.ndarray:
@@ -327,6 +330,19 @@ class Retargeter:
         return e.astype(np.float32), rotation.astype(np.float32), t.astype(np.float32)
 
 
+def scaled_gaze(offset: np.ndarray, cfg: RetargetConfig) -> np.ndarray:
+    """``offset [..., 2]`` (yaw, pitch radians from the neutral gaze) times ``cfg.eyes``, the pitch
+    also times ``cfg.eyes_vertical``."""
+    return cfg.eyes * np.asarray(offset, np.float64) * np.array([1.0, cfg.eyes_vertical])
+
+
+def both_eyes(turn: np.ndarray, cfg: RetargetConfig) -> np.ndarray:
+    """``turn [..., 2]`` within ``cfg.eyes_max_deg`` each way, for both eyeballs: ``[..., 2, 2]`` float32."""
+    limit = math.radians(cfg.eyes_max_deg)
+    clipped = np.clip(turn, -limit, limit)[..., None, :]
+    return np.repeat(clipped, 2, axis=-2).astype(np.float32)
+
+
 class LiveGaze:
     """Live eyeball turns (``avatar live``): :func:`driver_gaze` one frame at a time. The neutral
     gaze is the median of the last ``window`` frames' readings (where the driver usually looks:
@@ -358,11 +374,10 @@ class LiveGaze:
         g = np.asarray(gaze, np.float64).mean(axis=0)
         self.history.append(g)
         neutral = self.fixed if self.fixed is not None else np.median(np.stack(self.history), axis=0)
-        turn = self.cfg.eyes * (g - neutral) * np.array([1.0, self.cfg.eyes_vertical])
+        turn = scaled_gaze(g - neutral, self.cfg)
         if self.filter is not None:
             turn = self.filter(turn, time_s)
-        limit = math.radians(self.cfg.eyes_max_deg)
-        self.last = np.repeat(np.clip(turn, -limit, limit)[None], 2, axis=0).astype(np.float32)
+        self.last = both_eyes(turn, self.cfg)
         return self.last
 
 
@@ -428,14 +443,13 @@ def driver_gaze(drive: DriveSequence, cfg: RetargetConfig | None = None, neutral
     g = np.asarray(drive.gaze, np.float64).mean(axis=1)  # [F, 2] conjugate (yaw, pitch)
     ok = drive.valid if drive.valid is not None and drive.valid.any() else np.ones(len(g), bool)
     neutral = g[neutral_frame] if neutral_frame is not None else np.median(g[ok], axis=0)
-    turn = cfg.eyes * (g - neutral) * np.array([1.0, cfg.eyes_vertical])
+    turn = scaled_gaze(g - neutral, cfg)
     if cfg.min_cutoff is not None and cfg.two_sided:
         turn = two_sided_one_euro(turn, drive.fps, cfg.min_cutoff, cfg.beta)
     elif cfg.min_cutoff is not None:
         f = OneEuroFilter(cfg.min_cutoff, cfg.beta)
         turn = np.stack([f(x, i / drive.fps) for i, x in enumerate(turn)])
-    limit = math.radians(cfg.eyes_max_deg)
-    return np.repeat(np.clip(turn, -limit, limit)[:, None], 2, axis=1).astype(np.float32)
+    return both_eyes(turn, cfg)
 
 
 def two_sided_one_euro(signal: np.ndarray, fps: float, min_cutoff: float, beta: float) -> np.ndarray:

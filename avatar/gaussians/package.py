@@ -116,15 +116,9 @@ class AvatarPackage:
         """The model's gaze blendshapes and eyeball parts (its tracking profile) when it has both
         (ICT), else None: only then can :meth:`posed_gaussians` turn the eyeballs."""
         if self._gaze_profile is False:
-            from ..models.profile import TrackingProfileError, require_profile  # noqa: PLC0415
+            from ..models.eyes import eye_profile  # noqa: PLC0415
 
-            try:
-                profile = require_profile(self.model)
-            except TrackingProfileError:
-                profile = None
-            ok = (profile is not None and profile.gaze is not None and profile.eyeball_parts is not None
-                  and not self.is_body and set(profile.eyeball_parts) <= set(getattr(self.model, "parts", None) or {}))
-            self._gaze_profile = profile if ok else None
+            self._gaze_profile = None if self.is_body else eye_profile(self.model)
         return self._gaze_profile
 
     def _eyeballs(self):

@@ -14,6 +14,20 @@ from torch import Tensor
 from ..geometry.rotations import yaw_pitch_matrix
 
 
+def eye_profile(model):
+    """The model's tracking profile when its eyes can turn: it names gaze blendshapes and eyeball
+    parts the model has, and the model is a head (no skeleton); else None."""
+    from .profile import TrackingProfileError, require_profile  # noqa: PLC0415
+
+    try:
+        profile = require_profile(model)
+    except TrackingProfileError:
+        return None
+    ok = (profile.gaze is not None and profile.eyeball_parts is not None and not getattr(model, "has_skeleton", False)
+          and set(profile.eyeball_parts) <= set(getattr(model, "parts", None) or {}))
+    return profile if ok else None
+
+
 def eyeball_vertex_ids(model, eyeball_parts) -> list[Tensor]:
     """Vertex ids ``[n]`` of each eyeball part (parts hold vertex masks)."""
     return [model.parts[part].vertices.nonzero()[:, 0] for part in eyeball_parts]

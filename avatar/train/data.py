@@ -105,9 +105,6 @@ def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, widt
 
     radius = max(1, int(round(dilate * width)))
 
-    def grow(m: Tensor) -> Tensor:
-        return grow_mask(m, radius)
-
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     out = []
@@ -123,9 +120,9 @@ def head_masks(vertices: Tensor, faces: Tensor, K: Tensor, viewmat: Tensor, widt
                 y = (level.to(r.bary)[tri] * r.bary).sum(-1)
                 body = r.mask & (y < cut)
                 head = r.mask & ~body
-                keep = grow(head) & ~(grow(body) & ~head)
+                keep = grow_mask(head, radius) & ~(grow_mask(body, radius) & ~head)
             else:
-                keep = grow(head)
+                keep = grow_mask(head, radius)
             out.append(keep.float())
             bar.update(v.shape[0])
     bar.close()
@@ -273,15 +270,11 @@ def frame_gaze(capture: Capture, tracking, model, usable: np.ndarray, train: np.
     over the training frames (the look the eyeballs keep when nothing turns them), the up-down
     turn times ``vertical``. None for a
     model without eyeball parts or gaze blendshapes, or a capture without iris landmarks."""
-    from ..models.eyes import eyeball_geometry  # noqa: PLC0415
-    from ..models.profile import TrackingProfileError, require_profile  # noqa: PLC0415
+    from ..models.eyes import eye_profile, eyeball_geometry  # noqa: PLC0415
     from ..tracking.gaze import IRIS_CENTRES, gaze_from_rays, hold_through_blinks, lids_open  # noqa: PLC0415
 
-    try:
-        profile = require_profile(model)
-    except TrackingProfileError:
-        return None
-    if profile.gaze is None or profile.eyeball_parts is None or getattr(model, "has_skeleton", False):
+    profile = eye_profile(model)
+    if profile is None:
         return None
     face = capture.landmarks.face
     if face.shape[1] <= max(IRIS_CENTRES):
