@@ -197,6 +197,8 @@ VARIANTS = {
     "pose_only": ({"gain": 1e-9, "closure": ()}, True, None),
     "still_eyes": ({"eyes": 0.0}, True, None),  # the eyeballs as trained (not turned by the driver's gaze)
     "eyes_sideways": ({"eyes_vertical": 0.0}, True, None),  # the eyeballs turned side to side only
+    # the head's turn held within the avatar's trained turns plus 10 degrees (retarget.turn_margin_deg)
+    "turn_held": ({"turn_margin_deg": 10.0}, True, None),
 }
 
 

@@ -336,6 +336,40 @@ def test_parameter_drivers_turn_the_eyes_by_their_gaze_blendshapes(package):
     np.testing.assert_allclose(np.degrees(eye_turns(pkg, e, 1.0, vertical=0.0)[1]), [[15.0, 0.0], [0.0, 0.0]], atol=1e-4)
 
 
+def test_driven_turn_is_held_near_the_avatars_trained_turns(package):
+    """``retarget.turn_margin_deg`` holds a driven head turn within the avatar's trained turns (its
+    file's ``turn_range``) plus the margin; without the avatar's turns it is not held, and says so."""
+    from avatar.drive.animate import AvatarPackage, driven_poses, turn_range
+    from avatar.geometry.rotations import axis_angle_to_matrix, turn_angles
+
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    assert turn_range(pkg) is None  # a test file without them, and no run folder to read them from
+    F = 6
+    yaw = np.radians([0.0, 3.0, 20.0, 60.0, 60.0, -60.0])
+    rotation = np.stack([np.zeros(F), yaw, np.zeros(F)], -1).astype(np.float32)
+    drive = DriveSequence(np.zeros((F, 53), np.float32), rotation, np.zeros((F, 3), np.float32), 25.0, "params")
+    cfg = RetargetConfig(min_cutoff=None, turn_margin_deg=10.0)
+
+    def yaws(r):
+        return np.degrees(turn_angles(axis_angle_to_matrix(torch.as_tensor(r, dtype=torch.float64)).numpy(), np.eye(3))[:, 0])
+
+    notes = []
+    _, free, _ = driven_poses(pkg, drive, cfg, neutral_frame=0, notes=notes)
+    assert any("turn_margin_deg" in n for n in notes)
+    np.testing.assert_allclose(yaws(free), np.degrees(yaw), atol=1e-3)  # not held
+    pkg.state["turn_range"] = torch.tensor(np.radians([[-5.0, 5.0], [-3.0, 3.0]]))
+    _, held, _ = driven_poses(pkg, drive, cfg, neutral_frame=0)
+    got = yaws(held)
+    np.testing.assert_allclose(got[:2], np.degrees(yaw[:2]), atol=1e-3)  # within the trained turns: as driven
+    assert 10.0 < got[3] <= 15.0 + 1e-4 and -15.0 - 1e-4 <= got[5] < -10.0 and got[2] < got[3]  # within 5 + 10 degrees
+    notes = []
+    driven_poses(pkg, drive, RetargetConfig(min_cutoff=None), neutral_frame=0, notes=notes)  # not held: said
+    assert any("55 degrees beyond the turns the avatar was trained on" in n for n in notes), notes
+    notes = []
+    driven_poses(pkg, drive, cfg, neutral_frame=0, notes=notes)
+    assert not any("beyond the turns" in n for n in notes)
+
+
 def test_the_gaze_behind_shut_lids_is_its_neighbours():
     from avatar.tracking.gaze import hold_through_blinks, lids_open
 

@@ -617,6 +617,77 @@ def test_retarget_config_reads_the_keys_and_names_a_bad_one():
         retarget_config(OmegaConf.create({**base, "retarget": {"eyes": -1}}))
     with pytest.raises(DriveError, match="retarget.eyes_max_deg"):
         retarget_config(OmegaConf.create({**base, "retarget": {"eyes_max_deg": 0}}))
+    assert retarget_config(OmegaConf.create(base)).turn_margin_deg is None  # the default: no limit
+    assert retarget_config(OmegaConf.create({**base, "retarget": {"turn_margin_deg": 10}})).turn_margin_deg == 10.0
+    with pytest.raises(DriveError, match="retarget.turn_margin_deg"):
+        retarget_config(OmegaConf.create({**base, "retarget": {"turn_margin_deg": -5}}))
+
+
+def test_turn_angles_round_trip_about_the_cameras_axes():
+    from avatar.geometry.rotations import from_turn_angles, turn_angles
+
+    rng = np.random.default_rng(0)
+    ref = _matrix_of(rng.normal(size=3) * 0.3)
+    for _ in range(20):
+        angles = rng.uniform(-1.2, 1.2, size=3)
+        R = from_turn_angles(angles, ref)
+        assert np.allclose(R @ R.T, np.eye(3), atol=1e-12)
+        assert np.allclose(turn_angles(R, ref), angles, atol=1e-9)
+    # a turn about the camera's y axis alone is a yaw
+    yaw = from_turn_angles(np.array([0.3, 0.0, 0.0]), np.eye(3))
+    assert np.allclose(yaw @ np.array([0.0, 0.0, 1.0]), [math.sin(0.3), 0.0, math.cos(0.3)])
+
+
+def _matrix_of(axis_angle) -> np.ndarray:
+    from avatar.geometry.rotations import axis_angle_to_matrix
+
+    return axis_angle_to_matrix(torch.as_tensor(np.asarray(axis_angle, np.float64))).numpy()
+
+
+def test_soft_limit_is_the_identity_inside_and_bounded_beyond():
+    from avatar.drive.retarget import soft_limit
+
+    xs = np.linspace(-3.0, 3.0, 601)
+    ys = np.array([soft_limit(x, -0.2, 0.4, 0.5) for x in xs])
+    inside = (xs >= -0.45) & (xs <= 0.65)
+    assert np.allclose(ys[inside], xs[inside])
+    assert ys.max() < 0.4 + 0.5 and ys.min() > -0.2 - 0.5  # never past the range plus the margin
+    assert np.all(np.diff(ys) > 0)  # still turns the way the driver turns
+    assert abs(soft_limit(0.65 + 1e-6, -0.2, 0.4, 0.5) - (0.65 + 1e-6)) < 1e-9  # slope 1 at the knee
+
+
+def test_retargeter_holds_the_turn_near_the_avatars_trained_range():
+    """With ``turn_margin_deg`` and the avatar's trained turns, a driver turning 60 degrees turns the
+    avatar no further than its trained range plus the margin, small turns pass unchanged, and a roll
+    (a tilt in the image) is never held; without the margin the turn passes as it comes."""
+    from avatar.geometry.rotations import from_turn_angles, training_turn_range, turn_angles
+    from avatar.geometry.rotations import matrix_to_axis_angle
+
+    names = list(EXPRESSION_NAMES)
+    E = len(names)
+    ref = np.array([0.05, -0.1, 0.02])
+    R_ref = _matrix_of(ref)
+    # the avatar's training frames turned within +-5 degrees of yaw and +-3 of pitch
+    rng = np.random.default_rng(1)
+    seen = [from_turn_angles(np.radians([rng.uniform(-5, 5), rng.uniform(-3, 3), 0.0]), R_ref) for _ in range(200)]
+    train_rot = matrix_to_axis_angle(torch.as_tensor(np.stack(seen))).numpy()
+    limits = training_turn_range(train_rot, ref)
+    assert np.allclose(np.degrees(limits), [[-5, 5], [-3, 3]], atol=0.5)
+
+    def driven(margin, turn_deg):
+        cfg = RetargetConfig(min_cutoff=None, turn_margin_deg=margin)
+        rt = Retargeter(ref, np.zeros(3), names, cfg, turn_range=limits)
+        rt.set_pose_reference(np.zeros(3), np.zeros(3))  # the driver's reference: facing the camera
+        driver_rot = matrix_to_axis_angle(torch.as_tensor(from_turn_angles(np.radians(turn_deg), np.eye(3)))[None])[0]
+        _, r, _ = rt(np.zeros(E), driver_rot.numpy(), np.zeros(3), 0.0)
+        return np.degrees(turn_angles(_matrix_of(r.astype(np.float64)), R_ref))
+
+    free = driven(None, [60.0, -40.0, 15.0])  # off: as driven (the driver's turn on the avatar's reference)
+    assert free[0] > 50 and free[1] < -30
+    held = driven(10.0, [60.0, -40.0, 15.0])
+    assert 5 + 5 < held[0] < 5 + 10 and -(3 + 10) < held[1] < -(3 + 5)  # past the knee, short of the margin
+    assert abs(held[2] - free[2]) < 1e-3  # roll kept (float32 out)
+    assert np.allclose(driven(10.0, [4.0, -2.0, 0.0]), driven(None, [4.0, -2.0, 0.0]), atol=1e-3)  # within range
 
 
 def test_default_gain_lifts_per_frame_fits_only():

@@ -437,6 +437,12 @@ def test_train_eval_export_commands(sheet_capture, tmp_path, monkeypatch, capsys
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations"] == 30 and metrics["heldout_frames"] == 5 and metrics["backend"] == "torch"
     assert metrics["psnr"] > 10 and metrics["n_gaussians"] == len(load_ply(out / "avatar.ply")["means"])
+    from avatar.geometry.rotations import training_turn_range
+    from avatar.io.avatar_file import read_avatar
+
+    # the avatar file holds how far its training frames turned (retarget.turn_margin_deg reads it)
+    turns = read_avatar(out)["turn_range"]
+    np.testing.assert_allclose(np.asarray(turns), training_turn_range(seq.rotation[:19], seq.rotation[0]), atol=1e-5)
     capsys.readouterr()
     assert cli.main(["train", *args]) == 1  # never overwrites a trained run
     assert "already holds a trained run" in capsys.readouterr().err

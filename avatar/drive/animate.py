@@ -62,6 +62,54 @@ def expression_range(package: AvatarPackage):
     return ExpressionRange.from_sequence(tracking.expression, tracking.valid)
 
 
+def turn_range(package: AvatarPackage) -> np.ndarray | None:
+    """``[2, 2]`` radians: the yaw and pitch (low, high) of the avatar's training frames from its
+    reference pose (:func:`avatar.drive.retarget.training_turn_range`): stored in the avatar file by
+    training; for files written before, read from the training capture's tracking (its first
+    ``train.holdout`` of usable frames) when the run folder still points at it; else None."""
+    from ..geometry.rotations import training_turn_range  # noqa: PLC0415
+
+    stored = package.state.get("turn_range")
+    if stored is not None:
+        return np.asarray(stored, np.float64)
+    ref = package.state.get("reference_rotation")
+    if package.path is None or ref is None or package.is_body:
+        return None
+    from avatar.io.run_folder import recorded_config, run_capture  # noqa: PLC0415
+    from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
+
+    try:
+        capture = run_capture(package.path.parent)
+        if capture is None:
+            return None
+        tracking = load_tracking(capture)
+        cfg = recorded_config(package.path.parent)
+        holdout = float(cfg.train.get("holdout", 0.15)) if cfg is not None and cfg.get("train") is not None else 0.15
+    except (TrackingError, OSError, ValueError, AttributeError) as exc:
+        log.info("no trained head turns for %s (%s): the turn is not held", package.path, exc)
+        return None
+    usable = np.flatnonzero(np.asarray(tracking.valid, bool))
+    if tracking.rotation.ndim != 2 or len(usable) < 2:
+        return None
+    train = usable[: max(1, len(usable) - int(round(len(usable) * holdout)))]
+    return training_turn_range(tracking.rotation[train], np.asarray(ref, np.float64))
+
+
+TURN_NOTE_DEG = 15.0  # a driven turn this far beyond the avatar's trained turns is noted (offline and live)
+
+
+def turn_beyond(rotation: np.ndarray, reference: np.ndarray, trained: np.ndarray) -> float:
+    """Degrees: how far the yaw or pitch of the head rotations ``rotation [F, 3]`` (axis-angle) from
+    ``reference [3]`` goes beyond the ``trained`` turns (:func:`turn_range`), at most over frames and axes."""
+    from ..geometry.rotations import axis_angle_to_matrix, turn_angles  # noqa: PLC0415
+
+    to_matrix = lambda a: axis_angle_to_matrix(torch.as_tensor(np.asarray(a, np.float64).reshape(-1, 3))).numpy()  # noqa: E731
+    angles = turn_angles(to_matrix(rotation), to_matrix(reference)[0])[:, :2]
+    low, high = np.asarray(trained, np.float64)[:, 0], np.asarray(trained, np.float64)[:, 1]
+    excess = np.maximum(angles - high, low - angles).max(initial=0.0)
+    return float(np.degrees(max(excess, 0.0)))
+
+
 def avatar_rest(package: AvatarPackage) -> np.ndarray:
     """``[E]`` float32: the expression a driven avatar starts from (the retargeting's avatar rest
     with the default ``typical`` blendshapes, lids and brows, at their training median); zeros
@@ -148,8 +196,19 @@ def driven_poses(package: AvatarPackage, drive: DriveSequence, retarget_cfg: Ret
     ref_r, ref_t = package.reference_pose(drive)
     avatar_range = expression_range(package)
     drv = driver_range(drive, neutral_frame)
+    holding = retarget_cfg is not None and retarget_cfg.turn_margin_deg is not None
+    trained = turn_range(package) if holding or notes is not None else None
     poses = retarget(drive, ref_r, ref_t, package.expression_names, retarget_cfg, avatar_range,
-                     neutral_frame, drv, **profile_options(package))
+                     neutral_frame, drv, **profile_options(package), turn_range=trained if holding else None)
+    if notes is not None and holding and trained is None:
+        notes.append("retarget.turn_margin_deg: the avatar's trained head turns are not known (an avatar file from "
+                     "before they were recorded, its training capture gone): the head turns as the driver's")
+    if notes is not None and trained is not None and not holding:
+        beyond = turn_beyond(poses[1], ref_r, trained)
+        if beyond > TURN_NOTE_DEG:
+            notes.append(f"the driver turns the head up to {beyond:.0f} degrees beyond the turns the avatar was trained "
+                         "on: there its hair, glasses and cheeks may show torn patches; retarget.turn_margin_deg=10 "
+                         "holds the turn near the trained ones")
     if notes is not None:
         notes += retarget_notes(avatar_range, drv if neutral_frame is None else None, package.expression_names)
     return poses

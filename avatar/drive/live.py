@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .animate import AvatarPackage, expression_range, profile_options
+from .animate import TURN_NOTE_DEG, AvatarPackage, expression_range, profile_options, turn_beyond, turn_range
 from .retarget import LiveGaze, RetargetConfig, Retargeter
 from .sources import DriveError
 
@@ -88,6 +88,7 @@ class LiveStats:
     notes: list = field(default_factory=list)
     identity: object = None  # the BackgroundIdentity of the session, if any
     body: object = None  # the OnlineTorso moving an avatar's shoulders, if any
+    turn_beyond_deg: float = 0.0  # how far the shown head turned beyond the avatar's trained turns (not held)
 
     def report(self, seconds: float) -> dict:
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -103,7 +104,11 @@ class LiveStats:
                                                      "moved": self.body.value is not None},
             "notes": self.notes + ([f"{self.several_faces} frame(s) showed more than one face; the largest drove "
                                     "the avatar"] if self.several_faces else [])
-                     + (list(self.identity.notes) if self.identity is not None else []),
+                     + (list(self.identity.notes) if self.identity is not None else [])
+                     + ([f"the driver turned the head up to {self.turn_beyond_deg:.0f} degrees beyond the turns the avatar "
+                         "was trained on: there its hair, glasses and cheeks may show torn patches; "
+                         "retarget.turn_margin_deg=10 holds the turn near the trained ones"]
+                        if self.turn_beyond_deg > TURN_NOTE_DEG else []),
         }
 
     def _identity(self) -> dict | None:
@@ -280,8 +285,10 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
         th.start()
 
     ref_r, ref_t = package.reference_pose_or(np.zeros(3, np.float32), np.array([0, 0, -0.5], np.float32))
+    trained_turns = turn_range(package)
+    holding = retarget_cfg is not None and retarget_cfg.turn_margin_deg is not None
     retargeter = Retargeter(ref_r, ref_t, package.expression_names, retarget_cfg, expression_range(package),
-                            **profile_options(package))
+                            **profile_options(package), turn_range=trained_turns if holding else None)
     version = 0
     turn_eyes = bool(retargeter.cfg.eyes) and package.gaze_profile() is not None
     live_gaze = LiveGaze(retargeter.cfg)
@@ -322,6 +329,8 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             elif shift is not None:  # the same identity refined: where the head is measured moved by shift
                 retargeter.shift_reference(shift)
             expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
+            if trained_turns is not None and not holding and stats.shown % 10 == 0:  # for the report's note
+                stats.turn_beyond_deg = max(stats.turn_beyond_deg, turn_beyond(rotation, ref_r, trained_turns))
             threads = 1 if stats.identity is not None and stats.identity.running else render_threads
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)

@@ -38,7 +38,9 @@ Expressions (ICT's are ARKit-named, so they transfer coefficient by coefficient)
 
 Head pose: the driver's motion relative to its reference pose (offline: the clip's mean
 rotation and median translation; live and ``neutral_frame``: that frame) applied on top of
-the avatar's reference pose. A One Euro filter smooths the result. The same
+the avatar's reference pose; with ``turn_margin_deg`` its yaw and pitch are held within the turns
+the avatar's training frames showed plus that margin (:meth:`Retargeter.limit_turn`). A One Euro
+filter smooths the result. The same
 :class:`Retargeter` serves offline rendering (:func:`retarget`) and the live loop.
 
 Smoothing: live, the One Euro filter runs forward only (it can only see the past) and so
@@ -57,7 +59,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from ..geometry.rotations import axis_angle_to_matrix, from_turn_angles, matrix_to_axis_angle, turn_angles
 from ..landmarks.filters import OneEuroFilter
 from ..models.ict import TRACKING_PROFILE as ICT_PROFILE
 from ..models.profile import disjoint_pairs, name_mask
@@ -117,6 +119,12 @@ class RetargetConfig:
     # The up-down turn's share of ``eyes`` (MediaPipe reads an iris's height less surely than its
     # side to side: the lids cover it, and a blink moves it).
     eyes_vertical: float = 1.0
+    # The head's turn (side to side and up and down, about the camera's axes, from the avatar's
+    # reference pose) held near what the avatar's training frames showed: up to this many degrees
+    # beyond their range, approached smoothly; None: the driver's turn as it comes. An avatar from a
+    # frontal clip shows the hair, glasses and cheeks it never saw turned as torn patches and doubled
+    # outlines (docs/experiments.md). Roll (a tilt in the image) is never held.
+    turn_margin_deg: float | None = None
 
 
 def retarget_config(cfg) -> RetargetConfig:
@@ -147,6 +155,11 @@ def retarget_config(cfg) -> RetargetConfig:
     eyes_vertical = number("retarget.eyes_vertical", r.get("eyes_vertical", RetargetConfig.eyes_vertical))
     if eyes_vertical < 0:
         raise DriveError(f"retarget.eyes_vertical must be 0 (side to side only) or more, got {eyes_vertical}")
+    margin = r.get("turn_margin_deg", RetargetConfig.turn_margin_deg)
+    if margin is not None:
+        margin = number("retarget.turn_margin_deg", margin)
+        if margin < 0:
+            raise DriveError(f"retarget.turn_margin_deg must be 0 or more degrees (null: no limit), got {margin}")
     min_cutoff = cfg.smoothing.min_cutoff
     return RetargetConfig(relative=bool(cfg.get("relative", True)), rest=bool(r.get("rest", True)),
                           range=bool(r.get("range", False)), gain=gain,
@@ -158,7 +171,7 @@ def retarget_config(cfg) -> RetargetConfig:
                           min_cutoff=None if min_cutoff is None else number("smoothing.min_cutoff", min_cutoff),
                           beta=number("smoothing.beta", cfg.smoothing.beta),
                           two_sided=bool(cfg.smoothing.get("two_sided", True)), eyes=eyes,
-                          eyes_max_deg=eyes_max, eyes_vertical=eyes_vertical)
+                          eyes_max_deg=eyes_max, eyes_vertical=eyes_vertical, turn_margin_deg=margin)
 
 
 def _matrix(axis_angle: np.ndarray) -> np.ndarray:
@@ -171,6 +184,17 @@ def nearest_rotation(M: np.ndarray) -> np.ndarray:
     d = np.sign(np.linalg.det(u @ vt))
     u = u * np.stack((np.ones_like(d), np.ones_like(d), d), axis=-1)[..., None, :]
     return u @ vt
+
+
+def soft_limit(x: float, low: float, high: float, margin: float) -> float:
+    """``x`` unchanged within ``[low - margin / 2, high + margin / 2]``; beyond, compressed smoothly
+    (tanh, slope 1 at the knee) so that it never passes ``low - margin`` or ``high + margin``."""
+    knee_hi, knee_lo, soft = high + margin / 2, low - margin / 2, max(margin / 2, 1e-9)
+    if x > knee_hi:
+        return knee_hi + soft * math.tanh((x - knee_hi) / soft)
+    if x < knee_lo:
+        return knee_lo - soft * math.tanh((knee_lo - x) / soft)
+    return x
 
 
 def mean_rotation(rotation: np.ndarray) -> np.ndarray:
@@ -236,8 +260,10 @@ class Retargeter:
     def __init__(self, ref_rotation: np.ndarray, ref_translation: np.ndarray, names, cfg: RetargetConfig | None = None,
                  avatar_range: ExpressionRange | None = None, driver_range: ExpressionRange | None = None,
                  window: int = 900, refresh: int = 10, per_frame_fit: bool = True, antagonists=None,
-                 bounds: tuple[float, float] = (0.0, 1.0)):
+                 bounds: tuple[float, float] = (0.0, 1.0), turn_range: np.ndarray | None = None):
         self.cfg = cfg = cfg or RetargetConfig()
+        # [2, 2] radians, the avatar's trained yaw and pitch (geometry.rotations.training_turn_range); None: no limit
+        self.turn_range = None if turn_range is None or cfg.turn_margin_deg is None else np.asarray(turn_range, np.float64)
         self.base_gain = cfg.gain if cfg.gain is not None else (PER_FRAME_FIT_GAIN if per_frame_fit else 1.0)
         E = len(names)
         self.R_ref = _matrix(ref_rotation)
@@ -322,12 +348,25 @@ class Retargeter:
             e = map_expressions(e, self.neutral, self.rest, self.gain, self.pairs, self.bounds)
             R = self.R_ref @ self.R0.T @ R  # the driver's motion since its reference, on the avatar's pose
             t = self.t_ref + self.turn @ (t - self.t0)
+        if self.turn_range is not None:
+            R = self.limit_turn(R)
         if self.filter is not None:
             signal = self.filter(np.concatenate((e, R.reshape(9), t)), time_s)
             e, R, t = np.clip(signal[: len(e)], *self.bounds), signal[len(e) : len(e) + 9].reshape(3, 3), signal[-3:]
             R = nearest_rotation(R)  # back onto a rotation after averaging
         rotation = matrix_to_axis_angle(torch.as_tensor(R)).numpy()
         return e.astype(np.float32), rotation.astype(np.float32), t.astype(np.float32)
+
+    def limit_turn(self, R: np.ndarray) -> np.ndarray:
+        """``R [3, 3]`` with its yaw and pitch from the avatar's reference held within the trained
+        range plus :attr:`RetargetConfig.turn_margin_deg` (:func:`soft_limit`); roll unchanged."""
+        yaw, pitch, roll = turn_angles(R, self.R_ref)
+        margin = math.radians(self.cfg.turn_margin_deg)
+        (y0, y1), (p0, p1) = self.turn_range
+        held = (soft_limit(yaw, y0, y1, margin), soft_limit(pitch, p0, p1, margin), roll)
+        if held[0] == yaw and held[1] == pitch:
+            return R
+        return from_turn_angles(np.array(held), self.R_ref)
 
 
 def scaled_gaze(offset: np.ndarray, cfg: RetargetConfig) -> np.ndarray:
@@ -398,14 +437,15 @@ def driver_range(drive: DriveSequence, neutral_frame: int | None = None) -> Expr
 def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np.ndarray, names=None,
              cfg: RetargetConfig | None = None, avatar_range: ExpressionRange | None = None,
              neutral_frame: int | None = None, driver: ExpressionRange | None = None, antagonists=None,
-             bounds: tuple[float, float] = (0.0, 1.0)):
+             bounds: tuple[float, float] = (0.0, 1.0), turn_range: np.ndarray | None = None):
     """``(expression [F,E], rotation [F,3], translation [F,3])`` for the avatar, for a whole sequence.
 
     The driver's neutral is its robust per-blendshape estimate (or frame ``neutral_frame``); its
     head-pose reference is its mean pose over the frames with a face (or that frame).
     ``driver``: :func:`driver_range` of ``drive`` when the caller has it already.
     ``antagonists``: the avatar model's pairs (its tracking profile's; None: :data:`RETARGET_PAIRS`);
-    ``bounds``: the range of its expression coefficients.
+    ``bounds``: the range of its expression coefficients; ``turn_range``: the avatar's trained yaw and
+    pitch (:func:`avatar.geometry.rotations.training_turn_range`; held with :attr:`RetargetConfig.turn_margin_deg`).
     """
     if neutral_frame is not None and not 0 <= neutral_frame < drive.n_frames:
         raise DriveError(f"neutral_frame={neutral_frame} is outside the driver's {drive.n_frames} frames")
@@ -416,7 +456,7 @@ def retarget(drive: DriveSequence, ref_rotation: np.ndarray, ref_translation: np
     two_sided = cfg.two_sided and cfg.min_cutoff is not None
     rt = Retargeter(ref_rotation, ref_translation, names, replace(cfg, min_cutoff=None) if two_sided else cfg,
                     avatar_range, driver, per_frame_fit=bool(drive.info.get("per_frame_fit")),
-                    antagonists=antagonists, bounds=bounds)
+                    antagonists=antagonists, bounds=bounds, turn_range=turn_range)
     if neutral_frame is not None:
         rt.set_pose_reference(drive.rotation[neutral_frame], drive.translation[neutral_frame])
     else:

@@ -4,11 +4,13 @@ Conventions: quaternions have the real part first, ``(w, x, y, z)``, as tensors 
 shape ``(..., 4)``; they need not be normalised on input. Rotation matrices act on
 column vectors, ``x' = R @ x``, as tensors of shape ``(..., 3, 3)``. Axis-angle
 vectors are ``(..., 3)``: direction is the axis, norm the angle in radians.
-Device and dtype follow the inputs.
+Device and dtype follow the inputs. The head-turn helpers at the end (:func:`turn_angles`) take and
+give numpy arrays.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -125,3 +127,31 @@ def euler_to_axis_angle(yaw: Tensor, pitch: Tensor, roll: Tensor) -> Tensor:
     rx = axis_angle_to_matrix(torch.stack((pitch, zero, zero), -1))
     rz = axis_angle_to_matrix(torch.stack((zero, zero, roll), -1))
     return matrix_to_axis_angle(ry @ rx @ rz)
+
+
+def turn_angles(R: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` (yaw, pitch, roll), radians, of the head rotations ``R [..., 3, 3]`` from
+    ``R_ref [3, 3]``, about the camera's axes (OpenCV: yaw about y, pitch about x, roll about z):
+    ``R R_ref^T = Ry(yaw) Rx(pitch) Rz(roll)``."""
+    D = np.asarray(R, np.float64) @ np.asarray(R_ref, np.float64).T
+    pitch = np.arcsin(np.clip(-D[..., 1, 2], -1.0, 1.0))
+    return np.stack((np.arctan2(D[..., 0, 2], D[..., 2, 2]), pitch, np.arctan2(D[..., 1, 0], D[..., 1, 1])), -1)
+
+
+def from_turn_angles(angles: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
+    """The rotation ``[3, 3]`` whose :func:`turn_angles` from ``R_ref`` are ``angles [3]``."""
+    (cy, cx, cz), (sy, sx, sz) = np.cos(angles), np.sin(angles)
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return Ry @ Rx @ Rz @ np.asarray(R_ref, np.float64)
+
+
+def training_turn_range(rotation: np.ndarray, reference: np.ndarray, percentiles=(1.0, 99.0)) -> np.ndarray:
+    """``[2, 2]`` radians: the (low, high) percentiles of the yaw (row 0) and pitch (row 1) of the
+    head rotations ``rotation [F, 3]`` (axis-angle) from ``reference [3]``: the turns an avatar
+    trained on those frames has seen (``retarget.turn_margin_deg``)."""
+    R = axis_angle_to_matrix(torch.as_tensor(np.asarray(rotation, np.float64).reshape(-1, 3))).numpy()
+    R_ref = axis_angle_to_matrix(torch.as_tensor(np.asarray(reference, np.float64).reshape(1, 3)))[0].numpy()
+    angles = turn_angles(R, R_ref)
+    return np.stack([np.percentile(angles[:, k], percentiles) for k in (0, 1)]).astype(np.float64)

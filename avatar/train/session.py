@@ -24,6 +24,7 @@ from avatar.io.run_folder import resolve_capture
 from avatar.io.video import VideoWriter
 from ..device import pick_device
 from ..gaussians.base import FrameState
+from ..geometry.rotations import training_turn_range
 from ..gaussians.package import AvatarPackage
 from ..gaussians.ply import save_ply
 from ..io import atomic_write, avatar_file
@@ -196,6 +197,8 @@ def save_avatar(trainer: Trainer, tracking: TrackedSequence, path: Path) -> Path
         "background": trainer.background.cpu(),
         # How the subject's face moved in the training frames: retargeting maps a driver onto it.
         "expression_range": ExpressionRange.from_sequence(tracking.expression[f.frame_ids[f.train]]).state(),
+        # How far the head turned in them (retarget.turn_margin_deg holds a driven turn near it).
+        "turn_range": torch.as_tensor(training_turn_range(f.rotation[f.train].cpu().numpy(), f.rotation[first].cpu().numpy())),
     }
     if tracking.shoulders is not None:  # metres per shoulder width when a driver's shoulders move the torso
         entries["shoulder_width"] = float(np.median(np.linalg.norm(tracking.shoulders[:, 0] - tracking.shoulders[:, 1], axis=-1)))
