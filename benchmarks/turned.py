@@ -19,6 +19,7 @@ compare).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -105,7 +106,9 @@ def main() -> None:
     if not (run / "avatar.pt").is_file():
         train_data.split_frames = split_frames
         resume = ["resume=true"] if (run / "checkpoints" / "last.pt").is_file() else []
-        if cli.main(["train", f"capture={capture}", f"out={run}", *README_TRAIN, *overrides, *resume]) != 0:
+        with contextlib.redirect_stdout(sys.stderr):  # training's log and summary: stdout keeps the one line
+            status = cli.main(["train", f"capture={capture}", f"out={run}", *README_TRAIN, *overrides, *resume])
+        if status != 0:
             sys.exit(f"benchmarks/turned.py: avatar train failed (see {run})")
         seconds["train_wall"] = round(time.perf_counter() - t0, 1)
     metrics = json.loads((run / "metrics.json").read_text())
