@@ -370,6 +370,48 @@ def test_driven_turn_is_held_near_the_avatars_trained_turns(package):
     assert not any("beyond the turns" in n for n in notes)
 
 
+def test_an_older_avatar_reads_its_rest_and_turns_from_its_training_tracking(package, tmp_path, monkeypatch):
+    """An avatar file without the stored expression statistics and trained turns reads both from the
+    tracking of the capture its run folder names (its first ``train.holdout`` frames for the turns),
+    loading that tracking once; without a run folder, neither."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    import avatar.io.tracking as io_tracking
+    from avatar.drive.animate import AvatarPackage, expression_range, turn_range
+    from avatar.geometry.rotations import training_turn_range
+    from avatar.io.tracking import TrackedSequence
+
+    F = 20
+    rng = np.random.default_rng(0)
+    rotation = (rng.normal(size=(F, 3)) * 0.1).astype(np.float32)
+    rotation[16:] = [0.0, 0.8, 0.0]  # the held-out end turns far: not in the trained turns
+    expression = rng.uniform(0, 0.3, size=(F, 53)).astype(np.float32)
+    capture = tmp_path / "capture"
+    capture.mkdir()
+    pkg0 = AvatarPackage.load(package, torch.device("cpu"))
+    TrackedSequence("ict", np.zeros(100, np.float32), expression, tuple(pkg0.expression_names), rotation,
+                    np.zeros((F, 3), np.float32), np.eye(3, dtype=np.float32), np.eye(4, dtype=np.float32), 64, 64,
+                    np.ones(F, bool)).save(capture / "tracking.npz")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(package, run / "avatar.pt")
+    (run / "config.yaml").write_text(OmegaConf.to_yaml({"capture": str(capture), "train": {"holdout": 0.2}}))
+    loads = []
+    real_load = io_tracking.load_tracking
+    monkeypatch.setattr(io_tracking, "load_tracking", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+
+    pkg = AvatarPackage.load(run / "avatar.pt", torch.device("cpu"))
+    assert "turn_range" not in pkg.state and "expression_range" not in pkg.state
+    rest = expression_range(pkg)
+    np.testing.assert_allclose(rest.median, np.median(expression, axis=0), atol=1e-6)
+    ref = np.asarray(pkg.state["reference_rotation"], np.float64)
+    np.testing.assert_allclose(turn_range(pkg), training_turn_range(rotation[:16], ref))  # the first 80%
+    assert len(loads) == 1  # read once for both
+    assert turn_range(pkg0) is None and expression_range(pkg0) is None  # no run folder beside it
+
+
 def test_the_gaze_behind_shut_lids_is_its_neighbours():
     from avatar.tracking.gaze import hold_through_blinks, lids_open
 

@@ -32,6 +32,30 @@ def profile_options(package: AvatarPackage) -> dict:
     return {"antagonists": profile.antagonists, "bounds": profile.expression_bounds}
 
 
+def training_tracking(package: AvatarPackage):
+    """``(tracking, holdout)``: the tracking of the capture the avatar was trained on and the run's
+    ``train.holdout``, for avatar files written before training stored what driving needs (their
+    run folder still pointing at the capture); None when there is none. Read once per package."""
+    cached = getattr(package, "_training_tracking", False)
+    if cached is not False:
+        return cached
+    found = None
+    if package.path is not None:
+        from avatar.io.run_folder import recorded_config, run_capture  # noqa: PLC0415
+        from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
+
+        try:
+            capture = run_capture(package.path.parent)
+            if capture is not None:
+                cfg = recorded_config(package.path.parent)
+                train = cfg.get("train") if cfg is not None else None
+                found = (load_tracking(capture), float(train.get("holdout", 0.15)) if train is not None else 0.15)
+        except (TrackingError, OSError, ValueError) as exc:
+            log.info("no training tracking for %s (%s)", package.path, exc)
+    package._training_tracking = found
+    return found
+
+
 def expression_range(package: AvatarPackage):
     """How the avatar's expressions moved in its training frames (:class:`ExpressionRange`):
     stored in the avatar file by training; for files written before, read from the training
@@ -43,20 +67,12 @@ def expression_range(package: AvatarPackage):
         return ExpressionRange.from_state(stored)
     # Older files: no statistics at all, or no median; the training tracking has both.
     fallback = ExpressionRange.from_state(stored) if stored is not None else None
-    if package.path is None:
-        return fallback
-    from avatar.io.run_folder import run_capture  # noqa: PLC0415
-    from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
-
-    try:
-        capture = run_capture(package.path.parent)
-        if capture is None:
-            return fallback
-        tracking = load_tracking(capture)
-    except (TrackingError, OSError, ValueError) as exc:
-        log.info("no expression statistics for %s (%s): %s", package.path, exc,
+    found = training_tracking(package)
+    if found is None:
+        log.info("no expression statistics for %s: %s", package.path,
                  "rest at the stored low percentile" if fallback is not None else "rest expression zero")
         return fallback
+    tracking = found[0]
     if list(tracking.expression_names) != list(package.expression_names):
         return fallback
     return ExpressionRange.from_sequence(tracking.expression, tracking.valid)
@@ -64,8 +80,8 @@ def expression_range(package: AvatarPackage):
 
 def turn_range(package: AvatarPackage) -> np.ndarray | None:
     """``[2, 2]`` radians: the yaw and pitch (low, high) of the avatar's training frames from its
-    reference pose (:func:`avatar.drive.retarget.training_turn_range`): stored in the avatar file by
-    training; for files written before, read from the training capture's tracking (its first
+    reference pose (:func:`avatar.geometry.rotations.training_turn_range`): stored in the avatar file
+    by training; for files written before, read from the training capture's tracking (its first
     ``train.holdout`` of usable frames) when the run folder still points at it; else None."""
     from ..geometry.rotations import training_turn_range  # noqa: PLC0415
 
@@ -73,21 +89,10 @@ def turn_range(package: AvatarPackage) -> np.ndarray | None:
     if stored is not None:
         return np.asarray(stored, np.float64)
     ref = package.state.get("reference_rotation")
-    if package.path is None or ref is None or package.is_body:
+    found = None if ref is None or package.is_body else training_tracking(package)
+    if found is None:
         return None
-    from avatar.io.run_folder import recorded_config, run_capture  # noqa: PLC0415
-    from avatar.io.tracking import TrackingError, load_tracking  # noqa: PLC0415
-
-    try:
-        capture = run_capture(package.path.parent)
-        if capture is None:
-            return None
-        tracking = load_tracking(capture)
-        cfg = recorded_config(package.path.parent)
-        holdout = float(cfg.train.get("holdout", 0.15)) if cfg is not None and cfg.get("train") is not None else 0.15
-    except (TrackingError, OSError, ValueError, AttributeError) as exc:
-        log.info("no trained head turns for %s (%s): the turn is not held", package.path, exc)
-        return None
+    tracking, holdout = found
     usable = np.flatnonzero(np.asarray(tracking.valid, bool))
     if tracking.rotation.ndim != 2 or len(usable) < 2:
         return None
