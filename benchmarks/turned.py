@@ -39,15 +39,12 @@ def frontal_split(rotation: np.ndarray, valid: np.ndarray, holdout: float, front
     """``(train, held, yaw_deg)``: capture frame ids whose yaw from the first usable frame is within
     ``frontal_deg`` (among the first ``1 - holdout`` of the usable frames), and those turned more than
     ``turned_deg`` (anywhere); ``yaw_deg [F]`` per frame."""
-    import torch
-
-    from avatar.geometry.rotations import axis_angle_to_matrix, turn_angles
+    from avatar.geometry.rotations import axis_angle_turns
 
     usable = np.flatnonzero(np.asarray(valid, bool))
     if len(usable) < 2:
         raise ValueError("the capture has fewer than 2 frames with a tracked face")
-    R = axis_angle_to_matrix(torch.as_tensor(np.asarray(rotation, np.float64))).numpy()
-    yaw = np.degrees(turn_angles(R, R[usable[0]])[:, 0])
+    yaw = np.degrees(axis_angle_turns(rotation, rotation[usable[0]])[:, 0])
     first_part = usable[: len(usable) - int(round(len(usable) * holdout))]
     train = first_part[np.abs(yaw[first_part]) <= frontal_deg]
     held = usable[np.abs(yaw[usable]) > turned_deg]

@@ -106,10 +106,9 @@ TURN_NOTE_DEG = 15.0  # a driven turn this far beyond the avatar's trained turns
 def turn_beyond(rotation: np.ndarray, reference: np.ndarray, trained: np.ndarray) -> float:
     """Degrees: how far the yaw or pitch of the head rotations ``rotation [F, 3]`` (axis-angle) from
     ``reference [3]`` goes beyond the ``trained`` turns (:func:`turn_range`), at most over frames and axes."""
-    from ..geometry.rotations import axis_angle_to_matrix, turn_angles  # noqa: PLC0415
+    from ..geometry.rotations import axis_angle_turns  # noqa: PLC0415
 
-    to_matrix = lambda a: axis_angle_to_matrix(torch.as_tensor(np.asarray(a, np.float64).reshape(-1, 3))).numpy()  # noqa: E731
-    angles = turn_angles(to_matrix(rotation), to_matrix(reference)[0])[:, :2]
+    angles = axis_angle_turns(rotation, reference)[:, :2]
     low, high = np.asarray(trained, np.float64)[:, 0], np.asarray(trained, np.float64)[:, 1]
     excess = np.maximum(angles - high, low - angles).max(initial=0.0)
     return float(np.degrees(max(excess, 0.0)))

@@ -140,18 +140,21 @@ def turn_angles(R: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
 
 def from_turn_angles(angles: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
     """The rotation ``[3, 3]`` whose :func:`turn_angles` from ``R_ref`` are ``angles [3]``."""
-    (cy, cx, cz), (sy, sx, sz) = np.cos(angles), np.sin(angles)
-    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return Ry @ Rx @ Rz @ np.asarray(R_ref, np.float64)
+    yaw, pitch, roll = torch.as_tensor(np.asarray(angles, np.float64))
+    D = axis_angle_to_matrix(euler_to_axis_angle(yaw, pitch, roll)).numpy()  # Ry(yaw) Rx(pitch) Rz(roll)
+    return D @ np.asarray(R_ref, np.float64)
+
+
+def axis_angle_turns(rotation: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """:func:`turn_angles` ``[F, 3]`` of axis-angle head rotations ``rotation [F, 3]`` (or ``[3]``)
+    from the axis-angle ``reference [3]``."""
+    to_matrix = lambda a: axis_angle_to_matrix(torch.as_tensor(np.asarray(a, np.float64).reshape(-1, 3))).numpy()  # noqa: E731
+    return turn_angles(to_matrix(rotation), to_matrix(reference)[0])
 
 
 def training_turn_range(rotation: np.ndarray, reference: np.ndarray, percentiles=(1.0, 99.0)) -> np.ndarray:
     """``[2, 2]`` radians: the (low, high) percentiles of the yaw (row 0) and pitch (row 1) of the
     head rotations ``rotation [F, 3]`` (axis-angle) from ``reference [3]``: the turns an avatar
     trained on those frames has seen (``retarget.turn_margin_deg``)."""
-    R = axis_angle_to_matrix(torch.as_tensor(np.asarray(rotation, np.float64).reshape(-1, 3))).numpy()
-    R_ref = axis_angle_to_matrix(torch.as_tensor(np.asarray(reference, np.float64).reshape(1, 3)))[0].numpy()
-    angles = turn_angles(R, R_ref)
+    angles = axis_angle_turns(rotation, reference)
     return np.stack([np.percentile(angles[:, k], percentiles) for k in (0, 1)]).astype(np.float64)
