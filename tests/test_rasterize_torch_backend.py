@@ -208,3 +208,35 @@ def test_compiled_tile_lists_equal_torch_lists(monkeypatch, tile_size):
     assert got[0].numel() > 700
     for g, r in zip(got, ref):
         assert torch.equal(g, r)
+
+
+@needs_numba
+def test_compiled_render_keeps_torch_thread_count():
+    """numba's first parallel launch must not raise torch's thread count (they share one OpenMP
+    runtime): a process told one thread keeps one. Run in a fresh process, where that launch is
+    the first."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from avatar.render.rasterization import rasterization\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "n = 300\n"
+        "means = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, 1.0])\n"
+        "quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)\n"
+        "K = torch.tensor([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])[None]\n"
+        "torch.set_num_threads(1)\n"
+        "with torch.no_grad():\n"
+        "    rasterization(means, quats, torch.full((n, 3), 0.02), torch.rand(n, generator=g),\n"
+        "                  torch.rand(n, 3, generator=g), torch.eye(4)[None], K, 64, 64)\n"
+        "from avatar.render import torch_backend\n"
+        "assert torch_backend.cpu_kernels.available()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    env.pop("AVATAR_NO_NUMBA", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"

@@ -19,6 +19,7 @@ on disk when the package folder is writable).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -32,6 +33,26 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()  # numba's default threading layer does not take concurrent launches
+
+
+@contextlib.contextmanager
+def _launch(threads: int):
+    """Around a parallel kernel: numba set to ``threads``, one launch at a time, and torch's
+    thread count as it was. numba's OpenMP layer shares torch's OpenMP runtime, and its first
+    launch sets the calling thread's OpenMP count to ``NUMBA_NUM_THREADS`` (all cores), which
+    torch then takes for its own: a process told one thread (``OMP_NUM_THREADS=1``,
+    ``torch.set_num_threads(1)``) ran two from its first compiled render on, and two such
+    trainings side by side on 2 cores spun on each other's barriers, several times slower."""
+    import numba  # noqa: PLC0415
+
+    torch_threads = torch.get_num_threads()
+    with _LOCK:
+        numba.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -237,8 +258,7 @@ def composite_tiles(
     # Tiles without a list get the background (the kernel only visits tiles with one).
     out[...] = bg[:, None, None, :]
     out_alpha[...] = 0.0
-    with _LOCK:
-        numba.set_num_threads(threads)
+    with _launch(threads):
         kernel(
             gaussians, flat_ids.contiguous().numpy(), tile_offsets.contiguous().numpy(),
             tile_counts.contiguous().numpy(), active, corners, consts, bg, tile_size, tiles_x, width, height,
@@ -311,8 +331,7 @@ def mesh_zbuffer(setup, num_pixels: int, width: int, height: int, key_empty: int
     image_first = np.searchsorted(pix_offset, np.arange(images + 1, dtype=np.int64) * (width * height))
     cx, cy = (np.arange(width) + 0.5).astype(dtype), (np.arange(height) + 0.5).astype(dtype)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    with _LOCK:
-        numba.set_num_threads(threads)
+    with _launch(threads):
         kernel(as_np(setup.index), as_np(setup.x0), as_np(setup.y0), as_np(setup.bw), as_np(setup.bh), pix_offset,
                as_np(setup.start), as_np(setup.gdelta), as_np(setup.owns), as_np(setup.inv_z), image_first, cx, cy,
                np.ones(1, dtype), width, keys)
