@@ -336,3 +336,219 @@ def mesh_zbuffer(setup, num_pixels: int, width: int, height: int, key_empty: int
                as_np(setup.start), as_np(setup.gdelta), as_np(setup.owns), as_np(setup.inv_z), image_first, cx, cy,
                np.ones(1, dtype), width, keys)
     return torch.from_numpy(keys)
+
+
+@functools.lru_cache(maxsize=None)
+def _project_kernel():
+    """The compiled projection (forward only), or None without numba."""
+    if _kernels() is None:
+        return None
+    import numba  # noqa: PLC0415
+
+    # No fast-math: the same float ops as the torch code, so results agree to rounding.
+    @numba.njit(cache=True, nogil=True)
+    def project(means, quats, scales, covars, opacities, viewmats, Ks, consts, width, height, antialiased,
+                means2d, conics, depths, radii, opac_out, comp_out):
+        # One Gaussian after the other (12k of them take well under a millisecond): no parallel
+        # region, so nothing waits on the other cores. Generic in the float type.
+        near, far, radius_clip, eps2d = consts[0], consts[1], consts[2], consts[3]
+        thr, extend_max, zero, one = consts[4], consts[5], consts[6], consts[7]
+        two, margin, tiny = consts[8], consts[9], consts[10]
+        use_cov = covars.shape[0] == means.shape[0]
+        for cam in range(viewmats.shape[0]):
+            v00, v01, v02, v03 = viewmats[cam, 0, 0], viewmats[cam, 0, 1], viewmats[cam, 0, 2], viewmats[cam, 0, 3]
+            v10, v11, v12, v13 = viewmats[cam, 1, 0], viewmats[cam, 1, 1], viewmats[cam, 1, 2], viewmats[cam, 1, 3]
+            v20, v21, v22, v23 = viewmats[cam, 2, 0], viewmats[cam, 2, 1], viewmats[cam, 2, 2], viewmats[cam, 2, 3]
+            fx, fy, cx, cy = Ks[cam, 0, 0], Ks[cam, 1, 1], Ks[cam, 0, 2], Ks[cam, 1, 2]
+            lim_x_pos = (width - cx) / fx + margin * width / fx
+            lim_x_neg = cx / fx + margin * width / fx
+            lim_y_pos = (height - cy) / fy + margin * height / fy
+            lim_y_neg = cy / fy + margin * height / fy
+            for n in range(means.shape[0]):
+                mx, my, mz = means[n, 0], means[n, 1], means[n, 2]
+                x = v00 * mx + v01 * my + v02 * mz + v03
+                y = v10 * mx + v11 * my + v12 * mz + v13
+                z0 = v20 * mx + v21 * my + v22 * mz + v23
+                if use_cov:
+                    s00, s01, s02 = covars[n, 0, 0], covars[n, 0, 1], covars[n, 0, 2]
+                    s10, s11, s12 = covars[n, 1, 0], covars[n, 1, 1], covars[n, 1, 2]
+                    s20, s21, s22 = covars[n, 2, 0], covars[n, 2, 1], covars[n, 2, 2]
+                else:
+                    qw, qx, qy, qz = quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3]
+                    norm = max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), tiny)
+                    qw, qx, qy, qz = qw / norm, qx / norm, qy / norm, qz / norm
+                    xx, yy, zz = qx * qx, qy * qy, qz * qz
+                    xy, xz, yz = qx * qy, qx * qz, qy * qz
+                    wx, wy, wz = qw * qx, qw * qy, qw * qz
+                    sx, sy, sz = scales[n, 0], scales[n, 1], scales[n, 2]
+                    # M = R S (columns scaled), Sigma = M M^T
+                    m00, m01, m02 = (one - two * (yy + zz)) * sx, two * (xy - wz) * sy, two * (xz + wy) * sz
+                    m10, m11, m12 = two * (xy + wz) * sx, (one - two * (xx + zz)) * sy, two * (yz - wx) * sz
+                    m20, m21, m22 = two * (xz - wy) * sx, two * (yz + wx) * sy, (one - two * (xx + yy)) * sz
+                    s00 = m00 * m00 + m01 * m01 + m02 * m02
+                    s01 = m00 * m10 + m01 * m11 + m02 * m12
+                    s02 = m00 * m20 + m01 * m21 + m02 * m22
+                    s11 = m10 * m10 + m11 * m11 + m12 * m12
+                    s12 = m10 * m20 + m11 * m21 + m12 * m22
+                    s22 = m20 * m20 + m21 * m21 + m22 * m22
+                    s10, s20, s21 = s01, s02, s12
+                # W = V Sigma (rows of V times Sigma), then cov_cam = W V^T
+                w00 = v00 * s00 + v01 * s10 + v02 * s20
+                w01 = v00 * s01 + v01 * s11 + v02 * s21
+                w02 = v00 * s02 + v01 * s12 + v02 * s22
+                w10 = v10 * s00 + v11 * s10 + v12 * s20
+                w11 = v10 * s01 + v11 * s11 + v12 * s21
+                w12 = v10 * s02 + v11 * s12 + v12 * s22
+                w20 = v20 * s00 + v21 * s10 + v22 * s20
+                w21 = v20 * s01 + v21 * s11 + v22 * s21
+                w22 = v20 * s02 + v21 * s12 + v22 * s22
+                c00 = w00 * v00 + w01 * v01 + w02 * v02
+                c01 = w00 * v10 + w01 * v11 + w02 * v12
+                c02 = w00 * v20 + w01 * v21 + w02 * v22
+                c11 = w10 * v10 + w11 * v11 + w12 * v12
+                c12 = w10 * v20 + w11 * v21 + w12 * v22
+                c20 = w20 * v00 + w21 * v01 + w22 * v02
+                c21 = w20 * v10 + w21 * v11 + w22 * v12
+                c22 = w20 * v20 + w21 * v21 + w22 * v22
+                in_depth = z0 >= near and z0 <= far
+                z = z0 if in_depth else one
+                rz = one / z
+                tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
+                ty = z * min(lim_y_pos, max(-lim_y_neg, y * rz))
+                j00, j02 = fx * rz, -fx * tx * rz * rz
+                j11, j12 = fy * rz, -fy * ty * rz * rz
+                # cov2d = J cov_cam J^T, J = [[j00, 0, j02], [0, j11, j12]]
+                a = j00 * (j00 * c00 + j02 * c20) + j02 * (j00 * c02 + j02 * c22)
+                b = j00 * (j11 * c01 + j12 * c02) + j02 * (j11 * c21 + j12 * c22)
+                c = j11 * (j11 * c11 + j12 * c21) + j12 * (j11 * c12 + j12 * c22)
+                u = fx * x * rz + cx
+                w = fy * y * rz + cy
+                det_orig = a * c - b * b
+                a, c = a + eps2d, c + eps2d
+                det = a * c - b * b
+                valid = in_depth and det > zero
+                if not valid:
+                    det = one
+                comp = np.sqrt(max(det_orig / det, zero))
+                op = opacities[n] * comp if antialiased else opacities[n]
+                means2d[cam, n, 0], means2d[cam, n, 1] = u, w
+                conics[cam, n, 0], conics[cam, n, 1], conics[cam, n, 2] = c / det, -b / det, a / det
+                depths[cam, n] = z0
+                opac_out[cam, n], comp_out[cam, n] = op, comp
+                valid = valid and op >= thr
+                extend = min(np.sqrt(two * np.log(max(op, thr) / thr)), extend_max)
+                rx = np.ceil(extend * np.sqrt(max(a, zero)))
+                ry = np.ceil(extend * np.sqrt(max(c, zero)))
+                on_image = u + rx > zero and u - rx < width and w + ry > zero and w - ry < height
+                valid = valid and (rx > radius_clip or ry > radius_clip) and on_image
+                radii[cam, n, 0] = int(rx) if valid else 0
+                radii[cam, n, 1] = int(ry) if valid else 0
+
+    return project
+
+
+def project_available() -> bool:
+    return _project_kernel() is not None
+
+
+def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor, Ks: Tensor,
+                      width: int, height: int, near_plane: float, far_plane: float, radius_clip: float, eps2d: float,
+                      antialiased: bool, covars: Tensor | None, alpha_threshold: float,
+                      extend_max: float) -> dict[str, Tensor]:
+    """:func:`avatar.render.torch_backend.project_gaussians` as one compiled loop (forward only,
+    CPU; the same dict, equal to float rounding)."""
+    kernel = _project_kernel()
+    if kernel is None:
+        raise RuntimeError("the compiled projection needs numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    dtype = torch.promote_types(means.dtype, viewmats.dtype)
+    as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
+    C, N = viewmats.shape[0], means.shape[0]
+    np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+    consts = np.array([near_plane, far_plane, radius_clip, eps2d, alpha_threshold, extend_max, 0.0, 1.0, 2.0, 0.15,
+                       1e-12], dtype=np_dtype)
+    means2d = np.empty((C, N, 2), np_dtype)
+    conics = np.empty((C, N, 3), np_dtype)
+    depths = np.empty((C, N), np_dtype)
+    radii = np.empty((C, N, 2), np.int32)
+    opac = np.empty((C, N), np_dtype)
+    comp = np.empty((C, N), np_dtype)
+    cov = as_np(covars) if covars is not None else np.empty((0, 3, 3), np_dtype)
+    kernel(as_np(means), as_np(quats), as_np(scales), cov, as_np(opacities), as_np(viewmats), as_np(Ks), consts,
+           width, height, bool(antialiased), means2d, conics, depths, radii, opac, comp)
+    t = torch.from_numpy
+    return {"means2d": t(means2d), "conics": t(conics), "depths": t(depths), "radii": t(radii), "opacities": t(opac),
+            "compensations": t(comp)}
+
+
+@functools.lru_cache(maxsize=None)
+def _sh_kernel():
+    """The compiled SH shading (forward only), or None without numba."""
+    if _kernels() is None:
+        return None
+    import numba  # noqa: PLC0415
+
+    @numba.njit(cache=True, nogil=True)
+    def shade(coeffs, means, campos, frame, degree, c, out):
+        # c: C0, C1, C2[0..4], C3[0..6], then 0, 0.5, 1e-12, 2, 3, 4 (in the dtype).
+        zero, half, tiny, two, three, four = c[14], c[15], c[16], c[17], c[18], c[19]
+        D = coeffs.shape[2]
+        basis = np.empty(16, dtype=coeffs.dtype)
+        for cam in range(campos.shape[0]):
+            for n in range(means.shape[0]):
+                wx = means[n, 0] - campos[cam, 0]
+                wy = means[n, 1] - campos[cam, 1]
+                wz = means[n, 2] - campos[cam, 2]
+                # frame^T d: the direction in the frame's axes
+                x = frame[0, 0] * wx + frame[1, 0] * wy + frame[2, 0] * wz
+                y = frame[0, 1] * wx + frame[1, 1] * wy + frame[2, 1] * wz
+                z = frame[0, 2] * wx + frame[1, 2] * wy + frame[2, 2] * wz
+                norm = max(np.sqrt(x * x + y * y + z * z), tiny)
+                x, y, z = x / norm, y / norm, z / norm
+                basis[0] = c[0]
+                if degree >= 1:
+                    basis[1], basis[2], basis[3] = -c[1] * y, c[1] * z, -c[1] * x
+                if degree >= 2:
+                    xx, yy, zz = x * x, y * y, z * z
+                    basis[4] = c[2] * x * y
+                    basis[5] = c[3] * y * z
+                    basis[6] = c[4] * (two * zz - xx - yy)
+                    basis[7] = c[5] * x * z
+                    basis[8] = c[6] * (xx - yy)
+                if degree >= 3:
+                    basis[9] = c[7] * y * (three * xx - yy)
+                    basis[10] = c[8] * x * y * z
+                    basis[11] = c[9] * y * (four * zz - xx - yy)
+                    basis[12] = c[10] * z * (two * zz - three * xx - three * yy)
+                    basis[13] = c[11] * x * (four * zz - xx - yy)
+                    basis[14] = c[12] * z * (xx - yy)
+                    basis[15] = c[13] * x * (xx - three * yy)
+                K = (degree + 1) * (degree + 1)
+                for d in range(D):
+                    s = zero
+                    for k in range(K):
+                        s += basis[k] * coeffs[n, k, d]
+                    out[cam, n, d] = max(s + half, zero)
+
+    return shade
+
+
+def sh_available() -> bool:
+    return _sh_kernel() is not None
+
+
+def sh_colors(degree: int, coeffs: Tensor, means: Tensor, campos: Tensor, frame: Tensor | None) -> Tensor:
+    """:func:`avatar.render.sh.sh_colors` for ``coeffs [N, K, D]`` shared by the cameras at
+    ``campos [C, 3]``, as one compiled loop (forward only, CPU): ``[C, N, D]``."""
+    from .sh import _C0, _C1, _C2, _C3  # noqa: PLC0415
+
+    kernel = _sh_kernel()
+    if kernel is None:
+        raise RuntimeError("the compiled SH shading needs numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    dtype = coeffs.dtype
+    np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+    as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
+    consts = np.array([_C0, _C1, *_C2, *_C3, 0.0, 0.5, 1e-12, 2.0, 3.0, 4.0], dtype=np_dtype)
+    frame = torch.eye(3, dtype=dtype) if frame is None else frame
+    out = np.empty((campos.shape[0], means.shape[0], coeffs.shape[2]), np_dtype)
+    kernel(as_np(coeffs), as_np(means), as_np(campos), as_np(frame), int(degree), consts, out)
+    return torch.from_numpy(out)

@@ -85,6 +85,14 @@ def sh_colors(degree: int, coeffs: Tensor, means: Tensor, viewmats: Tensor, fram
             does with ``sh_degree``).
     """
     campos = -(viewmats[:, :3, :3].transpose(-1, -2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
+    if coeffs.dim() == 3 and coeffs.shape[-2] >= num_sh_bases(degree) and 0 <= degree <= 3:
+        from . import cpu_kernels  # noqa: PLC0415
+        from .torch_backend import compiled_forward  # noqa: PLC0415
+
+        extra = () if frame is None else (frame,)
+        if compiled_forward(means.device, coeffs, means, viewmats, *extra) and cpu_kernels.sh_available():
+            # one compiled loop instead of some forty small tensor ops (forward-only CPU renders)
+            return cpu_kernels.sh_colors(degree, coeffs, means, campos, frame)
     dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
     if frame is not None:
         dirs = dirs @ frame.to(dirs.dtype)  # frame^T d, row-wise

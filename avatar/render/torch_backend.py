@@ -65,7 +65,16 @@ def project_gaussians(
     metres), ``radii [C,N,2]`` int32 box half-sizes in pixels (0 where culled),
     ``opacities [C,N]`` (times the antialiasing compensation when ``antialiased``) and
     ``compensations [C,N]``. Culled entries hold finite placeholder values.
+
+    Forward-only on a CPU (:func:`compiled_forward`) the same runs as one compiled loop
+    (:func:`.cpu_kernels.project_gaussians`): some forty batched tensor ops on a few thousand
+    Gaussians cost more in overhead than in arithmetic.
     """
+    if compiled_forward(means.device, means, quats, scales, opacities, viewmats, Ks,
+                        *(() if covars is None else (covars,))) and cpu_kernels.project_available():
+        return cpu_kernels.project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane,
+                                             far_plane, radius_clip, eps2d, antialiased, covars, ALPHA_THRESHOLD,
+                                             EXTEND_MAX)
     rot = viewmats[:, :3, :3]  # [C, 3, 3]
     trans = viewmats[:, :3, 3]  # [C, 3]
     p_cam = torch.einsum("cij,nj->cni", rot, means) + trans[:, None, :]  # [C, N, 3]
