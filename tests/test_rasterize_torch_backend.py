@@ -194,15 +194,21 @@ def test_compiled_compositor_from_two_threads_at_once():
 
 @needs_numba
 @pytest.mark.parametrize("tile_size", [4, 16])
-def test_compiled_tile_lists_equal_torch_lists(monkeypatch, tile_size):
-    """The compiled binning gives exactly the torch lists: same tiles, same depth order."""
-    scene = list(_dense_scene(700, 40, seed=6, dtype=torch.float32))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_tile_lists_equal_torch_lists(monkeypatch, tile_size, dtype):
+    """The compiled lists are exactly the torch lists: same tiles, same depth order (two identical
+    cameras: every depth ties with one in the other camera)."""
+    scene = list(_dense_scene(700, 40, seed=6, dtype=dtype))
     scene[5] = torch.cat((scene[5], scene[5]))
     scene[6] = scene[6].expand(2, 3, 3)
     proj = torch_backend.project_gaussians(*scene[:4], scene[5], scene[6], 40, 37)
     tiles_x, tiles_y = -(-40 // tile_size), -(-37 // tile_size)
     args = (proj["means2d"], proj["radii"], proj["depths"], tile_size, tiles_x, tiles_y)
+    calls = []
+    real = torch_backend.cpu_kernels.tile_lists
+    monkeypatch.setattr(torch_backend.cpu_kernels, "tile_lists", lambda *a, **k: calls.append(1) or real(*a, **k))
     got = torch_backend._tile_lists(*args)
+    assert calls == [1]
     monkeypatch.setattr(torch_backend.cpu_kernels, "available", lambda: False)
     ref = torch_backend._tile_lists(*args)
     assert got[0].numel() > 700

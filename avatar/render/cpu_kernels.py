@@ -227,24 +227,16 @@ def composite_tiles(
     C, N, D = colors.shape
     n_tiles_cam = tiles_x * math.ceil(height / tile_size)
     dtype = torch.float64 if colors.dtype == torch.float64 else torch.float32
-    with torch.no_grad():
-        # Per Gaussian, once (not per tile): the cut-off sigma beyond which alpha < 1/255, and the
-        # half-widths of the box round that ellipse (sqrt(2 s (M^-1)_xx), sqrt(2 s (M^-1)_yy)),
-        # widened a little so that rounding never drops a pixel the kernel's own test would keep.
-        # A degenerate conic gets no box (the whole tile).
-        op, conics = opacities.to(dtype), conics.to(dtype)
-        s_max = torch.log(op / alpha_min) + 1e-3
-        a, b, c = conics.unbind(-1)
-        det = a * c - b * b
-        s = s_max.clamp_min(0.0) * 2.0 / torch.where(det > 0, det, torch.ones_like(det))
-        unbounded = torch.full_like(a, float(max(width, height)))
-        half_x = torch.where(det > 0, (s * c).clamp_min(0.0).sqrt() * 1.001 + 1e-3, unbounded)
-        half_y = torch.where(det > 0, (s * a).clamp_min(0.0).sqrt() * 1.001 + 1e-3, unbounded)
-        gaussians = torch.cat((means2d.to(dtype), conics, op[..., None], s_max[..., None], half_x[..., None],
-                               half_y[..., None], colors.to(dtype)), -1).reshape(C * N, 9 + D)
-        gaussians = gaussians.contiguous().numpy()
-        bg = backgrounds.to(dtype).contiguous().numpy()
+    # Per Gaussian, once (not per tile): the cut-off sigma beyond which alpha < 1/255, and the
+    # half-widths of the box round that ellipse (see _pack_kernel), packed with the rest.
+    as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
     np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+    gaussians = np.empty((C * N, 9 + D), np_dtype)
+    _pack_kernel()(as_np(means2d).reshape(C * N, 2), as_np(conics).reshape(C * N, 3), as_np(opacities).reshape(C * N),
+                   as_np(colors).reshape(C * N, D), np.array([alpha_min, 1e-3, 2.0, 1.001, 0.0, max(width, height)],
+                                                             np_dtype), gaussians)
+    with torch.no_grad():
+        bg = backgrounds.to(dtype).contiguous().numpy()
     corners = _tile_corners(tile_size, tiles_x, n_tiles_cam, np_dtype)
     consts = np.array([alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0], dtype=np_dtype)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
@@ -552,3 +544,87 @@ def sh_colors(degree: int, coeffs: Tensor, means: Tensor, campos: Tensor, frame:
     out = np.empty((campos.shape[0], means.shape[0], coeffs.shape[2]), np_dtype)
     kernel(as_np(coeffs), as_np(means), as_np(campos), as_np(frame), int(degree), consts, out)
     return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _pack_kernel():
+    """The compiled packing of the compositor's per-Gaussian rows (see :func:`composite_tiles`)."""
+    import numba  # noqa: PLC0415
+
+    @numba.njit(cache=True, nogil=True)
+    def pack(means2d, conics, opacities, colors, c, out):
+        # Row: mean x, y, conic a, b, c, opacity, the cut-off s_max = log(opacity / alpha_min) +
+        # 1e-3 (beyond sigma = s_max alpha < 1/255), the half-widths of the box round the ellipse
+        # sigma <= s_max, sqrt(2 s_max (M^-1)_xx) and sqrt(2 s_max (M^-1)_yy), widened a little so
+        # that rounding never drops a pixel the compositor's own test would keep (a degenerate
+        # conic gets no box: the whole image), colour.
+        alpha_min, pad, two, widen, zero, unbounded = c[0], c[1], c[2], c[3], c[4], c[5]
+        D = colors.shape[1]
+        for g in range(means2d.shape[0]):
+            a, b, cc, op = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
+            s_max = np.log(op / alpha_min) + pad
+            det = a * cc - b * b
+            out[g, 0], out[g, 1] = means2d[g, 0], means2d[g, 1]
+            out[g, 2], out[g, 3], out[g, 4], out[g, 5], out[g, 6] = a, b, cc, op, s_max
+            if det > zero:
+                s = max(s_max, zero) * two / det
+                out[g, 7] = np.sqrt(max(s * cc, zero)) * widen + pad
+                out[g, 8] = np.sqrt(max(s * a, zero)) * widen + pad
+            else:
+                out[g, 7], out[g, 8] = unbounded, unbounded
+            for d in range(D):
+                out[g, 9 + d] = colors[g, d]
+
+    return pack
+
+
+@functools.lru_cache(maxsize=None)
+def _ranges_kernel():
+    """The compiled front half of :func:`tile_lists`."""
+    import numba  # noqa: PLC0415
+
+    @numba.njit(cache=True, nogil=True)
+    def ranges(means2d, radii, depths, tile, n_per_cam, tiles_x, tiles_y):
+        # The Gaussians with a box (both half-sizes > 0), front to back (stable: ties keep their
+        # order), and the tiles [x0, x1) x [y0, y1) their boxes touch; float ops in the dtype of
+        # the means, as the torch code's.
+        n = 0
+        for g in range(radii.shape[0]):
+            if radii[g, 0] > 0 and radii[g, 1] > 0:
+                n += 1
+        flat = np.empty(n, np.int64)
+        n = 0
+        for g in range(radii.shape[0]):
+            if radii[g, 0] > 0 and radii[g, 1] > 0:
+                flat[n] = g
+                n += 1
+        flat = flat[np.argsort(depths[flat], kind="mergesort")]
+        cam = np.empty(n, np.int64)
+        x0 = np.empty(n, np.int64)
+        x1 = np.empty(n, np.int64)
+        y0 = np.empty(n, np.int64)
+        y1 = np.empty(n, np.int64)
+        for i in range(n):
+            g = flat[i]
+            cam[i] = g // n_per_cam
+            mx, my = means2d[g, 0], means2d[g, 1]
+            rx, ry = means2d.dtype.type(radii[g, 0]), means2d.dtype.type(radii[g, 1])
+            x0[i] = min(max(int(np.floor((mx - rx) / tile[0])), 0), tiles_x)
+            x1[i] = min(max(int(np.ceil((mx + rx) / tile[0])), 0), tiles_x)
+            y0[i] = min(max(int(np.floor((my - ry) / tile[0])), 0), tiles_y)
+            y1[i] = min(max(int(np.ceil((my + ry) / tile[0])), 0), tiles_y)
+        return flat, cam, x0, x1, y0, y1
+
+    return ranges
+
+
+def tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tiles_x: int,
+               tiles_y: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`avatar.render.torch_backend._tile_lists` as two compiled loops (the same lists)."""
+    C, N = depths.shape
+    m = means2d.detach().reshape(-1, 2).contiguous().numpy()
+    flat, cam, x0, x1, y0, y1 = _ranges_kernel()(
+        m, radii.reshape(-1, 2).contiguous().numpy(), depths.detach().reshape(-1).contiguous().numpy(),
+        np.array([tile_size], m.dtype), N, tiles_x, tiles_y)
+    ids, counts, offsets = _require()[1](flat, cam, x0, x1, y0, y1, tiles_x, tiles_x * tiles_y, C * tiles_x * tiles_y)
+    return torch.from_numpy(ids), torch.from_numpy(counts), torch.from_numpy(offsets)

@@ -287,6 +287,8 @@ def _tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, 
     C, N = depths.shape
     device = means2d.device
     n_tiles = tiles_x * tiles_y
+    if cpu_kernels.available() and device.type == "cpu" and means2d.dtype in (torch.float32, torch.float64):
+        return cpu_kernels.tile_lists(means2d, radii, depths, tile_size, tiles_x, tiles_y)  # the same, compiled
     visible = (radii > 0).all(-1).reshape(-1)
     flat = visible.nonzero().squeeze(-1)
     flat = flat[torch.argsort(depths.reshape(-1)[flat], stable=True)]
