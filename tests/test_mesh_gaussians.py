@@ -418,3 +418,38 @@ def test_no_opacity_reset_near_the_end_of_training():
     assert torch.sigmoid(g.params["opacity_logit"]).min() > 0.89
     strategy.step_post_backward(g, opt, meta, step=100, total_steps=1000)
     assert torch.sigmoid(g.params["opacity_logit"]).max() < 0.011
+
+
+@pytest.mark.skipif(not __import__("avatar.render.cpu_kernels", fromlist=["x"]).place_available(),
+                    reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_only_posing_takes_the_compiled_loop_with_the_same_result(monkeypatch, dtype):
+    """Posed without gradients on a CPU (live, render), the Gaussians are placed by one compiled
+    loop: the tensor ops' means, scales and rotations, for frames turned every way (each of the
+    four quaternion branches)."""
+    from avatar.render import cpu_kernels
+
+    calls = []
+    real = cpu_kernels.place_gaussians
+    monkeypatch.setattr(cpu_kernels, "place_gaussians", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = PlaneModel()
+    g = MeshGaussians.from_uv_grid(model, MeshGaussiansConfig(uv_resolution=12))
+    g = g.to(dtype)
+    with torch.no_grad():
+        g.params["local_quat"].copy_(torch.randn(len(g), 4, generator=torch.Generator().manual_seed(3)))
+        g.params["local_xyz"][:, 2] += 0.05
+        g.params["log_scale"][:, 0] += 0.3
+    v = model().vertices.to(dtype)
+    tol = {"atol": 1e-12, "rtol": 1e-12} if dtype == torch.float64 else {"atol": 1e-6, "rtol": 1e-5}
+    for aa in ([0.0, 0.0, 0.0], [3.1, 0.0, 0.0], [0.0, 3.1, 0.0], [0.0, 0.0, 3.1], [0.3, -0.5, 0.2]):
+        rot = axis_angle_to_matrix(torch.tensor(aa, dtype=dtype))
+        state = FrameState(v @ rot.T + torch.tensor([0.01, 0.02, 0.5], dtype=dtype), rotation=torch.tensor([aa], dtype=dtype))
+        ref = g(state)  # the parameters want gradients: tensor ops
+        n_calls = len(calls)
+        with torch.no_grad():
+            got = g(state)
+        assert len(calls) == n_calls + 1
+        torch.testing.assert_close(got.means, ref.means.detach(), **tol)
+        torch.testing.assert_close(got.scales, ref.scales.detach(), **tol)
+        torch.testing.assert_close(got.quats, ref.quats.detach(), **tol)
+    assert len(calls) == 5

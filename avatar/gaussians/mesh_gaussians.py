@@ -44,9 +44,17 @@ from ..geometry.rotations import (
     quaternion_multiply,
     quaternion_to_matrix,
 )
+from ..render import cpu_kernels
 from ..render.sh import num_sh_bases
+from ..render.torch_backend import compiled_forward
 from .base import FrameState, GaussianAvatar, WorldGaussians
 from .config import MeshGaussiansConfig
+
+
+def _compiled(*tensors: Tensor) -> bool:
+    """Whether posing can take the compiled loop: a forward-only CPU pose in float32 or float64."""
+    return (tensors[0].dtype in (torch.float32, torch.float64) and compiled_forward(tensors[0].device, *tensors)
+            and cpu_kernels.place_available())
 
 __all__ = ["FrameState", "MeshGaussians", "MeshGaussiansConfig", "SH_FRAMES", "WorldGaussians", "uv_samples"]
 
@@ -406,6 +414,12 @@ class MeshGaussians(GaussianAvatar):
             positions = self.canonical_positions() if self.deformer.uses_positions else p["local_xyz"]
             d_xyz, d_quat, d_scale = self.deformer(positions, condition.reshape(-1, condition.shape[-1]))
             xyz, quat, log_scale = xyz + d_xyz, quat + d_quat, log_scale + d_scale
+        if stretch is None and o.shape[0] == 1 and _compiled(o, r, k, xyz, quat, log_scale):
+            # forward-only on a CPU (live, render): one compiled loop instead of some thirty tensor ops
+            means, quats, scales = cpu_kernels.place_gaussians(o[0], r[0], k[0], xyz[0], quat[0], log_scale[0])
+            return WorldGaussians(means=means[None], quats=quats[None], scales=scales[None], covars=None,
+                                  opacities=torch.sigmoid(p["opacity_logit"]), sh=torch.cat((p["sh0"], p["shN"]), dim=1),
+                                  sh_frame=sh_frame)
         scales = torch.exp(log_scale) * k[..., None]
         covars = None
         if stretch is not None:

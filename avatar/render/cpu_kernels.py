@@ -628,3 +628,79 @@ def tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, t
         np.array([tile_size], m.dtype), N, tiles_x, tiles_y)
     ids, counts, offsets = _require()[1](flat, cam, x0, x1, y0, y1, tiles_x, tiles_x * tiles_y, C * tiles_x * tiles_y)
     return torch.from_numpy(ids), torch.from_numpy(counts), torch.from_numpy(offsets)
+
+
+@functools.lru_cache(maxsize=None)
+def _place_kernel():
+    """The compiled placing of frame-bound Gaussians (see :func:`place_gaussians`), or None without numba."""
+    if _kernels() is None:
+        return None
+    import numba  # noqa: PLC0415
+
+    @numba.njit(cache=True, nogil=True)
+    def place(o, r, k, xyz, quat, log_scale, c, means, quats, scales):
+        # c: 0, 1, 2, 1e-12 in the dtype. The frame's quaternion as geometry.rotations.
+        # matrix_to_quaternion (the largest of the four candidates, w >= 0), times the local one.
+        zero, one, two, tiny = c[0], c[1], c[2], c[3]
+        sq = np.empty(4, dtype=o.dtype)
+        q = np.empty(4, dtype=o.dtype)
+        for g in range(o.shape[0]):
+            kg = k[g]
+            for a in range(3):
+                scales[g, a] = np.exp(log_scale[g, a]) * kg
+                means[g, a] = o[g, a] + kg * (r[g, a, 0] * xyz[g, 0] + r[g, a, 1] * xyz[g, 1] + r[g, a, 2] * xyz[g, 2])
+            m00, m01, m02 = r[g, 0, 0], r[g, 0, 1], r[g, 0, 2]
+            m10, m11, m12 = r[g, 1, 0], r[g, 1, 1], r[g, 1, 2]
+            m20, m21, m22 = r[g, 2, 0], r[g, 2, 1], r[g, 2, 2]
+            sq[0] = max(one + m00 + m11 + m22, tiny)
+            sq[1] = max(one + m00 - m11 - m22, tiny)
+            sq[2] = max(one - m00 + m11 - m22, tiny)
+            sq[3] = max(one - m00 - m11 + m22, tiny)
+            best = 0
+            for i in range(1, 4):
+                if sq[i] > sq[best]:
+                    best = i
+            den = two * np.sqrt(sq[best])
+            if best == 0:
+                q[0], q[1], q[2], q[3] = sq[0], m21 - m12, m02 - m20, m10 - m01
+            elif best == 1:
+                q[0], q[1], q[2], q[3] = m21 - m12, sq[1], m10 + m01, m02 + m20
+            elif best == 2:
+                q[0], q[1], q[2], q[3] = m02 - m20, m10 + m01, sq[2], m21 + m12
+            else:
+                q[0], q[1], q[2], q[3] = m10 - m01, m02 + m20, m21 + m12, sq[3]
+            for i in range(4):
+                q[i] = q[i] / den
+            norm = max(np.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]), tiny)
+            aw, ax, ay, az = q[0] / norm, q[1] / norm, q[2] / norm, q[3] / norm
+            if aw < zero:
+                aw, ax, ay, az = -aw, -ax, -ay, -az
+            bw, bx, by, bz = quat[g, 0], quat[g, 1], quat[g, 2], quat[g, 3]
+            norm = max(np.sqrt(bw * bw + bx * bx + by * by + bz * bz), tiny)
+            bw, bx, by, bz = bw / norm, bx / norm, by / norm, bz / norm
+            quats[g, 0] = aw * bw - ax * bx - ay * by - az * bz
+            quats[g, 1] = aw * bx + ax * bw + ay * bz - az * by
+            quats[g, 2] = aw * by - ax * bz + ay * bw + az * bx
+            quats[g, 3] = aw * bz + ax * by - ay * bx + az * bw
+
+    return place
+
+
+def place_available() -> bool:
+    return _place_kernel() is not None
+
+
+def place_gaussians(o: Tensor, r: Tensor, k: Tensor, xyz: Tensor, quat: Tensor,
+                    log_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gaussians in their frames (origins ``o [N, 3]``, rotations ``r [N, 3, 3]``, scales ``k [N]``)
+    from their local position ``xyz [N, 3]``, quaternion ``quat [N, 4]`` and ``log_scale [N, 3]``:
+    world ``(means, quats, scales)`` as :meth:`avatar.gaussians.mesh_gaussians.MeshGaussians.on_frames`
+    computes them with tensor ops, in one compiled loop (forward only, CPU)."""
+    dtype = o.dtype
+    np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+    as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
+    n = o.shape[0]
+    means, quats, scales = np.empty((n, 3), np_dtype), np.empty((n, 4), np_dtype), np.empty((n, 3), np_dtype)
+    _place_kernel()(as_np(o), as_np(r), as_np(k), as_np(xyz), as_np(quat), as_np(log_scale),
+                    np.array([0.0, 1.0, 2.0, 1e-12], np_dtype), means, quats, scales)
+    return torch.from_numpy(means), torch.from_numpy(quats), torch.from_numpy(scales)
