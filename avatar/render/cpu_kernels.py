@@ -528,18 +528,18 @@ def sh_available() -> bool:
     return _sh_kernel() is not None
 
 
-def sh_colors(degree: int, coeffs: Tensor, means: Tensor, campos: Tensor, frame: Tensor | None) -> Tensor:
+def sh_colors(degree: int, coeffs: Tensor, means: Tensor, campos: Tensor, frame: Tensor | None,
+              basis_constants: tuple[float, ...]) -> Tensor:
     """:func:`avatar.render.sh.sh_colors` for ``coeffs [N, K, D]`` shared by the cameras at
-    ``campos [C, 3]``, as one compiled loop (forward only, CPU): ``[C, N, D]``."""
-    from .sh import _C0, _C1, _C2, _C3  # noqa: PLC0415
-
+    ``campos [C, 3]``, as one compiled loop (forward only, CPU): ``[C, N, D]``.
+    ``basis_constants``: the 14 normalisation factors of the basis (degree 0, 1, 2's five, 3's seven)."""
     kernel = _sh_kernel()
     if kernel is None:
         raise RuntimeError("the compiled SH shading needs numba (pip install numba) and AVATAR_NO_NUMBA unset")
     dtype = coeffs.dtype
     np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
     as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
-    consts = np.array([_C0, _C1, *_C2, *_C3, 0.0, 0.5, 1e-12, 2.0, 3.0, 4.0], dtype=np_dtype)
+    consts = np.array([*basis_constants, 0.0, 0.5, 1e-12, 2.0, 3.0, 4.0], dtype=np_dtype)
     frame = torch.eye(3, dtype=dtype) if frame is None else frame
     out = np.empty((campos.shape[0], means.shape[0], coeffs.shape[2]), np_dtype)
     kernel(as_np(coeffs), as_np(means), as_np(campos), as_np(frame), int(degree), consts, out)

@@ -92,7 +92,7 @@ def sh_colors(degree: int, coeffs: Tensor, means: Tensor, viewmats: Tensor, fram
         extra = () if frame is None else (frame,)
         if compiled_forward(means.device, coeffs, means, viewmats, *extra) and cpu_kernels.sh_available():
             # one compiled loop instead of some forty small tensor ops (forward-only CPU renders)
-            return cpu_kernels.sh_colors(degree, coeffs, means, campos, frame)
+            return cpu_kernels.sh_colors(degree, coeffs, means, campos, frame, (_C0, _C1, *_C2, *_C3))
     dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
     if frame is not None:
         dirs = dirs @ frame.to(dirs.dtype)  # frame^T d, row-wise
