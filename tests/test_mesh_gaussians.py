@@ -420,7 +420,7 @@ def test_no_opacity_reset_near_the_end_of_training():
     assert torch.sigmoid(g.params["opacity_logit"]).max() < 0.011
 
 
-@pytest.mark.skipif(not __import__("avatar.render.cpu_kernels", fromlist=["x"]).place_available(),
+@pytest.mark.skipif(not __import__("avatar.render.cpu_kernels", fromlist=["x"]).available(),
                     reason="numba is not installed")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_forward_only_posing_takes_the_compiled_loop_with_the_same_result(monkeypatch, dtype):

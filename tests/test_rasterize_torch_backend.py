@@ -84,6 +84,7 @@ needs_numba = pytest.mark.skipif(not __import__("avatar.render.cpu_kernels", fro
                                  reason="numba is not installed")
 
 
+@needs_numba
 def test_compiled_compositor_is_taken_only_when_no_gradient_is_wanted(monkeypatch):
     calls = []
     real = torch_backend.cpu_kernels.composite_tiles

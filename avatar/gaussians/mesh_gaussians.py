@@ -53,8 +53,7 @@ from .config import MeshGaussiansConfig
 
 def _compiled(*tensors: Tensor) -> bool:
     """Whether posing can take the compiled loop: a forward-only CPU pose in float32 or float64."""
-    return (tensors[0].dtype in (torch.float32, torch.float64) and compiled_forward(tensors[0].device, *tensors)
-            and cpu_kernels.place_available())
+    return tensors[0].dtype in (torch.float32, torch.float64) and compiled_forward(tensors[0].device, *tensors)
 
 __all__ = ["FrameState", "MeshGaussians", "MeshGaussiansConfig", "SH_FRAMES", "WorldGaussians", "uv_samples"]
 

@@ -200,6 +200,13 @@ def _require():
     return kernels
 
 
+def _compiled(factory):
+    """The kernel ``factory()`` compiles (one of the lru-cached ``_*_kernel``), or a clear error
+    when numba is missing or disabled (callers check :func:`available` first)."""
+    _require()
+    return factory()
+
+
 def bin_tiles(flat: Tensor, cam: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,
               tiles_x: int, n_tiles: int, total_tiles: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per-tile lists ``(flat_ids, tile_counts, tile_offsets)`` of depth-sorted Gaussians ``flat``
@@ -332,9 +339,7 @@ def mesh_zbuffer(setup, num_pixels: int, width: int, height: int, key_empty: int
 
 @functools.lru_cache(maxsize=None)
 def _project_kernel():
-    """The compiled projection (forward only), or None without numba."""
-    if _kernels() is None:
-        return None
+    """The compiled projection (forward only)."""
     import numba  # noqa: PLC0415
 
     # No fast-math: the same float ops as the torch code, so results agree to rounding.
@@ -439,9 +444,6 @@ def _project_kernel():
     return project
 
 
-def project_available() -> bool:
-    return _project_kernel() is not None
-
 
 def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor, Ks: Tensor,
                       width: int, height: int, near_plane: float, far_plane: float, radius_clip: float, eps2d: float,
@@ -449,9 +451,7 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
                       extend_max: float) -> dict[str, Tensor]:
     """:func:`avatar.render.torch_backend.project_gaussians` as one compiled loop (forward only,
     CPU; the same dict, equal to float rounding)."""
-    kernel = _project_kernel()
-    if kernel is None:
-        raise RuntimeError("the compiled projection needs numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    kernel = _compiled(_project_kernel)
     dtype = torch.promote_types(means.dtype, viewmats.dtype)
     as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
     C, N = viewmats.shape[0], means.shape[0]
@@ -474,9 +474,7 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
 
 @functools.lru_cache(maxsize=None)
 def _sh_kernel():
-    """The compiled SH shading (forward only), or None without numba."""
-    if _kernels() is None:
-        return None
+    """The compiled SH shading (forward only)."""
     import numba  # noqa: PLC0415
 
     @numba.njit(cache=True, nogil=True)
@@ -524,18 +522,13 @@ def _sh_kernel():
     return shade
 
 
-def sh_available() -> bool:
-    return _sh_kernel() is not None
-
 
 def sh_colors(degree: int, coeffs: Tensor, means: Tensor, campos: Tensor, frame: Tensor | None,
               basis_constants: tuple[float, ...]) -> Tensor:
     """:func:`avatar.render.sh.sh_colors` for ``coeffs [N, K, D]`` shared by the cameras at
     ``campos [C, 3]``, as one compiled loop (forward only, CPU): ``[C, N, D]``.
     ``basis_constants``: the 14 normalisation factors of the basis (degree 0, 1, 2's five, 3's seven)."""
-    kernel = _sh_kernel()
-    if kernel is None:
-        raise RuntimeError("the compiled SH shading needs numba (pip install numba) and AVATAR_NO_NUMBA unset")
+    kernel = _compiled(_sh_kernel)
     dtype = coeffs.dtype
     np_dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
     as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
@@ -632,9 +625,7 @@ def tile_lists(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, t
 
 @functools.lru_cache(maxsize=None)
 def _place_kernel():
-    """The compiled placing of frame-bound Gaussians (see :func:`place_gaussians`), or None without numba."""
-    if _kernels() is None:
-        return None
+    """The compiled placing of frame-bound Gaussians (see :func:`place_gaussians`)."""
     import numba  # noqa: PLC0415
 
     @numba.njit(cache=True, nogil=True)
@@ -686,9 +677,6 @@ def _place_kernel():
     return place
 
 
-def place_available() -> bool:
-    return _place_kernel() is not None
-
 
 def place_gaussians(o: Tensor, r: Tensor, k: Tensor, xyz: Tensor, quat: Tensor,
                     log_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -701,6 +689,6 @@ def place_gaussians(o: Tensor, r: Tensor, k: Tensor, xyz: Tensor, quat: Tensor,
     as_np = lambda t: t.detach().to(dtype).contiguous().numpy()  # noqa: E731
     n = o.shape[0]
     means, quats, scales = np.empty((n, 3), np_dtype), np.empty((n, 4), np_dtype), np.empty((n, 3), np_dtype)
-    _place_kernel()(as_np(o), as_np(r), as_np(k), as_np(xyz), as_np(quat), as_np(log_scale),
+    _compiled(_place_kernel)(as_np(o), as_np(r), as_np(k), as_np(xyz), as_np(quat), as_np(log_scale),
                     np.array([0.0, 1.0, 2.0, 1e-12], np_dtype), means, quats, scales)
     return torch.from_numpy(means), torch.from_numpy(quats), torch.from_numpy(scales)

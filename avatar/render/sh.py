@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import cpu_kernels
+from .torch_backend import compiled_forward
+
 _C0 = 0.28209479177387814
 _C1 = 0.4886025119029199
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
@@ -86,11 +89,8 @@ def sh_colors(degree: int, coeffs: Tensor, means: Tensor, viewmats: Tensor, fram
     """
     campos = -(viewmats[:, :3, :3].transpose(-1, -2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
     if coeffs.dim() == 3 and coeffs.shape[-2] >= num_sh_bases(degree) and 0 <= degree <= 3:
-        from . import cpu_kernels  # noqa: PLC0415
-        from .torch_backend import compiled_forward  # noqa: PLC0415
-
         extra = () if frame is None else (frame,)
-        if compiled_forward(means.device, coeffs, means, viewmats, *extra) and cpu_kernels.sh_available():
+        if compiled_forward(means.device, coeffs, means, viewmats, *extra):
             # one compiled loop instead of some forty small tensor ops (forward-only CPU renders)
             return cpu_kernels.sh_colors(degree, coeffs, means, campos, frame, (_C0, _C1, *_C2, *_C3))
     dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]

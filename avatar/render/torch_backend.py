@@ -71,7 +71,7 @@ def project_gaussians(
     Gaussians cost more in overhead than in arithmetic.
     """
     if compiled_forward(means.device, means, quats, scales, opacities, viewmats, Ks,
-                        *(() if covars is None else (covars,))) and cpu_kernels.project_available():
+                        *(() if covars is None else (covars,))):
         return cpu_kernels.project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane,
                                              far_plane, radius_clip, eps2d, antialiased, covars, ALPHA_THRESHOLD,
                                              EXTEND_MAX)
