@@ -167,6 +167,75 @@ def test_compiled_compositor_matches_torch_on_thin_faint_gaussians(monkeypatch, 
 
 
 @needs_numba
+def test_default_tile_size_follows_the_compositor():
+    """Forward-only CPU renders (the compiled compositor) take 16-pixel tiles, renders that keep
+    a graph the torch compositor's 8."""
+    scene = _dense_scene(50, 16, seed=3)
+    with torch.no_grad():
+        assert rasterization(*scene, 16, 16, backend="torch")[2]["tile_size"] == 16
+    params = [t.clone().requires_grad_(True) for t in scene[:5]]
+    assert rasterization(*params, *scene[5:], 16, 16, backend="torch")[2]["tile_size"] == torch_backend.DEFAULT_TILE_SIZE
+
+
+def _thin_faint_scene(n: int, width: int, seed: int, dtype=torch.float64):
+    """Needles at every angle, opacities on both sides of the 1/255 cut-off."""
+    g = torch.Generator().manual_seed(seed + 2)
+    means, quats, _, _, colors, viewmats, Ks = _dense_scene(n, width, seed=seed, dtype=dtype)
+    scales = torch.stack((0.004 + 0.002 * torch.rand(n, generator=g, dtype=dtype),
+                          0.05 + 0.15 * torch.rand(n, generator=g, dtype=dtype),
+                          0.004 + 0.002 * torch.rand(n, generator=g, dtype=dtype)), -1)
+    opacities = torch.exp(torch.empty(n, dtype=dtype).uniform_(-7.0, -0.5, generator=g))
+    return means, quats, scales, opacities, colors, viewmats, Ks
+
+
+@needs_numba
+@pytest.mark.parametrize("tile_size", [4, 8, 16])
+@pytest.mark.parametrize("scene_kind", ["dense", "thin_faint"])
+def test_vector_compositor_matches_exact_kernel(monkeypatch, tile_size, scene_kind):
+    """Three float32 channels take the SIMD kernel (exp as a polynomial); it agrees with the exact
+    compiled kernel to float32 rounding, on saturating scenes and on needles near the cut-off,
+    with two cameras and an image that is not a multiple of the tile."""
+    from avatar.render import cpu_kernels  # noqa: PLC0415
+
+    make = _dense_scene if scene_kind == "dense" else _thin_faint_scene
+    scene = list(make(1200, 33, seed=11, dtype=torch.float32))
+    shift = torch.eye(4)
+    shift[0, 3] = 0.1
+    scene[5] = torch.cat((scene[5], shift[None]))
+    scene[6] = scene[6].expand(2, 3, 3)
+    bg = torch.tensor([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7]])
+    used = []
+    vector = cpu_kernels._vector_kernel
+    monkeypatch.setattr(cpu_kernels, "_vector_kernel", lambda: used.append(1) or vector())
+    with torch.no_grad():
+        got = rasterization(*scene, 33, 30, tile_size=tile_size, backgrounds=bg, eps2d=0.05)
+    assert used, "the float32 colour render did not take the SIMD kernel"
+    real = cpu_kernels.composite_tiles
+    monkeypatch.setattr(cpu_kernels, "composite_tiles", lambda *a, **k: real(*a, **k, vector=False))
+    with torch.no_grad():
+        ref = rasterization(*scene, 33, 30, tile_size=tile_size, backgrounds=bg, eps2d=0.05)
+    assert len(used) == 1
+    assert (ref[1] > 0.01).float().mean() > 0.3  # the scene covers the picture
+    for a, b in zip(got[:2], ref[:2]):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype, channels", [(torch.float64, 3), (torch.float32, 4), (torch.float32, 1)])
+def test_exact_kernel_for_float64_and_other_channel_counts(monkeypatch, dtype, channels):
+    from avatar.render import cpu_kernels  # noqa: PLC0415
+
+    means, quats, scales, opacities, _, viewmats, Ks = _dense_scene(200, 16, seed=2, dtype=dtype)
+    colors = torch.rand(200, channels, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    monkeypatch.setattr(cpu_kernels, "_vector_kernel", lambda: pytest.fail("SIMD kernel taken"))
+    with torch.no_grad():
+        out, _, _ = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, 16, 16,
+                                  backgrounds=torch.zeros(1, channels, dtype=dtype))
+    assert out.shape == (1, 16, 16, channels) and out.dtype == dtype
+
+
+@needs_numba
 def test_compiled_compositor_from_two_threads_at_once():
     """Live renders from its own thread while other threads may render too: results stay exact."""
     import threading

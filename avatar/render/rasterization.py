@@ -188,7 +188,7 @@ def rasterization(
         radius_clip: Gaussians whose box half-sizes are both <= this (pixels) are skipped.
         eps2d: isotropic blur added to each 2D covariance (pixels^2).
         tile_size: tile edge in pixels (speed only, not results); None: the backend's best
-            (16 for gsplat, 8 for torch).
+            (16 for gsplat and for the compiled forward-only CPU compositor, 8 for the torch one).
         backgrounds: ``[C, D]`` colour behind the Gaussians per camera (default black).
         render_mode: "RGB"; "D" accumulated depth; "ED" expected depth (normalised by alpha);
             "RGB+D" / "RGB+ED" append the depth channel.
@@ -218,7 +218,11 @@ def rasterization(
         raise ValueError(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
     used = resolve_backend(backend, means.device)
     if tile_size is None:
-        tile_size = 16 if used == "gsplat" else torch_backend.DEFAULT_TILE_SIZE
+        # 16 for gsplat, and for the compiled forward-only CPU compositor (a tile row is one SIMD
+        # loop; frames 3-12% faster than with 8 on three avatars, interleaved); 8 for the torch compositor.
+        compiled = used == "torch" and torch_backend.compiled_forward(means.device, means, quats, scales, opacities,
+                                                                      colors, viewmats, Ks)
+        tile_size = 16 if used == "gsplat" or compiled else torch_backend.DEFAULT_TILE_SIZE
     if N == 0:  # the background, with the usual (empty) per-Gaussian meta
         out, alphas = _empty_render(C, D, width, height, backgrounds, render_mode, means)
         proj = torch_backend.project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height)
