@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--pose-every", type=int, default=3, help="portraits: the driver's pose on every Nth frame")
     parser.add_argument("--schedule", default="overlap", choices=("overlap", "sequential"),
                         help="when the tracker starts on the next frame (`avatar live` schedule)")
+    parser.add_argument("--render-threads", default="auto",
+                        help="the renderer's threads (`avatar live` render_threads): a number or auto")
     parser.add_argument("--warp-downscale", type=int, default=4,
                         help="avatar=portrait: its body texture's warp drawn at 1/N size (`avatar live` body_warp_downscale)")
     args = parser.parse_args()
@@ -81,7 +83,7 @@ def main() -> None:
     warp = body_warp_downscale(package, args.warp_downscale)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
                       driver_identity=not args.no_driver_identity, pose_every=args.pose_every,
-                      schedule=args.schedule, retarget_cfg=RetargetConfig(eyes=0.0) if args.still_eyes else None)
+                      schedule=args.schedule, render_threads=args.render_threads, retarget_cfg=RetargetConfig(eyes=0.0) if args.still_eyes else None)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,
@@ -89,7 +91,7 @@ def main() -> None:
         "pose_every": args.pose_every, "schedule": args.schedule, "eyes_turn": not args.still_eyes,
         "device": str(device), "torch_threads": torch.get_num_threads(),
         **{k: report[k] for k in ("frames_captured", "frames_shown", "fps", "latency_ms", "stage_ms", "stop_reason",
-                                  "driver_identity")},
+                                  "render_threads", "driver_identity")},
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "targets": {"fps": 15, "latency_p95_ms": 150},
     }))

@@ -5,7 +5,8 @@ uniform 3-13 mm, random rotations, opacity uniform 0-0.8, fx = fy = 1.2 x width,
 Cases: 256x256 / N=20k and 512x512 / N=100k for every available backend, and the dense
 brute-force reference at 64x64 / N=2k for scale. On a CPU the forward (no grad) figure of
 ``torch`` uses the compiled compositor (numba) when it is installed; ``torch-ops`` is the
-same case with it switched off (``AVATAR_NO_NUMBA=1``), side by side in one run. Each case runs in its own process so that
+same case with it switched off (``AVATAR_NO_NUMBA=1``), and ``torch-exact`` the compiled compositor
+with its exact kernel instead of the SIMD one (libm's exp; see ``cpu_kernels._vector_kernel``), side by side in one run. Each case runs in its own process so that
 its peak memory (RSS above the scene's own, or CUDA max allocated) is its own.
 
     python benchmarks/rasterize.py [--repeats 7] [--cases torch:256:20000,...]
@@ -76,7 +77,13 @@ def run_case(backend: str, width: int, n: int, repeats: int) -> dict:
     from avatar.render.reference import rasterize_dense
 
     device = torch.device("cuda" if backend == "gsplat" or (backend.endswith("cuda")) else "cpu")
-    name = backend.removesuffix("-cuda").replace("torch-ops", "torch")
+    name = backend.removesuffix("-cuda").replace("torch-ops", "torch").replace("torch-exact", "torch")
+    if backend == "torch-exact":
+        import functools  # noqa: PLC0415
+
+        from avatar.render import cpu_kernels  # noqa: PLC0415
+
+        cpu_kernels.composite_tiles = functools.partial(cpu_kernels.composite_tiles, vector=False)
     means, quats, scales, opacities, colors, viewmats, Ks = make_scene(n, width, device)
     base_rss = _rss_mib()
     if device.type == "cuda":
@@ -126,7 +133,7 @@ def run_case(backend: str, width: int, n: int, repeats: int) -> dict:
 
 
 def default_cases() -> list[str]:
-    cases = ["torch:256:20000", "torch-ops:256:20000", "torch:512:100000", "torch-ops:512:100000", "reference:64:2000"]
+    cases = ["torch:256:20000", "torch-exact:256:20000", "torch-ops:256:20000", "torch:512:100000", "torch-ops:512:100000", "reference:64:2000"]
     from avatar.render import gsplat_status
 
     if torch.cuda.is_available():

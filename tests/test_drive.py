@@ -188,6 +188,7 @@ def test_live_from_a_video_standing_in_for_a_webcam(package, tmp_path, monkeypat
     assert 1 <= report["frames_shown"] <= 15 and report["frames_without_face"] == 0
     assert report["latency_ms"]["p95"] >= report["latency_ms"]["mean"] > 0
     assert set(report["stage_ms"]) == {"capture", "track", "render", "wait"}
+    assert report["render_threads"] >= 1
     assert report["expression_mlp_dtype"] is None  # no expression MLP in this avatar: nothing to fix
     assert len(list(open_source(rec).frames())) == report["frames_shown"]
 
@@ -491,6 +492,48 @@ def test_live_detects_the_drivers_pose_every_nth_frame_for_an_avatar_with_a_tors
                       driver_identity=False, pose_every=3, renderer={"backend": "torch"})
     assert report["frames_captured"] == 150 and calls["face"] >= 4
     assert calls["pose"] == -(-calls["face"] // 3)  # frames 0, 3, 6, ... of those tracked
+
+
+def test_live_render_threads_setting():
+    """auto leaves a core to the tracker under the overlap schedule on a CPU; numbers as given; bad
+    values refused with the key named."""
+    import pytest
+    import torch
+
+    from avatar.drive.live import live_render_threads
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert live_render_threads("auto", "overlap", cpu, cores=2) == 1
+    assert live_render_threads("auto", "overlap", cpu, cores=8) == 7
+    assert live_render_threads("auto", "overlap", cpu, cores=1) == 1
+    assert live_render_threads(None, "sequential", cpu, cores=2) == torch.get_num_threads()
+    assert live_render_threads("auto", "overlap", cuda, cores=2) == torch.get_num_threads()
+    assert live_render_threads(3, "overlap", cpu) == 3 and live_render_threads("2", "sequential", cpu) == 2
+    for bad in (0, "-1", "many"):
+        with pytest.raises(ValueError, match="render_threads"):
+            live_render_threads(bad, "overlap", cpu)
+
+
+def test_live_renders_on_its_render_threads_and_gives_the_count_back(package, monkeypatch):
+    import torch
+
+    from avatar.drive.animate import AvatarPackage
+    from avatar.drive.live import run_live
+
+    seen = []
+    real_render = AvatarPackage.render_frame
+
+    def counting_render(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_render(self, *args, **kwargs)
+
+    monkeypatch.setattr(AvatarPackage, "render_frame", counting_render)
+    pkg = AvatarPackage.load(package, torch.device("cpu"))
+    before = torch.get_num_threads()
+    report = run_live(pkg, str(_real_video("drive_expressive_512.mp4")), display=False, max_frames=20,
+                      driver_identity=False, renderer={"backend": "torch"}, render_threads=1)
+    assert report["render_threads"] == 1 and seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
 
 
 def test_live_sequential_schedule_never_tracks_while_the_renderer_works(package, monkeypatch):

@@ -26,11 +26,11 @@ def main(cfg: DictConfig) -> int:
     report = run_live(package, cfg.source, display=cfg.display, out=cfg.out, size=cfg.size,
                       max_frames=cfg.max_frames, retarget_cfg=retarget_config(cfg),
                       renderer=OmegaConf.to_container(cfg.renderer), driver_identity=cfg.retarget.driver_identity,
-                      pose_every=pose_every, schedule=schedule)
+                      pose_every=pose_every, schedule=schedule, render_threads=cfg.get("render_threads", "auto"))
     report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
                    "n_gaussians": len(package.gaussians), "device": str(package.device),
                    "expression_mlp_dtype": deformer, "body_warp_downscale": warp,
-                   "schedule": schedule, "pose_every": pose_every})
+                   "schedule": schedule, "pose_every": pose_every})  # render_threads: in run_live's report
     path = Path(cfg.report)
     if not path.is_absolute() and HydraConfig.initialized():
         path = Path(HydraConfig.get().runtime.output_dir) / path

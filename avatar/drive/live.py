@@ -19,6 +19,7 @@ a snapshot.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class LiveStats:
     identity: object = None  # the BackgroundIdentity of the session, if any
     body: object = None  # the OnlineTorso moving an avatar's shoulders, if any
     turn_beyond_deg: float = 0.0  # how far the shown head turned beyond the avatar's trained turns (not held)
+    render_threads: int = 0  # the renderer's thread count (live_render_threads)
 
     def report(self, seconds: float) -> dict:
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -99,6 +101,7 @@ class LiveStats:
             "latency_ms": {"mean": round(float(lat.mean()), 1), "p95": round(float(np.percentile(lat, 95)), 1)},
             "stage_ms": {k: round(float(np.median(v)), 2) if v else None for k, v in self.stage_ms.items()},
             "stop_reason": self.stop_reason,
+            "render_threads": self.render_threads,
             "driver_identity": self._identity(),
             "torso": None if self.body is None else {"frames_without_shoulders": self.body.missing,
                                                      "moved": self.body.value is not None},
@@ -142,10 +145,29 @@ def open_camera(source):
 SCHEDULES = ("overlap", "sequential")  # run_live's choices
 
 
+def live_render_threads(setting, schedule: str, device: torch.device, cores: int | None = None) -> int:
+    """The renderer's thread count for ``avatar live render_threads=SETTING``: a positive number as
+    is; ``auto``: on a CPU with the ``overlap`` schedule one core fewer than the machine has (at least
+    one), since the tracker works on the next frame meanwhile and a parallel region whose threads
+    share a core with it waits for it (on 2 cores: 1 thread, measured faster and with lower latency,
+    see the README); otherwise torch's count (all cores by default)."""
+    if setting in (None, "auto"):
+        if device.type == "cpu" and schedule == "overlap":
+            return max(1, (cores or os.cpu_count() or 1) - 1)
+        return torch.get_num_threads()
+    try:
+        threads = int(setting)
+    except (TypeError, ValueError):
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"live render_threads={setting!r}: use a positive number of threads or auto")
+    return threads
+
+
 def run_live(package: AvatarPackage, source, display: bool = True, out: str | None = None, size: int | None = None,
              max_frames: int | None = None, retarget_cfg: RetargetConfig | None = None, snapshot_dir: str = ".",
              renderer: dict | None = None, driver_identity: bool = True, pose_every: int = 3,
-             schedule: str = "overlap") -> dict:
+             schedule: str = "overlap", render_threads: int | str | None = "auto") -> dict:
     """Run the live loop until the source ends, ``q`` or ``max_frames``; returns the report.
 
     The driver starts with the mean face; with ``driver_identity`` its own identity is fitted
@@ -158,9 +180,12 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     ``schedule``: when the tracker starts on the next frame. ``sequential``: once the renderer has
     finished the frame it took, so the renderer has every core to itself while it works (its
     parallel loops lose badly to a second busy thread on a small CPU); ``overlap``: already
-    while the renderer works, timed to finish about when it does."""
+    while the renderer works, timed to finish about when it does. ``render_threads``: the
+    renderer's thread count (:func:`live_render_threads`; ``auto`` leaves a core to the tracker
+    under ``overlap`` on a CPU); it is reported as ``render_threads``."""
     if schedule not in SCHEDULES:
         raise ValueError(f"live schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    render_threads = live_render_threads(render_threads, schedule, package.device)
     import cv2  # noqa: PLC0415
 
     from avatar.io.video import VideoWriter  # noqa: PLC0415
@@ -299,9 +324,11 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     # While the driver's identity is fitted in its worker process (one core), the renderer runs
     # on one thread: a parallel region whose second thread shares its core with the fit waits
     # for it, and the frame takes longer than on one thread alone.
-    render_threads = torch.get_num_threads()
+    stats.render_threads = render_threads
     t_start, seen = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, torch.get_num_threads())  # the caller's count back at the end
+        torch.set_num_threads(render_threads)
         writer = stack.enter_context(VideoWriter(out, fps=fps)) if out else None
         stack.callback(_shutdown, stop, threads, cap, display)
         t_idle = None
