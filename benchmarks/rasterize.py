@@ -6,7 +6,7 @@ Cases: 256x256 / N=20k and 512x512 / N=100k for every available backend, and the
 brute-force reference at 64x64 / N=2k for scale. On a CPU the forward (no grad) figure of
 ``torch`` uses the compiled compositor (numba) when it is installed; ``torch-ops`` is the
 same case with it switched off (``AVATAR_NO_NUMBA=1``), and ``torch-exact`` the compiled compositor
-with its exact kernel instead of the SIMD one (libm's exp; see ``cpu_kernels._vector_kernel``), side by side in one run. Each case runs in its own process so that
+with its pixel-by-pixel loop instead of the SIMD one (libm's exp; ``composite_tiles(vector=False)``), side by side in one run. Each case runs in its own process so that
 its peak memory (RSS above the scene's own, or CUDA max allocated) is its own.
 
     python benchmarks/rasterize.py [--repeats 7] [--cases torch:256:20000,...]

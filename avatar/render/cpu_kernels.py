@@ -9,7 +9,9 @@ are still open and lie in the box around its cut-off ellipse (the others would t
 alphas below 1/255 skipped, clamped at 0.999, a pixel closed before its transmittance would
 reach 1e-4 -- gsplat's ``rasterize_to_pixels_fwd`` rules, the same
 as :func:`avatar.render.torch_backend.rasterize_to_pixels`, so results agree to float
-rounding (tested). A second kernel bins Gaussians into per-tile lists by a counting sort
+rounding (tested). Colour renders in float32 take each row of a Gaussian's box as one SIMD
+loop over the tile's width, with exp() as a polynomial (within 3e-7 of the pixel-by-pixel
+loop's images; tested). A second kernel bins Gaussians into per-tile lists by a counting sort
 (the same lists as the torch code's sort; used for training too).
 
 The project depends on numba, but the code runs without it (or with ``AVATAR_NO_NUMBA=1``):
@@ -71,19 +73,32 @@ def _kernels():
 
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath=fast)
     def composite(gaussians, ids, offsets, counts, tiles, corners, consts, backgrounds, tile_size, tiles_x,
-                  width, height, out, out_alpha):
+                  width, height, vector, out, out_alpha):
         # gaussians [C*N, 9 + D]: mean x, y, conic a, b, c, opacity, the cut-off s_max (beyond
         # sigma = s_max alpha < 1/255; not > 0: the Gaussian reaches no pixel), the half-widths of
         # the box round the ellipse sigma <= s_max, colour. ids: the tiles' lists in (tile,
         # depth) order; corners [tiles, 2]: each tile's top-left corner. Gaussians outer, the
-        # pixels of their box inner; a pixel's colour is accumulated where it takes its alpha.
+        # rows of their box inner; a pixel's colour is accumulated where it takes its alpha.
         # Generic in the float type (float32 or 64).
+        #
+        # vector (three channels only): each row's tile_size pixels side by side as one SIMD loop,
+        # every test a select instead of a branch (the pixels outside the box's columns or the
+        # cut-off, under alpha_min or already closed take weight 0 and keep their transmittance),
+        # and exp() inline: numba's LLVM has no vector exp (no SVML) and one libm call per pixel
+        # keeps the loop scalar. exp(-sigma) for sigma in [0, s_max], s_max <= log(255) + 1e-3 <
+        # 5.6 (masked lanes clamped): exp(-u)^16, u = sigma / 16 <= 0.35, from its Taylor series
+        # to u^7 (truncation 5e-9, relative), squared four times (float32 rounding: a few 1e-6).
+        # Otherwise each pixel of the box in turn, with libm's exp.
         alpha_min, alpha_max, trans_min = consts[0], consts[1], consts[2]
         half, zero, one = consts[3], consts[4], consts[5]
+        sixteenth = consts[6]
+        q2, q3, q4, q5, q6, q7 = consts[7], consts[8], consts[9], consts[10], consts[11], consts[12]
         n_tiles_cam = tiles_x * ((height + tile_size - 1) // tile_size)
         D = gaussians.shape[1] - 9
+        simd = vector and D == 3
         P = tile_size * tile_size
         last = tile_size - 1
+        lanes = np.uint64(tile_size)  # unsigned: no wrap-around of negative indices, so LLVM vectorises
         for j in numba.prange(tiles.shape[0]):
             k = tiles[j]
             cam = k // n_tiles_cam
@@ -92,7 +107,7 @@ def _kernels():
             tx = t - ty * tiles_x
             # Transmittance per pixel; a closed pixel (it would fall to trans_min) keeps it negated.
             trans = np.ones(P, dtype=gaussians.dtype)
-            acc = np.zeros((P, D), dtype=gaussians.dtype)
+            acc = np.zeros(D * P, dtype=gaussians.dtype)  # channel-major: channel d of pixel p at d * P + p
             n_live = P
             for i in range(offsets[k], offsets[k] + counts[k]):
                 g = ids[i]
@@ -115,6 +130,37 @@ def _kernels():
                     row_c = half * cc * dy * dy  # sigma = d^T M d / 2, M = [[a, b], [b, c]]
                     row_b = cb * dy
                     first = row * tile_size
+                    if simd:
+                        tr = trans[first:first + tile_size]
+                        rr = acc[first:first + tile_size]
+                        gg = acc[P + first:P + first + tile_size]
+                        bb = acc[2 * P + first:2 * P + first + tile_size]
+                        closed = 0
+                        for lane in range(lanes):
+                            col = np.int64(lane)
+                            T = tr[lane]
+                            dx = mx - (col + half)
+                            sigma = half * ca * dx * dx + row_b * dx + row_c
+                            u = min(max(sigma, zero), s_max) * sixteenth
+                            e = one - u * (one - u * (q2 - u * (q3 - u * (q4 - u * (q5 - u * (q6 - u * q7))))))
+                            e = e * e
+                            e = e * e
+                            e = e * e
+                            e = e * e
+                            alpha = min(alpha_max, op * e)
+                            hit = (col >= c0) & (col <= c1) & (sigma >= zero) & (sigma <= s_max) & (alpha >= alpha_min)
+                            hit = hit & (T > zero)
+                            nt = T * (one - alpha)
+                            open_ = nt > trans_min
+                            take = hit & open_
+                            w = alpha * T if take else zero
+                            rr[lane] += w * col0
+                            gg[lane] += w * col1
+                            bb[lane] += w * col2
+                            tr[lane] = nt if take else (-T if hit else T)
+                            closed += hit & (not open_)
+                        n_live -= closed
+                        continue
                     for col in range(c0, c1 + 1):
                         p = first + col
                         T = trans[p]
@@ -129,12 +175,12 @@ def _kernels():
                                 if nt > trans_min:
                                     w = alpha * T
                                     if D == 3:
-                                        acc[p, 0] += w * col0
-                                        acc[p, 1] += w * col1
-                                        acc[p, 2] += w * col2
+                                        acc[p] += w * col0
+                                        acc[P + p] += w * col1
+                                        acc[2 * P + p] += w * col2
                                     else:
                                         for d in range(D):
-                                            acc[p, d] += w * gaussians[g, 9 + d]
+                                            acc[d * P + p] += w * gaussians[g, 9 + d]
                                     trans[p] = nt
                                 else:  # the pixel is done: it takes nothing more, this one included
                                     trans[p] = -T
@@ -147,7 +193,7 @@ def _kernels():
                 if py < height and px < width:
                     T = abs(trans[p])
                     for d in range(D):
-                        out[cam, py, px, d] = acc[p, d] + T * backgrounds[cam, d]
+                        out[cam, py, px, d] = acc[d * P + p] + T * backgrounds[cam, d]
                     out_alpha[cam, py, px] = one - T
 
     @numba.njit(cache=True, nogil=True)
@@ -207,109 +253,6 @@ def _compiled(factory):
     return factory()
 
 
-@functools.lru_cache(maxsize=None)
-def _vector_kernel():
-    """The compositor for three float32 channels with its inner loop in SIMD lanes (see
-    :func:`composite_tiles`): a tile row's pixels side by side, every test a select instead of a
-    branch, and exp() as a polynomial, since numba's LLVM has no vector exp (no SVML) and one
-    scalar exp call per pixel keeps the loop scalar."""
-    _require()
-    import numba  # noqa: PLC0415
-
-    fast = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=fast)
-    def composite_rgb(gaussians, ids, offsets, counts, tiles, corners, consts, backgrounds, tile_size, tiles_x,
-                      width, height, out, out_alpha):
-        # As composite() for D = 3 (same arguments). Each Gaussian's rows of its box, and on a row all
-        # tile_size pixels: the ones outside the box's columns, the cut-off ellipse, under alpha_min or
-        # already closed are masked (weight 0, transmittance kept). exp(-sigma), sigma in [0, s_max]
-        # with s_max <= log(255) + 1e-3 < 5.6 (the masked lanes are clamped): exp(-u)^16 with
-        # u = sigma / 16 <= 0.35 from its Taylor series to u^7 (truncation 5e-9, relative), squared
-        # four times (float32 rounding: a few 1e-6, relative). Results differ from composite()'s
-        # by that, and where an alpha lies within it of alpha_min or a transmittance of trans_min.
-        alpha_min, alpha_max, trans_min = consts[0], consts[1], consts[2]
-        half, zero, one = consts[3], consts[4], consts[5]
-        sixteenth = consts[6]
-        q2, q3, q4, q5, q6, q7 = consts[7], consts[8], consts[9], consts[10], consts[11], consts[12]
-        n_tiles_cam = tiles_x * ((height + tile_size - 1) // tile_size)
-        P = tile_size * tile_size
-        last = tile_size - 1
-        lanes = np.uint64(tile_size)  # unsigned: no wrap-around of negative indices, so LLVM vectorises
-        for j in numba.prange(tiles.shape[0]):
-            k = tiles[j]
-            cam = k // n_tiles_cam
-            t = k - cam * n_tiles_cam
-            ty = t // tiles_x
-            tx = t - ty * tiles_x
-            trans = np.ones(P, dtype=gaussians.dtype)  # a closed pixel keeps its transmittance negated
-            red = np.zeros(P, dtype=gaussians.dtype)
-            green = np.zeros(P, dtype=gaussians.dtype)
-            blue = np.zeros(P, dtype=gaussians.dtype)
-            n_live = P
-            for i in range(offsets[k], offsets[k] + counts[k]):
-                g = ids[i]
-                s_max = gaussians[g, 6]
-                if not s_max > zero:
-                    continue
-                mx, my = gaussians[g, 0] - corners[t, 0], gaussians[g, 1] - corners[t, 1]
-                c0 = max(0, int(np.ceil(mx - gaussians[g, 7] - half)))
-                c1 = min(last, int(np.floor(mx + gaussians[g, 7] - half)))
-                r0 = max(0, int(np.ceil(my - gaussians[g, 8] - half)))
-                r1 = min(last, int(np.floor(my + gaussians[g, 8] - half)))
-                if c0 > c1 or r0 > r1:
-                    continue
-                half_a, cb, cc, op = half * gaussians[g, 2], gaussians[g, 3], gaussians[g, 4], gaussians[g, 5]
-                col0, col1, col2 = gaussians[g, 9], gaussians[g, 10], gaussians[g, 11]
-                for row in range(r0, r1 + 1):
-                    dy = my - (row + half)
-                    row_c = half * cc * dy * dy
-                    row_b = cb * dy
-                    first = row * tile_size
-                    tr = trans[first:first + tile_size]
-                    rr = red[first:first + tile_size]
-                    gg = green[first:first + tile_size]
-                    bb = blue[first:first + tile_size]
-                    closed = 0
-                    for lane in range(lanes):
-                        col = np.int64(lane)
-                        T = tr[lane]
-                        dx = mx - (col + half)
-                        sigma = half_a * dx * dx + row_b * dx + row_c
-                        u = min(max(sigma, zero), s_max) * sixteenth
-                        e = one - u * (one - u * (q2 - u * (q3 - u * (q4 - u * (q5 - u * (q6 - u * q7))))))
-                        e = e * e
-                        e = e * e
-                        e = e * e
-                        e = e * e
-                        alpha = min(alpha_max, op * e)
-                        hit = (col >= c0) & (col <= c1) & (sigma >= zero) & (sigma <= s_max) & (alpha >= alpha_min)
-                        hit = hit & (T > zero)
-                        nt = T * (one - alpha)
-                        open_ = nt > trans_min
-                        take = hit & open_
-                        w = alpha * T if take else zero
-                        rr[lane] += w * col0
-                        gg[lane] += w * col1
-                        bb[lane] += w * col2
-                        tr[lane] = nt if take else (-T if hit else T)
-                        closed += hit & (not open_)
-                    n_live -= closed
-                if n_live == 0:
-                    break
-            for p in range(P):
-                py = ty * tile_size + p // tile_size
-                px = tx * tile_size + p % tile_size
-                if py < height and px < width:
-                    T = abs(trans[p])
-                    out[cam, py, px, 0] = red[p] + T * backgrounds[cam, 0]
-                    out[cam, py, px, 1] = green[p] + T * backgrounds[cam, 1]
-                    out[cam, py, px, 2] = blue[p] + T * backgrounds[cam, 2]
-                    out_alpha[cam, py, px] = one - T
-
-    return composite_rgb
-
-
 def bin_tiles(flat: Tensor, cam: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,
               tiles_x: int, n_tiles: int, total_tiles: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per-tile lists ``(flat_ids, tile_counts, tile_offsets)`` of depth-sorted Gaussians ``flat``
@@ -331,8 +274,9 @@ def composite_tiles(
 
     ``means2d [C, N, 2]``, ``conics [C, N, 3]``, ``colors [C, N, D]``, ``opacities [C, N]``,
     ``backgrounds [C, D]``. Returns ``(colors [C, H, W, D], alphas [C, H, W, 1])``. ``vector``: three
-    float32 channels go to the SIMD kernel (:func:`_vector_kernel`; its exp is a polynomial, within a
-    few 1e-6 relative); False: the exact one for every input.
+    float32 channels are composited a tile row at a time in SIMD lanes (exp as a polynomial, within a
+    few 1e-6 relative; images within 3e-7 of the other loop's); False: pixel by pixel with libm's
+    exp, as float64 and other channel counts always are.
     """
     import numba  # noqa: PLC0415
 
@@ -352,9 +296,10 @@ def composite_tiles(
     corners = _tile_corners(tile_size, tiles_x, n_tiles_cam, np_dtype)
     consts = np.array([alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0, 1 / 16] + [1 / math.factorial(n) for n in range(2, 8)],
                       dtype=np_dtype)
-    # Three float32 channels (colour renders: live, avatar render, previews): the SIMD kernel, about
-    # 40% faster (its exp a polynomial, see _vector_kernel); float64 and other channel counts: exact.
-    kernel = _vector_kernel() if vector and D == 3 and np_dtype == np.float32 else _require()[0]
+    # Three float32 channels (colour renders: live, avatar render, previews): the SIMD row loop (its
+    # exp a polynomial, see the kernel); float64 and other channel counts: pixel by pixel, exact.
+    kernel = _require()[0]
+    vector = bool(vector and D == 3 and np_dtype == np.float32)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     active = tile_counts.nonzero().squeeze(-1)
     # prange hands each thread one contiguous block of tiles, and the busy tiles cluster in
@@ -370,7 +315,7 @@ def composite_tiles(
         kernel(
             gaussians, flat_ids.contiguous().numpy(), tile_offsets.contiguous().numpy(),
             tile_counts.contiguous().numpy(), active, corners, consts, bg, tile_size, tiles_x, width, height,
-            out, out_alpha,
+            vector, out, out_alpha,
         )
     return torch.from_numpy(out).to(colors.dtype), torch.from_numpy(out_alpha)[..., None].to(colors.dtype)
 
