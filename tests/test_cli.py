@@ -212,6 +212,7 @@ def test_dataclasses_give_the_defaults(in_tmp: Path, capsys: pytest.CaptureFixtu
     (["track", "capture=r", "track.fit.full_iterations=abc"], "track.fit.full_iterations=abc: expected an integer"),
     (["live", "run=a", "max_gaussians=lots"], "max_gaussians=lots: expected an integer >= 1, auto or null"),
     (["live", "run=a", "body_warp_downscale=0"], "body_warp_downscale=0: expected an integer >= 1"),
+    (["live", "run=a", "render_threads=many"], "render_threads=many: expected an integer >= 1, auto"),
     (["train", "capture=c", "out=r", "train.gaussians.neck_blend=-0.1"],
      "train.gaussians.neck_blend=-0.1: expected a number >= 0"),
     (["demo", "out=r", "demo.fps=fast"], "demo.fps=fast: expected an integer"),

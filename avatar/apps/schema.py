@@ -171,6 +171,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "max_gaussians": integer(1, null=True, choices=("auto",)),
         "pose_every": integer(1),
         "schedule": text("overlap", "sequential"),
+        "render_threads": integer(1, choices=("auto",)),
         "body_warp_downscale": integer(1),
         "deformer_dtype": text("auto", "float32", "bfloat16"),
     },
