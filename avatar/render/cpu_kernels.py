@@ -34,6 +34,9 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
+# exp(-u)'s Taylor coefficients 1/2!, ..., 1/7! (the compositor's SIMD loop, see composite()).
+_EXP_TAYLOR = tuple(1 / math.factorial(n) for n in range(2, 8))
+
 _LOCK = threading.Lock()  # numba's default threading layer does not take concurrent launches
 
 
@@ -294,8 +297,7 @@ def composite_tiles(
     with torch.no_grad():
         bg = backgrounds.to(dtype).contiguous().numpy()
     corners = _tile_corners(tile_size, tiles_x, n_tiles_cam, np_dtype)
-    consts = np.array([alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0, 1 / 16] + [1 / math.factorial(n) for n in range(2, 8)],
-                      dtype=np_dtype)
+    consts = np.array((alpha_min, alpha_max, trans_min, 0.5, 0.0, 1.0, 1 / 16) + _EXP_TAYLOR, dtype=np_dtype)
     # Three float32 channels (colour renders: live, avatar render, previews): the SIMD row loop (its
     # exp a polynomial, see the kernel); float64 and other channel counts: pixel by pixel, exact.
     kernel = _require()[0]
