@@ -128,6 +128,37 @@ def test_online_tracker_converges(lm):
         assert c >= 0.8, (name, c)
 
 
+def test_online_pose_step_turns_the_head_as_far_as_misregistered_landmarks_put_it(lm):
+    """MediaPipe's points on a real face sit a few millimetres from where the embedding puts them.
+    With such offsets (fixed in the face, 3 mm standard deviation), the joint steps alone leave the
+    head turned short of the truth; the pose-only step after them (expression held, contour out, a
+    wider robust scale) brings the rotation closer (measured: median 2.4 -> 1.5 degrees)."""
+    from avatar.tracking.landmark_model import project, to_camera, view_directions
+    from avatar.tracking.online import FrameTracker, OnlineConfig
+
+    lm, _, _ = lm
+    s = synthetic(lm)
+    g = torch.Generator().manual_seed(7)
+    offsets = torch.randn(lm.template.shape[0], 3, generator=g) * 3e-3
+    rot, trans = s["rotation"], s["translation"]
+    with torch.no_grad():
+        points = lm.points(s["shape"], s["expression"], view_directions(rot, trans)) + offsets.to(lm.template)
+        target = project(to_camera(points, rot, trans), torch.tensor(FOCAL), torch.tensor([W / 2, W / 2]))
+    target = target + torch.randn(target.shape, generator=g)
+
+    def fit(cfg):
+        tracker = FrameTracker(lm, s["shape"], FOCAL, W, W, cfg=cfg)
+        out = [tracker(target[i]) for i in range(target.shape[0])]
+        return rotation_error_deg(rot, torch.stack([o[1] for o in out])), torch.stack([o[0] for o in out])
+
+    assert OnlineConfig().pose_iterations >= 1
+    with_step, expr = fit(OnlineConfig())
+    joint_only, _ = fit(OnlineConfig(iterations=3, pose_iterations=0))
+    assert float(with_step.median()) < 0.8 * float(joint_only.median()), (with_step.median(), joint_only.median())
+    for name, c in correlations(lm, s["expression"], expr, ("jawOpen", "eyeBlink_L")).items():
+        assert c >= 0.7, (name, c)
+
+
 def test_online_tracker_reads_the_gaze_from_the_irises(lm):
     from avatar.tracking.landmark_model import gaze_angles
     from avatar.tracking.online import FrameTracker
@@ -149,7 +180,10 @@ def test_online_tracker_reads_the_gaze_from_the_irises(lm):
 
     read, fitted, true = run(0.0)
     err = torch.rad2deg((read - true).abs())
-    assert err.median() < 0.5 and err.max() < 1.0  # exact landmarks: the turn itself
+    # Exact landmarks: the turn itself. The largest errors are in the first frames, where the
+    # expression still lags the landmarks and the pose-only step turns the head by up to half a
+    # degree to make up for it (max 0.43 degrees without that step, 1.15 with it).
+    assert err.median() < 0.5 and err.max() < 1.3
     assert slope(fitted, true) < 0.6  # the fit's gaze blendshapes turn the eyes about half as far
     read, _, true = run(1.0)  # 1 px of landmark noise: a few degrees (an eyeball is ~13 px in radius here)
     assert float(torch.corrcoef(torch.stack((read, true)))[0, 1]) > 0.9

@@ -54,7 +54,11 @@ from .landmark_model import (
 
 @dataclass
 class OnlineConfig:
-    iterations: int = 3  # Levenberg-Marquardt steps per frame (warm-started)
+    iterations: int = 2  # Levenberg-Marquardt steps per frame (warm-started)
+    # Then pose-only steps with the expression held, contour points out and the rigid start's wider
+    # robust scale: the joint steps leave the head turned short of where the landmarks put it
+    # (synthetic captures: 3.4 degrees median from the truth with 3 joint steps, 3.0 with 2 + 1).
+    pose_iterations: int = 1
     first_iterations: int = 15  # on the first frame (or after a reset), after the rigid start
     rigid_iterations: int = 10  # pose-only steps that start a first frame
     rigid_robust_factor: float = 5.0  # wider robust scale for the rigid start (the pose starts far off)
@@ -356,6 +360,8 @@ class FrameTracker:
             kept = (self.expression, self.R, self.t)
             w_t = cfg.w_temporal_translation * (self.focal / float(-self.t[2])) ** 2 / 1e4
             self._solve(target, cfg.iterations, (self.expression.clone(), self.t.clone()), w_t, rigid=False)
+            if cfg.pose_iterations:
+                self._solve(target, cfg.pose_iterations, None, 0.0, rigid=True)
         if self.implausible(target, self._px) is not None:
             self.reinitialisations += 1
             self._start(target)
