@@ -323,6 +323,32 @@ def test_condition_noise_reaches_the_deformer_only(sheet_capture, tmp_path):
     assert torch.equal(_first_step_state(quiet).expression, quiet.mesh(quiet.training_frame(1)).expression)
 
 
+def test_random_background_puts_each_training_step_on_its_own_colour(sheet_capture, tmp_path):
+    """``train.random_background``: every step renders and targets the frame on a colour drawn from
+    the seed and the step (a resumed run draws the same); evaluation keeps ``train.background``."""
+    tr = _trainer(sheet_capture, tmp_path / "random", random_background=True)
+    colours = [tr.step_background(s) for s in range(1, 6)]
+    assert all(c.shape == (3,) and bool(((c >= 0) & (c <= 1)).all()) for c in colours)
+    assert len({tuple(c.tolist()) for c in colours}) == 5
+    assert torch.equal(colours[0], tr.step_background(1))
+    index = tr.training_frame(1)
+    gt, mask = tr.target(index, colours[0])
+    assert torch.allclose(gt[mask == 0], colours[0].expand(int((mask == 0).sum()), 3))
+    seen = []
+    render = tr.render
+    tr.render = lambda *a, **k: (seen.append(k.get("background")), render(*a, **k))[1]
+    tr.train_step()
+    tr.render = render
+    assert torch.equal(seen[0], colours[0])
+    _, alpha, _ = tr.render(index)
+    img_default, _, _ = tr.render(index)
+    img_black, _, _ = tr.render(index, background=torch.zeros(3))
+    empty = alpha[..., 0] < 1e-3  # nothing drawn there: the background shows
+    assert bool(empty.any()) and torch.allclose(img_default[empty], tr.background.expand(int(empty.sum()), 3))
+    assert torch.allclose(img_black[empty], torch.zeros(int(empty.sum()), 3))
+    assert _trainer(sheet_capture, tmp_path / "plain").step_background(1) is None
+
+
 @pytest.fixture
 def one_thread():
     """Bit-exact comparisons need one thread: multithreaded BLAS/OpenMP reductions may split work

@@ -17,6 +17,10 @@ class TrainConfig:
     head_dilate: float = 0.04  # hair margin around the head's silhouette, fraction of the width
     neck_below_chin: float | None = 0.04  # mask=head: cut across the neck this far under the chin (metres); None: no cut
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB in 0..1 behind the masked subject
+    # Each training step puts the masked frame and the render on a random uniform colour instead of
+    # `background` (evaluation keeps `background`): Gaussians along the silhouette cannot take the
+    # background's colour to match the mask's soft edge, they have to turn transparent there.
+    random_background: bool = False
     seed: int = 0  # frame order, densification noise: same seed, same run (with one thread)
     # Learning rates per parameter kind; positions decay exponentially to lr_xyz_final.
     lr_xyz: float = 2e-3  # local units: the parent triangle's size

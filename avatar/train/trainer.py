@@ -142,11 +142,12 @@ class Trainer:
         return FrameState(out.vertices, expression, rotation, torso=torso)
 
     def render(self, index: int, sh_degree: int | None = None, pose: tuple[Tensor, Tensor] | None = None,
-               downscale: int = 1, state: FrameState | None = None, window: tuple[int, int, int, int] | None = None):
+               downscale: int = 1, state: FrameState | None = None, window: tuple[int, int, int, int] | None = None,
+               background: Tensor | None = None):
         """Render frame ``index`` of the frame set: ``(image [H,W,3], alpha [H,W,1], meta)``
         (``downscale``: that many times fewer pixels each way; ``state``: the posed model to render
         instead of the frame's own, with the frame's camera; ``window``: ``(x0, y0, x1, y1)``, only
-        those pixels of the frame)."""
+        those pixels of the frame; ``background``: ``[3]`` colour behind it instead of the configured one)."""
         f = self.frames
         w = self.gaussians(self.mesh(index, pose) if state is None else state)
         K = f.K[index]
@@ -160,14 +161,24 @@ class Trainer:
             width, height = x1 - x0, y1 - y0
         img, alpha, meta = w.render(f.viewmat[None], K[None], width, height,
                                     self.sh_degree() if sh_degree is None else sh_degree,
-                                    backgrounds=self.background[None], **self.renderer)
+                                    backgrounds=(self.background if background is None else background)[None],
+                                    **self.renderer)
         self.backend_used = meta["backend"]
         return img[0], alpha[0], meta
 
-    def target(self, index: int) -> tuple[Tensor, Tensor]:
-        """The frame on the configured background, and its mask."""
+    def target(self, index: int, background: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The frame on the configured background (or on ``background [3]``), and its mask."""
         mask = self.frames.mask(index)
-        return self.frames.image(index) * mask[..., None] + self.background * (1 - mask[..., None]), mask
+        bg = self.background if background is None else background
+        return self.frames.image(index) * mask[..., None] + bg * (1 - mask[..., None]), mask
+
+    def step_background(self, step: int) -> Tensor | None:
+        """``train.random_background``: the uniform colour ``[3]`` behind step ``step``'s frame, drawn
+        from the seed and the step number (a resumed run draws the same); None when off."""
+        if not self.cfg.random_background:
+            return None
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_033 + step)
+        return torch.rand(3, generator=gen).to(self.background)
 
     # ---------------------------------------------------------------- training
     def _set_lrs(self) -> None:
@@ -195,8 +206,10 @@ class Trainer:
         self.step += 1
         self._set_lrs()
         index = self.training_frame(self.step)
-        img, alpha, meta = self.render(index, state=self._noisy_state(index) if cfg.condition_noise else None)
-        gt, mask = self.target(index)
+        bg = self.step_background(self.step)
+        img, alpha, meta = self.render(index, state=self._noisy_state(index) if cfg.condition_noise else None,
+                                       background=bg)
+        gt, mask = self.target(index, bg)
         loss = photometric(img, gt, cfg.ssim_weight)
         if cfg.alpha_weight:
             loss = loss + cfg.alpha_weight * alpha_mask(alpha, mask)
