@@ -340,8 +340,7 @@ def test_random_background_puts_each_training_step_on_its_own_colour(sheet_captu
     tr.train_step()
     tr.render = render
     assert torch.equal(seen[0], colours[0])
-    _, alpha, _ = tr.render(index)
-    img_default, _, _ = tr.render(index)
+    img_default, alpha, _ = tr.render(index)
     img_black, _, _ = tr.render(index, background=torch.zeros(3))
     empty = alpha[..., 0] < 1e-3  # nothing drawn there: the background shows
     assert bool(empty.any()) and torch.allclose(img_default[empty], tr.background.expand(int(empty.sum()), 3))
