@@ -83,7 +83,8 @@ def main() -> None:
     warp = body_warp_downscale(package, args.warp_downscale)
     report = run_live(package, str(source), display=False, size=args.size, max_frames=args.frames,
                       driver_identity=not args.no_driver_identity, pose_every=args.pose_every,
-                      schedule=args.schedule, render_threads=args.render_threads, retarget_cfg=RetargetConfig(eyes=0.0) if args.still_eyes else None)
+                      schedule=args.schedule, render_threads=args.render_threads,
+                      retarget_cfg=RetargetConfig(eyes=0.0) if args.still_eyes else None)
     print(json.dumps({
         "benchmark": "live", "run": str(args.run), "source": source.name, "size": args.size,
         "n_gaussians": len(package.gaussians), "n_gaussians_trained": n_trained,

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> int:
     report.update({"run": str(cfg.run), "source": str(cfg.source), "recording": cfg.out,
                    "n_gaussians": len(package.gaussians), "device": str(package.device),
                    "expression_mlp_dtype": deformer, "body_warp_downscale": warp,
-                   "schedule": schedule, "pose_every": pose_every})  # render_threads: in run_live's report
+                   "schedule": schedule, "pose_every": pose_every})
     path = Path(cfg.report)
     if not path.is_absolute() and HydraConfig.initialized():
         path = Path(HydraConfig.get().runtime.output_dir) / path

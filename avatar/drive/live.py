@@ -321,9 +321,6 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
     viewmat = package.state["viewmat"].to(package.device, torch.float32)
     last = None
     glide = TorsoGlide(pose_every)
-    # While the driver's identity is fitted in its worker process (one core), the renderer runs
-    # on one thread: a parallel region whose second thread shares its core with the fit waits
-    # for it, and the frame takes longer than on one thread alone.
     stats.render_threads = render_threads
     t_start, seen = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
@@ -358,6 +355,9 @@ def run_live(package: AvatarPackage, source, display: bool = True, out: str | No
             expression, rotation, translation = retargeter(e, r, t, t_cap - t_start)
             if trained_turns is not None and not holding and stats.shown % 10 == 0:  # for the report's note
                 stats.turn_beyond_deg = max(stats.turn_beyond_deg, turn_beyond(rotation, ref_r, trained_turns))
+            # While the driver's identity is fitted in its worker process (one core), the renderer runs
+            # on one thread: a parallel region whose second thread shares its core with the fit waits
+            # for it, and the frame takes longer than on one thread alone.
             threads = 1 if stats.identity is not None and stats.identity.running else render_threads
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
